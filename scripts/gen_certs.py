@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Provision the fleet PKI: CA, server certificate, device certificates.
+
+    gen_certs.py ca      --out DIR
+    gen_certs.py server  --out DIR --dns NAME... --ip ADDR...
+    gen_certs.py device  --out DIR --tenant T --device D
+    gen_certs.py dev     --out DIR          (a complete development PKI)
+
+Keys are EC P-256, written with mode 0600. Existing material is never
+overwritten unless --force is given. Device identity lives in the URI SAN
+spiffe://<trust-domain>/tenant/<T>/device/<D>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "src") not in sys.path:  # runnable from a checkout without installing
+    sys.path.insert(0, str(ROOT / "src"))
+
+from auth import pki  # noqa: E402
+from auth.errors import AuthError  # noqa: E402
+from auth.identity import (  # noqa: E402
+    DEFAULT_TRUST_DOMAIN,
+    Identity,
+    validate_id,
+    validate_trust_domain,
+)
+
+DEV_DEVICES = (("acme", "dev-1"), ("acme", "dev-2"), ("globex", "dev-1"))
+DEV_DNS = ("localhost",)
+DEV_IPS = ("127.0.0.1", "::1")
+
+
+def _say(path: Path, what: str) -> None:
+    print(f"created {what}: {path}")
+
+
+def cmd_ca(out: Path, force: bool) -> None:
+    ca = pki.create_ca()
+    pki.write_certified_key(ca, out / pki.CA_CERT, out / pki.CA_KEY, force=force)
+    _say(out / pki.CA_CERT, "CA certificate")
+    _say(out / pki.CA_KEY, "CA private key (0600; keep it offline in production)")
+
+
+def cmd_server(out: Path, dns: Sequence[str], ips: Sequence[str], force: bool) -> None:
+    ca = pki.load_ca(out)
+    server = pki.issue_server_cert(ca, list(dns), list(ips))
+    pki.write_certified_key(server, out / pki.SERVER_CERT, out / pki.SERVER_KEY, force=force)
+    names = ", ".join([*dns, *ips])
+    _say(out / pki.SERVER_CERT, f"server certificate for {names}")
+    _say(out / pki.SERVER_KEY, "server private key (0600)")
+
+
+def cmd_device(out: Path, tenant: str, device: str, trust_domain: str, force: bool) -> None:
+    ca = pki.load_ca(out)
+    identity = Identity(validate_id(tenant, "tenant"), validate_id(device, "device"))
+    material = pki.issue_device_cert(ca, identity, trust_domain)
+    cert_path, key_path = pki.device_paths(out, identity)
+    pki.write_certified_key(material, cert_path, key_path, force=force)
+    _say(cert_path, f"device certificate for {identity.spiffe_id(trust_domain)}")
+    _say(key_path, "device private key (0600)")
+
+
+def cmd_dev(out: Path, trust_domain: str, force: bool) -> None:
+    cmd_ca(out, force)
+    cmd_server(out, DEV_DNS, DEV_IPS, force)
+    for tenant, device in DEV_DEVICES:
+        cmd_device(out, tenant, device, trust_domain, force)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gen_certs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", type=Path, required=True, help="PKI directory (e.g. certs/prod)")
+        p.add_argument("--force", action="store_true", help="overwrite existing material")
+
+    common(sub.add_parser("ca", help="create the fleet CA"))
+    p = sub.add_parser("server", help="issue the server certificate (signed by DIR/ca.*)")
+    common(p)
+    p.add_argument("--dns", nargs="*", default=[], metavar="NAME", help="DNS names")
+    p.add_argument("--ip", nargs="*", default=[], metavar="ADDR", help="IP addresses")
+    p = sub.add_parser("device", help="issue a device certificate")
+    common(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    p = sub.add_parser("dev", help="a complete development PKI (CA, localhost server, 3 devices)")
+    common(p)
+    p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "trust_domain", None):
+            validate_trust_domain(args.trust_domain)
+        if args.command == "ca":
+            cmd_ca(args.out, args.force)
+        elif args.command == "server":
+            cmd_server(args.out, args.dns, args.ip, args.force)
+        elif args.command == "device":
+            cmd_device(args.out, args.tenant, args.device, args.trust_domain, args.force)
+        elif args.command == "dev":
+            cmd_dev(args.out, args.trust_domain, args.force)
+    except AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

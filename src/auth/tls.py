@@ -1,0 +1,76 @@
+"""TLS material for gRPC: read once, checked, turned into credentials by pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from auth.errors import PkiError
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM bytes of our certificate chain, our private key and the CA bundle we trust."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PkiError(f"{what} not found: {path}") from None
+    except PermissionError:
+        raise PkiError(f"{what} is not readable by this user: {path}") from None
+    except IsADirectoryError:
+        raise PkiError(f"{what} is a directory, expected a PEM file: {path}") from None
+    if not data.strip():
+        raise PkiError(f"{what} is empty: {path}")
+    return data
+
+
+def load_tls_material(cert: Path, key: Path, ca: Path) -> TlsMaterial:
+    """Read and cross-check cert/key/CA; raise PkiError with an actionable message."""
+    cert_pem, key_pem, ca_pem = _read(cert, "certificate"), _read(key, "private key"), _read(ca, "CA bundle")
+    try:
+        leaf = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise PkiError(f"certificate is not a PEM X.509 certificate: {cert}") from None
+    try:
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise PkiError(f"private key is not an unencrypted PEM key: {key}") from None
+    try:
+        x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        raise PkiError(f"CA bundle holds no PEM certificate: {ca}") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(serialization.Encoding.DER, public) != leaf.public_key().public_bytes(
+        serialization.Encoding.DER, public
+    ):
+        raise PkiError(f"private key {key} does not match certificate {cert}")
+    return TlsMaterial(cert_pem, key_pem, ca_pem)
+
+
+def server_credentials(material: TlsMaterial) -> grpc.ServerCredentials:
+    """mTLS: a client certificate signed by the CA bundle is required for every connection."""
+    return grpc.ssl_server_credentials(
+        [(material.key_pem, material.cert_pem)],
+        root_certificates=material.ca_pem,
+        require_client_auth=True,
+    )
+
+
+def channel_credentials(material: TlsMaterial) -> grpc.ChannelCredentials:
+    """The device side: trust only the fleet CA, present the device certificate."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=material.ca_pem,
+        private_key=material.key_pem,
+        certificate_chain=material.cert_pem,
+    )

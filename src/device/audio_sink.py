@@ -1,0 +1,99 @@
+"""Where decoded audio goes. The client decodes Opus; a sink receives 48 kHz mono int16 PCM.
+
+``RecordingSink`` keeps every sound (PCM, packet count, arrival times) and can
+write each one to a WAV file: it is how tests and the demo "hear" the device.
+A sounddevice sink for the Pi's speaker comes with the full client.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
+from comms.audio_format import SAMPLE_RATE
+
+
+class AudioSink(Protocol):
+    def start_sound(self) -> None: ...
+    def write(self, pcm: bytes, is_end: bool) -> None: ...
+    def end_sound(self) -> None: ...
+
+
+@dataclass
+class RecordedSound:
+    index: int
+    chunks: list[bytes] = field(default_factory=list, repr=False)
+    arrivals: list[float] = field(default_factory=list, repr=False)  # monotonic time of each packet
+    ended: bool = False  # saw is_end (not cut off by a new is_start or a disconnect)
+    wav_path: Path | None = None
+
+    @property
+    def packets(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def pcm(self) -> npt.NDArray[np.int16]:
+        return np.frombuffer(b"".join(self.chunks), dtype=np.int16)
+
+    @property
+    def duration(self) -> float:
+        return sum(len(c) for c in self.chunks) / 2 / SAMPLE_RATE
+
+
+class RecordingSink:
+    """Records sounds in memory; with ``out_dir`` also writes ``sound-<n>.wav`` per sound."""
+
+    def __init__(self, out_dir: Path | None = None) -> None:
+        self.out_dir = out_dir
+        self.sounds: list[RecordedSound] = []
+        self._current: RecordedSound | None = None
+
+    @property
+    def current(self) -> RecordedSound | None:
+        return self._current
+
+    def start_sound(self) -> None:
+        self._finish()
+        self._current = RecordedSound(len(self.sounds) + 1)
+        self.sounds.append(self._current)
+
+    def write(self, pcm: bytes, is_end: bool) -> None:
+        if self._current is None:  # packets outside a sound (joined mid-sound): keep them anyway
+            self.start_sound()
+        assert self._current is not None
+        self._current.chunks.append(pcm)
+        self._current.arrivals.append(time.monotonic())
+
+    def end_sound(self) -> None:
+        if self._current is not None:
+            self._current.ended = True
+        self._finish()
+
+    def _finish(self) -> None:
+        sound, self._current = self._current, None
+        if sound is not None and self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            sound.wav_path = self.out_dir / f"sound-{sound.index:03d}.wav"
+            soundfile.write(str(sound.wav_path), sound.pcm, SAMPLE_RATE, subtype="PCM_16")
+
+    def close(self) -> None:
+        self._finish()
+
+
+class NullSink:
+    """Discards audio (a device without a speaker)."""
+
+    def start_sound(self) -> None:
+        return None
+
+    def write(self, pcm: bytes, is_end: bool) -> None:
+        return None
+
+    def end_sound(self) -> None:
+        return None

@@ -1,0 +1,179 @@
+"""A device's connection to the server: one mTLS channel, the three DeviceService streams.
+
+It behaves exactly like devices in the field (PROTOCOL.md): answers each
+status request with one response, sends one event and waits for its ack,
+decodes every audio packet as one Opus packet. The Pi client builds its GPIO,
+playback and reconnect logic on top of this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import opuslib
+
+from auth.tls import TlsMaterial, channel_credentials
+from comms import comms_pb2 as pb
+from comms import comms_pb2_grpc as pb_grpc
+from comms.audio_format import CHANNELS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from device.audio_sink import AudioSink
+
+log = logging.getLogger(__name__)
+
+LED_COUNT = 6
+ACK_TIMEOUT_S = 5.0
+KEEPALIVE_MS = 30_000  # must not be below the server's min ping interval (20 s)
+SUCCESS = "success"
+
+
+@dataclass
+class StreamEnd:
+    """How a stream ended: gRPC code and details (OK when the server closed it cleanly)."""
+
+    code: grpc.StatusCode
+    details: str
+
+
+@dataclass
+class DeviceView:
+    """What the device shows and knows: LED colours (0xRRGGBBAA), buttons, battery."""
+
+    leds: list[int] = field(default_factory=lambda: [0] * LED_COUNT)
+    buttons: list[int] = field(default_factory=lambda: [pb.DeviceStatus.RELEASED] * 4)
+    battery_level: float = 1.0
+    history: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
+
+
+class DeviceClient:
+    """Use as ``async with DeviceClient(...) as client: await client.press(...)``."""
+
+    def __init__(
+        self,
+        target: str,
+        tls: TlsMaterial,
+        sink: AudioSink,
+        *,
+        legacy_device_id: str | None = None,
+        on_leds: Callable[[list[int]], None] | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        self.target = target
+        self.view = DeviceView()
+        self.ends: dict[str, StreamEnd] = {}
+        self.closed = asyncio.Event()  # set when any stream ends
+        self._tls = tls
+        self._sink = sink
+        self._metadata = (("device_id", legacy_device_id),) if legacy_device_id else None
+        self._on_leds = on_leds
+        self._server_name = server_name
+        self._channel: grpc.aio.Channel | None = None
+        self._events: grpc.aio.StreamStreamCall | None = None
+        self._event_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
+        self.packets_received = 0
+        self.status_requests = 0
+
+    async def __aenter__(self) -> DeviceClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the channel and start all three RPCs at once, like the firmware does."""
+        options = [("grpc.keepalive_time_ms", KEEPALIVE_MS)]
+        if self._server_name:
+            options.append(("grpc.ssl_target_name_override", self._server_name))  # type: ignore[arg-type]
+        self._channel = grpc.aio.secure_channel(self.target, channel_credentials(self._tls), options=options)
+        stub = pb_grpc.DeviceServiceStub(self._channel)
+        status = stub.StatusStream(metadata=self._metadata)
+        self._events = stub.EventStream(metadata=self._metadata)
+        audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True), metadata=self._metadata)
+        self._tasks = [
+            asyncio.create_task(self._watch("status", self._answer_status(status))),
+            asyncio.create_task(self._watch("audio", self._play_audio(audio))),
+            asyncio.create_task(self._event_outcome(self._events)),
+        ]
+
+    async def _watch(self, kind: str, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+            self.ends.setdefault(kind, StreamEnd(grpc.StatusCode.OK, "stream ended"))
+        except grpc.aio.AioRpcError as exc:
+            self.ends.setdefault(kind, StreamEnd(exc.code(), exc.details() or ""))
+        self.closed.set()
+
+    async def _event_outcome(self, call: grpc.aio.StreamStreamCall) -> None:
+        """The event stream is read by ``press``; this only records how it ends."""
+        code = await call.code()
+        self.ends.setdefault("event", StreamEnd(code, await call.details() or ""))
+        self.closed.set()
+
+    async def _answer_status(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            request = await call.read()
+            if request is grpc.aio.EOF:
+                return
+            self.status_requests += 1
+            await call.write(self._status_response(request))
+
+    def _status_response(self, request: pb.DeviceStatusRequest) -> pb.DeviceStatusResponse:
+        which = request.WhichOneof("request")
+        if which == "get":
+            leds = {f"led_{i}": pb.RGBAColor(rgba=c) for i, c in enumerate(self.view.leds)}
+            buttons = {f"button_{i + 1}": b for i, b in enumerate(self.view.buttons)}
+            return pb.DeviceStatusResponse(
+                state=pb.DeviceStatus(**leds, **buttons, battery_level=self.view.battery_level)
+            )
+        if which == "set":
+            for i in range(1, LED_COUNT):  # led_0 is ours (power): server sets are ignored
+                field_name = f"led_{i}"
+                if request.set.HasField(field_name):
+                    self.view.leds[i] = getattr(request.set, field_name).rgba
+            self.view.history.append((time.monotonic(), tuple(self.view.leds)))
+            if self._on_leds:
+                self._on_leds(list(self.view.leds))
+            return pb.DeviceStatusResponse(status=SUCCESS)
+        return pb.DeviceStatusResponse(status="error: empty request")
+
+    async def _play_audio(self, call: grpc.aio.UnaryStreamCall) -> None:
+        async for packet in call:
+            self.packets_received += 1
+            if packet.is_start:
+                self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
+                self._sink.start_sound()
+            pcm = self._decoder.decode(packet.data, SAMPLES_PER_FRAME)
+            self._sink.write(pcm, packet.is_end)
+            if packet.is_end:
+                self._sink.end_sound()
+
+    async def press(
+        self, button: int, kind: int = pb.ButtonEvent.PRESS, timeout: float = ACK_TIMEOUT_S
+    ) -> pb.DeviceEventResponse:
+        """Send one button event and wait for its ack (the device's button loop blocks likewise)."""
+        assert self._events is not None, "not connected"
+        async with self._event_lock, asyncio.timeout(timeout):
+            await self._events.write(pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button, event=kind)))
+            response = await self._events.read()
+        if response is grpc.aio.EOF:
+            raise ConnectionError("event stream closed before the ack")
+        return response  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

@@ -1,0 +1,1 @@
+"""The grpc.aio audio service: authentication, per-device state, audio streaming."""

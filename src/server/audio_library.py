@@ -1,0 +1,136 @@
+"""The content library: one encoded clip per mode, built once and shared by every device.
+
+A content directory may hold ``mode-<N>.<ext>`` files (any format libsndfile
+reads, any rate and channel count); they are converted to 48 kHz mono and
+encoded. A missing directory, an unreadable, empty or ambiguous file is
+reported and that mode falls back to its built-in default: the server starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from comms.audio_format import FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from server.audio_synth import default_sound
+from server.opus_codec import Int16Pcm, encode_cached, encode_fade_out, to_int16
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BITRATE = 64_000
+CONTENT_FILE = re.compile(r"^mode-(?P<mode>\d{1,2})\.[A-Za-z0-9]+$")
+
+
+class ContentError(Exception):
+    """A content file cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """A sound ready to stream: 48 kHz mono PCM and its 20 ms Opus packets."""
+
+    name: str
+    source: str  # "builtin" or the file path
+    pcm: Int16Pcm = field(repr=False)
+    packets: tuple[bytes, ...] = field(repr=False)
+    bitrate: int = DEFAULT_BITRATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.packets) * FRAME_SECONDS
+
+    def fade_out_packet(self, frame_index: int) -> bytes:
+        """A one-frame fade to silence from where playback was interrupted."""
+        start = min(frame_index, len(self.packets) - 1) * SAMPLES_PER_FRAME
+        return encode_fade_out(self.pcm[start : start + SAMPLES_PER_FRAME], self.bitrate)
+
+
+def read_audio_file(path: Path) -> Int16Pcm:
+    """Decode any libsndfile format, mix to mono, resample to 48 kHz (soxr)."""
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise ContentError(f"{path}: file not found") from None
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise ContentError(f"{path}: unreadable audio ({exc})") from None
+    if data.size == 0:
+        raise ContentError(f"{path}: file holds no audio samples")
+    mono = data.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    if not np.isfinite(mono).all():
+        raise ContentError(f"{path}: audio holds NaN or infinite samples")
+    return to_int16(mono)
+
+
+def find_content(content_dir: Path, mode_count: int) -> dict[int, Path]:
+    """Map modes to ``mode-<N>.*`` files; report anything that cannot be used."""
+    if not content_dir.is_dir():
+        log.error("audio.content_dir_missing", extra={"path": str(content_dir)})
+        return {}
+    found: dict[int, list[Path]] = {}
+    for path in sorted(content_dir.iterdir()):
+        match = CONTENT_FILE.match(path.name)
+        if not match:
+            continue
+        mode = int(match["mode"])
+        if mode >= mode_count:
+            log.warning("audio.content_mode_unused", extra={"path": str(path), "mode_count": mode_count})
+            continue
+        found.setdefault(mode, []).append(path)
+    mapping = {}
+    for mode, paths in found.items():
+        if len(paths) > 1:
+            log.error(
+                "audio.content_ambiguous",
+                extra={"mode": mode, "files": [str(p) for p in paths], "using": "builtin"},
+            )
+            continue
+        mapping[mode] = paths[0]
+    return mapping
+
+
+def build_clip(name: str, source: str, pcm: Int16Pcm, bitrate: int, cache_dir: Path | None) -> Clip:
+    packets, cached = encode_cached(pcm, bitrate, cache_dir)
+    log.info(
+        "audio.clip_ready",
+        extra={"clip": name, "source": source, "seconds": round(len(packets) * FRAME_SECONDS, 2),
+               "packets": len(packets), "cached": cached},
+    )
+    return Clip(name, source, pcm, tuple(packets), bitrate)
+
+
+@dataclass(frozen=True)
+class AudioLibrary:
+    clips: tuple[Clip, ...]  # index = mode
+
+    def clip_for(self, mode: int) -> Clip:
+        return self.clips[mode % len(self.clips)]
+
+
+def load_library(
+    mode_count: int,
+    content_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    bitrate: int = DEFAULT_BITRATE,
+) -> AudioLibrary:
+    """Blocking (decode + encode): call it through ``asyncio.to_thread`` from the server."""
+    files = find_content(content_dir, mode_count) if content_dir else {}
+    clips = []
+    for mode in range(mode_count):
+        clip = None
+        if mode in files:
+            try:
+                clip = build_clip(f"mode-{mode}", str(files[mode]), read_audio_file(files[mode]), bitrate, cache_dir)
+            except ContentError as exc:
+                log.error("audio.content_rejected", extra={"mode": mode, "reason": str(exc), "using": "builtin"})
+        if clip is None:
+            clip = build_clip(f"mode-{mode}", "builtin", to_int16(default_sound(mode)), bitrate, cache_dir)
+        clips.append(clip)
+    return AudioLibrary(tuple(clips))

@@ -1,0 +1,121 @@
+"""Opus encoding of whole clips into 20 ms packets, and its on-disk cache.
+
+Encoding a long clip takes a while, so it runs once per clip (off the event
+loop, at start-up) and the packets are cached by the hash of the PCM and the
+encoder parameters: a restart does not re-encode unchanged content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import opuslib
+import opuslib.api.info
+
+from comms.audio_format import CHANNELS, MAX_OPUS_PACKET, SAMPLE_RATE, SAMPLES_PER_FRAME
+
+log = logging.getLogger(__name__)
+
+Int16Pcm = npt.NDArray[np.int16]
+CACHE_FORMAT = b"OPUSPKT1"
+_LEN = struct.Struct("<H")
+
+
+def to_int16(pcm: npt.NDArray[np.floating]) -> Int16Pcm:
+    return (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def frame_count(pcm: Int16Pcm) -> int:
+    return max(1, -(-len(pcm) // SAMPLES_PER_FRAME))
+
+
+def frames(pcm: Int16Pcm) -> list[Int16Pcm]:
+    """Split into 960-sample frames, zero-padding the last one."""
+    count = frame_count(pcm)
+    padded = np.zeros(count * SAMPLES_PER_FRAME, dtype=np.int16)
+    padded[: len(pcm)] = pcm
+    return list(padded.reshape(count, SAMPLES_PER_FRAME))
+
+
+def new_encoder(bitrate: int) -> opuslib.Encoder:
+    encoder = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_AUDIO)
+    encoder.bitrate = bitrate
+    return encoder
+
+
+def encode(pcm: Int16Pcm, bitrate: int) -> list[bytes]:
+    """Encode a clip with one encoder (continuous state across frames)."""
+    encoder = new_encoder(bitrate)
+    return [encoder.encode(frame.tobytes(), SAMPLES_PER_FRAME) for frame in frames(pcm)]
+
+
+def encode_fade_out(frame: Int16Pcm, bitrate: int) -> bytes:
+    """One short frame that ramps ``frame`` down to silence: the last packet of a stopped sound."""
+    ramp = np.linspace(1.0, 0.0, SAMPLES_PER_FRAME)
+    faded = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
+    faded[: len(frame)] = frame[:SAMPLES_PER_FRAME]
+    faded = (faded * ramp).astype(np.int16)
+    return bytes(new_encoder(bitrate).encode(faded.tobytes(), SAMPLES_PER_FRAME))
+
+
+def cache_key(pcm: Int16Pcm, bitrate: int) -> str:
+    digest = hashlib.sha256(CACHE_FORMAT)
+    digest.update(f"{opuslib.api.info.get_version_string().decode()}|{SAMPLE_RATE}|{SAMPLES_PER_FRAME}|{bitrate}|".encode())
+    digest.update(pcm.tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path) -> list[bytes] | None:
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not blob.startswith(CACHE_FORMAT):
+        return None
+    packets, pos = [], len(CACHE_FORMAT)
+    while pos < len(blob):
+        if pos + _LEN.size > len(blob):
+            return None
+        (size,) = _LEN.unpack_from(blob, pos)
+        pos += _LEN.size
+        if not 0 < size <= MAX_OPUS_PACKET or pos + size > len(blob):
+            return None
+        packets.append(blob[pos : pos + size])
+        pos += size
+    return packets or None
+
+
+def _write_cache(path: Path, packets: list[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = CACHE_FORMAT + b"".join(_LEN.pack(len(p)) + p for p in packets)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".clip.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_cached(pcm: Int16Pcm, bitrate: int, cache_dir: Path | None) -> tuple[list[bytes], bool]:
+    """Return (packets, from_cache). A broken or unwritable cache only costs an encode."""
+    if cache_dir is None:
+        return encode(pcm, bitrate), False
+    path = cache_dir / f"{cache_key(pcm, bitrate)}.opuspkt"
+    cached = _read_cache(path)
+    if cached is not None and len(cached) == frame_count(pcm):
+        return cached, True
+    packets = encode(pcm, bitrate)
+    try:
+        _write_cache(path, packets)
+    except OSError as exc:
+        log.warning("audio.cache_unwritable", extra={"path": str(path), "error": str(exc)})
+    return packets, False

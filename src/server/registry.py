@@ -1,0 +1,230 @@
+"""Identity -> isolated device state, and the live session that drives its streams.
+
+* ``DeviceSession``: one connection of a device. Its three streams share it; a
+  newer connection of the same identity supersedes it (its streams end with
+  ABORTED).
+* ``DeviceController``: one device's live state. Serialises events through the
+  pure state machine and carries out the effects (LED sets, audio).
+* ``DeviceRegistry``: finds or loads the controller for an identity, attaches
+  RPCs to sessions, and evicts a device when its last stream ends.
+
+Identities come only from the interceptor; tenant A's record is keyed apart
+from tenant B's even for equal device ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+import grpc
+
+from auth.identity import Identity
+from server import metrics
+from server.audio_library import AudioLibrary
+from server.audio_player import Player
+from server.leds import LedFrame
+from server.state_machine import (
+    ButtonPressed,
+    ConnectionLost,
+    DeviceState,
+    Event,
+    SetLeds,
+    SoundFinished,
+    StartSound,
+    StopSound,
+    transition,
+)
+from server.store import DeviceRecord, DeviceStore
+
+log = logging.getLogger(__name__)
+
+SUPERSEDED_MESSAGE = "session superseded by a newer connection of this device"
+SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
+
+
+async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
+    """Run awaitables until the first one finishes; cancel and await the rest; re-raise its error."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+class DeviceSession:
+    """One live connection of a device, shared by its streams."""
+
+    def __init__(self, identity: Identity, connection_key: str) -> None:
+        self.id = secrets.token_hex(6)
+        self.identity = identity
+        self.connection_key = connection_key
+        self.active_rpcs = 0
+        self.leds_changed = asyncio.Event()
+        self._closed = asyncio.Event()
+        self.close_code = grpc.StatusCode.OK
+        self.close_message = ""
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        return {"tenant": self.identity.tenant, "device": self.identity.device_id, "session": self.id}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self, code: grpc.StatusCode, message: str) -> None:
+        if not self._closed.is_set():
+            self.close_code, self.close_message = code, message
+            self._closed.set()
+
+    async def guard(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a stream's work until it ends or the session is closed (which cancels it)."""
+        await run_until_first(work, self._closed.wait())
+
+
+class DeviceController:
+    """One device's live state; every change goes through ``transition`` under one lock."""
+
+    def __init__(
+        self,
+        record: DeviceRecord,
+        library: AudioLibrary,
+        store: DeviceStore,
+        mode_count: int,
+        audio_lead_s: float,
+    ) -> None:
+        self.record = record
+        self.state = DeviceState(mode=record.mode % mode_count)
+        self.session: DeviceSession | None = None
+        self._library = library
+        self._store = store
+        self._mode_count = mode_count
+        self._lock = asyncio.Lock()
+        fields = {"tenant": record.identity.tenant, "device": record.identity.device_id}
+        self.player = Player(self._sound_finished, audio_lead_s, fields)
+
+    @property
+    def identity(self) -> Identity:
+        return self.record.identity
+
+    @property
+    def leds(self) -> LedFrame:
+        return self.state.leds
+
+    async def handle(self, event: Event) -> None:
+        async with self._lock:
+            old_mode = self.state.mode
+            self.state, effects = transition(self.state, event, self._mode_count)
+            for effect in effects:
+                if isinstance(effect, StopSound):
+                    self.player.stop(effect.sound_id, effect.reason)
+                elif isinstance(effect, StartSound):
+                    self.player.start(effect.sound_id, self._library.clip_for(effect.mode))
+                elif isinstance(effect, SetLeds) and self.session is not None:
+                    self.session.leds_changed.set()
+            if self.state.mode != old_mode:
+                await self.save(mode=self.state.mode)
+
+    async def press(self, button: int, kind: int) -> None:
+        await self.handle(ButtonPressed(button, kind))
+
+    async def _sound_finished(self, sound_id: int) -> None:
+        await self.handle(SoundFinished(sound_id))
+
+    async def save(self, **changes: object) -> None:
+        self.record = self.record.with_changes(**changes)
+        await self._store.save(self.record)
+
+    def remember_status(self, battery_level: float, buttons: tuple[int, int, int, int]) -> None:
+        """Latest GET answer; persisted with the next save (mode change or disconnect)."""
+        self.record = self.record.with_changes(battery_level=battery_level, buttons=buttons)
+
+
+class DeviceRegistry:
+    """Maps identities to controllers and RPCs to sessions."""
+
+    def __init__(self, store: DeviceStore, library: AudioLibrary, mode_count: int, audio_lead_s: float) -> None:
+        self._store = store
+        self._library = library
+        self._mode_count = mode_count
+        self._audio_lead_s = audio_lead_s
+        self._controllers: dict[Identity, DeviceController] = {}
+        self._locks: dict[Identity, asyncio.Lock] = {}
+
+    def controller(self, identity: Identity) -> DeviceController | None:
+        return self._controllers.get(identity)
+
+    def __len__(self) -> int:
+        return len(self._controllers)
+
+    async def open_rpc(self, identity: Identity, connection_key: str) -> tuple[DeviceController, DeviceSession]:
+        """Attach one RPC to the identity's session for this connection, superseding an older one."""
+        lock = self._locks.setdefault(identity, asyncio.Lock())
+        async with lock:
+            controller = self._controllers.get(identity)
+            if controller is None:
+                record = await self._store.load(identity) or DeviceRecord(identity)
+                controller = DeviceController(
+                    record, self._library, self._store, self._mode_count, self._audio_lead_s
+                )
+                self._controllers[identity] = controller
+            session = controller.session
+            if session is None or session.closed or session.connection_key != connection_key:
+                if session is not None and not session.closed:
+                    log.info("session.superseded", extra=session.log_fields)
+                    metrics.SESSIONS_SUPERSEDED.inc()
+                    session.close(grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE)
+                    await controller.handle(ConnectionLost())
+                else:
+                    metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).inc()
+                session = DeviceSession(identity, connection_key)
+                controller.session = session
+                metrics.SESSIONS_OPENED.inc()
+                log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
+            session.active_rpcs += 1
+            return controller, session
+
+    async def close_rpc(self, controller: DeviceController, session: DeviceSession) -> None:
+        """Detach one RPC; the last one of the live session ends it and evicts the device."""
+        identity = controller.identity
+        async with self._locks.setdefault(identity, asyncio.Lock()):
+            session.active_rpcs -= 1
+            if session.active_rpcs > 0 or controller.session is not session:
+                return
+            session.close(grpc.StatusCode.CANCELLED, "session ended")
+            controller.session = None
+            await controller.handle(ConnectionLost())
+            await controller.player.close()
+            await controller.save()
+            if self._controllers.get(identity) is controller:
+                del self._controllers[identity]
+            metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).dec()
+            log.info("session.end", extra=session.log_fields)
+
+    def close_all(self, code: grpc.StatusCode, message: str) -> int:
+        """End every live session's streams (shutdown); returns how many were live."""
+        count = 0
+        for controller in list(self._controllers.values()):
+            if controller.session is not None and not controller.session.closed:
+                controller.session.close(code, message)
+                count += 1
+        return count
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait until every session detached; False on timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._controllers:
+                    await asyncio.sleep(0.02)
+        return not self._controllers
+

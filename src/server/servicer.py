@@ -1,0 +1,194 @@
+"""DeviceService: the three device streams, wire-compatible with PROTOCOL.md.
+
+Each handler attaches to the device's session through the registry, does its
+work under ``session.guard`` (so a superseding connection or a shutdown ends
+it), and detaches in ``finally`` (which also runs when the peer goes away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Literal
+
+import grpc
+
+from comms import comms_pb2 as pb
+from comms import comms_pb2_grpc as pb_grpc
+from server import metrics
+from server.audio_player import AudioChannel
+from server.interceptor import current_identity
+from server.leds import LedFrame
+from server.registry import DeviceController, DeviceRegistry, DeviceSession, run_until_first
+
+log = logging.getLogger(__name__)
+
+STATUS_WINDOW = 4  # requests in flight before the server waits for the device's answers
+RequestKind = Literal["get", "set"]
+
+
+def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
+    """A SET for led_1..led_5. led_0 (power) is the device's: never set."""
+    colours = leds.as_tuple()
+    status_set = pb.DeviceStatusSet(
+        **{f"led_{i + 1}": pb.RGBAColor(rgba=colour) for i, colour in enumerate(colours)}
+    )
+    return pb.DeviceStatusRequest(set=status_set)
+
+
+GET_REQUEST = pb.DeviceStatusRequest(get=True)
+
+
+class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
+    def __init__(self, registry: DeviceRegistry, status_poll_interval_s: float) -> None:
+        self._registry = registry
+        self._poll_s = status_poll_interval_s
+
+    async def _run(
+        self,
+        kind: str,
+        context: grpc.aio.ServicerContext,
+        work: Callable[[DeviceController, DeviceSession], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Attach to the device's session, run ``work`` until it ends or the session closes, detach."""
+        controller, session = await self._registry.open_rpc(current_identity(), context.peer())
+        metrics.OPEN_STREAMS.labels(kind=kind).inc()
+        try:
+            await session.guard(work(controller, session))
+        finally:
+            metrics.OPEN_STREAMS.labels(kind=kind).dec()
+            await self._registry.close_rpc(controller, session)
+        if session.closed and session.close_code != grpc.StatusCode.CANCELLED:
+            # Ended by the server (superseded, shutdown): say why with a status.
+            await context.abort(session.close_code, session.close_message)
+
+    # --- StatusStream -------------------------------------------------------
+
+    async def StatusStream(  # noqa: N802 (gRPC method name)
+        self, request_iterator: AsyncIterator[pb.DeviceStatusResponse], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._run(
+            "status", context, lambda c, s: self._status_exchange(c, s, request_iterator, context)
+        )
+
+    async def _status_exchange(
+        self,
+        controller: DeviceController,
+        session: DeviceSession,
+        responses: AsyncIterator[pb.DeviceStatusResponse],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        pending: deque[RequestKind] = deque()
+        window = asyncio.Semaphore(STATUS_WINDOW)
+
+        async def send(kind: RequestKind, request: pb.DeviceStatusRequest) -> None:
+            await window.acquire()
+            pending.append(kind)
+            await context.write(request)
+
+        async def write_requests() -> None:
+            loop = asyncio.get_running_loop()
+            session.leds_changed.clear()
+            await send("set", led_set_request(controller.leds))  # first, or the device stalls
+            next_poll = loop.time() + self._poll_s
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_poll - loop.time())):
+                        await session.leds_changed.wait()
+                if session.leds_changed.is_set():
+                    session.leds_changed.clear()
+                    await send("set", led_set_request(controller.leds))  # latest state wins
+                if loop.time() >= next_poll:
+                    await send("get", GET_REQUEST)
+                    next_poll = loop.time() + self._poll_s
+
+        async def read_responses() -> None:
+            async for response in responses:
+                kind = pending.popleft() if pending else None
+                if kind is not None:
+                    window.release()
+                self._record_status(controller, session, kind, response)
+
+        await run_until_first(write_requests(), read_responses())
+
+    def _record_status(
+        self,
+        controller: DeviceController,
+        session: DeviceSession,
+        kind: RequestKind | None,
+        response: pb.DeviceStatusResponse,
+    ) -> None:
+        which = response.WhichOneof("response")
+        if kind == "get" and which == "state":
+            state = response.state
+            controller.remember_status(
+                state.battery_level, (state.button_1, state.button_2, state.button_3, state.button_4)
+            )
+            return
+        if kind == "set" and which == "status" and response.status == "success":
+            return
+        if kind == "set" and which == "status":
+            problem = "device_error"
+            detail = response.status[:200]
+        elif kind is None:
+            problem, detail = "unsolicited", f"response {which} with no request pending"
+        else:
+            problem, detail = "mismatch", f"{kind} answered with {which}"
+        metrics.STATUS_ERRORS.labels(kind=problem).inc()
+        log.warning("status.error", extra={**session.log_fields, "problem": problem, "detail": detail})
+
+    # --- EventStream --------------------------------------------------------
+
+    async def EventStream(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.DeviceEvent], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._run("event", context, lambda c, s: self._ack_events(c, s, request_iterator, context))
+
+    async def _ack_events(
+        self,
+        controller: DeviceController,
+        session: DeviceSession,
+        events: AsyncIterator[pb.DeviceEvent],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        async for event in events:
+            if event.WhichOneof("event") == "button_event":
+                button = event.button_event
+                metrics.BUTTON_EVENTS.labels(button=_label(pb.ButtonEvent.ButtonId, button.button_id),
+                                             type=_label(pb.ButtonEvent.ButtonEventType, button.event)).inc()
+                log.info("event.button", extra={**session.log_fields, "button": button.button_id,
+                                                 "type": button.event})
+                await controller.press(button.button_id, button.event)
+            else:
+                log.warning("event.empty", extra=session.log_fields)
+            await context.write(pb.DeviceEventResponse(ack=True))  # one ack per event, in order
+
+    # --- ServerAudioStream --------------------------------------------------
+
+    async def ServerAudioStream(  # noqa: N802
+        self, request: pb.AudioStreamRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        if not request.start:
+            log.warning("audio.start_false", extra={"method": "ServerAudioStream"})
+        await self._run("audio", context, lambda c, s: _stream_audio(c, context))
+
+
+async def _stream_audio(controller: DeviceController, context: grpc.aio.ServicerContext) -> None:
+    """Hand the player's packets to gRPC as fast as flow control allows (the player paces)."""
+    channel = AudioChannel()
+    controller.player.attach(channel)
+    try:
+        while True:
+            await context.write(await channel.get())
+    finally:
+        controller.player.detach(channel)
+
+
+def _label(enum: object, value: int) -> str:
+    try:
+        return str(enum.Name(value))  # type: ignore[attr-defined]
+    except ValueError:
+        return "unknown"

@@ -1,0 +1,110 @@
+"""Server settings: one object, built at start-up from CLI flags, env (AUDIO_SERVER_*) and .env.
+
+Every field is documented here and in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from auth.identity import DEFAULT_TRUST_DOMAIN, validate_trust_domain
+from server.leds import MAX_MODES
+
+ENV_PREFIX = "AUDIO_SERVER_"
+KIB = 1024
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        cli_kebab_case=True,
+        cli_prog_name="audio-server",
+        cli_implicit_flags=True,
+    )
+
+    # --- network and TLS ---
+    bind: str = Field("0.0.0.0:50051", description="HOST:PORT the mTLS DeviceService listens on")  # noqa: S104
+    pki_dir: Path = Field(Path("certs/dev"), description="Directory with ca.crt, server.crt, server.key")
+    server_cert: Path | None = Field(None, description="Server certificate (default PKI_DIR/server.crt)")
+    server_key: Path | None = Field(None, description="Server private key (default PKI_DIR/server.key)")
+    client_ca: Path | None = Field(None, description="CA bundle for device certificates (default PKI_DIR/ca.crt)")
+    trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="SPIFFE trust domain of device identities")
+
+    # --- application ---
+    mode_count: int = Field(5, ge=5, le=MAX_MODES, description="Number of modes the Mode button cycles")
+    status_poll_interval_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds between status GETs (battery, buttons)"
+    )
+    audio_lead_ms: int = Field(100, ge=0, le=1000, description="How far ahead of real time audio is sent")
+    content_dir: Path | None = Field(None, description="Directory of mode-<N>.<ext> sound files")
+    cache_dir: Path | None = Field(
+        default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "audio-server",
+        description="Where encoded clips are cached; empty to disable",
+    )
+    opus_bitrate: int = Field(64_000, ge=6_000, le=510_000, description="Opus bitrate for encoded clips")
+    state_backend: Literal["sqlite", "memory"] = Field("sqlite", description="Where device records live")
+    state_path: Path = Field(
+        default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
+        description="SQLite file for device records (state_backend=sqlite)",
+    )
+
+    # --- lifecycle and hardening (see shared GRPC notes for the reasoning) ---
+    shutdown_grace_s: float = Field(10.0, ge=0, le=600, description="Drain time on SIGTERM/SIGINT")
+    max_message_bytes: int = Field(64 * KIB, ge=4 * KIB, description="Max gRPC message size in/out")
+    max_metadata_bytes: int = Field(8 * KIB, ge=1 * KIB, description="Max request metadata size")
+    max_concurrent_streams: int = Field(8, ge=3, description="HTTP/2 streams per connection")
+    keepalive_time_s: float = Field(30.0, gt=0, description="Server keepalive ping interval")
+    keepalive_timeout_s: float = Field(10.0, gt=0, description="Keepalive ping ack timeout")
+    min_client_ping_interval_s: float = Field(
+        20.0, gt=0, description="Min interval between client pings without data"
+    )
+    max_connection_idle_s: float = Field(300.0, gt=0, description="Close connections idle this long")
+    max_connection_age_s: float = Field(3600.0, gt=0, description="Force re-handshake after this long")
+    max_connection_age_grace_s: float = Field(60.0, ge=0, description="Grace after max connection age")
+    handshake_timeout_s: float = Field(10.0, gt=0, description="TLS handshake timeout")
+
+    # --- logging ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json lines, key=value text, or auto (text on a terminal)"
+    )
+
+    @field_validator("trust_domain")
+    @classmethod
+    def _trust_domain(cls, value: str) -> str:
+        return validate_trust_domain(value)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"bind must be HOST:PORT, got {value!r}")
+        return value
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> ServerSettings:
+        self.server_cert = self.server_cert or self.pki_dir / "server.crt"
+        self.server_key = self.server_key or self.pki_dir / "server.key"
+        self.client_ca = self.client_ca or self.pki_dir / "ca.crt"
+        return self
+
+    @property
+    def audio_lead_s(self) -> float:
+        return self.audio_lead_ms / 1000
