@@ -69,7 +69,7 @@ class DeviceClient:
         self.ends: dict[str, StreamEnd] = {}
         self.closed = asyncio.Event()  # set when any stream ends
         self._tls = tls
-        self._sink = sink
+        self.sink = sink
         self._metadata = (("device_id", legacy_device_id),) if legacy_device_id else None
         self._on_leds = on_leds
         self._server_name = server_name
@@ -99,14 +99,14 @@ class DeviceClient:
         self._events = stub.EventStream(metadata=self._metadata)
         audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True), metadata=self._metadata)
         self._tasks = [
-            asyncio.create_task(self._watch("status", self._answer_status(status))),
-            asyncio.create_task(self._watch("audio", self._play_audio(audio))),
+            asyncio.create_task(self._watch("status", self._answer_status, status)),
+            asyncio.create_task(self._watch("audio", self._play_audio, audio)),
             asyncio.create_task(self._event_outcome(self._events)),
         ]
 
-    async def _watch(self, kind: str, work: Coroutine[Any, Any, None]) -> None:
+    async def _watch(self, kind: str, work: Callable[[Any], Coroutine[Any, Any, None]], call: Any) -> None:
         try:
-            await work
+            await work(call)
             self.ends.setdefault(kind, StreamEnd(grpc.StatusCode.OK, "stream ended"))
         except grpc.aio.AioRpcError as exc:
             self.ends.setdefault(kind, StreamEnd(exc.code(), exc.details() or ""))
@@ -150,11 +150,11 @@ class DeviceClient:
             self.packets_received += 1
             if packet.is_start:
                 self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
-                self._sink.start_sound()
+                self.sink.start_sound()
             pcm = self._decoder.decode(packet.data, SAMPLES_PER_FRAME)
-            self._sink.write(pcm, packet.is_end)
+            self.sink.write(pcm, packet.is_end)
             if packet.is_end:
-                self._sink.end_sound()
+                self.sink.end_sound()
 
     async def press(
         self, button: int, kind: int = pb.ButtonEvent.PRESS, timeout: float = ACK_TIMEOUT_S

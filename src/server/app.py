@@ -56,9 +56,13 @@ class AudioServer:
     registry: DeviceRegistry
     store: DeviceStore
     port: int
+    stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
         """End device streams ourselves (UNAVAILABLE so devices reconnect), then stop gRPC."""
+        if self.stopped:
+            return
+        self.stopped = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         live = self.registry.close_all(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
         drained = await self.registry.wait_empty(grace)

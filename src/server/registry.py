@@ -86,10 +86,26 @@ class DeviceSession:
         if not self._closed.is_set():
             self.close_code, self.close_message = code, message
             self._closed.set()
+            self.leds_changed.set()  # wakes the status writer so it can wind down
 
-    async def guard(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run a stream's work until it ends or the session is closed (which cancels it)."""
-        await run_until_first(work, self._closed.wait())
+    async def guard(self, work: Coroutine[Any, Any, Any], linger_s: float = 0.0) -> None:
+        """Run a stream's work until it ends or the session closes.
+
+        On close the work gets ``linger_s`` to finish by itself (the status
+        stream lets the device answer what it was asked), then it is cancelled.
+        """
+        task = asyncio.ensure_future(work)
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and linger_s > 0:
+                await asyncio.wait({task}, timeout=linger_s)
+        finally:
+            for pending in (task, closed):
+                pending.cancel()
+            await asyncio.gather(task, closed, return_exceptions=True)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 class DeviceController:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal
 
 import grpc
+from google.protobuf.message import Message
 
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
@@ -27,6 +28,10 @@ from server.registry import DeviceController, DeviceRegistry, DeviceSession, run
 log = logging.getLogger(__name__)
 
 STATUS_WINDOW = 4  # requests in flight before the server waits for the device's answers
+# On close, how long the device may take to answer requests already sent. Ending the
+# stream while its answer is in flight makes grpc clients report INTERNAL instead of
+# our status (grpc/grpc#36066).
+STATUS_DRAIN_S = 0.5
 RequestKind = Literal["get", "set"]
 
 
@@ -40,6 +45,22 @@ def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
 
 
 GET_REQUEST = pb.DeviceStatusRequest(get=True)
+WRITE_SETTLE_S = 1.0
+
+
+async def write_whole(context: grpc.aio.ServicerContext, message: Message) -> None:
+    """``context.write`` that a cancellation never cuts in half.
+
+    Cancelling a write mid-flight leaves the call broken (the final status then
+    reads INTERNAL). On cancel, let the write finish (bounded), then re-raise.
+    """
+    write = asyncio.ensure_future(context.write(message))
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(write, WRITE_SETTLE_S)
+        raise
 
 
 class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
@@ -52,12 +73,13 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
         kind: str,
         context: grpc.aio.ServicerContext,
         work: Callable[[DeviceController, DeviceSession], Coroutine[Any, Any, None]],
+        linger_s: float = 0.0,
     ) -> None:
         """Attach to the device's session, run ``work`` until it ends or the session closes, detach."""
         controller, session = await self._registry.open_rpc(current_identity(), context.peer())
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
         try:
-            await session.guard(work(controller, session))
+            await session.guard(work(controller, session), linger_s)
         finally:
             metrics.OPEN_STREAMS.labels(kind=kind).dec()
             await self._registry.close_rpc(controller, session)
@@ -71,7 +93,10 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[pb.DeviceStatusResponse], context: grpc.aio.ServicerContext
     ) -> None:
         await self._run(
-            "status", context, lambda c, s: self._status_exchange(c, s, request_iterator, context)
+            "status",
+            context,
+            lambda c, s: self._status_exchange(c, s, request_iterator, context),
+            linger_s=STATUS_DRAIN_S,
         )
 
     async def _status_exchange(
@@ -83,11 +108,12 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
     ) -> None:
         pending: deque[RequestKind] = deque()
         window = asyncio.Semaphore(STATUS_WINDOW)
+        answered = asyncio.Event()
 
         async def send(kind: RequestKind, request: pb.DeviceStatusRequest) -> None:
             await window.acquire()
             pending.append(kind)
-            await context.write(request)
+            await write_whole(context, request)
 
         async def write_requests() -> None:
             loop = asyncio.get_running_loop()
@@ -98,6 +124,11 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, next_poll - loop.time())):
                         await session.leds_changed.wait()
+                if session.closed:
+                    while pending:  # bounded by the guard's linger
+                        answered.clear()
+                        await answered.wait()
+                    return
                 if session.leds_changed.is_set():
                     session.leds_changed.clear()
                     await send("set", led_set_request(controller.leds))  # latest state wins
@@ -110,6 +141,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
                 kind = pending.popleft() if pending else None
                 if kind is not None:
                     window.release()
+                answered.set()
                 self._record_status(controller, session, kind, response)
 
         await run_until_first(write_requests(), read_responses())
@@ -164,7 +196,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
                 await controller.press(button.button_id, button.event)
             else:
                 log.warning("event.empty", extra=session.log_fields)
-            await context.write(pb.DeviceEventResponse(ack=True))  # one ack per event, in order
+            await write_whole(context, pb.DeviceEventResponse(ack=True))  # one ack per event, in order
 
     # --- ServerAudioStream --------------------------------------------------
 
@@ -182,7 +214,7 @@ async def _stream_audio(controller: DeviceController, context: grpc.aio.Servicer
     controller.player.attach(channel)
     try:
         while True:
-            await context.write(await channel.get())
+            await write_whole(context, await channel.get())
     finally:
         controller.player.detach(channel)
 

@@ -138,5 +138,6 @@ class SqliteStore:
         await self._call(self._save, record)
 
     async def close(self) -> None:
-        await self._call(self._close)
+        if self._conn is not None:
+            await self._call(self._close)
         self._executor.shutdown(wait=True)

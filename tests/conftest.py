@@ -1,0 +1,97 @@
+"""Fixtures: an ephemeral CA, the shared audio library, real servers on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auth.tls import TlsMaterial
+from device.audio_sink import RecordingSink
+from device.client import DeviceClient
+from server.app import AudioServer, start_server
+from server.audio_library import AudioLibrary, load_library
+from server.settings import ServerSettings
+from tests.helpers import EphemeralPki
+
+MODE_COUNT = 5
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> EphemeralPki:
+    return EphemeralPki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory: pytest.TempPathFactory) -> AudioLibrary:
+    return load_library(MODE_COUNT, cache_dir=tmp_path_factory.mktemp("clip-cache"))
+
+
+def make_settings(pki: EphemeralPki, tmp_path: Path, **overrides: Any) -> ServerSettings:
+    values: dict[str, Any] = {
+        "bind": "127.0.0.1:0",
+        "pki_dir": pki.root,
+        "state_backend": "memory",
+        "state_path": tmp_path / "devices.sqlite3",
+        "cache_dir": None,
+        "mode_count": MODE_COUNT,
+        "shutdown_grace_s": 2.0,
+    }
+    values.update(overrides)
+    return ServerSettings(**values)
+
+
+ServerFactory = Callable[..., Awaitable[AudioServer]]
+
+
+@pytest.fixture
+async def server_factory(
+    pki: EphemeralPki, library: AudioLibrary, tmp_path: Path
+) -> AsyncIterator[ServerFactory]:
+    started: list[AudioServer] = []
+
+    async def start(**overrides: Any) -> AudioServer:
+        app = await start_server(make_settings(pki, tmp_path, **overrides), library)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        await app.stop(grace_s=1.0)
+
+
+@pytest.fixture
+async def server(server_factory: ServerFactory) -> AudioServer:
+    return await server_factory()
+
+
+Connect = Callable[..., AbstractAsyncContextManager[DeviceClient]]
+
+
+@pytest.fixture
+def connect(pki: EphemeralPki) -> Connect:
+    """``async with connect(server, "acme", "dev-1") as client`` -> a connected headless device."""
+
+    @asynccontextmanager
+    async def _connect(
+        app: AudioServer,
+        tenant: str = "acme",
+        device: str = "dev-1",
+        *,
+        tls: TlsMaterial | None = None,
+        sink: RecordingSink | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[DeviceClient]:
+        client = DeviceClient(
+            f"127.0.0.1:{app.port}", tls or pki.device_tls(tenant, device), sink or RecordingSink(), **kwargs
+        )
+        await client.connect()
+        try:
+            yield client
+        finally:
+            await client.close()
+
+    return _connect

@@ -1,0 +1,90 @@
+"""Test helpers: an ephemeral PKI and clients against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from cryptography import x509
+
+from auth import pki
+from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
+from auth.tls import TlsMaterial
+from comms import comms_pb2 as pb
+
+MODE, STOP, PLAY = 1, 2, 3  # BUTTON_2, BUTTON_3, BUTTON_4
+CONNECT = 0
+
+
+@dataclass
+class EphemeralPki:
+    """A CA made at test time, its server cert for 127.0.0.1/localhost, device certs on demand."""
+
+    root: Path
+    ca: pki.CertifiedKey = field(default_factory=pki.create_ca)
+    _devices: dict[Identity, pki.CertifiedKey] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.server = pki.issue_server_cert(self.ca, ["localhost"], ["127.0.0.1"])
+        pki.write_certified_key(self.ca, self.root / pki.CA_CERT, self.root / pki.CA_KEY)
+        pki.write_certified_key(self.server, self.root / pki.SERVER_CERT, self.root / pki.SERVER_KEY)
+
+    def device(self, tenant: str, device: str) -> pki.CertifiedKey:
+        identity = Identity(tenant, device)
+        if identity not in self._devices:
+            self._devices[identity] = pki.issue_device_cert(self.ca, identity, DEFAULT_TRUST_DOMAIN)
+        return self._devices[identity]
+
+    def tls(self, material: pki.CertifiedKey) -> TlsMaterial:
+        return TlsMaterial(material.cert_pem(), material.key_pem(), self.ca.cert_pem())
+
+    def device_tls(self, tenant: str, device: str) -> TlsMaterial:
+        return self.tls(self.device(tenant, device))
+
+    def odd_client(self, sans: list[x509.GeneralName], **kwargs: object) -> TlsMaterial:
+        """A client cert signed by this CA with arbitrary SANs/validity (for rejection tests)."""
+        return self.tls(pki.issue_certificate(self.ca, "odd", sans, server=False, **kwargs))  # type: ignore[arg-type]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def mode_of(leds: list[int]) -> int | None:
+    """Read the mode back from led_2..led_5 using the documented LED table."""
+    from server.leds import MODE_LEDS, MODE_PALETTE
+
+    lit = [(i, c) for i, c in enumerate(leds[2:6]) if c]
+    if len(lit) != 1:
+        return None
+    index, colour = lit[0]
+    return MODE_PALETTE.index(colour) * MODE_LEDS + index
+
+
+def best_correlation(received: npt.NDArray[np.int16], reference: npt.NDArray[np.int16], max_lag: int = 1200) -> float:
+    """Normalised correlation of two signals at the best small lag (Opus adds a short delay)."""
+    a = received.astype(np.float64)
+    b = reference.astype(np.float64)
+    best = 0.0
+    for lag in range(0, max_lag, 8):
+        n = min(len(a) - lag, len(b))
+        if n <= 0:
+            break
+        x, y = a[lag : lag + n], b[:n]
+        denom = np.sqrt((x * x).sum() * (y * y).sum())
+        if denom:
+            best = max(best, float((x * y).sum() / denom))
+    return best
+
+
+def button_event(button: int, kind: int = pb.ButtonEvent.PRESS) -> pb.DeviceEvent:
+    return pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button, event=kind))

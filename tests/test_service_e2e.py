@@ -1,0 +1,306 @@
+"""End to end: a real mTLS server on 127.0.0.1 and headless devices speaking the fixed protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from comms import comms_pb2 as pb
+from comms.audio_format import FRAME_SECONDS
+from device.audio_sink import RecordingSink
+from server import leds
+from server.app import AudioServer
+from server.audio_library import AudioLibrary
+from tests.conftest import Connect, ServerFactory
+from tests.helpers import MODE, PLAY, STOP, best_correlation, mode_of, wait_for
+
+TWO_FRAMES = 2 * FRAME_SECONDS
+
+
+def sink_of(client: object) -> RecordingSink:
+    sink = client.sink  # type: ignore[attr-defined]
+    assert isinstance(sink, RecordingSink)
+    return sink
+
+
+async def test_status_stream_sends_leds_first(server: AudioServer, connect: Connect) -> None:
+    async with connect(server) as client:
+        await wait_for(lambda: client.status_requests >= 1)
+        assert client.view.leds[1] == leds.LED1_IDLE
+        assert mode_of(client.view.leds) == 0
+        assert client.view.leds[0] == 0  # led_0 never set by the server
+
+
+async def test_mode_cycles_through_all_modes_and_wraps(server: AudioServer, connect: Connect) -> None:
+    async with connect(server) as client:
+        await wait_for(lambda: client.status_requests >= 1)
+        seen = []
+        for _ in range(6):
+            assert (await client.press(MODE)).ack
+            expected = (len(seen) + 1) % 5
+            await wait_for(lambda e=expected: mode_of(client.view.leds) == e)  # type: ignore[misc]
+            seen.append(mode_of(client.view.leds))
+        assert seen == [1, 2, 3, 4, 0, 1]
+
+
+async def test_play_streams_the_mode_sound_and_returns_to_idle(
+    server: AudioServer, connect: Connect, library: AudioLibrary
+) -> None:
+    async with connect(server) as client:
+        await client.press(MODE)
+        await client.press(MODE)  # mode 2: the 2 s chirp
+        started = time.monotonic()
+        await client.press(PLAY)
+        await wait_for(lambda: client.view.leds[1] == leds.LED1_PLAYING)
+        await wait_for(lambda: bool(sink_of(client).sounds) and sink_of(client).sounds[0].ended, timeout=5)
+        sound = sink_of(client).sounds[0]
+        clip = library.clip_for(2)
+        assert sound.packets == len(clip.packets)
+        # Real-time pacing: a 2 s clip cannot arrive much faster than 2 s minus the lead.
+        assert sound.arrivals[-1] - started >= clip.duration - 0.3
+        assert best_correlation(sound.pcm, clip.pcm) > 0.9
+        await wait_for(lambda: client.view.leds[1] == leds.LED1_IDLE)  # finished -> idle
+
+
+async def test_stop_mid_long_sound_ends_within_two_frames(server: AudioServer, connect: Connect) -> None:
+    async with connect(server) as client:
+        await client.press(MODE)  # mode 1: the 64 s melody
+        await client.press(PLAY)
+        await wait_for(lambda: bool(sink_of(client).sounds) and sink_of(client).sounds[0].packets > 20)
+        await client.press(STOP)
+        acked = time.monotonic()
+        await wait_for(lambda: sink_of(client).sounds[0].ended, timeout=2)
+        sound = sink_of(client).sounds[0]
+        assert sound.arrivals[-1] - acked <= TWO_FRAMES
+        assert sound.duration < 5
+        await wait_for(lambda: client.view.leds[1] == leds.LED1_IDLE)
+        count = client.packets_received
+        await asyncio.sleep(0.2)
+        assert client.packets_received == count  # nothing more after the end
+
+
+async def test_long_sound_interrupted_by_mode_change_and_play(
+    server: AudioServer, connect: Connect, library: AudioLibrary
+) -> None:
+    async with connect(server) as client:
+        await client.press(MODE)  # mode 1
+        await client.press(PLAY)
+        await wait_for(lambda: bool(sink_of(client).sounds) and sink_of(client).sounds[0].packets > 25)
+        await client.press(MODE)  # mode 2 while playing: keeps playing, shows mode 2
+        await wait_for(lambda: mode_of(client.view.leds) == 2)
+        assert client.view.leds[1] == leds.LED1_PLAYING
+        before = sink_of(client).sounds[0].packets
+        await asyncio.sleep(0.2)
+        assert sink_of(client).sounds[0].packets > before  # still streaming mode 1
+        assert len(sink_of(client).sounds) == 1
+        await client.press(PLAY)  # preempt
+        await wait_for(lambda: len(sink_of(client).sounds) == 2 and sink_of(client).sounds[1].ended, timeout=5)
+        first, second = sink_of(client).sounds
+        assert first.ended  # the mode 1 sound got its is_end
+        assert first.duration < 10
+        assert second.arrivals[0] - first.arrivals[-1] < TWO_FRAMES  # the new sound starts at once
+        assert best_correlation(second.pcm, library.clip_for(2).pcm) > 0.9
+        assert best_correlation(first.pcm[:48_000], library.clip_for(1).pcm[:48_000]) > 0.9
+
+
+async def test_stop_while_idle_and_other_events_are_harmless(server: AudioServer, connect: Connect) -> None:
+    async with connect(server) as client:
+        await wait_for(lambda: client.status_requests >= 1)
+        history = len(client.view.history)
+        events = [
+            (STOP, pb.ButtonEvent.PRESS),
+            (MODE, pb.ButtonEvent.HOLD),
+            (MODE, pb.ButtonEvent.RELEASE),
+            (PLAY, pb.ButtonEvent.RELEASE),
+            (0, pb.ButtonEvent.PRESS),  # Connect is device-local
+            (9, pb.ButtonEvent.PRESS),  # unknown button
+            (MODE, 7),  # unknown event type
+        ]
+        for button, kind in events:
+            assert (await client.press(button, kind)).ack
+        await asyncio.sleep(0.1)
+        assert len(client.view.history) == history  # no LED change
+        assert client.packets_received == 0
+        assert mode_of(client.view.leds) == 0
+
+
+async def test_events_acked_in_order_promptly_while_audio_streams(
+    server: AudioServer, connect: Connect
+) -> None:
+    async with connect(server) as client:
+        await client.press(MODE)
+        await client.press(PLAY)
+        await wait_for(lambda: client.packets_received > 5)
+        worst = 0.0
+        for _ in range(50):
+            sent = time.monotonic()
+            assert (await client.press(MODE, pb.ButtonEvent.HOLD)).ack
+            worst = max(worst, time.monotonic() - sent)
+        assert worst < 0.5
+        assert client.packets_received > 5
+
+
+async def test_play_without_audio_stream_runs_the_timeline(
+    server: AudioServer, pki: object, library: AudioLibrary
+) -> None:
+    from auth.tls import channel_credentials
+    from comms import comms_pb2_grpc as pb_grpc
+    from tests.helpers import button_event
+
+    tls = pki.device_tls("acme", "no-audio")  # type: ignore[attr-defined]
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:
+        stub = pb_grpc.DeviceServiceStub(channel)
+        events = stub.EventStream()
+        for button in (MODE, MODE, MODE):  # mode 3: the 1 s arpeggio
+            await events.write(button_event(button))
+            assert (await events.read()).ack
+        await events.write(button_event(PLAY))
+        assert (await events.read()).ack
+        from auth.identity import Identity
+
+        controller = server.registry.controller(Identity("acme", "no-audio"))
+        assert controller is not None and controller.state.playing is not None
+        await wait_for(lambda: controller.state.playing is None, timeout=library.clip_for(3).duration + 2)
+        await events.done_writing()
+
+
+async def test_periodic_get_records_battery_and_buttons(server_factory: ServerFactory, connect: Connect) -> None:
+    from auth.identity import Identity
+
+    app = await server_factory(status_poll_interval_s=0.05)
+    async with connect(app) as client:
+        client.view.battery_level = 0.42
+        client.view.buttons[2] = pb.DeviceStatus.PRESSED
+        await wait_for(lambda: app.registry.controller(Identity("acme", "dev-1")) is not None)
+        controller = app.registry.controller(Identity("acme", "dev-1"))
+        assert controller is not None
+        await wait_for(lambda: controller.record.battery_level is not None)
+        assert controller.record.battery_level == pytest.approx(0.42)
+        assert controller.record.buttons == (1, 1, 0, 1)
+
+
+async def test_device_error_status_is_counted_and_stream_survives(
+    server: AudioServer, connect: Connect
+) -> None:
+    from server import metrics
+
+    before = metrics.STATUS_ERRORS.labels(kind="device_error")._value.get()
+    async with connect(server) as client:
+        original = client._status_response
+
+        def failing(request: pb.DeviceStatusRequest) -> pb.DeviceStatusResponse:
+            original(request)
+            return pb.DeviceStatusResponse(status="error: led driver fault")
+
+        client._status_response = failing  # type: ignore[method-assign]
+        await client.press(MODE)
+        await wait_for(lambda: metrics.STATUS_ERRORS.labels(kind="device_error")._value.get() > before)
+        client._status_response = original  # type: ignore[method-assign]
+        await client.press(MODE)
+        await wait_for(lambda: mode_of(client.view.leds) == 2)
+        assert "status" not in client.ends
+
+
+async def test_twenty_devices_each_keep_their_own_state(server: AudioServer, connect: Connect) -> None:
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(server, "fleet", f"d{i}")) for i in range(20)]
+        for i, client in enumerate(clients):
+            for _ in range(i % 5):
+                await client.press(MODE)
+        for i, client in enumerate(clients):
+            await wait_for(lambda c=client, m=i % 5: mode_of(c.view.leds) == m)  # type: ignore[misc]
+        await clients[3].press(PLAY)
+        await wait_for(lambda: clients[3].packets_received > 3)
+        await asyncio.sleep(0.1)
+        assert all(c.packets_received == 0 for j, c in enumerate(clients) if j != 3)
+        assert len(server.registry) == 20
+
+
+async def test_tenants_are_isolated_even_with_equal_device_ids(server: AudioServer, connect: Connect) -> None:
+    async with connect(server, "acme", "dev-1") as acme, connect(server, "globex", "dev-1") as globex:
+        await acme.press(MODE)
+        await acme.press(MODE)
+        await globex.press(PLAY)
+        await wait_for(lambda: mode_of(acme.view.leds) == 2)
+        await wait_for(lambda: globex.packets_received > 0)
+        await asyncio.sleep(0.1)
+        assert mode_of(globex.view.leds) == 0
+        assert acme.packets_received == 0
+        assert acme.view.leds[1] == leds.LED1_IDLE
+        assert globex.view.leds[1] == leds.LED1_PLAYING
+
+
+async def test_legacy_device_id_metadata_changes_nothing(server: AudioServer, connect: Connect) -> None:
+    async with connect(server, "acme", "dev-2") as victim:
+        await wait_for(lambda: victim.status_requests >= 1)
+        async with connect(server, "acme", "dev-1", legacy_device_id="dev-2") as attacker:
+            await attacker.press(MODE)
+            await attacker.press(PLAY)
+            await wait_for(lambda: attacker.packets_received > 0)
+        await asyncio.sleep(0.1)
+        assert mode_of(victim.view.leds) == 0
+        assert victim.packets_received == 0
+        assert "status" not in victim.ends  # not superseded by the impostor
+
+
+async def test_reconnect_restores_mode(server: AudioServer, connect: Connect) -> None:
+    async with connect(server) as client:
+        for _ in range(3):
+            await client.press(MODE)
+        await wait_for(lambda: mode_of(client.view.leds) == 3)
+    await wait_for(lambda: len(server.registry) == 0)
+    async with connect(server) as client:
+        await wait_for(lambda: client.status_requests >= 1)
+        assert mode_of(client.view.leds) == 3  # the first SET carries the restored state
+
+
+async def test_server_restart_restores_mode_from_sqlite(
+    server_factory: ServerFactory, connect: Connect
+) -> None:
+    app = await server_factory(state_backend="sqlite")
+    async with connect(app) as client:
+        for _ in range(4):
+            await client.press(MODE)
+    await app.stop(grace_s=1.0)
+    again = await server_factory(state_backend="sqlite")
+    async with connect(again) as client:
+        await wait_for(lambda: client.status_requests >= 1)
+        assert mode_of(client.view.leds) == 4
+
+
+async def test_second_connection_supersedes_the_first(server: AudioServer, connect: Connect) -> None:
+    async with connect(server) as first:
+        await first.press(MODE)
+        await first.press(MODE)
+        await first.press(PLAY)
+        await wait_for(lambda: first.packets_received > 2)
+        async with connect(server) as second:
+            await wait_for(lambda: first.closed.is_set() and len(first.ends) == 3)
+            for kind in ("status", "event", "audio"):
+                assert first.ends[kind].code == grpc.StatusCode.ABORTED, (kind, first.ends)
+                assert "superseded" in first.ends[kind].details
+            await wait_for(lambda: second.status_requests >= 1)
+            assert mode_of(second.view.leds) == 2
+            assert second.view.leds[1] == leds.LED1_IDLE  # the old sound stopped with the old session
+            await second.press(MODE)
+            await wait_for(lambda: mode_of(second.view.leds) == 3)
+            assert "status" not in second.ends
+
+
+async def test_disconnects_leave_no_tasks_behind(server: AudioServer, connect: Connect) -> None:
+    baseline = len(asyncio.all_tasks())
+    for round_ in range(5):
+        async with connect(server, "acme", f"churn-{round_}") as client:
+            await client.press(MODE)
+            await client.press(PLAY)
+            await wait_for(lambda c=client: c.packets_received > 2)  # type: ignore[misc]
+    await wait_for(lambda: len(server.registry) == 0)
+    await wait_for(lambda: len(asyncio.all_tasks()) <= baseline + 1, timeout=5)
+    assert server.registry.controller is not None
+    np.testing.assert_equal(len(server.registry), 0)
