@@ -75,7 +75,9 @@ def cmd_dev(out: Path, trust_domain: str, force: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gen_certs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="gen_certs.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

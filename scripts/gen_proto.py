@@ -44,7 +44,11 @@ def generate(out_dir: Path) -> list[Path]:
         text = grpc_module.read_text()
         text = re.sub(rf"^import {proto.stem}_pb2 as", f"from . import {proto.stem}_pb2 as", text, flags=re.M)
         grpc_module.write_text(text)
-        written += [out_dir / f"{proto.stem}_pb2.py", out_dir / f"{proto.stem}_pb2.pyi", grpc_module]
+        written += [
+            out_dir / f"{proto.stem}_pb2.py",
+            out_dir / f"{proto.stem}_pb2.pyi",
+            grpc_module,
+        ]
     return written
 
 

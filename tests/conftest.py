@@ -86,7 +86,10 @@ def connect(pki: EphemeralPki) -> Connect:
         **kwargs: Any,
     ) -> AsyncIterator[DeviceClient]:
         client = DeviceClient(
-            f"127.0.0.1:{app.port}", tls or pki.device_tls(tenant, device), sink or RecordingSink(), **kwargs
+            f"127.0.0.1:{app.port}",
+            tls or pki.device_tls(tenant, device),
+            sink or RecordingSink(),
+            **kwargs,
         )
         await client.connect()
         try:

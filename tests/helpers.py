@@ -70,7 +70,9 @@ def mode_of(leds: list[int]) -> int | None:
     return MODE_PALETTE.index(colour) * MODE_LEDS + index
 
 
-def best_correlation(received: npt.NDArray[np.int16], reference: npt.NDArray[np.int16], max_lag: int = 1200) -> float:
+def best_correlation(
+    received: npt.NDArray[np.int16], reference: npt.NDArray[np.int16], max_lag: int = 1200
+) -> float:
     """Normalised correlation of two signals at the best small lag (Opus adds a short delay)."""
     a = received.astype(np.float64)
     b = reference.astype(np.float64)

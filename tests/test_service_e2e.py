@@ -98,7 +98,9 @@ async def test_long_sound_interrupted_by_mode_change_and_play(
         assert sink_of(client).sounds[0].packets > before  # still streaming mode 1
         assert len(sink_of(client).sounds) == 1
         await client.press(PLAY)  # preempt
-        await wait_for(lambda: len(sink_of(client).sounds) == 2 and sink_of(client).sounds[1].ended, timeout=5)
+        await wait_for(
+            lambda: len(sink_of(client).sounds) == 2 and sink_of(client).sounds[1].ended, timeout=5
+        )
         first, second = sink_of(client).sounds
         assert first.ended  # the mode 1 sound got its is_end
         assert first.duration < 10
@@ -168,7 +170,9 @@ async def test_play_without_audio_stream_runs_the_timeline(
         await events.done_writing()
 
 
-async def test_periodic_get_records_battery_and_buttons(server_factory: ServerFactory, connect: Connect) -> None:
+async def test_periodic_get_records_battery_and_buttons(
+    server_factory: ServerFactory, connect: Connect
+) -> None:
     from auth.identity import Identity
 
     app = await server_factory(status_poll_interval_s=0.05)
@@ -223,7 +227,10 @@ async def test_twenty_devices_each_keep_their_own_state(server: AudioServer, con
 
 
 async def test_tenants_are_isolated_even_with_equal_device_ids(server: AudioServer, connect: Connect) -> None:
-    async with connect(server, "acme", "dev-1") as acme, connect(server, "globex", "dev-1") as globex:
+    async with (
+        connect(server, "acme", "dev-1") as acme,
+        connect(server, "globex", "dev-1") as globex,
+    ):
         await acme.press(MODE)
         await acme.press(MODE)
         await globex.press(PLAY)

@@ -1,1 +1,4 @@
-"""Identities, certificates and TLS material: pure logic shared by server, device and provisioning."""
+"""Identities, certificates and TLS material.
+
+Pure logic shared by server, device and provisioning.
+"""

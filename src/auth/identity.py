@@ -32,7 +32,7 @@ def validate_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a valid tenant/device id, else raise InvalidIdentifier."""
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise InvalidIdentifier(f"{what} must be 1..{MAX_ID_LENGTH} characters, got {len(value)}")
-    if not _ID_PATTERN.match(value):
+    if not _ID_PATTERN.fullmatch(value):
         raise InvalidIdentifier(
             f"{what} {value!r} is invalid: use lower-case letters, digits, '-' and '_', "
             "starting with a letter or digit"
@@ -41,7 +41,7 @@ def validate_id(value: str, what: str = "id") -> str:
 
 
 def validate_trust_domain(value: str) -> str:
-    if not _TRUST_DOMAIN_PATTERN.match(value):
+    if not _TRUST_DOMAIN_PATTERN.fullmatch(value):
         raise InvalidIdentifier(f"trust domain {value!r} is not a valid lower-case DNS-like name")
     return value
 
@@ -74,7 +74,7 @@ def parse_spiffe_id(uri: str, trust_domain: str) -> Identity:
         raise MalformedIdentity("spiffe id has no path")
     if domain != trust_domain:
         raise ForeignTrustDomain(f"spiffe id is from trust domain {domain!r}, not {trust_domain!r}")
-    match = _SPIFFE_PATH.match("/" + path)
+    match = _SPIFFE_PATH.fullmatch("/" + path)
     if not match:
         raise MalformedIdentity("spiffe id path is not /tenant/<tenant>/device/<device>")
     try:

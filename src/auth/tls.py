@@ -37,7 +37,11 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_tls_material(cert: Path, key: Path, ca: Path) -> TlsMaterial:
     """Read and cross-check cert/key/CA; raise PkiError with an actionable message."""
-    cert_pem, key_pem, ca_pem = _read(cert, "certificate"), _read(key, "private key"), _read(ca, "CA bundle")
+    cert_pem, key_pem, ca_pem = (
+        _read(cert, "certificate"),
+        _read(key, "private key"),
+        _read(ca, "CA bundle"),
+    )
     try:
         leaf = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
@@ -51,9 +55,9 @@ def load_tls_material(cert: Path, key: Path, ca: Path) -> TlsMaterial:
     except ValueError:
         raise PkiError(f"CA bundle holds no PEM certificate: {ca}") from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if private.public_key().public_bytes(serialization.Encoding.DER, public) != leaf.public_key().public_bytes(
+    if private.public_key().public_bytes(
         serialization.Encoding.DER, public
-    ):
+    ) != leaf.public_key().public_bytes(serialization.Encoding.DER, public):
         raise PkiError(f"private key {key} does not match certificate {cert}")
     return TlsMaterial(cert_pem, key_pem, ca_pem)
 

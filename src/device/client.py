@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import opuslib
@@ -129,11 +129,12 @@ class DeviceClient:
     def _status_response(self, request: pb.DeviceStatusRequest) -> pb.DeviceStatusResponse:
         which = request.WhichOneof("request")
         if which == "get":
-            leds = {f"led_{i}": pb.RGBAColor(rgba=c) for i, c in enumerate(self.view.leds)}
-            buttons = {f"button_{i + 1}": b for i, b in enumerate(self.view.buttons)}
-            return pb.DeviceStatusResponse(
-                state=pb.DeviceStatus(**leds, **buttons, battery_level=self.view.battery_level)
-            )
+            state = pb.DeviceStatus(battery_level=self.view.battery_level)
+            for i, colour in enumerate(self.view.leds):
+                getattr(state, f"led_{i}").rgba = colour
+            for i, pressed in enumerate(self.view.buttons):
+                setattr(state, f"button_{i + 1}", pressed)
+            return pb.DeviceStatusResponse(state=state)
         if which == "set":
             for i in range(1, LED_COUNT):  # led_0 is ours (power): server sets are ignored
                 field_name = f"led_{i}"
@@ -162,11 +163,15 @@ class DeviceClient:
         """Send one button event and wait for its ack (the device's button loop blocks likewise)."""
         assert self._events is not None, "not connected"
         async with self._event_lock, asyncio.timeout(timeout):
-            await self._events.write(pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button, event=kind)))
+            event = pb.ButtonEvent(
+                button_id=cast("pb.ButtonEvent.ButtonId", button),  # raw wire values, unknown ones too
+                event=cast("pb.ButtonEvent.ButtonEventType", kind),
+            )
+            await self._events.write(pb.DeviceEvent(button_event=event))
             response = await self._events.read()
         if response is grpc.aio.EOF:
             raise ConnectionError("event stream closed before the ack")
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -24,7 +24,11 @@ async def serve(settings: ServerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"audio-server listening on {settings.bind} (port {app.port}, mTLS)", file=sys.stderr, flush=True)
+    print(
+        f"audio-server listening on {settings.bind} (port {app.port}, mTLS)",
+        file=sys.stderr,
+        flush=True,
+    )
     await stop.wait()
     log.info("server.draining", extra={"grace_s": settings.shutdown_grace_s})
     await app.stop()
@@ -33,7 +37,7 @@ async def serve(settings: ServerSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = ServerSettings(_cli_parse_args=args)
+        settings = ServerSettings(_cli_parse_args=args)  # type: ignore[call-arg]  # pydantic-settings init kwarg
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

@@ -31,7 +31,10 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * MS)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * MS)),
-        ("grpc.http2.min_ping_interval_without_data_ms", int(settings.min_client_ping_interval_s * MS)),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.min_client_ping_interval_s * MS),
+        ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * MS)),
         ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * MS)),
@@ -64,7 +67,7 @@ class AudioServer:
             return
         self.stopped = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        live = self.registry.close_all(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
+        live = await self.registry.close_all(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
         drained = await self.registry.wait_empty(grace)
         if not drained:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
@@ -79,7 +82,11 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     material = load_tls_material(settings.server_cert, settings.server_key, settings.client_ca)
     if library is None:
         library = await asyncio.to_thread(
-            load_library, settings.mode_count, settings.content_dir, settings.cache_dir, settings.opus_bitrate
+            load_library,
+            settings.mode_count,
+            settings.content_dir,
+            settings.cache_dir,
+            settings.opus_bitrate,
         )
     store = await open_store(settings)
     registry = DeviceRegistry(store, library, settings.mode_count, settings.audio_lead_s)
@@ -96,6 +103,8 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         await store.close()
         raise OSError(f"cannot listen on {settings.bind}: {exc}") from None
     await server.start()
-    log.info("server.listening", extra={"bind": settings.bind, "port": port, "mtls": True,
-                                        "modes": settings.mode_count})
+    log.info(
+        "server.listening",
+        extra={"bind": settings.bind, "port": port, "mtls": True, "modes": settings.mode_count},
+    )
     return AudioServer(settings, server, registry, store, port)

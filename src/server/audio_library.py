@@ -53,10 +53,10 @@ class Clip:
 
 def read_audio_file(path: Path) -> Int16Pcm:
     """Decode any libsndfile format, mix to mono, resample to 48 kHz (soxr)."""
+    if not path.is_file():
+        raise ContentError(f"{path}: file not found")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise ContentError(f"{path}: file not found") from None
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
         raise ContentError(f"{path}: unreadable audio ({exc})") from None
     if data.size == 0:
@@ -100,8 +100,13 @@ def build_clip(name: str, source: str, pcm: Int16Pcm, bitrate: int, cache_dir: P
     packets, cached = encode_cached(pcm, bitrate, cache_dir)
     log.info(
         "audio.clip_ready",
-        extra={"clip": name, "source": source, "seconds": round(len(packets) * FRAME_SECONDS, 2),
-               "packets": len(packets), "cached": cached},
+        extra={
+            "clip": name,
+            "source": source,
+            "seconds": round(len(packets) * FRAME_SECONDS, 2),
+            "packets": len(packets),
+            "cached": cached,
+        },
     )
     return Clip(name, source, pcm, tuple(packets), bitrate)
 
@@ -127,9 +132,18 @@ def load_library(
         clip = None
         if mode in files:
             try:
-                clip = build_clip(f"mode-{mode}", str(files[mode]), read_audio_file(files[mode]), bitrate, cache_dir)
+                clip = build_clip(
+                    f"mode-{mode}",
+                    str(files[mode]),
+                    read_audio_file(files[mode]),
+                    bitrate,
+                    cache_dir,
+                )
             except ContentError as exc:
-                log.error("audio.content_rejected", extra={"mode": mode, "reason": str(exc), "using": "builtin"})
+                log.error(
+                    "audio.content_rejected",
+                    extra={"mode": mode, "reason": str(exc), "using": "builtin"},
+                )
         if clip is None:
             clip = build_clip(f"mode-{mode}", "builtin", to_int16(default_sound(mode)), bitrate, cache_dir)
         clips.append(clip)

@@ -27,15 +27,20 @@ class AudioChannel:
     """The outbound packets of one ServerAudioStream; dropped rather than grown without bound."""
 
     def __init__(self, limit: int = CHANNEL_LIMIT) -> None:
-        self._queue: asyncio.Queue[pb.AudioPacket] = asyncio.Queue(limit)
+        self._queue: asyncio.Queue[pb.AudioPacket | None] = asyncio.Queue(limit + 1)  # +1: end marker
+        self._limit = limit
         self.dropped = 0
 
     def put(self, packet: pb.AudioPacket) -> None:
-        try:
-            self._queue.put_nowait(packet)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._limit:
             self.dropped += 1
             metrics.AUDIO_PACKETS_DROPPED.inc()
+            return
+        self._queue.put_nowait(packet)
+
+    def close(self) -> None:
+        """After what is queued, ``get`` returns None: the stream ends once the device has it all."""
+        self._queue.put_nowait(None)
 
     def discard_pending(self) -> int:
         """Drop packets not yet handed to gRPC (a stopped sound must not keep playing)."""
@@ -45,7 +50,7 @@ class AudioChannel:
             count += 1
         return count
 
-    async def get(self) -> pb.AudioPacket:
+    async def get(self) -> pb.AudioPacket | None:
         return await self._queue.get()
 
 
@@ -100,8 +105,15 @@ class Player:
         sound.task.add_done_callback(self._tasks.discard)
         self._sound = sound
         metrics.SOUNDS_STARTED.inc()
-        log.info("sound.start", extra={**self._log_fields, "sound": sound_id, "clip": clip.name,
-                                       "seconds": round(clip.duration, 2)})
+        log.info(
+            "sound.start",
+            extra={
+                **self._log_fields,
+                "sound": sound_id,
+                "clip": clip.name,
+                "seconds": round(clip.duration, 2),
+            },
+        )
 
     def stop(self, sound_id: int, reason: str) -> None:
         """End the sound now: cancel its timeline, drop queued packets, send the fade with is_end."""
@@ -114,11 +126,23 @@ class Player:
         if not sound.end_sent:
             if self.sink is not None:
                 self.sink.discard_pending()
-            self._offer(pb.AudioPacket(is_start=sound.position == 0, is_end=True,
-                                       data=sound.clip.fade_out_packet(sound.position)))
+            self._offer(
+                pb.AudioPacket(
+                    is_start=sound.position == 0,
+                    is_end=True,
+                    data=sound.clip.fade_out_packet(sound.position),
+                )
+            )
         metrics.SOUNDS_STOPPED.labels(reason=reason).inc()
-        log.info("sound.stop", extra={**self._log_fields, "sound": sound_id, "reason": reason,
-                                      "at_s": round(sound.position * FRAME_SECONDS, 2)})
+        log.info(
+            "sound.stop",
+            extra={
+                **self._log_fields,
+                "sound": sound_id,
+                "reason": reason,
+                "at_s": round(sound.position * FRAME_SECONDS, 2),
+            },
+        )
 
     async def _run(self, sound: _Sound) -> None:
         loop = asyncio.get_running_loop()

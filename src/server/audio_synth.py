@@ -26,7 +26,10 @@ def _t(seconds: float) -> npt.NDArray[np.float64]:
 def _envelope(n: int) -> npt.NDArray[np.float64]:
     """Short linear attack/release so notes never click."""
     env = np.ones(n)
-    attack, release = min(n // 2, int(ATTACK_S * SAMPLE_RATE)), min(n // 2, int(RELEASE_S * SAMPLE_RATE))
+    attack, release = (
+        min(n // 2, int(ATTACK_S * SAMPLE_RATE)),
+        min(n // 2, int(RELEASE_S * SAMPLE_RATE)),
+    )
     env[:attack] = np.linspace(0.0, 1.0, attack, endpoint=False)
     env[n - release :] = np.linspace(1.0, 0.0, release)
     return env

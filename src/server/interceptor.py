@@ -46,7 +46,7 @@ def _reason(exc: IdentityError) -> str:
     return type(exc).__name__.replace("Identity", "").lower() or "identity"
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Derive ``Identity`` from the client certificate's SPIFFE URI SAN for every call."""
 
     def __init__(self, trust_domain: str, exempt_methods: frozenset[str] = frozenset()) -> None:
@@ -58,7 +58,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         pems = auth.get("x509_pem_cert") or []
         if len(pems) != 1:
             raise AuthenticationFailed(
-                grpc.StatusCode.UNAUTHENTICATED, "no_client_cert", "a client certificate is required"
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no_client_cert",
+                "a client certificate is required",
             )
         try:
             return identity_from_pem(pems[0], self._trust_domain)
@@ -69,14 +71,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 f"client certificate carries no valid device identity: {exc}",
             ) from None
 
-    def _check_legacy_metadata(self, context: grpc.aio.ServicerContext, identity: Identity, method: str) -> None:
+    def _check_legacy_metadata(
+        self, context: grpc.aio.ServicerContext, identity: Identity, method: str
+    ) -> None:
         """Old firmware sends ``device_id``: never an identity; a mismatch is only logged."""
         for key, value in context.invocation_metadata() or ():
             if key == LEGACY_DEVICE_ID_KEY and value != identity.device_id:
                 log.warning(
                     "auth.device_id_metadata_mismatch",
-                    extra={"tenant": identity.tenant, "device": identity.device_id, "method": method,
-                           "claimed": str(value)[:64]},
+                    extra={
+                        "tenant": identity.tenant,
+                        "device": identity.device_id,
+                        "method": method,
+                        "claimed": str(value)[:64],
+                    },
                 )
 
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
@@ -84,10 +92,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             identity = self.authenticate(context)
         except AuthenticationFailed as failure:
             metrics.AUTH_FAILURES.labels(reason=failure.reason).inc()
-            log.warning("auth.rejected", extra={"method": method, "reason": failure.reason,
-                                                "peer": context.peer()})
+            log.warning(
+                "auth.rejected",
+                extra={"method": method, "reason": failure.reason, "peer": context.peer()},
+            )
             await context.abort(failure.code, failure.message)
-            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
         self._check_legacy_metadata(context, identity, method)
         _identity.set(identity)  # each RPC runs in its own task, so this never leaks across calls
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-CONNECTED_DEVICES = Gauge(
-    "audio_connected_devices", "Devices with a live session", ["tenant"]
-)
+CONNECTED_DEVICES = Gauge("audio_connected_devices", "Devices with a live session", ["tenant"])
 OPEN_STREAMS = Gauge("audio_open_streams", "Open DeviceService streams", ["kind"])
 SESSIONS_OPENED = Counter("audio_sessions_opened_total", "Device connections that became the live session")
 SESSIONS_SUPERSEDED = Counter(
@@ -28,5 +26,7 @@ AUDIO_LATE_PACKETS = Counter(
     "audio_late_packets_total", "Packets offered more than one frame behind schedule"
 )
 STATUS_ERRORS = Counter(
-    "audio_status_errors_total", "Status responses that report an error or break the protocol", ["kind"]
+    "audio_status_errors_total",
+    "Status responses that report an error or break the protocol",
+    ["kind"],
 )

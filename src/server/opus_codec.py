@@ -67,7 +67,9 @@ def encode_fade_out(frame: Int16Pcm, bitrate: int) -> bytes:
 
 def cache_key(pcm: Int16Pcm, bitrate: int) -> str:
     digest = hashlib.sha256(CACHE_FORMAT)
-    digest.update(f"{opuslib.api.info.get_version_string().decode()}|{SAMPLE_RATE}|{SAMPLES_PER_FRAME}|{bitrate}|".encode())
+    digest.update(
+        f"{opuslib.api.info.get_version_string().decode()}|{SAMPLE_RATE}|{SAMPLES_PER_FRAME}|{bitrate}|".encode()
+    )
     digest.update(pcm.tobytes())
     return digest.hexdigest()
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -73,20 +73,30 @@ class DeviceSession:
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK
         self.close_message = ""
+        self._on_close: list[Callable[[], None]] = []
 
     @property
     def log_fields(self) -> dict[str, str]:
-        return {"tenant": self.identity.tenant, "device": self.identity.device_id, "session": self.id}
+        return {
+            "tenant": self.identity.tenant,
+            "device": self.identity.device_id,
+            "session": self.id,
+        }
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._on_close.append(callback)
 
     def close(self, code: grpc.StatusCode, message: str) -> None:
         if not self._closed.is_set():
             self.close_code, self.close_message = code, message
             self._closed.set()
             self.leds_changed.set()  # wakes the status writer so it can wind down
+            for callback in self._on_close:
+                callback()
 
     async def guard(self, work: Coroutine[Any, Any, Any], linger_s: float = 0.0) -> None:
         """Run a stream's work until it ends or the session closes.
@@ -169,13 +179,17 @@ class DeviceController:
 class DeviceRegistry:
     """Maps identities to controllers and RPCs to sessions."""
 
-    def __init__(self, store: DeviceStore, library: AudioLibrary, mode_count: int, audio_lead_s: float) -> None:
+    def __init__(
+        self, store: DeviceStore, library: AudioLibrary, mode_count: int, audio_lead_s: float
+    ) -> None:
         self._store = store
         self._library = library
         self._mode_count = mode_count
         self._audio_lead_s = audio_lead_s
         self._controllers: dict[Identity, DeviceController] = {}
         self._locks: dict[Identity, asyncio.Lock] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def controller(self, identity: Identity) -> DeviceController | None:
         return self._controllers.get(identity)
@@ -183,7 +197,9 @@ class DeviceRegistry:
     def __len__(self) -> int:
         return len(self._controllers)
 
-    async def open_rpc(self, identity: Identity, connection_key: str) -> tuple[DeviceController, DeviceSession]:
+    async def open_rpc(
+        self, identity: Identity, connection_key: str
+    ) -> tuple[DeviceController, DeviceSession]:
         """Attach one RPC to the identity's session for this connection, superseding an older one."""
         lock = self._locks.setdefault(identity, asyncio.Lock())
         async with lock:
@@ -194,13 +210,14 @@ class DeviceRegistry:
                     record, self._library, self._store, self._mode_count, self._audio_lead_s
                 )
                 self._controllers[identity] = controller
+                self._empty.clear()
             session = controller.session
             if session is None or session.closed or session.connection_key != connection_key:
                 if session is not None and not session.closed:
                     log.info("session.superseded", extra=session.log_fields)
                     metrics.SESSIONS_SUPERSEDED.inc()
+                    await controller.handle(ConnectionLost())  # the old stream still gets is_end
                     session.close(grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE)
-                    await controller.handle(ConnectionLost())
                 else:
                     metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).inc()
                 session = DeviceSession(identity, connection_key)
@@ -224,15 +241,19 @@ class DeviceRegistry:
             await controller.save()
             if self._controllers.get(identity) is controller:
                 del self._controllers[identity]
+            if not self._controllers:
+                self._empty.set()
             metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).dec()
             log.info("session.end", extra=session.log_fields)
 
-    def close_all(self, code: grpc.StatusCode, message: str) -> int:
-        """End every live session's streams (shutdown); returns how many were live."""
+    async def close_all(self, code: grpc.StatusCode, message: str) -> int:
+        """End every live session (shutdown): sounds end with is_end, then streams close with ``code``."""
         count = 0
         for controller in list(self._controllers.values()):
-            if controller.session is not None and not controller.session.closed:
-                controller.session.close(code, message)
+            session = controller.session
+            if session is not None and not session.closed:
+                await controller.handle(ConnectionLost())
+                session.close(code, message)
                 count += 1
         return count
 
@@ -240,7 +261,5 @@ class DeviceRegistry:
         """Wait until every session detached; False on timeout."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self._controllers:
-                    await asyncio.sleep(0.02)
+                await self._empty.wait()
         return not self._controllers
-

@@ -32,6 +32,7 @@ STATUS_WINDOW = 4  # requests in flight before the server waits for the device's
 # stream while its answer is in flight makes grpc clients report INTERNAL instead of
 # our status (grpc/grpc#36066).
 STATUS_DRAIN_S = 0.5
+AUDIO_DRAIN_S = 0.5  # on close, time to flush queued audio (the final is_end packet)
 RequestKind = Literal["get", "set"]
 
 
@@ -63,7 +64,7 @@ async def write_whole(context: grpc.aio.ServicerContext, message: Message) -> No
         raise
 
 
-class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
+class DeviceService(pb_grpc.DeviceServiceServicer):
     def __init__(self, registry: DeviceRegistry, status_poll_interval_s: float) -> None:
         self._registry = registry
         self._poll_s = status_poll_interval_s
@@ -89,8 +90,10 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
 
     # --- StatusStream -------------------------------------------------------
 
-    async def StatusStream(  # noqa: N802 (gRPC method name)
-        self, request_iterator: AsyncIterator[pb.DeviceStatusResponse], context: grpc.aio.ServicerContext
+    async def StatusStream(
+        self,
+        request_iterator: AsyncIterator[pb.DeviceStatusResponse],
+        context: grpc.aio.ServicerContext,
     ) -> None:
         await self._run(
             "status",
@@ -157,7 +160,8 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
         if kind == "get" and which == "state":
             state = response.state
             controller.remember_status(
-                state.battery_level, (state.button_1, state.button_2, state.button_3, state.button_4)
+                state.battery_level,
+                (state.button_1, state.button_2, state.button_3, state.button_4),
             )
             return
         if kind == "set" and which == "status" and response.status == "success":
@@ -174,7 +178,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
 
     # --- EventStream --------------------------------------------------------
 
-    async def EventStream(  # noqa: N802
+    async def EventStream(
         self, request_iterator: AsyncIterator[pb.DeviceEvent], context: grpc.aio.ServicerContext
     ) -> None:
         await self._run("event", context, lambda c, s: self._ack_events(c, s, request_iterator, context))
@@ -189,10 +193,14 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
         async for event in events:
             if event.WhichOneof("event") == "button_event":
                 button = event.button_event
-                metrics.BUTTON_EVENTS.labels(button=_label(pb.ButtonEvent.ButtonId, button.button_id),
-                                             type=_label(pb.ButtonEvent.ButtonEventType, button.event)).inc()
-                log.info("event.button", extra={**session.log_fields, "button": button.button_id,
-                                                 "type": button.event})
+                metrics.BUTTON_EVENTS.labels(
+                    button=_label(pb.ButtonEvent.ButtonId, button.button_id),
+                    type=_label(pb.ButtonEvent.ButtonEventType, button.event),
+                ).inc()
+                log.info(
+                    "event.button",
+                    extra={**session.log_fields, "button": button.button_id, "type": button.event},
+                )
                 await controller.press(button.button_id, button.event)
             else:
                 log.warning("event.empty", extra=session.log_fields)
@@ -200,21 +208,27 @@ class DeviceService(pb_grpc.DeviceServiceServicer):  # type: ignore[misc]
 
     # --- ServerAudioStream --------------------------------------------------
 
-    async def ServerAudioStream(  # noqa: N802
+    async def ServerAudioStream(
         self, request: pb.AudioStreamRequest, context: grpc.aio.ServicerContext
     ) -> None:
         if not request.start:
             log.warning("audio.start_false", extra={"method": "ServerAudioStream"})
-        await self._run("audio", context, lambda c, s: _stream_audio(c, context))
+        await self._run("audio", context, lambda c, s: _stream_audio(c, s, context), linger_s=AUDIO_DRAIN_S)
 
 
-async def _stream_audio(controller: DeviceController, context: grpc.aio.ServicerContext) -> None:
-    """Hand the player's packets to gRPC as fast as flow control allows (the player paces)."""
+async def _stream_audio(
+    controller: DeviceController, session: DeviceSession, context: grpc.aio.ServicerContext
+) -> None:
+    """Hand the player's packets to gRPC as fast as flow control allows (the player paces).
+
+    When the session closes, what is queued (the final ``is_end``) still goes out first.
+    """
     channel = AudioChannel()
     controller.player.attach(channel)
+    session.on_close(channel.close)
     try:
-        while True:
-            await write_whole(context, await channel.get())
+        while (packet := await channel.get()) is not None:
+            await write_whole(context, packet)
     finally:
         controller.player.detach(channel)
 

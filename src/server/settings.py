@@ -34,11 +34,13 @@ class ServerSettings(BaseSettings):
     )
 
     # --- network and TLS ---
-    bind: str = Field("0.0.0.0:50051", description="HOST:PORT the mTLS DeviceService listens on")  # noqa: S104
+    bind: str = Field("0.0.0.0:50051", description="HOST:PORT the mTLS DeviceService listens on")
     pki_dir: Path = Field(Path("certs/dev"), description="Directory with ca.crt, server.crt, server.key")
     server_cert: Path | None = Field(None, description="Server certificate (default PKI_DIR/server.crt)")
     server_key: Path | None = Field(None, description="Server private key (default PKI_DIR/server.key)")
-    client_ca: Path | None = Field(None, description="CA bundle for device certificates (default PKI_DIR/ca.crt)")
+    client_ca: Path | None = Field(
+        None, description="CA bundle for device certificates (default PKI_DIR/ca.crt)"
+    )
     trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="SPIFFE trust domain of device identities")
 
     # --- application ---

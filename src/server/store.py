@@ -110,7 +110,7 @@ class SqliteStore:
             identity=identity,
             mode=int(state.get("mode", 0)),
             battery_level=state.get("battery_level"),
-            buttons=tuple(buttons) if buttons else None,  # type: ignore[arg-type]
+            buttons=(buttons[0], buttons[1], buttons[2], buttons[3]) if buttons else None,
             updated_at=row[1],
         )
 

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""``make demo``: the product end to end on this machine.
+
+Provisions a development PKI if absent, starts the real server (mTLS) on
+127.0.0.1, connects a headless device with its certificate and walks it
+through Mode, Play, Stop (mid long sound), Play, Mode, Play (preempt). Prints
+what the device saw and heard; exits 0 only if every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from auth.tls import load_tls_material  # noqa: E402
+from comms.audio_format import FRAME_SECONDS  # noqa: E402
+from device.audio_sink import RecordingSink  # noqa: E402
+from device.client import DeviceClient  # noqa: E402
+from server.leds import LED1_IDLE, LED1_PLAYING, MODE_LEDS, MODE_PALETTE  # noqa: E402
+
+MODE, STOP, PLAY = 1, 2, 3
+SHAPES = ("square", "rhomboid", "triangle", "circle")
+COLOURS = ("white", "amber", "magenta", "cyan")
+START_TIMEOUT_S = 120.0
+STEP_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def describe(leds: list[int]) -> str:
+    state = {LED1_IDLE: "idle", LED1_PLAYING: "playing", 0: "off"}.get(leds[1], f"led_1={leds[1]:08x}")
+    lit = [(i, c) for i, c in enumerate(leds[2:6]) if c]
+    if len(lit) == 1 and lit[0][1] in MODE_PALETTE:
+        index, colour = lit[0]
+        mode = MODE_PALETTE.index(colour) * MODE_LEDS + index
+        shown = f"mode {mode} ({SHAPES[index]} {COLOURS[MODE_PALETTE.index(colour)]})"
+    else:
+        shown = "mode LEDs " + " ".join(f"{c:08x}" for c in leds[2:6])
+    return f"{state:<8} {shown}"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+async def until(predicate: object, timeout: float = STEP_TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def scenario(target: str, pki_dir: Path, out_dir: Path) -> list[Check]:
+    tls = load_tls_material(
+        pki_dir / "devices/acme/dev-1.crt", pki_dir / "devices/acme/dev-1.key", pki_dir / "ca.crt"
+    )
+    sink = RecordingSink(out_dir / "wav")
+    checks: list[Check] = []
+    t0 = time.monotonic()
+    seen: list[tuple[float, str]] = []
+
+    def on_leds(leds: list[int]) -> None:
+        text = describe(leds)
+        if not seen or seen[-1][1] != text:
+            seen.append((time.monotonic() - t0, text))
+
+    def sound(n: int) -> bool:
+        return len(sink.sounds) >= n
+
+    async with DeviceClient(target, tls, sink, on_leds=on_leds) as device:
+        checks.append(
+            Check(
+                "connected; first status request shows mode 0, idle",
+                await until(lambda: bool(seen)) and "idle" in seen[0][1] and "mode 0" in seen[0][1],
+            )
+        )
+        await device.press(MODE)
+        checks.append(Check("Mode -> mode 1", await until(lambda: "mode 1" in seen[-1][1])))
+        await device.press(PLAY)
+        started = await until(lambda: sound(1) and sink.sounds[0].packets > 0)
+        checks.append(Check("Play -> the mode 1 long sound starts", started and "playing" in seen[-1][1]))
+        await asyncio.sleep(1.5)
+        await device.press(STOP)
+        acked = time.monotonic()
+        ended = await until(lambda: sink.sounds[0].ended, 2.0)
+        gap = (sink.sounds[0].arrivals[-1] - acked) if ended else float("inf")
+        checks.append(
+            Check(
+                "Stop mid long sound -> is_end within 2 frames of the ack",
+                ended and gap <= 2 * FRAME_SECONDS,
+                f"is_end at {gap * 1000:+.0f} ms relative to the ack",
+            )
+        )
+        checks.append(Check("back to idle", await until(lambda: seen[-1][1].startswith("idle"))))
+        await device.press(PLAY)
+        await until(lambda: sound(2) and sink.sounds[1].packets > 0)
+        await asyncio.sleep(1.0)
+        await device.press(MODE)
+        checks.append(
+            Check(
+                "Mode while playing -> shows mode 2, keeps playing",
+                await until(lambda: "mode 2" in seen[-1][1] and "playing" in seen[-1][1])
+                and not sink.sounds[1].ended,
+            )
+        )
+        await device.press(PLAY)
+        preempted = await until(lambda: sound(3) and sink.sounds[1].ended)
+        checks.append(
+            Check(
+                "Play while playing -> mode 1 sound ends, mode 2 sound starts at once",
+                preempted and sink.sounds[2].arrivals[0] - sink.sounds[1].arrivals[-1] < 2 * FRAME_SECONDS,
+            )
+        )
+        finished = await until(
+            lambda: sink.sounds[2].ended and seen[-1][1].startswith("idle"), STEP_TIMEOUT_S
+        )
+        checks.append(Check("the mode 2 sound plays to its end, then idle", finished))
+        checks.append(Check("all streams still open", not device.ends, str(device.ends)))
+    sink.close()
+
+    print("\nLED states seen by the device (led_1 state, mode LEDs led_2..led_5):")
+    for at, text in seen:
+        print(f"  t={at:6.2f}s  {text}")
+    print("\nSounds received and decoded:")
+    how = {1: "ended by Stop", 2: "preempted by Play", 3: "played to the end"}
+    for s in sink.sounds:
+        wav = s.wav_path.relative_to(ROOT) if s.wav_path and s.wav_path.is_relative_to(ROOT) else s.wav_path
+        print(
+            f"  #{s.index}: {s.duration:5.2f} s, {s.packets:4d} Opus packets, {how.get(s.index, '')} -> {wav}"
+        )
+    checks.append(Check("three sounds received", len(sink.sounds) == 3, f"got {len(sink.sounds)}"))
+    return checks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pki-dir", type=Path, default=ROOT / "certs" / "dev")
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output")
+    args = parser.parse_args()
+
+    if not (args.pki_dir / "ca.crt").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "gen_certs.py"),
+                "dev",
+                "--out",
+                str(args.pki_dir),
+            ],
+            check=True,
+        )
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    port = free_port()
+    log_path = args.out / "server.log"
+    print(f"starting audio-server on 127.0.0.1:{port} (mTLS, PKI {args.pki_dir}); log: {log_path}")
+    with log_path.open("w") as log_file:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--pki-dir",
+                str(args.pki_dir),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--state-path",
+                str(args.out / "devices.sqlite3"),
+                "--log-format",
+                "text",
+            ],
+            stderr=log_file,
+            stdout=log_file,
+            cwd=ROOT,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while "server.listening" not in log_path.read_text():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    print(log_path.read_text(), file=sys.stderr)
+                    print("demo: the server did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+            print("device acme/dev-1 connecting with its client certificate ...")
+            checks = asyncio.run(scenario(f"127.0.0.1:{port}", args.pki_dir, args.out))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                code = server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                code = -9
+    checks.append(Check("server drained and exited 0 on SIGTERM", code == 0, f"exit {code}"))
+
+    print("\nChecks:")
+    for check in checks:
+        print(
+            f"  [{'ok' if check.ok else 'FAIL'}] {check.name}"
+            + (f" ({check.detail})" if check.detail else "")
+        )
+    failed = [c for c in checks if not c.ok]
+    print(
+        f"\ndemo {'PASSED' if not failed else 'FAILED'}: {len(checks) - len(failed)}/{len(checks)} checks; "
+        f"WAVs in {args.out / 'wav'}, server log {log_path}"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

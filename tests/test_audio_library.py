@@ -1,0 +1,143 @@
+"""Content library: built-in sounds, content files of any format, fallbacks, the encode cache."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import opuslib
+import pytest
+import soundfile
+
+from comms.audio_format import SAMPLE_RATE, SAMPLES_PER_FRAME
+from server import opus_codec
+from server.audio_library import AudioLibrary, load_library, read_audio_file
+from tests.helpers import best_correlation
+
+
+def decode_all(packets: tuple[bytes, ...] | list[bytes]) -> np.ndarray:
+    decoder = opuslib.Decoder(SAMPLE_RATE, 1)
+    return np.frombuffer(b"".join(decoder.decode(p, SAMPLES_PER_FRAME) for p in packets), dtype=np.int16)
+
+
+def test_builtin_sounds_are_distinct_and_one_is_long(library: AudioLibrary) -> None:
+    assert len(library.clips) == 5
+    assert max(c.duration for c in library.clips) >= 60
+    assert library.clip_for(1).duration >= 60
+    short = [c.pcm[: SAMPLE_RATE // 2].astype(float) for c in library.clips]
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert best_correlation(short[i].astype(np.int16), short[j].astype(np.int16), max_lag=8) < 0.5
+
+
+def test_every_packet_is_one_valid_nonempty_opus_frame(library: AudioLibrary) -> None:
+    for clip in library.clips:
+        decoder = opuslib.Decoder(SAMPLE_RATE, 1)
+        for packet in clip.packets:
+            assert 0 < len(packet) <= 1275
+            assert len(decoder.decode(packet, SAMPLES_PER_FRAME)) == SAMPLES_PER_FRAME * 2
+        assert len(clip.fade_out_packet(3)) > 0
+
+
+def test_decoded_audio_matches_the_source(library: AudioLibrary) -> None:
+    clip = library.clip_for(2)
+    assert best_correlation(decode_all(clip.packets), clip.pcm) > 0.95
+
+
+def write_tone(path: Path, rate: int, channels: int, seconds: float = 0.5, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    mono = 0.4 * np.sin(2 * np.pi * freq * t)
+    soundfile.write(str(path), np.repeat(mono[:, None], channels, axis=1), rate)
+    return mono
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "channels"),
+    [("mode-0.wav", 44_100, 2), ("mode-0.flac", 16_000, 1), ("mode-0.ogg", 48_000, 2)],
+)
+def test_content_file_any_rate_and_channels(tmp_path: Path, name: str, rate: int, channels: int) -> None:
+    write_tone(tmp_path / name, rate, channels, seconds=0.5, freq=523.25)
+    lib = load_library(5, content_dir=tmp_path)
+    clip = lib.clip_for(0)
+    assert clip.source.endswith(name)
+    assert clip.duration == pytest.approx(0.5, abs=0.03)
+    t = np.arange(len(clip.pcm)) / SAMPLE_RATE
+    reference = (0.4 * np.sin(2 * np.pi * 523.25 * t) * 32767).astype(np.int16)
+    assert best_correlation(decode_all(clip.packets), reference) > 0.9
+
+
+def test_ogg_opus_content_is_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "mode-3.opus"
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    soundfile.write(str(path), 0.3 * np.sin(2 * np.pi * 330 * t), SAMPLE_RATE, format="OGG", subtype="OPUS")
+    clip = load_library(5, content_dir=tmp_path).clip_for(3)
+    assert clip.source == str(path)
+    assert clip.duration == pytest.approx(1.0, abs=0.05)
+
+
+def test_bad_content_falls_back_and_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "mode-0.wav").write_bytes(b"RIFF not really a wav")
+    soundfile.write(str(tmp_path / "mode-1.wav"), np.zeros((0, 1)), SAMPLE_RATE)  # empty
+    (tmp_path / "mode-2.wav").write_bytes(b"")
+    write_tone(tmp_path / "mode-3.wav", 48_000, 1)
+    write_tone(tmp_path / "mode-3.flac", 48_000, 1)  # ambiguous
+    write_tone(tmp_path / "mode-4.wav", 48_000, 1)  # good
+    write_tone(tmp_path / "mode-9.wav", 48_000, 1)  # beyond mode_count
+    with caplog.at_level(logging.WARNING):
+        lib = load_library(5, content_dir=tmp_path)
+    assert [c.source for c in lib.clips[:4]] == ["builtin"] * 4
+    assert lib.clip_for(4).source.endswith("mode-4.wav")
+    events = [(r.getMessage(), getattr(r, "mode", None)) for r in caplog.records]
+    assert ("audio.content_rejected", 0) in events
+    assert ("audio.content_rejected", 1) in events
+    assert ("audio.content_rejected", 2) in events
+    assert ("audio.content_ambiguous", 3) in events
+    assert any(m == "audio.content_mode_unused" for m, _ in events)
+    reasons = " ".join(str(getattr(r, "reason", "")) for r in caplog.records)
+    assert "no audio samples" in reasons
+
+
+def test_missing_content_dir_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lib = load_library(5, content_dir=tmp_path / "nope")
+    assert all(c.source == "builtin" for c in lib.clips)
+    assert any(r.getMessage() == "audio.content_dir_missing" for r in caplog.records)
+
+
+def test_read_audio_file_missing(tmp_path: Path) -> None:
+    from server.audio_library import ContentError
+
+    with pytest.raises(ContentError, match="not found"):
+        read_audio_file(tmp_path / "x.wav")
+
+
+def test_encoding_is_cached_across_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tone(tmp_path / "content-mode.wav", 48_000, 1)
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content-mode.wav").rename(tmp_path / "content" / "mode-0.wav")
+    cache = tmp_path / "cache"
+    calls = []
+    real_encode = opus_codec.encode
+    monkeypatch.setattr(
+        opus_codec, "encode", lambda pcm, bitrate: calls.append(1) or real_encode(pcm, bitrate)
+    )
+    first = load_library(5, content_dir=tmp_path / "content", cache_dir=cache)
+    assert len(calls) == 5
+    second = load_library(5, content_dir=tmp_path / "content", cache_dir=cache)
+    assert len(calls) == 5  # nothing re-encoded
+    assert first.clip_for(0).packets == second.clip_for(0).packets
+    write_tone(tmp_path / "content" / "mode-0.wav", 48_000, 1, freq=600)  # content changed
+    load_library(5, content_dir=tmp_path / "content", cache_dir=cache)
+    assert len(calls) == 6  # only the changed clip
+
+
+def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
+    pcm = opus_codec.to_int16(np.zeros(SAMPLES_PER_FRAME * 3))
+    packets, cached = opus_codec.encode_cached(pcm, 64_000, tmp_path)
+    assert not cached
+    (cache_file,) = tmp_path.iterdir()
+    cache_file.write_bytes(cache_file.read_bytes()[:-2])
+    again, cached = opus_codec.encode_cached(pcm, 64_000, tmp_path)
+    assert not cached and again == packets
+    _, cached = opus_codec.encode_cached(pcm, 64_000, tmp_path)
+    assert cached

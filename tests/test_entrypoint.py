@@ -1,0 +1,127 @@
+"""``python -m server``: settings, start-up failures (exit 1, one clear line), graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.settings import ServerSettings
+from tests.conftest import Connect
+from tests.helpers import MODE, PLAY, EphemeralPki, wait_for
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run_server(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def test_settings_from_env_and_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUDIO_SERVER_MODE_COUNT", "7")
+    monkeypatch.setenv("AUDIO_SERVER_PKI_DIR", str(tmp_path))
+    settings = ServerSettings(_cli_parse_args=["--bind", "127.0.0.1:6000"])
+    assert settings.mode_count == 7 and settings.bind == "127.0.0.1:6000"
+    assert settings.server_cert == tmp_path / "server.crt"
+    assert settings.client_ca == tmp_path / "ca.crt"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode-count", "3"], "mode_count"),
+        (["--bind", "nonsense"], "bind"),
+        (["--trust-domain", "Bad Domain"], "trust_domain"),
+        (["--audio-lead-ms", "-5"], "audio_lead_ms"),
+    ],
+)
+def test_bad_setting_exits_1_with_one_line(args: list[str], message: str) -> None:
+    result = run_server(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_missing_certificate_exits_1_with_one_line(tmp_path: Path) -> None:
+    result = run_server("--pki-dir", str(tmp_path), "--bind", "127.0.0.1:0", "--state-backend", "memory")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("audio-server: cannot start: certificate not found"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_key_mismatch_exits_1(tmp_path: Path, pki: EphemeralPki) -> None:
+    other = EphemeralPki(tmp_path / "other")
+    mismatched = tmp_path / "mixed"
+    mismatched.mkdir()
+    for name in ("ca.crt", "server.crt"):
+        (mismatched / name).write_bytes((pki.root / name).read_bytes())
+    (mismatched / "server.key").write_bytes((other.root / "server.key").read_bytes())
+    result = run_server("--pki-dir", str(mismatched), "--bind", "127.0.0.1:0", "--state-backend", "memory")
+    assert result.returncode == 1
+    assert "does not match" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
+    pki: EphemeralPki, tmp_path: Path, connect: Connect
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "--pki-dir",
+        str(pki.root),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--state-backend",
+        "memory",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--log-format",
+        "json",
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
+    )
+    try:
+        assert process.stderr is not None
+        while b"server.listening" not in await asyncio.wait_for(process.stderr.readline(), 60):
+            pass
+
+        class Target:
+            pass
+
+        app = Target()
+        app.port = port  # type: ignore[attr-defined]
+        async with connect(app) as client:  # type: ignore[arg-type]
+            await client.press(MODE)
+            await client.press(PLAY)
+            await wait_for(lambda: client.packets_received > 3)
+            process.send_signal(signal.SIGTERM)
+            await wait_for(lambda: len(client.ends) == 3, timeout=10)
+            assert {end.code for end in client.ends.values()} == {grpc.StatusCode.UNAVAILABLE}
+            sound = client.sink.sounds[0]  # type: ignore[attr-defined]
+            assert sound.ended  # the audio stream closed the sound with is_end first
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+        rest = (await process.stderr.read()).decode()
+        assert "server.stopped" in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
