@@ -11,6 +11,7 @@ import grpc
 from auth.tls import load_tls_material, server_credentials
 from comms import comms_pb2_grpc as pb_grpc
 from server.audio_library import AudioLibrary, load_library
+from server.audio_player import FrameClock
 from server.interceptor import AuthInterceptor
 from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.servicer import DeviceService
@@ -58,6 +59,7 @@ class AudioServer:
     server: grpc.aio.Server
     registry: DeviceRegistry
     store: DeviceStore
+    clock: FrameClock
     port: int
     stopped: bool = False
 
@@ -72,6 +74,7 @@ class AudioServer:
         if not drained:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
+        await self.clock.close()
         await self.store.close()
         log.info("server.stopped", extra={"sessions_ended": live, "drained": drained})
 
@@ -89,7 +92,9 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             settings.opus_bitrate,
         )
     store = await open_store(settings)
-    registry = DeviceRegistry(store, library, settings.mode_count, settings.audio_lead_s)
+    clock = FrameClock(settings.audio_lead_s)
+    clock.start()
+    registry = DeviceRegistry(store, library, settings.mode_count, clock)
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(settings.trust_domain)],
         options=grpc_options(settings),
@@ -100,6 +105,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     try:
         port = server.add_secure_port(settings.bind, server_credentials(material))
     except RuntimeError as exc:
+        await clock.close()
         await store.close()
         raise OSError(f"cannot listen on {settings.bind}: {exc}") from None
     await server.start()
@@ -107,4 +113,4 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         "server.listening",
         extra={"bind": settings.bind, "port": port, "mtls": True, "modes": settings.mode_count},
     )
-    return AudioServer(settings, server, registry, store, port)
+    return AudioServer(settings, server, registry, store, clock, port)

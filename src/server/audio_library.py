@@ -17,6 +17,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from server.audio_synth import default_sound
 from server.opus_codec import Int16Pcm, encode_cached, encode_fade_out, to_int16
@@ -40,6 +41,18 @@ class Clip:
     pcm: Int16Pcm = field(repr=False)
     packets: tuple[bytes, ...] = field(repr=False)
     bitrate: int = DEFAULT_BITRATE
+    # The wire messages, built once and shared by every device that plays this clip.
+    messages: tuple[pb.AudioPacket, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.packets:
+            raise ValueError("a clip needs at least one packet")
+        last = len(self.packets) - 1
+        messages = tuple(
+            pb.AudioPacket(is_start=i == 0, is_end=i == last, data=data)
+            for i, data in enumerate(self.packets)
+        )
+        object.__setattr__(self, "messages", messages)
 
     @property
     def duration(self) -> float:

@@ -1,9 +1,15 @@
-"""Real-time playback of one device's sounds, independent of whether its audio stream is open.
+"""Real-time playback of every device's sounds, independent of whether an audio stream is open.
 
-The ``Player`` runs a sound's timeline (one 20 ms packet per 20 ms, after a
-small lead) and offers each packet to the device's ``AudioChannel`` if one is
-attached. Stop cancels the timeline and sends a short fade-out packet that
-carries ``is_end``, so the device hears the sound end within one frame.
+* ``FrameClock``: one timer for the whole server. Every tick (half a frame) it
+  offers each playing sound the packets that are due (one 20 ms packet per
+  20 ms, sent ``lead`` ahead of real time). One timer instead of one per
+  device keeps hundreds of streams cheap.
+* ``Player``: one device's sound. Start offers the lead packets at once (Play
+  is heard promptly); Stop removes the sound from the clock, drops what is
+  still queued and sends a one-frame fade-out carrying ``is_end``, so the
+  device hears the sound end within one frame.
+* ``AudioChannel``: the queue between a player and the device's
+  ServerAudioStream; the timeline runs (and finishes) even with no channel.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS
@@ -21,6 +28,7 @@ from server.audio_library import Clip
 log = logging.getLogger(__name__)
 
 CHANNEL_LIMIT = 250  # 5 s of packets: far beyond the lead, only reached by a stuck stream
+TICK_SECONDS = FRAME_SECONDS / 2
 
 
 class AudioChannel:
@@ -31,12 +39,12 @@ class AudioChannel:
         self._limit = limit
         self.dropped = 0
 
-    def put(self, packet: pb.AudioPacket) -> None:
+    def put(self, packet: pb.AudioPacket) -> bool:
         if self._queue.qsize() >= self._limit:
             self.dropped += 1
-            metrics.AUDIO_PACKETS_DROPPED.inc()
-            return
+            return False
         self._queue.put_nowait(packet)
+        return True
 
     def close(self) -> None:
         """After what is queued, ``get`` returns None: the stream ends once the device has it all."""
@@ -54,31 +62,105 @@ class AudioChannel:
         return await self._queue.get()
 
 
-SoundFinishedCallback = Callable[[int], Awaitable[None]]
+class Sound:
+    """One playing sound: its clip, its schedule and how far it got."""
 
+    __slots__ = ("clip", "end_sent", "player", "position", "sound_id", "t0")
 
-class _Sound:
-    __slots__ = ("clip", "end_sent", "position", "sound_id", "task")
-
-    def __init__(self, sound_id: int, clip: Clip) -> None:
+    def __init__(self, player: Player, sound_id: int, clip: Clip, t0: float) -> None:
+        self.player = player
         self.sound_id = sound_id
         self.clip = clip
+        self.t0 = t0  # when the first sample should be heard
         self.position = 0  # packets offered so far
         self.end_sent = False
-        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def ends_at(self) -> float:
+        return self.t0 + len(self.clip.packets) * FRAME_SECONDS
+
+    def advance(self, now: float, lead_s: float) -> tuple[int, int]:
+        """Offer every packet due by ``now``; return (offered, late)."""
+        messages = self.clip.messages
+        last = len(messages) - 1
+        offered = late = 0
+        while self.position <= last:
+            due = self.t0 + self.position * FRAME_SECONDS - lead_s
+            if due > now:
+                break
+            if now - due > FRAME_SECONDS:
+                late += 1
+            index = self.position
+            self.position += 1
+            self.end_sent = index == last
+            self.player.offer(messages[index])
+            offered += 1
+        return offered, late
+
+
+class FrameClock:
+    """The one timer that paces every sound on this server. Owned by the app: start/close."""
+
+    def __init__(self, lead_s: float) -> None:
+        self.lead_s = lead_s
+        self._sounds: set[Sound] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="frame-clock")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def add(self, sound: Sound) -> None:
+        self._sounds.add(sound)
+        self._wake.set()
+
+    def discard(self, sound: Sound) -> None:
+        self._sounds.discard(sound)
+
+    def tick(self, now: float) -> None:
+        offered = late = 0
+        for sound in list(self._sounds):
+            sent, behind = sound.advance(now, self.lead_s)
+            offered, late = offered + sent, late + behind
+            if sound.end_sent and now >= sound.ends_at:
+                self._sounds.discard(sound)
+                sound.player.finished(sound)
+        if offered:
+            metrics.AUDIO_PACKETS_SENT.inc(offered)
+        if late:
+            metrics.AUDIO_LATE_PACKETS.inc(late)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._sounds:
+                self._wake.clear()
+                await self._wake.wait()
+            self.tick(loop.time())
+            await asyncio.sleep(TICK_SECONDS)
+
+
+SoundFinishedCallback = Callable[[int], Coroutine[Any, Any, None]]
 
 
 class Player:
-    """Owns the timeline task of the one sound a device plays at a time."""
+    """One device's playback: at most one sound at a time, paced by the shared clock."""
 
-    def __init__(self, on_finished: SoundFinishedCallback, lead_s: float, log_fields: dict[str, str]) -> None:
+    def __init__(
+        self, clock: FrameClock, on_finished: SoundFinishedCallback, log_fields: dict[str, str]
+    ) -> None:
+        self._clock = clock
         self._on_finished = on_finished
-        self._lead_s = lead_s
         self._log_fields = log_fields
-        self._sound: _Sound | None = None
+        self._sound: Sound | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.sink: AudioChannel | None = None
-        self.late_packets = 0
 
     @property
     def playing(self) -> int | None:
@@ -91,19 +173,18 @@ class Player:
         if self.sink is channel:
             self.sink = None
 
-    def _offer(self, packet: pb.AudioPacket) -> None:
-        if self.sink is not None:
-            self.sink.put(packet)
-            metrics.AUDIO_PACKETS_SENT.inc()
+    def offer(self, packet: pb.AudioPacket) -> None:
+        if self.sink is not None and not self.sink.put(packet):
+            metrics.AUDIO_PACKETS_DROPPED.inc()
 
     def start(self, sound_id: int, clip: Clip) -> None:
         if self._sound is not None:
             raise RuntimeError("start() while a sound is playing: stop it first")
-        sound = _Sound(sound_id, clip)
-        sound.task = asyncio.create_task(self._run(sound), name=f"sound-{sound_id}")
-        self._tasks.add(sound.task)
-        sound.task.add_done_callback(self._tasks.discard)
+        now = asyncio.get_running_loop().time()
+        sound = Sound(self, sound_id, clip, t0=now + self._clock.lead_s)
         self._sound = sound
+        sound.advance(now, self._clock.lead_s)  # the lead goes out at once
+        self._clock.add(sound)
         metrics.SOUNDS_STARTED.inc()
         log.info(
             "sound.start",
@@ -116,23 +197,17 @@ class Player:
         )
 
     def stop(self, sound_id: int, reason: str) -> None:
-        """End the sound now: cancel its timeline, drop queued packets, send the fade with is_end."""
+        """End the sound now: off the clock, queued packets dropped, a fade-out with is_end sent."""
         sound = self._sound
         if sound is None or sound.sound_id != sound_id:
             return
         self._sound = None
-        if sound.task is not None:
-            sound.task.cancel()
+        self._clock.discard(sound)
         if not sound.end_sent:
             if self.sink is not None:
                 self.sink.discard_pending()
-            self._offer(
-                pb.AudioPacket(
-                    is_start=sound.position == 0,
-                    is_end=True,
-                    data=sound.clip.fade_out_packet(sound.position),
-                )
-            )
+            fade = sound.clip.fade_out_packet(sound.position)
+            self.offer(pb.AudioPacket(is_start=sound.position == 0, is_end=True, data=fade))
         metrics.SOUNDS_STOPPED.labels(reason=reason).inc()
         log.info(
             "sound.stop",
@@ -144,31 +219,21 @@ class Player:
             },
         )
 
-    async def _run(self, sound: _Sound) -> None:
-        loop = asyncio.get_running_loop()
-        packets = sound.clip.packets
-        last = len(packets) - 1
-        t0 = loop.time()
-        for index, data in enumerate(packets):
-            delay = t0 + index * FRAME_SECONDS - self._lead_s - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -FRAME_SECONDS:
-                self.late_packets += 1
-                metrics.AUDIO_LATE_PACKETS.inc()
-            sound.end_sent = index == last
-            sound.position = index + 1
-            self._offer(pb.AudioPacket(is_start=index == 0, is_end=index == last, data=data))
-        # Leave the timeline at the sound's real end, not when the lead ran out.
-        await asyncio.sleep(max(0.0, t0 + len(packets) * FRAME_SECONDS - loop.time()))
-        if self._sound is sound:
-            self._sound = None
-            log.info("sound.finished", extra={**self._log_fields, "sound": sound.sound_id})
-            await self._on_finished(sound.sound_id)
+    def finished(self, sound: Sound) -> None:
+        """Called by the clock at the sound's real end; the state machine hears of it in a task."""
+        if self._sound is not sound:
+            return
+        self._sound = None
+        log.info("sound.finished", extra={**self._log_fields, "sound": sound.sound_id})
+        task = asyncio.create_task(self._on_finished(sound.sound_id), name=f"finished-{sound.sound_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Cancel and await every timeline task (owner's shutdown)."""
-        self._sound = None
+        """Take the sound off the clock and await the pending callbacks (owner's shutdown)."""
+        if self._sound is not None:
+            self._clock.discard(self._sound)
+            self._sound = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

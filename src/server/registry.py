@@ -26,7 +26,7 @@ import grpc
 from auth.identity import Identity
 from server import metrics
 from server.audio_library import AudioLibrary
-from server.audio_player import Player
+from server.audio_player import FrameClock, Player
 from server.leds import LedFrame
 from server.state_machine import (
     ButtonPressed,
@@ -127,7 +127,7 @@ class DeviceController:
         library: AudioLibrary,
         store: DeviceStore,
         mode_count: int,
-        audio_lead_s: float,
+        clock: FrameClock,
     ) -> None:
         self.record = record
         self.state = DeviceState(mode=record.mode % mode_count)
@@ -137,7 +137,7 @@ class DeviceController:
         self._mode_count = mode_count
         self._lock = asyncio.Lock()
         fields = {"tenant": record.identity.tenant, "device": record.identity.device_id}
-        self.player = Player(self._sound_finished, audio_lead_s, fields)
+        self.player = Player(clock, self._sound_finished, fields)
 
     @property
     def identity(self) -> Identity:
@@ -179,13 +179,11 @@ class DeviceController:
 class DeviceRegistry:
     """Maps identities to controllers and RPCs to sessions."""
 
-    def __init__(
-        self, store: DeviceStore, library: AudioLibrary, mode_count: int, audio_lead_s: float
-    ) -> None:
+    def __init__(self, store: DeviceStore, library: AudioLibrary, mode_count: int, clock: FrameClock) -> None:
         self._store = store
         self._library = library
         self._mode_count = mode_count
-        self._audio_lead_s = audio_lead_s
+        self._clock = clock
         self._controllers: dict[Identity, DeviceController] = {}
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._empty = asyncio.Event()
@@ -207,7 +205,7 @@ class DeviceRegistry:
             if controller is None:
                 record = await self._store.load(identity) or DeviceRecord(identity)
                 controller = DeviceController(
-                    record, self._library, self._store, self._mode_count, self._audio_lead_s
+                    record, self._library, self._store, self._mode_count, self._clock
                 )
                 self._controllers[identity] = controller
                 self._empty.clear()

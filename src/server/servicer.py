@@ -228,7 +228,8 @@ async def _stream_audio(
     session.on_close(channel.close)
     try:
         while (packet := await channel.get()) is not None:
-            await write_whole(context, packet)
+            # A plain write: closing ends this loop through the channel, not by cancellation.
+            await context.write(packet)
     finally:
         controller.player.detach(channel)
 

@@ -1,0 +1,77 @@
+"""Start the benchmark server process, sample its counters, connect many load devices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from auth.tls import TlsMaterial
+from bench.loadclient import LoadDevice
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECT_BATCH = 50
+
+
+class ServerProcess:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process, self.port = process, port
+
+    def sample(self) -> dict[str, float]:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write("sample\n")
+        self.process.stdin.flush()
+        while True:
+            line = self.process.stdout.readline()
+            if line.startswith("STATS "):
+                return dict(json.loads(line[6:]))
+            if not line:
+                raise RuntimeError("server process died")
+
+
+@contextmanager
+def server_process(pki_dir: Path, cache_dir: Path) -> Iterator[ServerProcess]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.server_proc", str(pki_dir), str(cache_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout
+        line = process.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        yield ServerProcess(process, int(line.split()[1]))
+    finally:
+        assert process.stdin
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def connect_all(port: int, creds: list[TlsMaterial]) -> list[LoadDevice]:
+    devices = [LoadDevice(f"127.0.0.1:{port}", tls) for tls in creds]
+    for i in range(0, len(devices), CONNECT_BATCH):
+        await asyncio.gather(*(d.start() for d in devices[i : i + CONNECT_BATCH]))
+    return devices
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """(median, p99) in milliseconds."""
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return statistics.median(ordered) * 1000, p99 * 1000
+
+
+def now() -> float:
+    return time.perf_counter()

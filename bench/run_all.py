@@ -1,0 +1,68 @@
+"""``make bench``: every benchmark of the service, figures printed (no assertions).
+
+Runs the server in its own process (its CPU is measured apart from the load
+generator, which shares this 2-core machine) with a fresh ephemeral PKI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench import bench_latency, bench_streams  # noqa: E402
+from auth.tls import TlsMaterial  # noqa: E402
+from bench.harness import ServerProcess, server_process  # noqa: E402
+from bench.loadclient import make_pki  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--streams", type=int, nargs="*", default=[200, 500])
+    parser.add_argument("--latency-background", type=int, default=200)
+    args = parser.parse_args()
+    # Device state persists per identity, so every scenario gets identities of its own.
+    needed = 1 + args.latency_background + 1 + sum(args.streams)
+    with tempfile.TemporaryDirectory() as tmp:
+        pki_dir, creds = make_pki(Path(tmp), needed)
+        print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
+        with server_process(pki_dir, Path(tmp) / "cache") as server:
+            asyncio.run(run(server, creds, args.streams, args.latency_background))
+    return 0
+
+
+async def run(
+    server: ServerProcess, creds: list[TlsMaterial], streams: list[int], background_count: int
+) -> None:
+    """One event loop for the whole run: grpc.aio channels are bound to the loop that made them."""
+    pool = iter(creds)
+
+    def take(count: int) -> list[TlsMaterial]:
+        return [next(pool) for _ in range(count)]
+
+    print("\nLatency over mTLS on loopback (median / p99, ms):")
+    for background in (0, background_count):
+        result = await bench_latency.run(server.port, take(1)[0], take(background))
+        play, stop = result["play_to_first_packet"], result["stop_to_is_end"]
+        print(
+            f"  {background + 1:4d} device(s) streaming: Play->first packet {play[0]:6.2f} / "
+            f"{play[1]:6.2f}   Stop->is_end {stop[0]:6.2f} / {stop[1]:6.2f}"
+        )
+    print(f"\nConcurrent real-time streams ({bench_streams.WINDOW_S:.0f} s window each):")
+    for count in streams:
+        r = await bench_streams.run(server, take(count))  # type: ignore[arg-type]
+        print(
+            f"  {r.devices:4d} devices: server CPU {r.server_cpu_pct:5.1f}%  packets/s "
+            f"{r.packet_rate:8.0f} of {r.expected_rate:6.0f} ({100 * r.packet_rate / r.expected_rate:5.1f}%)  "
+            f"late (server timeline) {r.server_late}  late at client (>1 frame) {r.client_late}  "
+            f"dropped {r.dropped}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
