@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
+from auth.tls import TlsMaterial
 from bench.harness import connect_all, now, percentiles
 from bench.loadclient import MODE, PLAY, STOP, LoadDevice
 
@@ -29,9 +31,11 @@ async def measure(probe: LoadDevice, rounds: int = ROUNDS) -> tuple[list[float],
     return plays, stops
 
 
-async def run(port: int, probe_tls: object, background: list[object]) -> dict[str, tuple[float, float]]:
-    (probe,) = await connect_all(port, [probe_tls])  # type: ignore[list-item]
-    loaders = await connect_all(port, background)  # type: ignore[arg-type]
+async def run(
+    port: int, probe_tls: TlsMaterial, background: Sequence[TlsMaterial]
+) -> dict[str, tuple[float, float]]:
+    (probe,) = await connect_all(port, [probe_tls])
+    loaders = await connect_all(port, background)
     for device in loaders:
         await device.press(MODE)
         await device.press(PLAY)

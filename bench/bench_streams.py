@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from auth.tls import TlsMaterial
 from bench.harness import ServerProcess, connect_all, now
 from bench.loadclient import MODE, PLAY
 
@@ -22,9 +24,13 @@ class StreamResult:
     client_late: int
     dropped: int
 
+    @property
+    def achieved_pct(self) -> float:
+        return 100 * self.packet_rate / self.expected_rate
 
-async def run(server: ServerProcess, creds: list[object]) -> StreamResult:
-    devices = await connect_all(server.port, creds)  # type: ignore[arg-type]
+
+async def run(server: ServerProcess, creds: Sequence[TlsMaterial]) -> StreamResult:
+    devices = await connect_all(server.port, creds)
     try:
         await asyncio.gather(*(d.press(MODE) for d in devices))
         await asyncio.gather(*(d.press(PLAY) for d in devices))

@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def server_process(pki_dir: Path, cache_dir: Path) -> Iterator[ServerProcess]:
             process.kill()
 
 
-async def connect_all(port: int, creds: list[TlsMaterial]) -> list[LoadDevice]:
+async def connect_all(port: int, creds: Sequence[TlsMaterial]) -> list[LoadDevice]:
     devices = [LoadDevice(f"127.0.0.1:{port}", tls) for tls in creds]
     for i in range(0, len(devices), CONNECT_BATCH):
         await asyncio.gather(*(d.start() for d in devices[i : i + CONNECT_BATCH]))

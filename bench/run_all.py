@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench import bench_latency, bench_streams  # noqa: E402
 from auth.tls import TlsMaterial  # noqa: E402
+from bench import bench_latency, bench_streams  # noqa: E402
 from bench.harness import ServerProcess, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 
@@ -55,10 +55,10 @@ async def run(
         )
     print(f"\nConcurrent real-time streams ({bench_streams.WINDOW_S:.0f} s window each):")
     for count in streams:
-        r = await bench_streams.run(server, take(count))  # type: ignore[arg-type]
+        r = await bench_streams.run(server, take(count))
         print(
             f"  {r.devices:4d} devices: server CPU {r.server_cpu_pct:5.1f}%  packets/s "
-            f"{r.packet_rate:8.0f} of {r.expected_rate:6.0f} ({100 * r.packet_rate / r.expected_rate:5.1f}%)  "
+            f"{r.packet_rate:8.0f} of {r.expected_rate:6.0f} ({r.achieved_pct:5.1f}%)  "
             f"late (server timeline) {r.server_late}  late at client (>1 frame) {r.client_late}  "
             f"dropped {r.dropped}"
         )

@@ -56,7 +56,7 @@ async def run(settings: DeviceSettings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = DeviceSettings(_cli_parse_args=args)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        settings = DeviceSettings(_cli_parse_args=args)
     except ValidationError as exc:
         first = exc.errors()[0]
         print(

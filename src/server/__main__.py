@@ -37,7 +37,7 @@ async def serve(settings: ServerSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = ServerSettings(_cli_parse_args=args)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        settings = ServerSettings(_cli_parse_args=args)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

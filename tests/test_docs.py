@@ -1,0 +1,28 @@
+"""The README documents every setting and the LED table the code uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device.settings import DeviceSettings
+from server import leds
+from server.settings import ServerSettings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "name"),
+    [("AUDIO_SERVER_", n) for n in ServerSettings.model_fields]
+    + [("AUDIO_DEVICE_", n) for n in DeviceSettings.model_fields],
+)
+def test_every_setting_is_documented(prefix: str, name: str) -> None:
+    assert f"`{prefix}{name.upper()}`" in README
+    assert f"`--{name.replace('_', '-')}`" in README
+
+
+def test_led_colours_in_readme_match_the_code() -> None:
+    for colour in (leds.LED1_IDLE, leds.LED1_PLAYING, *leds.MODE_PALETTE):
+        assert f"0x{colour:08X}" in README
