@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import grpc
-import numpy as np
 import pytest
 
 from comms import comms_pb2 as pb
@@ -243,7 +243,9 @@ async def test_tenants_are_isolated_even_with_equal_device_ids(server: AudioServ
         assert globex.view.leds[1] == leds.LED1_PLAYING
 
 
-async def test_legacy_device_id_metadata_changes_nothing(server: AudioServer, connect: Connect) -> None:
+async def test_legacy_device_id_metadata_changes_nothing(
+    server: AudioServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
     async with connect(server, "acme", "dev-2") as victim:
         await wait_for(lambda: victim.status_requests >= 1)
         async with connect(server, "acme", "dev-1", legacy_device_id="dev-2") as attacker:
@@ -254,6 +256,8 @@ async def test_legacy_device_id_metadata_changes_nothing(server: AudioServer, co
         assert mode_of(victim.view.leds) == 0
         assert victim.packets_received == 0
         assert "status" not in victim.ends  # not superseded by the impostor
+    mismatches = [r for r in caplog.records if r.getMessage() == "auth.device_id_metadata_mismatch"]
+    assert mismatches and mismatches[0].device == "dev-1" and mismatches[0].claimed == "dev-2"  # type: ignore[attr-defined]
 
 
 async def test_reconnect_restores_mode(server: AudioServer, connect: Connect) -> None:
@@ -300,14 +304,66 @@ async def test_second_connection_supersedes_the_first(server: AudioServer, conne
             assert "status" not in second.ends
 
 
-async def test_disconnects_leave_no_tasks_behind(server: AudioServer, connect: Connect) -> None:
-    baseline = len(asyncio.all_tasks())
-    for round_ in range(5):
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_disconnects_leave_no_tasks_or_sockets_behind(server: AudioServer, connect: Connect) -> None:
+    async with connect(server, "acme", "warm-up") as client:  # let gRPC set up its pollers first
+        await client.press(MODE)
+    await wait_for(lambda: len(server.registry) == 0)
+    baseline, baseline_fds = len(asyncio.all_tasks()), open_fds()
+    for round_ in range(10):
         async with connect(server, "acme", f"churn-{round_}") as client:
             await client.press(MODE)
             await client.press(PLAY)
             await wait_for(lambda c=client: c.packets_received > 2)  # type: ignore[misc]
     await wait_for(lambda: len(server.registry) == 0)
-    await wait_for(lambda: len(asyncio.all_tasks()) <= baseline + 1, timeout=5)
-    assert server.registry.controller is not None
-    np.testing.assert_equal(len(server.registry), 0)
+    await wait_for(lambda: len(asyncio.all_tasks()) <= baseline, timeout=5)
+    await wait_for(lambda: open_fds() <= baseline_fds + 2, timeout=5)
+
+
+async def test_status_answers_are_matched_to_requests_in_order(
+    server: AudioServer, pki: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device that answers a SET with a state, or answers unasked, is counted; the stream lives on."""
+    from auth.tls import channel_credentials
+    from comms import comms_pb2_grpc as pb_grpc
+    from server import metrics
+
+    def count(kind: str) -> float:
+        return float(metrics.STATUS_ERRORS.labels(kind=kind)._value.get())
+
+    mismatch, unsolicited = count("mismatch"), count("unsolicited")
+    tls = pki.device_tls("acme", "odd-status")  # type: ignore[attr-defined]
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:
+        status = pb_grpc.DeviceServiceStub(channel).StatusStream()
+        first = await status.read()
+        assert first.HasField("set")
+        await status.write(pb.DeviceStatusResponse(state=pb.DeviceStatus()))  # wrong answer to a SET
+        await status.write(pb.DeviceStatusResponse(status="success"))  # nothing was asked
+        await wait_for(lambda: count("mismatch") == mismatch + 1 and count("unsolicited") == unsolicited + 1)
+        await status.done_writing()
+
+
+async def test_a_server_bug_ends_one_stream_with_a_generic_internal_error(
+    server: AudioServer, connect: Connect, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.registry import DeviceController
+
+    async def broken(self: DeviceController, button: int, kind: int) -> None:
+        raise RuntimeError("secret internal detail")
+
+    async with connect(server, "acme", "healthy") as healthy:
+        await healthy.press(MODE)
+        monkeypatch.setattr(DeviceController, "press", broken)
+        async with connect(server, "acme", "unlucky") as unlucky:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await unlucky.press(MODE)
+            await wait_for(lambda: "event" in unlucky.ends)
+            assert unlucky.ends["event"].code == grpc.StatusCode.INTERNAL
+            assert "secret" not in unlucky.ends["event"].details
+        monkeypatch.undo()
+        await healthy.press(MODE)
+        await wait_for(lambda: mode_of(healthy.view.leds) == 2)
+    assert any(r.getMessage() == "stream.failed" and r.exc_info for r in caplog.records)

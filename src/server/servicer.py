@@ -81,6 +81,12 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
         try:
             await session.guard(work(controller, session), linger_s)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # A bug, not the device's fault: full story in the log, nothing internal on the wire.
+            log.exception("stream.failed", extra={**session.log_fields, "stream": kind})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
         finally:
             metrics.OPEN_STREAMS.labels(kind=kind).dec()
             await self._registry.close_rpc(controller, session)
