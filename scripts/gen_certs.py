@@ -5,6 +5,8 @@
     gen_certs.py server  --out DIR --dns NAME... --ip ADDR...
     gen_certs.py device  --out DIR --tenant T --device D
     gen_certs.py dev     --out DIR          (a complete development PKI)
+    gen_certs.py signing-key --out DIR      (a new Ed25519 token signing key in DIR/signing)
+    gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX
 
 Keys are EC P-256, written with mode 0600. Existing material is never
 overwritten unless --force is given. Device identity lives in the URI SAN
@@ -23,17 +25,20 @@ if str(ROOT / "src") not in sys.path:  # runnable from a checkout without instal
     sys.path.insert(0, str(ROOT / "src"))
 
 from auth import pki  # noqa: E402
-from auth.errors import AuthError  # noqa: E402
+from auth.errors import AuthError, PkiError  # noqa: E402
 from auth.identity import (  # noqa: E402
     DEFAULT_TRUST_DOMAIN,
     Identity,
     validate_id,
     validate_trust_domain,
 )
+from auth.keys import create_signing_key  # noqa: E402
+from auth.revocation import CRL_FILE, revoke  # noqa: E402
 
 DEV_DEVICES = (("acme", "dev-1"), ("acme", "dev-2"), ("globex", "dev-1"))
 DEV_DNS = ("localhost",)
 DEV_IPS = ("127.0.0.1", "::1")
+SIGNING_DIR = "signing"
 
 
 def _say(path: Path, what: str) -> None:
@@ -66,11 +71,48 @@ def cmd_device(out: Path, tenant: str, device: str, trust_domain: str, force: bo
     _say(key_path, "device private key (0600)")
 
 
+def cmd_signing_key(out: Path) -> None:
+    key = create_signing_key(out / SIGNING_DIR)
+    _say(
+        out / SIGNING_DIR / f"{key.kid}.key",
+        f"token signing key {key.kid} (Ed25519, 0600; servers sign with the newest)",
+    )
+
+
+def cmd_revoke(out: Path, tenant: str | None, device: str | None, serials: Sequence[str]) -> None:
+    ca = pki.load_ca(out)
+    targets: list[int] = []
+    if tenant or device:
+        if not (tenant and device):
+            raise PkiError("give both --tenant and --device, or --serial")
+        cert_path, _ = pki.device_paths(
+            out, Identity(validate_id(tenant, "tenant"), validate_id(device, "device"))
+        )
+        if not cert_path.exists():
+            raise PkiError(f"no certificate for {tenant}/{device} at {cert_path}; revoke it by --serial")
+        targets.append(pki.load_certificate(cert_path).serial_number)
+    for text in serials:
+        try:
+            targets.append(int(text.replace(":", ""), 16))
+        except ValueError:
+            raise PkiError(f"--serial {text!r} is not a hexadecimal serial number") from None
+    if not targets:
+        raise PkiError("nothing to revoke: give --tenant and --device, or --serial")
+    listed = revoke(ca, out / CRL_FILE, targets)
+    for serial in targets:
+        print(f"revoked serial {serial:x}")
+    _say(
+        out / CRL_FILE,
+        f"CRL signed by the CA, {len(listed.serials)} revoked certificate(s); servers reload it",
+    )
+
+
 def cmd_dev(out: Path, trust_domain: str, force: bool) -> None:
     cmd_ca(out, force)
     cmd_server(out, DEV_DNS, DEV_IPS, force)
     for tenant, device in DEV_DEVICES:
         cmd_device(out, tenant, device, trust_domain, force)
+    cmd_signing_key(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="a complete development PKI (CA, localhost server, 3 devices)")
     common(p)
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    p = sub.add_parser("signing-key", help="a new Ed25519 token signing key in DIR/signing")
+    p.add_argument("--out", type=Path, required=True, help="PKI directory")
+    p = sub.add_parser("revoke", help="revoke a device certificate (writes DIR/crl.pem, signed by the CA)")
+    p.add_argument("--out", type=Path, required=True, help="PKI directory")
+    p.add_argument("--tenant")
+    p.add_argument("--device")
+    p.add_argument("--serial", nargs="*", default=[], metavar="HEX", help="certificate serial numbers")
     return parser
 
 
@@ -114,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_device(args.out, args.tenant, args.device, args.trust_domain, args.force)
         elif args.command == "dev":
             cmd_dev(args.out, args.trust_domain, args.force)
+        elif args.command == "signing-key":
+            cmd_signing_key(args.out)
+        elif args.command == "revoke":
+            cmd_revoke(args.out, args.tenant, args.device, args.serial)
     except AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import numpy.typing as npt
 from cryptography import x509
 
 from auth import pki
+from auth.keys import create_signing_key
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.tls import TlsMaterial
 from comms import comms_pb2 as pb
@@ -33,6 +34,8 @@ class EphemeralPki:
         self.server = pki.issue_server_cert(self.ca, ["localhost"], ["127.0.0.1"])
         pki.write_certified_key(self.ca, self.root / pki.CA_CERT, self.root / pki.CA_KEY)
         pki.write_certified_key(self.server, self.root / pki.SERVER_CERT, self.root / pki.SERVER_KEY)
+        self.signing_dir = self.root / "signing"
+        create_signing_key(self.signing_dir)
 
     def device(self, tenant: str, device: str) -> pki.CertifiedKey:
         identity = Identity(tenant, device)
@@ -90,3 +93,12 @@ def best_correlation(
 
 def button_event(button: int, kind: int = pb.ButtonEvent.PRESS) -> pb.DeviceEvent:
     return pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button, event=kind))
+
+
+async def open_session(channel: object) -> tuple[tuple[str, str], ...]:
+    """CreateSession on a raw channel; the metadata DeviceService calls then need."""
+    from comms import session_pb2 as spb
+    from comms import session_pb2_grpc as spb_grpc
+
+    response = await spb_grpc.SessionServiceStub(channel).CreateSession(spb.CreateSessionRequest())
+    return (("authorization", f"Bearer {response.token}"),)

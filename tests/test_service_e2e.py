@@ -16,7 +16,7 @@ from server import leds
 from server.app import AudioServer
 from server.audio_library import AudioLibrary
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, PLAY, STOP, best_correlation, mode_of, wait_for
+from tests.helpers import MODE, PLAY, STOP, best_correlation, mode_of, open_session, wait_for
 
 TWO_FRAMES = 2 * FRAME_SECONDS
 
@@ -131,8 +131,9 @@ async def test_stop_while_idle_and_other_events_are_harmless(server: AudioServer
 
 
 async def test_events_acked_in_order_promptly_while_audio_streams(
-    server: AudioServer, connect: Connect
+    server_factory: ServerFactory, connect: Connect
 ) -> None:
+    server = await server_factory(event_rate_per_s=1000, event_burst=100)
     async with connect(server) as client:
         await client.press(MODE)
         await client.press(PLAY)
@@ -156,7 +157,7 @@ async def test_play_without_audio_stream_runs_the_timeline(
     tls = pki.device_tls("acme", "no-audio")  # type: ignore[attr-defined]
     async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:
         stub = pb_grpc.DeviceServiceStub(channel)
-        events = stub.EventStream()
+        events = stub.EventStream(metadata=await open_session(channel))
         for button in (MODE, MODE, MODE):  # mode 3: the 1 s arpeggio
             await events.write(button_event(button))
             assert (await events.read()).ack
@@ -337,7 +338,7 @@ async def test_status_answers_are_matched_to_requests_in_order(
     mismatch, unsolicited = count("mismatch"), count("unsolicited")
     tls = pki.device_tls("acme", "odd-status")  # type: ignore[attr-defined]
     async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:
-        status = pb_grpc.DeviceServiceStub(channel).StatusStream()
+        status = pb_grpc.DeviceServiceStub(channel).StatusStream(metadata=await open_session(channel))
         first = await status.read()
         assert first.HasField("set")
         await status.write(pb.DeviceStatusResponse(state=pb.DeviceStatus()))  # wrong answer to a SET

@@ -37,3 +37,70 @@ class PkiError(AuthError):
 
 class MaterialExists(PkiError, FileExistsError):
     """Refusing to overwrite existing key material without --force."""
+
+
+class TokenError(AuthError):
+    """A session token was refused. ``reason`` is a short stable label for metrics and logs."""
+
+    reason = "token_invalid"
+    #: False: the caller must authenticate again (UNAUTHENTICATED).
+    #: True: the caller is authenticated but this token is not theirs to use (PERMISSION_DENIED).
+    forbidden = False
+
+
+class TokenMissing(TokenError):
+    reason = "token_missing"
+
+
+class TokenMalformed(TokenError):
+    reason = "token_malformed"
+
+
+class TokenAlgorithmRejected(TokenError):
+    reason = "token_algorithm"
+
+
+class TokenUnknownKey(TokenError):
+    reason = "token_unknown_kid"
+
+
+class TokenBadSignature(TokenError):
+    reason = "token_signature"
+
+
+class TokenExpired(TokenError):
+    reason = "token_expired"
+
+
+class TokenNotYetValid(TokenError):
+    reason = "token_not_yet_valid"
+
+
+class TokenClaimInvalid(TokenError):
+    reason = "token_claims"
+
+
+class SessionSuperseded(TokenError):
+    reason = "session_superseded"
+
+
+class TokenIdentityMismatch(TokenError):
+    reason = "token_identity_mismatch"
+    forbidden = True
+
+
+class TokenBindingMismatch(TokenError):
+    reason = "token_binding_mismatch"
+    forbidden = True
+
+
+class CertificateRevoked(AuthError):
+    reason = "certificate_revoked"
+
+
+class RevocationListError(PkiError):
+    """A CRL cannot be used (unreadable, not signed by the CA)."""
+
+
+class SigningKeyError(PkiError):
+    """The token signing key directory cannot be used."""

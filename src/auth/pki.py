@@ -174,7 +174,7 @@ def device_paths(pki_dir: Path, identity: Identity) -> tuple[Path, Path]:
     return base / f"{identity.device_id}.crt", base / f"{identity.device_id}.key"
 
 
-def _write_atomic(path: Path, data: bytes, mode: int, force: bool) -> None:
+def write_atomic(path: Path, data: bytes, mode: int, force: bool) -> None:
     if path.exists() and not force:
         raise MaterialExists(f"{path} already exists (use --force to overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,8 +197,17 @@ def write_certified_key(
         for path in (cert_path, key_path):
             if path.exists():
                 raise MaterialExists(f"{path} already exists (use --force to overwrite)")
-    _write_atomic(key_path, material.key_pem(), PRIVATE_MODE, force=True)
-    _write_atomic(cert_path, material.cert_pem(), PUBLIC_MODE, force=True)
+    write_atomic(key_path, material.key_pem(), PRIVATE_MODE, force=True)
+    write_atomic(cert_path, material.cert_pem(), PUBLIC_MODE, force=True)
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"missing {path}") from None
+    except ValueError:
+        raise PkiError(f"{path} is not a PEM certificate") from None
 
 
 def load_certified_key(cert_path: Path, key_path: Path) -> CertifiedKey:

@@ -22,6 +22,8 @@ import opuslib
 from auth.tls import TlsMaterial, channel_credentials
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
+from comms import session_pb2 as spb
+from comms import session_pb2_grpc as spb_grpc
 from comms.audio_format import CHANNELS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from device.audio_sink import AudioSink
 
@@ -70,7 +72,8 @@ class DeviceClient:
         self.closed = asyncio.Event()  # set when any stream ends
         self._tls = tls
         self.sink = sink
-        self._metadata = (("device_id", legacy_device_id),) if legacy_device_id else None
+        self._legacy = (("device_id", legacy_device_id),) if legacy_device_id else ()
+        self.session: spb.CreateSessionResponse | None = None
         self._on_leds = on_leds
         self._server_name = server_name
         self._channel: grpc.aio.Channel | None = None
@@ -88,17 +91,41 @@ class DeviceClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _auth_metadata(self) -> tuple[tuple[str, str], ...]:
+        token = (("authorization", f"Bearer {self.session.token}"),) if self.session else ()
+        return (*token, *self._legacy)
+
+    async def create_session(self, refresh: bool = False) -> spb.CreateSessionResponse:
+        """CreateSession (mTLS); with ``refresh`` the current token is sent and the session kept."""
+        assert self._channel is not None, "not connected"
+        stub = spb_grpc.SessionServiceStub(self._channel)
+        metadata = self._auth_metadata() if refresh else self._legacy
+        self.session = await stub.CreateSession(
+            spb.CreateSessionRequest(), metadata=metadata, timeout=ACK_TIMEOUT_S
+        )
+        return self.session
+
+    async def _refresh_tokens(self) -> None:
+        """Keep a fresh token (streams already open outlive it; new streams need it)."""
+        while self.session is not None:
+            await asyncio.sleep(max(1.0, self.session.refresh_after_unix - time.time()))
+            await self.create_session(refresh=True)
+            log.info("device.token_refreshed", extra={"session": self.session.session_id})
+
     async def connect(self) -> None:
-        """Open the channel and start all three RPCs at once, like the firmware does."""
+        """Open the channel, create a session, start all three RPCs at once (like the firmware)."""
         options = [("grpc.keepalive_time_ms", KEEPALIVE_MS)]
         if self._server_name:
             options.append(("grpc.ssl_target_name_override", self._server_name))  # type: ignore[arg-type]
         self._channel = grpc.aio.secure_channel(self.target, channel_credentials(self._tls), options=options)
+        await self.create_session()
+        metadata = self._auth_metadata()
         stub = pb_grpc.DeviceServiceStub(self._channel)
-        status = stub.StatusStream(metadata=self._metadata)
-        self._events = stub.EventStream(metadata=self._metadata)
-        audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True), metadata=self._metadata)
+        status = stub.StatusStream(metadata=metadata)
+        self._events = stub.EventStream(metadata=metadata)
+        audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True), metadata=metadata)
         self._tasks = [
+            asyncio.create_task(self._watch("session", lambda _: self._refresh_tokens(), None)),
             asyncio.create_task(self._watch("status", self._answer_status, status)),
             asyncio.create_task(self._watch("audio", self._play_audio, audio)),
             asyncio.create_task(self._event_outcome(self._events)),

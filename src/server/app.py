@@ -9,14 +9,21 @@ from dataclasses import dataclass
 import grpc
 
 from auth.tls import load_tls_material, server_credentials
+from auth.tokens import TokenPolicy
 from comms import comms_pb2_grpc as pb_grpc
+from comms import session_pb2_grpc as spb_grpc
 from server.audio_library import AudioLibrary, load_library
 from server.audio_player import FrameClock
+from server.authn import Authenticator
 from server.interceptor import AuthInterceptor
+from server.limits import CallLimiter
 from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.servicer import DeviceService
+from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
 from server.store import DeviceStore, MemoryStore, SqliteStore
+from server.trust import TrustState
+from server.watch import FileWatcher
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ class AudioServer:
     registry: DeviceRegistry
     store: DeviceStore
     clock: FrameClock
+    trust: TrustState
+    watchers: list[FileWatcher]
     port: int
     stopped: bool = False
 
@@ -74,43 +83,58 @@ class AudioServer:
         if not drained:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
+        for watcher in self.watchers:
+            await watcher.close()
         await self.clock.close()
         await self.store.close()
         log.info("server.stopped", extra={"sessions_ended": live, "drained": drained})
 
 
 async def start_server(settings: ServerSettings, library: AudioLibrary | None = None) -> AudioServer:
-    """Load TLS material and content, bind, start. Raises PkiError on bad TLS files."""
+    """Load TLS material, trust and content, bind, start. Raises PkiError on bad TLS files."""
     assert settings.server_cert and settings.server_key and settings.client_ca
+    assert settings.crl_path and settings.signing_key_dir
     material = load_tls_material(settings.server_cert, settings.server_key, settings.client_ca)
+    policy = TokenPolicy(
+        settings.token_issuer, settings.token_audience, settings.token_ttl_s, settings.token_leeway_s
+    )
+    trust = TrustState(settings.signing_key_dir, settings.crl_path, settings.client_ca, policy)
     if library is None:
         library = await asyncio.to_thread(
-            load_library,
-            settings.mode_count,
-            settings.content_dir,
-            settings.cache_dir,
-            settings.opus_bitrate,
+            load_library, settings.mode_count, settings.content_dir, settings.cache_dir, settings.opus_bitrate
         )
     store = await open_store(settings)
     clock = FrameClock(settings.audio_lead_s)
-    clock.start()
-    registry = DeviceRegistry(store, library, settings.mode_count, clock)
-    server = grpc.aio.server(
-        interceptors=[AuthInterceptor(settings.trust_domain)],
-        options=grpc_options(settings),
+    registry = DeviceRegistry(
+        store, library, settings.mode_count, clock, (settings.event_rate_per_s, settings.event_burst)
     )
+    trust.on_revoked(registry.revoke)
+    authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)
+    interceptor = AuthInterceptor(
+        authenticator, CallLimiter(settings.max_calls_per_device), frozenset({CREATE_SESSION_METHOD})
+    )
+    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(settings))
     pb_grpc.add_DeviceServiceServicer_to_server(
         DeviceService(registry, settings.status_poll_interval_s), server
     )
+    spb_grpc.add_SessionServiceServicer_to_server(SessionService(registry, authenticator, trust), server)
     try:
         port = server.add_secure_port(settings.bind, server_credentials(material))
     except RuntimeError as exc:
-        await clock.close()
         await store.close()
         raise OSError(f"cannot listen on {settings.bind}: {exc}") from None
+    watchers = [
+        FileWatcher(
+            "signing-keys", [settings.signing_key_dir], trust.reload_keys, settings.reload_interval_s
+        ),
+        FileWatcher("crl", [settings.crl_path], trust.reload_revocations, settings.reload_interval_s),
+    ]
+    clock.start()
+    for watcher in watchers:
+        watcher.start()
     await server.start()
     log.info(
         "server.listening",
         extra={"bind": settings.bind, "port": port, "mtls": True, "modes": settings.mode_count},
     )
-    return AudioServer(settings, server, registry, store, clock, port)
+    return AudioServer(settings, server, registry, store, clock, trust, watchers, port)

@@ -4,12 +4,14 @@
 certificate, so it wraps the method handler: the check runs inside the call,
 where ``context.auth_context()`` holds the TLS-verified peer certificate. All
 four handler kinds are wrapped, so streaming calls are refused exactly like
-unary ones. A handler never runs unauthenticated: it reads the verified
-identity from ``current_identity()``, which fails closed if unset.
+unary ones. Methods listed as mTLS-only (CreateSession) need the client
+certificate; every other method also needs a valid session token. Handlers
+read the verified facts from ``current_auth()``, which fails closed if unset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -18,88 +20,124 @@ from typing import Any
 
 import grpc
 
-from auth.errors import IdentityError
-from auth.identity import Identity, identity_from_pem
+from auth.errors import AuthError, CertificateRevoked, IdentityError, TokenError
+from auth.tokens import bearer_token
 from server import metrics
+from server.authn import Authenticator, CallAuth
+from server.limits import CallLimiter
 
 log = logging.getLogger(__name__)
 
 LEGACY_DEVICE_ID_KEY = "device_id"
-_identity: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("identity", default=None)
+_call_auth: contextvars.ContextVar[CallAuth | None] = contextvars.ContextVar("call_auth", default=None)
 
 
-def current_identity() -> Identity:
-    """The authenticated identity of the running call. Raises if the interceptor did not run."""
-    identity = _identity.get()
-    if identity is None:
+def current_auth() -> CallAuth:
+    """The authenticated facts of the running call. Raises if the interceptor did not run."""
+    auth = _call_auth.get()
+    if auth is None:
         raise RuntimeError("no authenticated identity: handler ran outside the auth interceptor")
-    return identity
+    return auth
 
 
-class AuthenticationFailed(Exception):
+class Rejected(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
 
 
-def _reason(exc: IdentityError) -> str:
-    return type(exc).__name__.replace("Identity", "").lower() or "identity"
+_IDENTITY_REASONS = {
+    "MissingIdentity": "cert_no_identity",
+    "AmbiguousIdentity": "cert_ambiguous_identity",
+    "MalformedIdentity": "cert_malformed_identity",
+    "ForeignTrustDomain": "cert_foreign_trust_domain",
+}
+
+
+def rejection(exc: AuthError) -> Rejected:
+    """Map an auth failure to its status code, a stable reason label and a clear message."""
+    if isinstance(exc, CertificateRevoked):
+        return Rejected(grpc.StatusCode.PERMISSION_DENIED, exc.reason, str(exc))
+    if isinstance(exc, TokenError):
+        code = grpc.StatusCode.PERMISSION_DENIED if exc.forbidden else grpc.StatusCode.UNAUTHENTICATED
+        return Rejected(code, exc.reason, str(exc))
+    if isinstance(exc, IdentityError):
+        reason = _IDENTITY_REASONS.get(type(exc).__name__, "cert_identity")
+        return Rejected(
+            grpc.StatusCode.UNAUTHENTICATED,
+            reason,
+            f"client certificate carries no valid device identity: {exc}",
+        )
+    return Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_error", str(exc))
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Derive ``Identity`` from the client certificate's SPIFFE URI SAN for every call."""
+    """Authenticate every call; hand the handler a ``CallAuth``; cap concurrent calls per identity."""
 
-    def __init__(self, trust_domain: str, exempt_methods: frozenset[str] = frozenset()) -> None:
-        self._trust_domain = trust_domain
-        self._exempt = exempt_methods
+    def __init__(
+        self, authenticator: Authenticator, limiter: CallLimiter, mtls_only_methods: frozenset[str]
+    ) -> None:
+        self._authenticator = authenticator
+        self._limiter = limiter
+        self._mtls_only = mtls_only_methods
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
-        auth = context.auth_context()
-        pems = auth.get("x509_pem_cert") or []
+    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
+        pems = context.auth_context().get("x509_pem_cert") or []
         if len(pems) != 1:
-            raise AuthenticationFailed(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "no_client_cert",
-                "a client certificate is required",
+            raise Rejected(
+                grpc.StatusCode.UNAUTHENTICATED, "no_client_cert", "a client certificate is required"
             )
         try:
-            return identity_from_pem(pems[0], self._trust_domain)
-        except IdentityError as exc:
-            raise AuthenticationFailed(
-                grpc.StatusCode.UNAUTHENTICATED,
-                _reason(exc),
-                f"client certificate carries no valid device identity: {exc}",
-            ) from None
+            peer = self._authenticator.peer(pems[0])
+            if method in self._mtls_only:
+                return peer
+            return await self._authenticator.session(peer, bearer_token(context.invocation_metadata()))
+        except AuthError as exc:
+            raise rejection(exc) from None
 
-    def _check_legacy_metadata(
-        self, context: grpc.aio.ServicerContext, identity: Identity, method: str
-    ) -> None:
+    def _check_legacy_metadata(self, context: grpc.aio.ServicerContext, auth: CallAuth, method: str) -> None:
         """Old firmware sends ``device_id``: never an identity; a mismatch is only logged."""
         for key, value in context.invocation_metadata() or ():
-            if key == LEGACY_DEVICE_ID_KEY and value != identity.device_id:
+            if key == LEGACY_DEVICE_ID_KEY and value != auth.identity.device_id:
                 log.warning(
                     "auth.device_id_metadata_mismatch",
                     extra={
-                        "tenant": identity.tenant,
-                        "device": identity.device_id,
+                        "tenant": auth.identity.tenant,
+                        "device": auth.identity.device_id,
                         "method": method,
                         "claimed": str(value)[:64],
                     },
                 )
 
-    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
         try:
-            identity = self.authenticate(context)
-        except AuthenticationFailed as failure:
-            metrics.AUTH_FAILURES.labels(reason=failure.reason).inc()
+            auth = await self._authenticate(context, method)
+            if not self._limiter.acquire(auth.identity):
+                raise Rejected(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too_many_calls",
+                    f"too many concurrent calls for this device (limit {self._limiter.limit})",
+                )
+        except Rejected as rejected:
+            metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
             log.warning(
                 "auth.rejected",
-                extra={"method": method, "reason": failure.reason, "peer": context.peer()},
+                extra={
+                    "method": method,
+                    "reason": rejected.reason,
+                    "code": rejected.code.name,
+                    "peer": context.peer(),
+                },
             )
-            await context.abort(failure.code, failure.message)
+            await context.abort(rejected.code, rejected.message)
             raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
-        self._check_legacy_metadata(context, identity, method)
-        _identity.set(identity)  # each RPC runs in its own task, so this never leaks across calls
+        self._check_legacy_metadata(context, auth, method)
+        _call_auth.set(auth)  # each RPC runs in its own task, so this never leaks across calls
+        try:
+            yield
+        finally:
+            self._limiter.release(auth.identity)
 
     async def intercept_service(
         self,
@@ -107,31 +145,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
         method = handler_call_details.method
-        if handler is None or method in self._exempt:
-            return handler
         return _wrap(handler, lambda context: self._admit(context, method))
 
 
-Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+Admit = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
 
 
 def _wrap(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
-    """Return a handler of the same kind whose behaviour runs only after ``admit``."""
+    """Return a handler of the same kind whose behaviour runs only inside ``admit``."""
 
     def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(behavior):
 
             async def stream_out(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await admit(context)
-                async for response in behavior(request, context):
-                    yield response
+                async with admit(context):
+                    async for response in behavior(request, context):
+                        yield response
 
             return stream_out
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await admit(context)
-            return await behavior(request, context)
+            async with admit(context):
+                return await behavior(request, context)
 
         return call
 

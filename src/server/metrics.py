@@ -10,11 +10,15 @@ from prometheus_client import Counter, Gauge
 
 CONNECTED_DEVICES = Gauge("audio_connected_devices", "Devices with a live session", ["tenant"])
 OPEN_STREAMS = Gauge("audio_open_streams", "Open DeviceService streams", ["kind"])
-SESSIONS_OPENED = Counter("audio_sessions_opened_total", "Device connections that became the live session")
+SESSIONS_CREATED = Counter("audio_sessions_created_total", "CreateSession calls answered", ["kind"])
+SESSIONS_OPENED = Counter("audio_sessions_opened_total", "Sessions whose streams opened")
 SESSIONS_SUPERSEDED = Counter(
     "audio_sessions_superseded_total", "Sessions ended because the device connected again"
 )
 AUTH_FAILURES = Counter("audio_auth_failures_total", "Rejected calls", ["reason"])
+EVENTS_RATE_LIMITED = Counter(
+    "audio_events_rate_limited_total", "Button events acked with ack=false and not applied (rate limit)"
+)
 BUTTON_EVENTS = Counter("audio_button_events_total", "Button events received", ["button", "type"])
 SOUNDS_STARTED = Counter("audio_sounds_started_total", "Sounds started")
 SOUNDS_STOPPED = Counter("audio_sounds_stopped_total", "Sounds ended early", ["reason"])

@@ -17,17 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
 
+from auth.errors import SessionSuperseded
 from auth.identity import Identity
 from server import metrics
 from server.audio_library import AudioLibrary
 from server.audio_player import FrameClock, Player
 from server.leds import LedFrame
+from server.limits import TokenBucket
 from server.state_machine import (
     ButtonPressed,
     ConnectionLost,
@@ -43,8 +44,9 @@ from server.store import DeviceRecord, DeviceStore
 
 log = logging.getLogger(__name__)
 
-SUPERSEDED_MESSAGE = "session superseded by a newer connection of this device"
+SUPERSEDED_MESSAGE = "session superseded by a newer session of this device"
 SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
+REVOKED_MESSAGE = "device certificate revoked"
 
 
 async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
@@ -62,12 +64,12 @@ async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> No
 
 
 class DeviceSession:
-    """One live connection of a device, shared by its streams."""
+    """The live streams of one session (one CreateSession) of a device."""
 
-    def __init__(self, identity: Identity, connection_key: str) -> None:
-        self.id = secrets.token_hex(6)
+    def __init__(self, identity: Identity, session_id: str, cert_serial: int) -> None:
+        self.id = session_id
         self.identity = identity
-        self.connection_key = connection_key
+        self.cert_serial = cert_serial
         self.active_rpcs = 0
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
@@ -128,8 +130,10 @@ class DeviceController:
         store: DeviceStore,
         mode_count: int,
         clock: FrameClock,
+        event_limit: tuple[float, int],
     ) -> None:
         self.record = record
+        self.events = TokenBucket(*event_limit)
         self.state = DeviceState(mode=record.mode % mode_count)
         self.session: DeviceSession | None = None
         self._library = library
@@ -179,7 +183,15 @@ class DeviceController:
 class DeviceRegistry:
     """Maps identities to controllers and RPCs to sessions."""
 
-    def __init__(self, store: DeviceStore, library: AudioLibrary, mode_count: int, clock: FrameClock) -> None:
+    def __init__(
+        self,
+        store: DeviceStore,
+        library: AudioLibrary,
+        mode_count: int,
+        clock: FrameClock,
+        event_limit: tuple[float, int] = (10.0, 20),
+    ) -> None:
+        self._event_limit = event_limit
         self._store = store
         self._library = library
         self._mode_count = mode_count
@@ -195,40 +207,86 @@ class DeviceRegistry:
     def __len__(self) -> int:
         return len(self._controllers)
 
-    async def open_rpc(
-        self, identity: Identity, connection_key: str
-    ) -> tuple[DeviceController, DeviceSession]:
-        """Attach one RPC to the identity's session for this connection, superseding an older one."""
-        lock = self._locks.setdefault(identity, asyncio.Lock())
-        async with lock:
+    async def _controller(self, identity: Identity) -> DeviceController:
+        """The live controller, loading the record on first use. Call with the identity's lock held."""
+        controller = self._controllers.get(identity)
+        if controller is None:
+            record = await self._store.load(identity) or DeviceRecord(identity)
+            controller = DeviceController(
+                record, self._library, self._store, self._mode_count, self._clock, self._event_limit
+            )
+            self._controllers[identity] = controller
+            self._empty.clear()
+        return controller
+
+    async def current_session_id(self, identity: Identity) -> str | None:
+        controller = self._controllers.get(identity)
+        if controller is not None:
+            return controller.record.session_id
+        record = await self._store.load(identity)
+        return record.session_id if record else None
+
+    async def start_session(self, identity: Identity, session_id: str) -> None:
+        """Make ``session_id`` the device's session; a live older session is superseded."""
+        async with self._lock(identity):
             controller = self._controllers.get(identity)
             if controller is None:
                 record = await self._store.load(identity) or DeviceRecord(identity)
-                controller = DeviceController(
-                    record, self._library, self._store, self._mode_count, self._clock
-                )
-                self._controllers[identity] = controller
-                self._empty.clear()
+                await self._store.save(record.with_changes(session_id=session_id))
+                return
+            await controller.save(session_id=session_id)
+            old = controller.session
+            if old is not None and not old.closed and old.id != session_id:
+                log.info("session.superseded", extra=old.log_fields)
+                metrics.SESSIONS_SUPERSEDED.inc()
+                await controller.handle(ConnectionLost())  # the old audio stream still gets is_end
+                old.close(grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE)
+
+    def _lock(self, identity: Identity) -> asyncio.Lock:
+        return self._locks.setdefault(identity, asyncio.Lock())
+
+    async def open_rpc(
+        self, identity: Identity, session_id: str, cert_serial: int
+    ) -> tuple[DeviceController, DeviceSession]:
+        """Attach one RPC to the streams of its session. Raises SessionSuperseded for an old session."""
+        async with self._lock(identity):
+            controller = await self._controller(identity)
+            if controller.record.session_id != session_id:
+                if controller.session is None:
+                    self._evict(controller)
+                raise SessionSuperseded("session was superseded by a newer one: create a new session")
             session = controller.session
-            if session is None or session.closed or session.connection_key != connection_key:
-                if session is not None and not session.closed:
-                    log.info("session.superseded", extra=session.log_fields)
-                    metrics.SESSIONS_SUPERSEDED.inc()
-                    await controller.handle(ConnectionLost())  # the old stream still gets is_end
-                    session.close(grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE)
-                else:
+            if session is None or session.closed or session.id != session_id:
+                if session is None or session.closed:
                     metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).inc()
-                session = DeviceSession(identity, connection_key)
+                session = DeviceSession(identity, session_id, cert_serial)
                 controller.session = session
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
             session.active_rpcs += 1
             return controller, session
 
+    def _evict(self, controller: DeviceController) -> None:
+        if self._controllers.get(controller.identity) is controller:
+            del self._controllers[controller.identity]
+        if not self._controllers:
+            self._empty.set()
+
+    def revoke(self, serials: frozenset[int]) -> int:
+        """End at once the live streams of devices whose certificate was just revoked."""
+        ended = 0
+        for controller in list(self._controllers.values()):
+            session = controller.session
+            if session is not None and not session.closed and session.cert_serial in serials:
+                log.warning("session.revoked", extra=session.log_fields)
+                session.close(grpc.StatusCode.PERMISSION_DENIED, REVOKED_MESSAGE)
+                ended += 1
+        return ended
+
     async def close_rpc(self, controller: DeviceController, session: DeviceSession) -> None:
         """Detach one RPC; the last one of the live session ends it and evicts the device."""
         identity = controller.identity
-        async with self._locks.setdefault(identity, asyncio.Lock()):
+        async with self._lock(identity):
             session.active_rpcs -= 1
             if session.active_rpcs > 0 or controller.session is not session:
                 return
@@ -237,10 +295,7 @@ class DeviceRegistry:
             await controller.handle(ConnectionLost())
             await controller.player.close()
             await controller.save()
-            if self._controllers.get(identity) is controller:
-                del self._controllers[identity]
-            if not self._controllers:
-                self._empty.set()
+            self._evict(controller)
             metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).dec()
             log.info("session.end", extra=session.log_fields)
 

@@ -17,11 +17,12 @@ from typing import Any, Literal
 import grpc
 from google.protobuf.message import Message
 
+from auth.errors import SessionSuperseded
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from server import metrics
 from server.audio_player import AudioChannel
-from server.interceptor import current_identity
+from server.interceptor import current_auth
 from server.leds import LedFrame
 from server.registry import DeviceController, DeviceRegistry, DeviceSession, run_until_first
 
@@ -77,7 +78,15 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         linger_s: float = 0.0,
     ) -> None:
         """Attach to the device's session, run ``work`` until it ends or the session closes, detach."""
-        controller, session = await self._registry.open_rpc(current_identity(), context.peer())
+        auth = current_auth()
+        assert auth.session_id is not None, "DeviceService calls are session-authenticated"
+        try:
+            controller, session = await self._registry.open_rpc(
+                auth.identity, auth.session_id, auth.cert_serial
+            )
+        except SessionSuperseded as exc:
+            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
         try:
             await session.guard(work(controller, session), linger_s)
@@ -197,6 +206,11 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> None:
         async for event in events:
+            if not controller.events.take():
+                # Over the rate limit: still acked, in order, so the device's loop never freezes.
+                metrics.EVENTS_RATE_LIMITED.inc()
+                await write_whole(context, pb.DeviceEventResponse(ack=False))
+                continue
             if event.WhichOneof("event") == "button_event":
                 button = event.button_event
                 metrics.BUTTON_EVENTS.labels(

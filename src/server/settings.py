@@ -42,6 +42,26 @@ class ServerSettings(BaseSettings):
         None, description="CA bundle for device certificates (default PKI_DIR/ca.crt)"
     )
     trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="SPIFFE trust domain of device identities")
+    crl_path: Path | None = Field(
+        None, description="CRL of revoked device certificates (default PKI_DIR/crl.pem)"
+    )
+    signing_key_dir: Path | None = Field(
+        None, description="Directory of Ed25519 token signing keys (default PKI_DIR/signing)"
+    )
+    reload_interval_s: float = Field(
+        0.5, gt=0, le=60, description="How often CRL and signing keys are checked for changes"
+    )
+
+    # --- session tokens ---
+    token_issuer: str = Field("audio-server", min_length=1, description="JWT iss of session tokens")
+    token_audience: str = Field("audio-device-service", min_length=1, description="JWT aud of session tokens")
+    token_ttl_s: int = Field(900, ge=60, le=86_400, description="Session token lifetime")
+    token_leeway_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated on exp/nbf/iat")
+
+    # --- abuse limits ---
+    event_rate_per_s: float = Field(10.0, gt=0, description="Button events per second a device may send")
+    event_burst: int = Field(20, ge=1, description="Button events a device may send in a burst")
+    max_calls_per_device: int = Field(8, ge=4, description="Concurrent calls per device identity")
 
     # --- application ---
     mode_count: int = Field(5, ge=5, le=MAX_MODES, description="Number of modes the Mode button cycles")
@@ -105,6 +125,8 @@ class ServerSettings(BaseSettings):
         self.server_cert = self.server_cert or self.pki_dir / "server.crt"
         self.server_key = self.server_key or self.pki_dir / "server.key"
         self.client_ca = self.client_ca or self.pki_dir / "ca.crt"
+        self.crl_path = self.crl_path or self.pki_dir / "crl.pem"
+        self.signing_key_dir = self.signing_key_dir or self.pki_dir / "signing"
         return self
 
     @property

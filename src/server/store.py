@@ -33,6 +33,7 @@ class DeviceRecord:
     mode: int = 0
     battery_level: float | None = None
     buttons: tuple[int, int, int, int] | None = None  # DeviceStatus.ButtonStatus per button
+    session_id: str | None = None  # the device's current session; older session tokens are refused
     updated_at: float = field(default_factory=time.time)
 
     def with_changes(self, **changes: object) -> DeviceRecord:
@@ -111,6 +112,7 @@ class SqliteStore:
             mode=int(state.get("mode", 0)),
             battery_level=state.get("battery_level"),
             buttons=(buttons[0], buttons[1], buttons[2], buttons[3]) if buttons else None,
+            session_id=state.get("session_id"),
             updated_at=row[1],
         )
 

@@ -1,0 +1,187 @@
+"""Certificate-bound session tokens (JWT, EdDSA), issued and verified by pure functions.
+
+Claims: ``iss``, ``aud``, ``sub`` (device), ``tid`` (tenant), ``sid``
+(session), ``iat``, ``nbf``, ``exp``, ``jti`` and ``cnf: {"x5t#S256": ...}``
+(RFC 8705): the SHA-256 thumbprint of the client certificate the token was
+issued to, so a stolen token is useless without the device's private key.
+
+Verification rejects everything but EdDSA (``none`` and HS* included), looks
+the key up by ``kid`` in our own key ring (never ``jku``/``x5u``/``jwk``),
+requires every claim, and checks audience, issuer and times with a leeway.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from auth.errors import (
+    TokenAlgorithmRejected,
+    TokenBadSignature,
+    TokenBindingMismatch,
+    TokenClaimInvalid,
+    TokenExpired,
+    TokenIdentityMismatch,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    TokenUnknownKey,
+)
+from auth.identity import Identity, validate_id
+from auth.keys import KeyRing
+
+ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "tid", "sid", "iat", "nbf", "exp", "jti", "cnf")
+THUMBPRINT_CLAIM = "x5t#S256"
+BEARER = "bearer "
+MAX_TOKEN_LENGTH = 4096
+
+
+def certificate_thumbprint(cert: x509.Certificate) -> str:
+    """RFC 8705 ``x5t#S256``: base64url (no padding) of SHA-256 over the certificate's DER."""
+    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    issuer: str
+    audience: str
+    ttl_s: int
+    leeway_s: int
+    refresh_fraction: float = 2 / 3  # refresh_after = iat + ttl * fraction
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    session_id: str
+    expires_at: int
+    refresh_after: int
+
+
+@dataclass(frozen=True)
+class Claims:
+    identity: Identity
+    session_id: str
+    thumbprint: str
+    expires_at: int
+    token_id: str
+
+
+def issue_token(
+    keys: KeyRing,
+    policy: TokenPolicy,
+    identity: Identity,
+    session_id: str,
+    thumbprint: str,
+    now: float | None = None,
+) -> IssuedToken:
+    now_s = int(time.time() if now is None else now)
+    expires = now_s + policy.ttl_s
+    claims = {
+        "iss": policy.issuer,
+        "aud": policy.audience,
+        "sub": identity.device_id,
+        "tid": identity.tenant,
+        "sid": session_id,
+        "iat": now_s,
+        "nbf": now_s,
+        "exp": expires,
+        "jti": secrets.token_hex(12),
+        "cnf": {THUMBPRINT_CLAIM: thumbprint},
+    }
+    key = keys.current
+    token = jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
+    return IssuedToken(token, session_id, expires, now_s + int(policy.ttl_s * policy.refresh_fraction))
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    """The token of an ``authorization: Bearer <jwt>`` header, if any."""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            if not value.lower().startswith(BEARER):
+                raise TokenMalformed("authorization metadata is not 'Bearer <token>'")
+            return value[len(BEARER) :].strip()
+    return None
+
+
+def verify_token(token: str | None, keys: KeyRing, policy: TokenPolicy) -> Claims:
+    """Signature, algorithm, key, times (wall clock) and claims. Binding: ``check_binding``."""
+    if not token:
+        raise TokenMissing("a session token is required: authorization: Bearer <token> from CreateSession")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise TokenMalformed("session token is too long")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.DecodeError:
+        raise TokenMalformed("session token is not a JWT") from None
+    if header.get("alg") != ALGORITHM:
+        raise TokenAlgorithmRejected(f"token algorithm {str(header.get('alg'))[:16]!r} is not accepted")
+    kid = header.get("kid")
+    public = keys.public_key(kid) if isinstance(kid, str) else None
+    if public is None:
+        raise TokenUnknownKey("token signing key is unknown (rotated out or foreign)")
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            public,
+            algorithms=[ALGORITHM],
+            audience=policy.audience,
+            issuer=policy.issuer,
+            leeway=policy.leeway_s,
+            options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired("session token expired: refresh it or create a new session") from None
+    except jwt.ImmatureSignatureError:
+        raise TokenNotYetValid("session token is not valid yet (check the device clock)") from None
+    except jwt.InvalidSignatureError:
+        raise TokenBadSignature("session token signature does not verify") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenClaimInvalid(f"session token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidAudienceError:
+        raise TokenClaimInvalid("session token is for another audience") from None
+    except jwt.InvalidIssuerError:
+        raise TokenClaimInvalid("session token is from another issuer") from None
+    except jwt.PyJWTError:
+        raise TokenMalformed("session token is malformed") from None
+    return _claims(payload)
+
+
+def _claims(payload: dict[str, Any]) -> Claims:
+    cnf = payload.get("cnf")
+    thumbprint = cnf.get(THUMBPRINT_CLAIM) if isinstance(cnf, dict) else None
+    if not isinstance(thumbprint, str):
+        raise TokenClaimInvalid("session token has no certificate binding (cnf.x5t#S256)")
+    try:
+        identity = Identity(
+            validate_id(str(payload["tid"]), "tenant"), validate_id(str(payload["sub"]), "device")
+        )
+    except ValueError:
+        raise TokenClaimInvalid("session token names an invalid tenant or device") from None
+    sid = payload["sid"]
+    if not isinstance(sid, str) or not sid:
+        raise TokenClaimInvalid("session token has an invalid session id")
+    return Claims(identity, sid, thumbprint, int(payload["exp"]), str(payload["jti"]))
+
+
+def check_binding(claims: Claims, identity: Identity, thumbprint: str) -> None:
+    """The token must belong to the presented certificate: same tenant, device and thumbprint."""
+    if claims.identity != identity:
+        raise TokenIdentityMismatch("session token belongs to another device")
+    if not hmac.compare_digest(claims.thumbprint, thumbprint):
+        raise TokenBindingMismatch("session token is bound to another certificate")

@@ -1,0 +1,79 @@
+"""SessionService.CreateSession: trade a client certificate for a short-lived bound token.
+
+Authenticated by mTLS alone (the interceptor lists it as such). With a valid
+current token in metadata it refreshes: same session, new token. Without one it
+starts a new session, which supersedes the device's previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from auth.errors import AuthError
+from auth.tokens import bearer_token, issue_token, new_session_id
+from comms import session_pb2 as spb
+from comms import session_pb2_grpc as spb_grpc
+from server import metrics
+from server.authn import Authenticator
+from server.interceptor import current_auth, rejection
+from server.registry import DeviceRegistry
+from server.trust import TrustState
+
+log = logging.getLogger(__name__)
+
+CREATE_SESSION_METHOD = "/audio.session.v1.SessionService/CreateSession"
+
+
+class SessionService(spb_grpc.SessionServiceServicer):
+    def __init__(self, registry: DeviceRegistry, authenticator: Authenticator, trust: TrustState) -> None:
+        self._registry = registry
+        self._authenticator = authenticator
+        self._trust = trust
+
+    async def CreateSession(
+        self, request: spb.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> spb.CreateSessionResponse:
+        peer = current_auth()
+        try:
+            token = bearer_token(context.invocation_metadata())
+            if token is not None:
+                refreshed = await self._authenticator.session(peer, token)
+                assert refreshed.session_id is not None
+                session_id, kind = refreshed.session_id, "refresh"
+            else:
+                session_id, kind = new_session_id(), "new"
+                await self._registry.start_session(peer.identity, session_id)
+        except AuthError as exc:
+            rejected = rejection(exc)
+            metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
+            log.warning(
+                "session.refused",
+                extra={
+                    "tenant": peer.identity.tenant,
+                    "device": peer.identity.device_id,
+                    "reason": rejected.reason,
+                },
+            )
+            await context.abort(rejected.code, rejected.message)
+            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
+        issued = issue_token(self._trust.keys, self._trust.policy, peer.identity, session_id, peer.thumbprint)
+        metrics.SESSIONS_CREATED.labels(kind=kind).inc()
+        log.info(
+            "session.token_issued",
+            extra={
+                "tenant": peer.identity.tenant,
+                "device": peer.identity.device_id,
+                "session": session_id,
+                "kind": kind,
+                "kid": self._trust.keys.current.kid,
+                "expires_at": issued.expires_at,
+            },
+        )
+        return spb.CreateSessionResponse(
+            token=issued.token,
+            session_id=issued.session_id,
+            expires_at_unix=issued.expires_at,
+            refresh_after_unix=issued.refresh_after,
+        )

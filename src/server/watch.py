@@ -1,0 +1,73 @@
+"""Reload material when its files change, without a restart.
+
+Kubernetes updates mounted Secrets by swapping a symlink, and editors replace
+files, so inotify on one inode is unreliable; polling a cheap ``stat`` of each
+path is not. A reload that fails keeps the previous material and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[tuple[str, int, int, int], ...]
+
+
+def signature(paths: list[Path]) -> Signature:
+    """(path, inode, size, mtime_ns) of each path and, for a directory, of each entry in it."""
+    items: list[tuple[str, int, int, int]] = []
+    for path in paths:
+        candidates = sorted(path.iterdir()) if path.is_dir() else [path]
+        for candidate in candidates:
+            try:
+                st = candidate.stat()
+            except OSError:
+                items.append((str(candidate), 0, -1, 0))
+                continue
+            items.append((str(candidate), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(items)
+
+
+class FileWatcher:
+    """Calls ``reload()`` whenever the signature of ``paths`` changes. Owned by the app."""
+
+    def __init__(self, name: str, paths: list[Path], reload: Callable[[], None], interval_s: float) -> None:
+        self.name = name
+        self._paths = paths
+        self._reload = reload
+        self._interval_s = interval_s
+        self._last = signature(paths)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"watch-{self.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def check(self) -> bool:
+        """Reload if something changed; True when a reload succeeded."""
+        current = signature(self._paths)
+        if current == self._last:
+            return False
+        self._last = current
+        try:
+            self._reload()
+        except Exception as exc:
+            log.error("reload.failed", extra={"what": self.name, "error": str(exc), "kept": "previous"})
+            return False
+        log.info("reload.done", extra={"what": self.name})
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            self.check()
