@@ -13,8 +13,8 @@ import numpy.typing as npt
 from cryptography import x509
 
 from auth import pki
-from auth.keys import create_signing_key
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
+from auth.keys import create_signing_key
 from auth.tls import TlsMaterial
 from comms import comms_pb2 as pb
 

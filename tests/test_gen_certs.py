@@ -157,3 +157,47 @@ def test_runs_as_a_script(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "pki/devices/globex/dev-1.key").exists()
+
+
+def test_signing_key(tmp_path: Path) -> None:
+    from auth.keys import KID_PATTERN, load_keyring
+
+    assert gen_certs.main(["signing-key", "--out", str(tmp_path)]) == 0
+    assert gen_certs.main(["signing-key", "--out", str(tmp_path)]) == 0
+    keys = sorted((tmp_path / "signing").iterdir())
+    assert len(keys) == 2
+    for key in keys:
+        assert mode(key) == 0o600 and KID_PATTERN.fullmatch(key.stem)
+    ring = load_keyring(tmp_path / "signing")
+    assert ring.current.kid == keys[-1].stem  # the newest signs
+
+
+def test_revoke_by_device_and_serial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from auth.revocation import read_revocations
+
+    assert gen_certs.main(["dev", "--out", str(tmp_path)]) == 0
+    ca = cert(tmp_path / "ca.crt")
+    dev1 = cert(tmp_path / "devices/acme/dev-1.crt").serial_number
+    dev2 = cert(tmp_path / "devices/acme/dev-2.crt").serial_number
+    assert gen_certs.main(["revoke", "--out", str(tmp_path), "--tenant", "acme", "--device", "dev-1"]) == 0
+    assert read_revocations(tmp_path / "crl.pem", [ca]).serials == {dev1}
+    assert gen_certs.main(["revoke", "--out", str(tmp_path), "--serial", f"{dev2:x}"]) == 0
+    assert read_revocations(tmp_path / "crl.pem", [ca]).serials == {dev1, dev2}  # earlier entries kept
+    crl = x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    assert "revoked serial" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--tenant", "acme"], ["--tenant", "acme", "--device", "nobody"], ["--serial", "xyz"], []],
+)
+def test_revoke_needs_a_target(tmp_path: Path, args: list[str]) -> None:
+    gen_certs.main(["dev", "--out", str(tmp_path)])
+    assert gen_certs.main(["revoke", "--out", str(tmp_path), *args]) == 1
+    assert not (tmp_path / "crl.pem").exists()
+
+
+def test_dev_pki_has_a_signing_key(tmp_path: Path) -> None:
+    gen_certs.main(["dev", "--out", str(tmp_path)])
+    assert len(list((tmp_path / "signing").glob("*.key"))) == 1

@@ -89,6 +89,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
         try:
+            await context.send_initial_metadata(())  # the device learns at once that the stream is up
             await session.guard(work(controller, session), linger_s)
         except grpc.aio.AbortError:
             raise
