@@ -16,9 +16,12 @@ import grpc
 
 from auth import pki
 from auth.identity import Identity
+from auth.keys import create_signing_key
 from auth.tls import TlsMaterial, channel_credentials
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
+from comms import session_pb2 as spb
+from comms import session_pb2_grpc as spb_grpc
 from comms.audio_format import FRAME_SECONDS
 
 MODE, STOP, PLAY = 1, 2, 3
@@ -31,6 +34,7 @@ def make_pki(root: Path, devices: int) -> tuple[Path, list[TlsMaterial]]:
     server = pki.issue_server_cert(ca, ["localhost"], ["127.0.0.1"])
     pki.write_certified_key(ca, root / pki.CA_CERT, root / pki.CA_KEY, force=True)
     pki.write_certified_key(server, root / pki.SERVER_CERT, root / pki.SERVER_KEY, force=True)
+    create_signing_key(root / "signing")
     creds = []
     for i in range(devices):
         device = pki.issue_device_cert(ca, Identity("bench", f"d{i:04d}"))
@@ -56,10 +60,12 @@ class LoadDevice:
 
     async def start(self) -> None:
         self._channel = grpc.aio.secure_channel(self.target, channel_credentials(self.tls))
+        session = await spb_grpc.SessionServiceStub(self._channel).CreateSession(spb.CreateSessionRequest())
+        metadata = (("authorization", f"Bearer {session.token}"),)
         stub = pb_grpc.DeviceServiceStub(self._channel)
-        self._status = stub.StatusStream()
-        self._events = stub.EventStream()
-        self._audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True))
+        self._status = stub.StatusStream(metadata=metadata)
+        self._events = stub.EventStream(metadata=metadata)
+        self._audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True), metadata=metadata)
         self._tasks = [asyncio.create_task(self._answer()), asyncio.create_task(self._listen())]
         await self._channel.channel_ready()
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from auth.tls import TlsMaterial  # noqa: E402
-from bench import bench_latency, bench_streams  # noqa: E402
+from bench import bench_latency, bench_sessions, bench_streams  # noqa: E402
 from bench.harness import ServerProcess, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 
@@ -25,25 +25,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", type=int, nargs="*", default=[200, 500])
     parser.add_argument("--latency-background", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=300)
     args = parser.parse_args()
     # Device state persists per identity, so every scenario gets identities of its own.
-    needed = 1 + args.latency_background + 1 + sum(args.streams)
+    needed = 1 + args.latency_background + 1 + sum(args.streams) + args.sessions
     with tempfile.TemporaryDirectory() as tmp:
         pki_dir, creds = make_pki(Path(tmp), needed)
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         with server_process(pki_dir, Path(tmp) / "cache") as server:
-            asyncio.run(run(server, creds, args.streams, args.latency_background))
+            asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
     return 0
 
 
 async def run(
-    server: ServerProcess, creds: list[TlsMaterial], streams: list[int], background_count: int
+    server: ServerProcess, creds: list[TlsMaterial], streams: list[int], background_count: int, sessions: int
 ) -> None:
     """One event loop for the whole run: grpc.aio channels are bound to the loop that made them."""
     pool = iter(creds)
 
     def take(count: int) -> list[TlsMaterial]:
         return [next(pool) for _ in range(count)]
+
+    print("\nSessions and tokens:")
+    rate, count = await bench_sessions.sessions_per_second(server.port, take(sessions))
+    print(
+        f"  CreateSession with a full mTLS handshake each: {rate:6.0f} sessions/s "
+        f"({count} sessions, {bench_sessions.CONCURRENCY} concurrent clients)"
+    )
+    print(
+        f"  token verification per call (EdDSA signature, claims, certificate binding): "
+        f"{bench_sessions.verification_cost_us():6.1f} us"
+    )
 
     print("\nLatency over mTLS on loopback (median / p99, ms):")
     for background in (0, background_count):

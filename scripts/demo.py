@@ -89,6 +89,16 @@ async def scenario(target: str, pki_dir: Path, out_dir: Path) -> list[Check]:
         return len(sink.sounds) >= n
 
     async with DeviceClient(target, tls, sink, on_leds=on_leds) as device:
+        session = device.session
+        checks.append(
+            Check(
+                "session created: EdDSA token bound to the device certificate",
+                session is not None and bool(session.token),
+                f"session {session.session_id}, token valid {session.expires_at_unix - int(time.time())} s"
+                if session
+                else "none",
+            )
+        )
         checks.append(
             Check(
                 "connected; first status request shows mode 0, idle",
@@ -98,8 +108,8 @@ async def scenario(target: str, pki_dir: Path, out_dir: Path) -> list[Check]:
         await device.press(MODE)
         checks.append(Check("Mode -> mode 1", await until(lambda: "mode 1" in seen[-1][1])))
         await device.press(PLAY)
-        started = await until(lambda: sound(1) and sink.sounds[0].packets > 0)
-        checks.append(Check("Play -> the mode 1 long sound starts", started and "playing" in seen[-1][1]))
+        started = await until(lambda: sound(1) and sink.sounds[0].packets > 0 and "playing" in seen[-1][1])
+        checks.append(Check("Play -> the mode 1 long sound starts, led_1 shows playing", started))
         await asyncio.sleep(1.5)
         await device.press(STOP)
         acked = time.monotonic()

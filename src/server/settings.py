@@ -55,7 +55,7 @@ class ServerSettings(BaseSettings):
     # --- session tokens ---
     token_issuer: str = Field("audio-server", min_length=1, description="JWT iss of session tokens")
     token_audience: str = Field("audio-device-service", min_length=1, description="JWT aud of session tokens")
-    token_ttl_s: int = Field(900, ge=60, le=86_400, description="Session token lifetime")
+    token_ttl_s: int = Field(900, ge=1, le=86_400, description="Session token lifetime")
     token_leeway_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated on exp/nbf/iat")
 
     # --- abuse limits ---
