@@ -18,12 +18,16 @@ $(STAMP): pyproject.toml scripts/ensure_system_deps.sh
 $(DEV_PKI)/ca.crt: | $(STAMP)
 	$(PY) scripts/gen_certs.py dev --out $(DEV_PKI)
 
-pki: $(DEV_PKI)/ca.crt  ## the development PKI (CA, localhost server, 3 devices)
+# A dev PKI made before session tokens existed lacks a signing key: add one.
+$(DEV_PKI)/signing: | $(DEV_PKI)/ca.crt
+	$(PY) scripts/gen_certs.py signing-key --out $(DEV_PKI)
 
-demo: $(STAMP) $(DEV_PKI)/ca.crt  ## end to end: server + headless device, prints a report
+pki: $(DEV_PKI)/ca.crt $(DEV_PKI)/signing  ## the development PKI (CA, localhost server, 3 devices, signing key)
+
+demo: $(STAMP) pki  ## end to end: server + headless device, prints a report
 	$(PY) scripts/demo.py --pki-dir $(DEV_PKI)
 
-run: $(STAMP) $(DEV_PKI)/ca.crt  ## the server on $(BIND) with the dev PKI
+run: $(STAMP) pki  ## the server on $(BIND) with the dev PKI
 	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND)
 
 lint: $(STAMP)
@@ -34,7 +38,7 @@ lint: $(STAMP)
 test: lint  ## lint, types, then the test suite
 	$(PY) -m pytest -q
 
-bench: $(STAMP) $(DEV_PKI)/ca.crt
+bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 proto: $(STAMP)

@@ -169,17 +169,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "demo-output")
     args = parser.parse_args()
 
+    gen_certs = [sys.executable, str(ROOT / "scripts" / "gen_certs.py")]
     if not (args.pki_dir / "ca.crt").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "gen_certs.py"),
-                "dev",
-                "--out",
-                str(args.pki_dir),
-            ],
-            check=True,
-        )
+        subprocess.run([*gen_certs, "dev", "--out", str(args.pki_dir)], check=True)
+    if not (args.pki_dir / "signing").exists():  # a dev PKI from before session tokens
+        subprocess.run([*gen_certs, "signing-key", "--out", str(args.pki_dir)], check=True)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     port = free_port()
