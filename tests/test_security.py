@@ -472,3 +472,28 @@ async def test_too_many_concurrent_calls_per_device(target: Target, healthy: Dev
         for call in calls:
             call.cancel()
     await still_healthy(healthy, 1)
+
+
+async def test_connections_are_recycled_at_max_age(server_factory: ServerFactory, connect: Connect) -> None:
+    """Max connection age forces fresh handshakes (so a revoked or rotated certificate cannot linger)."""
+    app = await server_factory(max_connection_age_s=1.0, max_connection_age_grace_s=0.5)
+    async with connect(app, "acme", "aged") as client:
+        await client.press(MODE)
+        await wait_for(lambda: len(client.ends) >= 3, timeout=10)
+        assert {client.ends[k].code for k in ("status", "event", "audio")} == {grpc.StatusCode.UNAVAILABLE}
+
+
+def test_hardening_options_reach_grpc(tmp_path: Path, pki: EphemeralPki) -> None:
+    from server.app import grpc_options
+    from tests.conftest import make_settings
+
+    options = dict(
+        grpc_options(make_settings(pki, tmp_path, keepalive_time_s=30, min_client_ping_interval_s=20))
+    )
+    assert options["grpc.keepalive_time_ms"] == 30_000
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 20_000
+    assert options["grpc.http2.max_ping_strikes"] == 2
+    assert options["grpc.max_receive_message_length"] == 64 * 1024
+    assert options["grpc.max_metadata_size"] == 8 * 1024
+    assert options["grpc.max_connection_idle_ms"] == 300_000
+    assert options["grpc.server_handshake_timeout_ms"] == 10_000

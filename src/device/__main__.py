@@ -12,10 +12,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 from auth.errors import AuthError
 from auth.tls import load_tls_material
+from comms.cli import parse_settings
 from comms.logfmt import configure_logging
 from device.audio_sink import AudioSink, NullSink, RecordingSink
 from device.client import DeviceClient
@@ -54,15 +53,8 @@ async def run(settings: DeviceSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        settings = DeviceSettings(_cli_parse_args=args)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        print(
-            f"audio-device: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
-            file=sys.stderr,
-        )
+    settings = parse_settings(DeviceSettings, "audio-device", argv)
+    if settings is None:
         return 1
     configure_logging(settings.log_level, settings.log_format)
     try:

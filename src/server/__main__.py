@@ -8,9 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 from auth.errors import AuthError
+from comms.cli import parse_settings
 from comms.logfmt import configure_logging
 from server.app import start_server
 from server.settings import ServerSettings
@@ -35,13 +34,8 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        settings = ServerSettings(_cli_parse_args=args)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        print(f"audio-server: bad setting {where}: {first['msg']}", file=sys.stderr)
+    settings = parse_settings(ServerSettings, "audio-server", argv)
+    if settings is None:
         return 1
     configure_logging(settings.log_level, settings.log_format)
     try:
