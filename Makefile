@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV_PKI := certs/dev
 BIND   ?= 127.0.0.1:50051
+HEALTH_BIND  ?= 127.0.0.1:8081
+METRICS_BIND ?= 127.0.0.1:9464
 
 .PHONY: demo run test lint proto bench pki clean
 
@@ -28,7 +30,7 @@ demo: $(STAMP) pki  ## end to end: server + headless device, prints a report
 	$(PY) scripts/demo.py --pki-dir $(DEV_PKI)
 
 run: $(STAMP) pki  ## the server on $(BIND) with the dev PKI
-	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND)
+	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND) --health-bind $(HEALTH_BIND) --metrics-bind $(METRICS_BIND)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts bench

@@ -35,6 +35,8 @@ async def main(pki_dir: Path, cache_dir: Path) -> None:
         cache_dir=cache_dir,
         log_level="WARNING",
         log_format="json",
+        health_bind="",
+        metrics_bind="",
         max_concurrent_streams=8,
     )
     app = await start_server(settings)

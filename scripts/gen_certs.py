@@ -7,6 +7,7 @@
     gen_certs.py dev     --out DIR          (a complete development PKI)
     gen_certs.py signing-key --out DIR      (a new Ed25519 token signing key in DIR/signing)
     gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX
+    gen_certs.py k8s-secrets --out DIR [--namespace audio] | kubectl apply -f -
 
 Keys are EC P-256, written with mode 0600. Existing material is never
 overwritten unless --force is given. Device identity lives in the URI SAN
@@ -16,6 +17,8 @@ spiffe://<trust-domain>/tenant/<T>/device/<D>.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,6 +110,45 @@ def cmd_revoke(out: Path, tenant: str | None, device: str | None, serials: Seque
     )
 
 
+def secret(name: str, namespace: str, files: dict[str, bytes], kind: str = "Opaque") -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "audio-server"},
+        },
+        "type": kind,
+        "data": {key: base64.b64encode(value).decode() for key, value in sorted(files.items())},
+    }
+
+
+def cmd_k8s_secrets(out: Path, namespace: str) -> None:
+    """Print the three Secrets the Deployment mounts, as a JSON List for ``kubectl apply -f -``.
+
+    Printed, never written to disk: pipe it to kubectl (or a sealed-secrets tool).
+    """
+    tls = pki.load_certified_key(out / pki.SERVER_CERT, out / pki.SERVER_KEY)
+    ca_files = {"ca.crt": (out / pki.CA_CERT).read_bytes()}
+    if (out / CRL_FILE).exists():
+        ca_files[CRL_FILE] = (out / CRL_FILE).read_bytes()
+    keys = sorted((out / SIGNING_DIR).glob("*.key")) if (out / SIGNING_DIR).is_dir() else []
+    if not keys:
+        raise PkiError(f"no signing key in {out / SIGNING_DIR}: run gen_certs.py signing-key --out {out}")
+    items = [
+        secret(
+            "audio-server-tls",
+            namespace,
+            {"tls.crt": tls.cert_pem(), "tls.key": tls.key_pem()},
+            "kubernetes.io/tls",
+        ),
+        secret("audio-fleet-ca", namespace, ca_files),
+        secret("audio-signing-keys", namespace, {key.name: key.read_bytes() for key in keys}),
+    ]
+    print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2))
+
+
 def cmd_dev(out: Path, trust_domain: str, force: bool) -> None:
     cmd_ca(out, force)
     cmd_server(out, DEV_DNS, DEV_IPS, force)
@@ -147,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p.add_argument("--device")
     p.add_argument("--serial", nargs="*", default=[], metavar="HEX", help="certificate serial numbers")
+    p = sub.add_parser("k8s-secrets", help="print the Kubernetes Secrets (JSON) for kubectl apply -f -")
+    p.add_argument("--out", type=Path, required=True, help="PKI directory")
+    p.add_argument("--namespace", default="audio")
     return parser
 
 
@@ -167,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_signing_key(args.out)
         elif args.command == "revoke":
             cmd_revoke(args.out, args.tenant, args.device, args.serial)
+        elif args.command == "k8s-secrets":
+            cmd_k8s_secrets(args.out, args.namespace)
     except AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> AudioLibrary:
 def make_settings(pki: EphemeralPki, tmp_path: Path, **overrides: Any) -> ServerSettings:
     values: dict[str, Any] = {
         "bind": "127.0.0.1:0",
+        "health_bind": "127.0.0.1:0",
+        "metrics_bind": "",  # one test turns it on: its HTTP server takes 0.5 s to shut down
         "pki_dir": pki.root,
         "state_backend": "memory",
         "state_path": tmp_path / "devices.sqlite3",

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 
-from auth.tls import load_tls_material, server_credentials
 from auth.tokens import TokenPolicy
 from comms import comms_pb2_grpc as pb_grpc
 from comms import session_pb2_grpc as spb_grpc
@@ -17,17 +17,27 @@ from server.audio_player import FrameClock
 from server.authn import Authenticator
 from server.interceptor import AuthInterceptor
 from server.limits import CallLimiter
+from server.ops import (
+    DEVICE_SERVICE,
+    SESSION_SERVICE,
+    HealthServer,
+    MetricsServer,
+    start_health_server,
+    start_metrics_server,
+)
 from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.servicer import DeviceService
 from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
 from server.store import DeviceStore, MemoryStore, SqliteStore
+from server.tls_reload import ReloadingServerTls
 from server.trust import TrustState
 from server.watch import FileWatcher
 
 log = logging.getLogger(__name__)
 
 MS = 1000
+REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
 def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -70,6 +80,8 @@ class AudioServer:
     trust: TrustState
     watchers: list[FileWatcher]
     port: int
+    health: HealthServer | None = None
+    metrics: MetricsServer | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -78,6 +90,9 @@ class AudioServer:
             return
         self.stopped = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        if self.health is not None:
+            await self.health.draining()  # readiness fails: no new devices are sent here
+            await asyncio.sleep(self.settings.drain_delay_s)  # endpoints catch up; keep serving meanwhile
         live = await self.registry.close_all(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
         drained = await self.registry.wait_empty(grace)
         if not drained:
@@ -85,6 +100,10 @@ class AudioServer:
         await self.server.stop(grace=min(grace, 1.0))
         for watcher in self.watchers:
             await watcher.close()
+        if self.health is not None:
+            await self.health.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         await self.clock.close()
         await self.store.close()
         log.info("server.stopped", extra={"sessions_ended": live, "drained": drained})
@@ -94,7 +113,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     """Load TLS material, trust and content, bind, start. Raises PkiError on bad TLS files."""
     assert settings.server_cert and settings.server_key and settings.client_ca
     assert settings.crl_path and settings.signing_key_dir
-    material = load_tls_material(settings.server_cert, settings.server_key, settings.client_ca)
+    tls = ReloadingServerTls(settings.server_cert, settings.server_key, settings.client_ca)
     policy = TokenPolicy(
         settings.token_issuer, settings.token_audience, settings.token_ttl_s, settings.token_leeway_s
     )
@@ -110,20 +129,26 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     trust.on_revoked(registry.revoke)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)
+    mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(
-        authenticator, CallLimiter(settings.max_calls_per_device), frozenset({CREATE_SESSION_METHOD})
+        authenticator, CallLimiter(settings.max_calls_per_device), frozenset(mtls_only)
     )
     server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(settings))
     pb_grpc.add_DeviceServiceServicer_to_server(
         DeviceService(registry, settings.status_poll_interval_s), server
     )
     spb_grpc.add_SessionServiceServicer_to_server(SessionService(registry, authenticator, trust), server)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            (DEVICE_SERVICE, SESSION_SERVICE, reflection.SERVICE_NAME), server
+        )
     try:
-        port = server.add_secure_port(settings.bind, server_credentials(material))
+        port = server.add_secure_port(settings.bind, tls.credentials())
     except RuntimeError as exc:
         await store.close()
         raise OSError(f"cannot listen on {settings.bind}: {exc}") from None
     watchers = [
+        FileWatcher("server-tls", tls.paths, tls.reload, settings.reload_interval_s),
         FileWatcher(
             "signing-keys", [settings.signing_key_dir], trust.reload_keys, settings.reload_interval_s
         ),
@@ -133,8 +158,25 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     for watcher in watchers:
         watcher.start()
     await server.start()
+    app = AudioServer(settings, server, registry, store, clock, trust, watchers, port)
+    try:
+        if settings.metrics_bind:
+            app.metrics = start_metrics_server(settings.metrics_bind)
+        if settings.health_bind:
+            app.health = await start_health_server(settings.health_bind)
+    except OSError:
+        await app.stop(grace_s=0)
+        raise
+    if app.health is not None:
+        await app.health.serving()
     log.info(
         "server.listening",
-        extra={"bind": settings.bind, "port": port, "mtls": True, "modes": settings.mode_count},
+        extra={
+            "bind": settings.bind,
+            "port": port,
+            "mtls": True,
+            "modes": settings.mode_count,
+            "reflection": settings.reflection,
+        },
     )
-    return AudioServer(settings, server, registry, store, clock, trust, watchers, port)
+    return app

@@ -88,17 +88,22 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
+        log.info("stream.open", extra={**session.log_fields, "stream": kind})
+        outcome = "CANCELLED"  # the peer went away, unless we learn otherwise below
         try:
             await context.send_initial_metadata(())  # the device learns at once that the stream is up
             await session.guard(work(controller, session), linger_s)
+            outcome = session.close_code.name if session.closed else "OK"
         except grpc.aio.AbortError:
             raise
         except Exception:
             # A bug, not the device's fault: full story in the log, nothing internal on the wire.
+            outcome = "INTERNAL"
             log.exception("stream.failed", extra={**session.log_fields, "stream": kind})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
         finally:
             metrics.OPEN_STREAMS.labels(kind=kind).dec()
+            log.info("stream.end", extra={**session.log_fields, "stream": kind, "status": outcome})
             await self._registry.close_rpc(controller, session)
         if session.closed and session.close_code != grpc.StatusCode.CANCELLED:
             # Ended by the server (superseded, shutdown): say why with a status.

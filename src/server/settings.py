@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auth.identity import DEFAULT_TRUST_DOMAIN, validate_trust_domain
@@ -63,6 +63,16 @@ class ServerSettings(BaseSettings):
     event_burst: int = Field(20, ge=1, description="Button events a device may send in a burst")
     max_calls_per_device: int = Field(8, ge=4, description="Concurrent calls per device identity")
 
+    # --- operations ---
+    health_bind: str = Field(
+        "0.0.0.0:8081", description="Plaintext gRPC health service HOST:PORT (nothing else); empty disables"
+    )
+    metrics_bind: str = Field("0.0.0.0:9464", description="Prometheus metrics HTTP HOST:PORT; empty disables")
+    reflection: bool = Field(False, description="Serve gRPC reflection on the mTLS port (for grpcurl)")
+    drain_delay_s: float = Field(
+        0.0, ge=0, le=60, description="On SIGTERM, keep serving this long after health turns NOT_SERVING"
+    )
+
     # --- application ---
     mode_count: int = Field(5, ge=5, le=MAX_MODES, description="Number of modes the Mode button cycles")
     status_poll_interval_s: float = Field(
@@ -107,9 +117,11 @@ class ServerSettings(BaseSettings):
     def _trust_domain(cls, value: str) -> str:
         return validate_trust_domain(value)
 
-    @field_validator("bind")
+    @field_validator("bind", "health_bind", "metrics_bind")
     @classmethod
-    def _bind(cls, value: str) -> str:
+    def _bind(cls, value: str, info: ValidationInfo) -> str:
+        if value == "" and info.field_name != "bind":
+            return value  # disabled
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"bind must be HOST:PORT, got {value!r}")
