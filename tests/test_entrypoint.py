@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -77,15 +78,15 @@ def test_key_mismatch_exits_1(tmp_path: Path, pki: EphemeralPki) -> None:
 async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
     pki: EphemeralPki, tmp_path: Path, connect: Connect
 ) -> None:
+    """Devices streaming, SIGTERM: each hears its sound end, then UNAVAILABLE; exit 0; no secrets logged."""
+    import json
     import socket
+    from contextlib import AsyncExitStack
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
+    args = [
         "--pki-dir",
         str(pki.root),
         "--bind",
@@ -96,31 +97,52 @@ async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
         str(tmp_path / "cache"),
         "--log-format",
         "json",
-        stderr=asyncio.subprocess.PIPE,
-        env=ENV,
+        "--health-bind",
+        "127.0.0.1:0",
+        "--metrics-bind",
+        "",
+        "--shutdown-grace-s",
+        "5",
+    ]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", *args, stderr=asyncio.subprocess.PIPE, env=ENV
     )
+    lines: list[bytes] = []
     try:
         assert process.stderr is not None
-        while b"server.listening" not in await asyncio.wait_for(process.stderr.readline(), 60):
-            pass
+        while b"server.listening" not in (line := await asyncio.wait_for(process.stderr.readline(), 60)):
+            lines.append(line)
 
         class Target:
             pass
 
         app = Target()
         app.port = port  # type: ignore[attr-defined]
-        async with connect(app) as client:  # type: ignore[arg-type]
-            await client.press(MODE)
-            await client.press(PLAY)
-            await wait_for(lambda: client.packets_received > 3)
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(connect(app, "acme", f"term-{i}")) for i in range(2)]  # type: ignore[arg-type]
+            for client in clients:
+                await client.press(MODE)
+                await client.press(PLAY)
+            await wait_for(lambda: all(c.packets_received > 3 for c in clients))
+            signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            await wait_for(lambda: len(client.ends) == 3, timeout=10)
-            assert {end.code for end in client.ends.values()} == {grpc.StatusCode.UNAVAILABLE}
-            sound = client.sink.sounds[0]  # type: ignore[attr-defined]
-            assert sound.ended  # the audio stream closed the sound with is_end first
+            for client in clients:
+                await wait_for(lambda c=client: len(c.ends) == 3, timeout=10)  # type: ignore[misc]
+                assert {end.code for end in client.ends.values()} == {grpc.StatusCode.UNAVAILABLE}
+                assert client.sink.sounds[0].ended  # type: ignore[attr-defined]  # is_end came first
+            tokens = [c.session.token for c in clients if c.session]
         assert await asyncio.wait_for(process.wait(), 15) == 0
-        rest = (await process.stderr.read()).decode()
-        assert "server.stopped" in rest
+        assert time.monotonic() - signalled < 5 + 2
+        rest = (await process.stderr.read()).splitlines()
+        log_lines = [line for line in [*lines, *rest] if line.startswith(b"{")]
+        events = [json.loads(line) for line in log_lines]
+        assert "server.stopped" in {e["event"] for e in events}
+        opened = [e for e in events if e["event"] == "stream.open"]
+        assert opened and {"tenant", "device", "session", "stream"} <= set(opened[0])
+        text = b"\n".join([*lines, *rest]).decode()
+        for token in tokens:
+            assert token not in text and token.split(".")[2] not in text  # no token, not even its signature
+        assert "PRIVATE KEY" not in text
     finally:
         if process.returncode is None:
             process.kill()
