@@ -43,6 +43,10 @@ class EphemeralPki:
             self._devices[identity] = pki.issue_device_cert(self.ca, identity, DEFAULT_TRUST_DOMAIN)
         return self._devices[identity]
 
+    def issue_plain(self) -> pki.CertifiedKey:
+        """A client certificate from this CA with no identity at all."""
+        return pki.issue_certificate(self.ca, "no-identity", [], server=False)
+
     def tls(self, material: pki.CertifiedKey) -> TlsMaterial:
         return TlsMaterial(material.cert_pem(), material.key_pem(), self.ca.cert_pem())
 
