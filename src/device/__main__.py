@@ -1,8 +1,9 @@
-"""``audio-device`` / ``python -m device``: a headless device connected to the server.
+"""``audio-device`` / ``python -m device``: the Raspberry Pi client, or its simulator.
 
-Reads button presses as lines on stdin (``m`` Mode, ``p`` Play, ``s`` Stop,
-``q`` quit), prints LED changes, records sounds to WAV when asked. The GPIO
-client for the Raspberry Pi builds on the same ``DeviceClient``.
+On a Pi: GPIO buttons and LEDs (gpiozero), the speaker (sounddevice).
+``--simulate``: mock pins, the 6 LEDs drawn in their real colours in the
+terminal, keys for the buttons (c Connect, m Mode, s Stop, p Play, then
+Enter; q quits), audio to the speakers if present, else to WAV files.
 """
 
 from __future__ import annotations
@@ -11,55 +12,121 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from auth.errors import AuthError
-from auth.tls import load_tls_material
+from auth.device_credentials import CredentialError, load_device_credentials
 from comms.cli import parse_settings
 from comms.logfmt import configure_logging
+from device.app import DeviceApp
 from device.audio_sink import AudioSink, NullSink, RecordingSink
-from device.client import DeviceClient
+from device.gpio import rgba_to_rgb
 from device.settings import DeviceSettings
+from device.speaker import Speaker, SpeakerUnavailable
 
 log = logging.getLogger("device")
-KEYS = {"m": 1, "s": 2, "p": 3}  # Mode = BUTTON_2, Stop = BUTTON_3, Play = BUTTON_4
+KEYS = {"c": 0, "m": 1, "s": 2, "p": 3}
+LED_NAMES = ("power", "link", "square", "rhomboid", "triangle", "circle")
+DEFAULT_SIM_RECORDINGS = Path("device-recordings")
 
 
-def _show(leds: list[int]) -> None:
-    print("LEDs " + " ".join(f"{c:08x}" for c in leds), flush=True)
+def render(app: DeviceApp) -> str:
+    """The six LEDs as coloured blocks (24-bit ANSI) plus link state and the server's view."""
+    assert app.board is not None
+    cells = []
+    for index, name in enumerate(LED_NAMES):
+        r, g, b = (int(v * 255) for v in rgba_to_rgb(app.board.led_rgba(index)))
+        cells.append(f"\x1b[48;2;{r};{g};{b}m    \x1b[0m {name}")
+    lit = [LED_NAMES[i] for i in range(2, 6) if app.board.led_rgba(i)]
+    mode = f"mode LED {'/'.join(lit)}" if lit else "no mode shown"
+    sound = "playing" if app.player.playing else "idle"
+    return "  ".join(cells) + f"   [{'on' if app.powered else 'off'} | {app.link.value} | {mode} | {sound}]"
 
 
-async def run(settings: DeviceSettings) -> int:
+async def run(settings: DeviceSettings, simulate: bool) -> int:
     assert settings.cert and settings.key and settings.ca
-    tls = load_tls_material(settings.cert, settings.key, settings.ca)
-    sink: AudioSink = RecordingSink(settings.record_dir) if settings.record_dir else NullSink()
-    client = DeviceClient(settings.server, tls, sink, on_leds=_show, server_name=settings.server_name)
-    await client.connect()
-    loop = asyncio.get_running_loop()
+    credentials = load_device_credentials(settings.cert, settings.key, settings.ca, settings.trust_domain)
+    for warning in credentials.warnings:
+        log.warning("device.credentials", extra={"warning": warning})
+    log.info(
+        "device.credentials_ok",
+        extra={
+            "tenant": credentials.identity.tenant,
+            "device": credentials.identity.device_id,
+            "cert_expires": credentials.not_after.isoformat(),
+        },
+    )
+    pin_factory = None
+    if simulate:
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+        pin_factory = MockFactory(pin_class=MockPWMPin)
+    record_dir = settings.record_dir or (DEFAULT_SIM_RECORDINGS if simulate else None)
+    sink: AudioSink = RecordingSink(record_dir) if record_dir else NullSink()
+    app = DeviceApp(settings, credentials, sink, pin_factory=pin_factory)
+    speaker: Speaker | None = None
     try:
-        while not client.closed.is_set():
+        speaker = Speaker(app.player, settings.audio_device)
+    except SpeakerUnavailable as exc:
+        print(f"audio-device: {exc}; sounds go to {record_dir or 'nowhere'}", file=sys.stderr)
+    await app.start()
+    if speaker is not None:
+        await app.output.close()  # the speaker's clock drives playback instead
+        speaker.start()
+    try:
+        if simulate:
+            await simulate_terminal(app, pin_factory)
+        else:
+            await asyncio.Event().wait()  # until SIGTERM/SIGINT
+    finally:
+        await app.close()
+        if speaker is not None:
+            speaker.close()
+        if isinstance(sink, RecordingSink):
+            sink.close()
+    return 0
+
+
+async def simulate_terminal(app: DeviceApp, factory: object) -> None:
+    loop = asyncio.get_running_loop()
+    print("keys: c Connect  m Mode  s Stop  p Play  q quit (then Enter)")
+    last = ""
+
+    async def redraw() -> None:
+        nonlocal last
+        while True:
+            view = render(app)
+            if view != last:
+                print(view, flush=True)
+                last = view
+            await asyncio.sleep(0.1)
+
+    painter = asyncio.create_task(redraw())
+    try:
+        while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             key = line.strip().lower()[:1]
             if not line or key == "q":
-                break
+                return
             if key in KEYS:
-                await client.press(KEYS[key])
-        for kind, end in client.ends.items():
-            print(f"{kind} stream ended: {end.code.name} {end.details}", file=sys.stderr)
+                pin = factory.pin(app.settings.button_pins[KEYS[key]])  # type: ignore[attr-defined]
+                pin.drive_low()
+                await asyncio.sleep(0.05)
+                pin.drive_high()
     finally:
-        await client.close()
-        if isinstance(sink, RecordingSink):
-            sink.close()
-    return 1 if client.ends else 0
+        painter.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(DeviceSettings, "audio-device", argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    simulate = "--simulate" in args
+    args = [a for a in args if a != "--simulate"]
+    settings = parse_settings(DeviceSettings, "audio-device", args)
     if settings is None:
         return 1
     configure_logging(settings.log_level, settings.log_format)
     try:
-        return asyncio.run(run(settings))
-    except AuthError as exc:
+        return asyncio.run(run(settings, simulate))
+    except CredentialError as exc:
         print(f"audio-device: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

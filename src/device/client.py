@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import grpc
 import opuslib
@@ -33,6 +33,10 @@ LED_COUNT = 6
 ACK_TIMEOUT_S = 5.0
 KEEPALIVE_MS = 30_000  # must not be below the server's min ping interval (20 s)
 SUCCESS = "success"
+
+
+class AudioHandler(Protocol):
+    def on_packet(self, packet: pb.AudioPacket) -> None: ...
 
 
 @dataclass
@@ -65,6 +69,7 @@ class DeviceClient:
         legacy_device_id: str | None = None,
         on_leds: Callable[[list[int]], None] | None = None,
         server_name: str | None = None,
+        audio: AudioHandler | None = None,
     ) -> None:
         self.target = target
         self.view = DeviceView()
@@ -81,6 +86,7 @@ class DeviceClient:
         self._event_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
+        self._audio = audio
         self.packets_received = 0
         self.status_requests = 0
 
@@ -176,6 +182,9 @@ class DeviceClient:
     async def _play_audio(self, call: grpc.aio.UnaryStreamCall) -> None:
         async for packet in call:
             self.packets_received += 1
+            if self._audio is not None:  # e.g. the Pi's jitter-buffered player
+                self._audio.on_packet(packet)
+                continue
             if packet.is_start:
                 self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
                 self.sink.start_sound()

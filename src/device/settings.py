@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from auth.identity import DEFAULT_TRUST_DOMAIN
+
 ENV_PREFIX = "AUDIO_DEVICE_"
 
 
@@ -34,6 +36,31 @@ class DeviceSettings(BaseSettings):
     key: Path | None = Field(None, description="Device private key (default PKI_DIR/devices/T/D.key)")
     ca: Path | None = Field(None, description="CA bundle that signed the server (default PKI_DIR/ca.crt)")
     record_dir: Path | None = Field(None, description="Write every received sound to a WAV file here")
+    trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="SPIFFE trust domain of this fleet")
+    button_pins: list[int] = Field(
+        [17, 27, 22, 23],
+        min_length=4,
+        max_length=4,
+        description="BCM pins of BUTTON_1..4 (Connect, Mode, Stop, Play), wired to ground",
+    )
+    led_pins: list[tuple[int, int, int]] = Field(
+        [(5, 6, 13), (19, 26, 12), (16, 20, 21), (4, 18, 24), (25, 8, 7), (9, 10, 11)],
+        min_length=6,
+        max_length=6,
+        description="BCM (red, green, blue) pins of led_0..led_5",
+    )
+    hold_time_s: float = Field(1.0, gt=0, le=10, description="Press this long to send HOLD")
+    jitter_ms: int = Field(
+        60, ge=20, le=1000, description="Audio jitter buffer before a sound starts playing"
+    )
+    audio_device: str | None = Field(
+        None, description="sounddevice output device (name or index); default output"
+    )
+    backoff_base_s: float = Field(0.5, gt=0, description="First reconnect delay ceiling (full jitter)")
+    backoff_cap_s: float = Field(30.0, gt=0, description="Largest reconnect delay")
+    backoff_stable_s: float = Field(10.0, gt=0, description="A connection up this long resets the backoff")
+    revoked_retry_s: float = Field(300.0, gt=0, description="Retry interval once the certificate is revoked")
+    ack_timeout_s: float = Field(5.0, gt=0, description="No ack within this: reconnect")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "text"] = Field("auto", description="Log format")
 

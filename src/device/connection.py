@@ -1,0 +1,96 @@
+"""Keep the device connected: connect, create a session, stream, and on any failure back off.
+
+One loop, owned by the app: CONNECTING -> CONNECTED -> (failure) -> BACKOFF ->
+CONNECTING ... A revoked certificate is reported clearly and retried only
+slowly (it will not fix itself); a superseded session is reported and retried
+with the normal backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from device.backoff import Backoff
+from device.client import DeviceClient, StreamEnd
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REVOKED_RETRY_S = 300.0
+
+
+class LinkState(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    REVOKED = "revoked"
+
+
+@dataclass
+class Attempt:
+    started: float
+    connected_for_s: float
+    reason: str
+    delay_s: float
+
+
+@dataclass
+class ConnectionManager:
+    make_client: Callable[[], DeviceClient]
+    backoff: Backoff
+    on_state: Callable[[LinkState, DeviceClient | None], None]
+    revoked_retry_s: float = DEFAULT_REVOKED_RETRY_S
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+    attempts: list[Attempt] = field(default_factory=list)
+    client: DeviceClient | None = None
+
+    async def run(self) -> None:
+        """Until cancelled (power off): the owner cancels and awaits this."""
+        while True:
+            started = self.clock()
+            connected_at: float | None = None
+            client = self.make_client()
+            self.on_state(LinkState.CONNECTING, None)
+            reason = StreamEnd(grpc.StatusCode.UNKNOWN, "")
+            try:
+                await client.connect()
+                connected_at = self.clock()
+                self.client = client
+                self.on_state(LinkState.CONNECTED, client)
+                await client.closed.wait()
+                reason = next(iter(client.ends.values()), reason)
+            except grpc.aio.AioRpcError as exc:
+                reason = StreamEnd(exc.code(), exc.details() or "")
+            finally:
+                self.client = None
+                await client.close()
+            connected_for = self.clock() - connected_at if connected_at is not None else 0.0
+            revoked = reason.code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in reason.details
+            if revoked:
+                delay = self.revoked_retry_s
+                log.error("device.revoked", extra={"detail": reason.details, "retry_in_s": delay})
+                self.on_state(LinkState.REVOKED, None)
+            else:
+                delay = self.backoff.next_delay(connected_for)
+                event = (
+                    "device.superseded" if reason.code == grpc.StatusCode.ABORTED else "device.disconnected"
+                )
+                log.warning(
+                    event,
+                    extra={
+                        "code": reason.code.name,
+                        "detail": reason.details[:200],
+                        "connected_for_s": round(connected_for, 1),
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
+                self.on_state(LinkState.BACKOFF, None)
+            self.attempts.append(Attempt(started, connected_for, reason.code.name, delay))
+            await self.sleep(delay)

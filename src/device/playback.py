@@ -1,0 +1,148 @@
+"""Real-time playback on the device: Opus packets in, 20 ms PCM frames out through a jitter buffer.
+
+``JitterPlayer.on_packet`` runs on the event loop; ``pull`` runs at the
+output's pace (the sounddevice callback thread on a Pi, ``PacedOutput`` for
+sinks without a clock of their own), so the queue is guarded by a lock and
+nothing in ``pull`` waits.
+
+* ``is_start`` begins a fresh sound: queued audio is flushed, the decoder reset.
+* Output starts once ``jitter_frames`` are queued (or the sound already ended).
+* ``is_end`` drains what is queued, then the sound ends.
+* Stop: when the server acks the device's own Stop (or Play), the sound's
+  queued audio is dropped so only the server's fade-out frame is heard —
+  silence at once instead of after the lead the server sent ahead.
+* An empty queue mid-sound is an underrun: counted, silence played, no crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from typing import Literal
+
+import opuslib
+
+from comms import comms_pb2 as pb
+from comms.audio_format import CHANNELS, FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from device.audio_sink import AudioSink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JITTER_FRAMES = 3  # 60 ms
+Boundary = Literal["start", "end"] | None
+
+
+class JitterPlayer:
+    def __init__(self, jitter_frames: int = DEFAULT_JITTER_FRAMES) -> None:
+        self.jitter_frames = max(1, jitter_frames)
+        self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
+        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        self._active = False  # a sound is open (between is_start and its drained end)
+        self._started = False  # its output began (jitter buffer filled)
+        self._ended = False  # its is_end arrived
+        self._interrupt_pending = False
+        self.underruns = 0
+        self.packets = 0
+
+    @property
+    def playing(self) -> bool:
+        return self._active
+
+    # --- network side (event loop) ---
+
+    def on_packet(self, packet: pb.AudioPacket) -> None:
+        self.packets += 1
+        if packet.is_start:
+            self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
+        pcm = self._decoder.decode(packet.data, SAMPLES_PER_FRAME)
+        with self._lock:
+            if packet.is_start or not self._active:
+                self._queue.clear()
+                self._active, self._started, self._ended = True, False, False
+            self._queue.append(pcm)
+            if packet.is_end:
+                self._ended = True
+                if self._interrupt_pending:
+                    self._drop_all_but_last()
+                    self._interrupt_pending = False
+
+    def interrupt(self) -> None:
+        """The server accepted our Stop/Play: the running sound's queued audio must not be heard."""
+        with self._lock:
+            if not self._active:
+                return
+            if self._ended:
+                self._drop_all_but_last()  # keep the fade-out frame
+            else:
+                self._interrupt_pending = True  # its is_end (the fade) is still on the way
+
+    def _drop_all_but_last(self) -> None:
+        while len(self._queue) > 1:
+            self._queue.popleft()
+
+    def silence_now(self) -> None:
+        """Disconnected or powered off: nothing more plays."""
+        with self._lock:
+            self._queue.clear()
+            self._active = False
+            self._interrupt_pending = False
+
+    # --- output side (audio thread or PacedOutput) ---
+
+    def pull(self) -> tuple[bytes | None, Boundary]:
+        """The next 20 ms frame (None = silence) and whether a sound starts or ended with it."""
+        with self._lock:
+            if not self._active:
+                return None, None
+            boundary: Boundary = None
+            if not self._started:
+                if len(self._queue) < self.jitter_frames and not self._ended:
+                    return None, None  # still buffering
+                self._started = True
+                boundary = "start"
+            if self._queue:
+                return self._queue.popleft(), boundary
+            if self._ended:
+                self._active = False
+                return None, "end"
+            self.underruns += 1
+            return None, boundary
+
+
+class PacedOutput:
+    """A 20 ms clock for sinks without one (WAV recording, null): pulls frames in real time."""
+
+    def __init__(self, player: JitterPlayer, sink: AudioSink) -> None:
+        self._player = player
+        self._sink = sink
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="paced-output")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def step(self) -> None:
+        frame, boundary = self._player.pull()
+        if boundary == "start":
+            self._sink.start_sound()
+        if frame is not None:
+            self._sink.write(frame, is_end=False)
+        if boundary == "end":
+            self._sink.end_sound()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.step()
+            due += FRAME_SECONDS
+            await asyncio.sleep(max(0.0, due - loop.time()))
