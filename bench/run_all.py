@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from auth.tls import TlsMaterial  # noqa: E402
-from bench import bench_latency, bench_sessions, bench_streams  # noqa: E402
-from bench.harness import ServerProcess, server_process  # noqa: E402
+from bench import bench_device, bench_latency, bench_sessions, bench_streams  # noqa: E402
+from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=300)
     args = parser.parse_args()
     # Device state persists per identity, so every scenario gets identities of its own.
-    needed = 1 + args.latency_background + 1 + sum(args.streams) + args.sessions
+    needed = 1 + args.latency_background + 1 + sum(args.streams) + args.sessions + 1
     with tempfile.TemporaryDirectory() as tmp:
         pki_dir, creds = make_pki(Path(tmp), needed)
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
@@ -55,6 +55,17 @@ async def run(
     print(
         f"  token verification per call (EdDSA signature, claims, certificate binding): "
         f"{bench_sessions.verification_cost_us():6.1f} us"
+    )
+
+    print("\nDevice client (DeviceApp with mock pins, 60 ms jitter buffer, recording sink):")
+    latencies, cpu_pct = await bench_device.run(server.port, take(1)[0], "d-client")
+    press_median, press_p99 = percentiles(latencies)
+    print(
+        f"  button press -> first audible sample at the sink: median {press_median:6.1f} ms, "
+        f"p99 {press_p99:6.1f} ms ({len(latencies)} presses)"
+    )
+    print(
+        f"  client CPU while playing: {cpu_pct:5.1f}% of one core ({bench_device.CPU_WINDOW_S:.0f} s window)"
     )
 
     print("\nLatency over mTLS on loopback (median / p99, ms):")

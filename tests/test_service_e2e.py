@@ -368,3 +368,17 @@ async def test_a_server_bug_ends_one_stream_with_a_generic_internal_error(
         await healthy.press(MODE)
         await wait_for(lambda: mode_of(healthy.view.leds) == 2)
     assert any(r.getMessage() == "stream.failed" and r.exc_info for r in caplog.records)
+
+
+async def test_play_sends_the_lead_at_once_then_real_time(server: AudioServer, connect: Connect) -> None:
+    """Default lead 100 ms: packets 0..5 go out immediately, the rest one per 20 ms."""
+    async with connect(server) as client:
+        await client.press(MODE)  # the long sound
+        await client.press(PLAY)
+        await wait_for(lambda: client.packets_received >= 6, timeout=0.06)  # the lead, not 120 ms of pacing
+        started = time.monotonic()
+        at_start = client.packets_received
+        await asyncio.sleep(1.0)
+        paced = client.packets_received - at_start
+        elapsed = time.monotonic() - started
+        assert abs(paced - elapsed / FRAME_SECONDS) <= 3  # one packet per frame after the lead

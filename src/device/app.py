@@ -197,6 +197,7 @@ class DeviceApp:
         self._spawn(self._send(client, index, kind))
 
     async def _send(self, client: DeviceClient, index: int, kind: int) -> None:
+        playing = self.player.generation if self.player.playing else None
         try:
             response = await client.press(index, kind, timeout=self.settings.ack_timeout_s)
         except TimeoutError:
@@ -209,8 +210,8 @@ class DeviceApp:
             log.info("device.event_not_sent", extra={"button": index, "error": type(exc).__name__})
             return
         self.sent.append((index, kind, response.ack, time.monotonic()))
-        if response.ack and kind == PRESS and index in INTERRUPTING:
-            self.player.interrupt()
+        if response.ack and kind == PRESS and index in INTERRUPTING and playing is not None:
+            self.player.interrupt(playing)
 
     async def _flash_rejected(self) -> None:
         assert self.board is not None

@@ -45,6 +45,7 @@ class JitterPlayer:
         self._started = False  # its output began (jitter buffer filled)
         self._ended = False  # its is_end arrived
         self._interrupt_pending = False
+        self.generation = 0  # counts sounds (is_start); an interrupt targets one of them
         self.underruns = 0
         self.packets = 0
 
@@ -63,6 +64,8 @@ class JitterPlayer:
             if packet.is_start or not self._active:
                 self._queue.clear()
                 self._active, self._started, self._ended = True, False, False
+                self._interrupt_pending = False
+                self.generation += 1
             self._queue.append(pcm)
             if packet.is_end:
                 self._ended = True
@@ -70,10 +73,14 @@ class JitterPlayer:
                     self._drop_all_but_last()
                     self._interrupt_pending = False
 
-    def interrupt(self) -> None:
-        """The server accepted our Stop/Play: the running sound's queued audio must not be heard."""
+    def interrupt(self, generation: int) -> None:
+        """The server accepted our Stop/Play: the sound that was playing then must not be heard on.
+
+        ``generation`` is the player's generation when the button was pressed: a sound
+        that started since (a Play's own new sound) is left alone.
+        """
         with self._lock:
-            if not self._active:
+            if not self._active or generation != self.generation:
                 return
             if self._ended:
                 self._drop_all_but_last()  # keep the fade-out frame

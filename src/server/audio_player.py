@@ -71,7 +71,7 @@ class Sound:
         self.player = player
         self.sound_id = sound_id
         self.clip = clip
-        self.t0 = t0  # when the first sample should be heard
+        self.t0 = t0  # the sound's timeline origin: packet i is due at t0 + i·frame - lead
         self.position = 0  # packets offered so far
         self.end_sent = False
 
@@ -96,6 +96,14 @@ class Sound:
             self.player.offer(messages[index])
             offered += 1
         return offered, late
+
+
+def count_packets(offered: int, late: int) -> None:
+    """Metrics in batches: one counter update per tick, not per packet."""
+    if offered:
+        metrics.AUDIO_PACKETS_SENT.inc(offered)
+    if late:
+        metrics.AUDIO_LATE_PACKETS.inc(late)
 
 
 class FrameClock:
@@ -131,10 +139,7 @@ class FrameClock:
             if sound.end_sent and now >= sound.ends_at:
                 self._sounds.discard(sound)
                 sound.player.finished(sound)
-        if offered:
-            metrics.AUDIO_PACKETS_SENT.inc(offered)
-        if late:
-            metrics.AUDIO_LATE_PACKETS.inc(late)
+        count_packets(offered, late)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -181,9 +186,9 @@ class Player:
         if self._sound is not None:
             raise RuntimeError("start() while a sound is playing: stop it first")
         now = asyncio.get_running_loop().time()
-        sound = Sound(self, sound_id, clip, t0=now + self._clock.lead_s)
+        sound = Sound(self, sound_id, clip, t0=now)
         self._sound = sound
-        sound.advance(now, self._clock.lead_s)  # the lead goes out at once
+        count_packets(*sound.advance(now, self._clock.lead_s))  # the lead goes out at once
         self._clock.add(sound)
         metrics.SOUNDS_STARTED.inc()
         log.info(
