@@ -211,3 +211,23 @@ async def test_token_is_refreshed_before_expiry(server_factory: ServerFactory, p
         await tap(factory, MODE)
         await wait_for(lambda: any(k == PRESS and ack for _, k, ack, _ in app.sent))
         assert app.link == LinkState.CONNECTED
+
+
+async def test_missing_ack_triggers_a_reconnect(
+    server: AudioServer, pki: EphemeralPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.registry import DeviceController
+
+    real_press = DeviceController.press
+
+    async def stuck(self: DeviceController, button: int, kind: int) -> None:
+        await asyncio.sleep(3)  # the server never acks in time
+        await real_press(self, button, kind)
+
+    async with device_app(server, pki, "pi-noack", ack_timeout_s=0.3) as (app, factory, _):
+        await wait_for(connected(app))
+        monkeypatch.setattr(DeviceController, "press", stuck)
+        await tap(factory, MODE)
+        await wait_for(lambda: app.manager is not None and len(app.manager.attempts) >= 1, timeout=3)
+        monkeypatch.undo()
+        await wait_for(connected(app), timeout=5)  # back, with a fresh session

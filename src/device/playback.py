@@ -47,6 +47,7 @@ class JitterPlayer:
         self._interrupt_pending = False
         self.generation = 0  # counts sounds (is_start); an interrupt targets one of them
         self.underruns = 0
+        self._sound_underruns = 0
         self.packets = 0
 
     @property
@@ -115,8 +116,15 @@ class JitterPlayer:
                 return self._queue.popleft(), boundary
             if self._ended:
                 self._active = False
+                if self._sound_underruns:
+                    log.warning(
+                        "playback.underruns",
+                        extra={"frames": self._sound_underruns, "jitter_frames": self.jitter_frames},
+                    )
+                self._sound_underruns = 0
                 return None, "end"
             self.underruns += 1
+            self._sound_underruns += 1
             return None, boundary
 
 
