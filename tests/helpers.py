@@ -58,6 +58,15 @@ class EphemeralPki:
         return self.tls(pki.issue_certificate(self.ca, "odd", sans, server=False, **kwargs))  # type: ignore[arg-type]
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers that must restart on the same port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

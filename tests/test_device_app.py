@@ -26,7 +26,7 @@ from server import leds
 from server.app import AudioServer
 from server.audio_library import AudioLibrary
 from tests.conftest import ServerFactory
-from tests.helpers import EphemeralPki, best_correlation, wait_for
+from tests.helpers import EphemeralPki, best_correlation, free_port, wait_for
 
 BUTTON_PINS = [17, 27, 22, 23]
 LED_PINS = [(5, 6, 13), (19, 26, 12), (16, 20, 21), (4, 18, 24), (25, 8, 7), (9, 10, 11)]
@@ -149,11 +149,7 @@ async def test_stop_silences_within_two_frames_of_the_ack(server: AudioServer, p
 async def test_reconnects_with_growing_delays_and_restores_mode(
     server_factory: ServerFactory, pki: EphemeralPki, tmp_path: Path
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     first = await server_factory(bind=f"127.0.0.1:{port}", state_backend="sqlite")
     ceilings: list[float] = []
     backoff = Backoff(0.1, 1.0, 10.0, uniform=lambda low, high: ceilings.append(high) or high)  # type: ignore[func-returns-value]

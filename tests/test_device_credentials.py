@@ -39,13 +39,13 @@ def test_key_readable_by_others_warns(tmp_path: Path, pki: EphemeralPki) -> None
 
 CASES = {
     "missing certificate": ("cert-missing", "device certificate not found"),
-    "unreadable key": ("key-garbage", "private key is unreadable"),
-    "key does not match": ("key-other", "does not belong to certificate"),
+    "unreadable key": ("key-garbage", "device private key is unreadable"),
+    "key does not match": ("key-other", "does not match certificate"),
     "not signed by the CA": ("foreign-ca", "not signed by the CA"),
     "expired": ("expired", "expired on"),
     "not yet valid": ("future", "not valid until"),
     "no identity": ("no-san", "no device identity"),
-    "empty CA file": ("ca-empty", "CA certificate is empty"),
+    "empty CA file": ("ca-empty", "CA bundle is empty"),
 }
 
 

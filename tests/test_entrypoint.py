@@ -15,7 +15,7 @@ import pytest
 
 from server.settings import ServerSettings
 from tests.conftest import Connect
-from tests.helpers import MODE, PLAY, EphemeralPki, wait_for
+from tests.helpers import MODE, PLAY, EphemeralPki, free_port, wait_for
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -80,12 +80,9 @@ async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
 ) -> None:
     """Devices streaming, SIGTERM: each hears its sound end, then UNAVAILABLE; exit 0; no secrets logged."""
     import json
-    import socket
     from contextlib import AsyncExitStack
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     args = [
         "--pki-dir",
         str(pki.root),

@@ -21,13 +21,13 @@ class TlsMaterial:
     ca_pem: bytes
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, hint: str) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise PkiError(f"{what} not found: {path}") from None
+        raise PkiError(f"{what} not found: {path}{hint}") from None
     except PermissionError:
-        raise PkiError(f"{what} is not readable by this user: {path}") from None
+        raise PkiError(f"{what} is not readable by this user: {path} (check owner and mode)") from None
     except IsADirectoryError:
         raise PkiError(f"{what} is a directory, expected a PEM file: {path}") from None
     if not data.strip():
@@ -35,31 +35,49 @@ def _read(path: Path, what: str) -> bytes:
     return data
 
 
-def load_tls_material(cert: Path, key: Path, ca: Path) -> TlsMaterial:
-    """Read and cross-check cert/key/CA; raise PkiError with an actionable message."""
-    cert_pem, key_pem, ca_pem = (
-        _read(cert, "certificate"),
-        _read(key, "private key"),
-        _read(ca, "CA bundle"),
-    )
+@dataclass(frozen=True)
+class ParsedTls:
+    """The checked material plus its parsed certificates, for callers that check more."""
+
+    material: TlsMaterial
+    leaf: x509.Certificate
+    cas: list[x509.Certificate]
+
+
+def parse_tls_files(cert: Path, key: Path, ca: Path, role: str = "", hint: str = "") -> ParsedTls:
+    """Read and cross-check cert/key/CA; raise PkiError with an actionable message.
+
+    ``role`` prefixes the messages ("device certificate ..."); ``hint`` says how to
+    provision a missing file.
+    """
+    prefix = f"{role} " if role else ""
+    cert_pem = _read(cert, f"{prefix}certificate", hint)
+    key_pem = _read(key, f"{prefix}private key", hint)
+    ca_pem = _read(ca, "CA bundle", hint)
     try:
         leaf = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
-        raise PkiError(f"certificate is not a PEM X.509 certificate: {cert}") from None
+        raise PkiError(f"{prefix}certificate is not a PEM X.509 certificate: {cert}") from None
     try:
         private = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        raise PkiError(f"private key is not an unencrypted PEM key: {key}") from None
+        raise PkiError(
+            f"{prefix}private key is unreadable or encrypted (need unencrypted PEM): {key}"
+        ) from None
     try:
-        x509.load_pem_x509_certificates(ca_pem)
+        cas = x509.load_pem_x509_certificates(ca_pem)
     except ValueError:
         raise PkiError(f"CA bundle holds no PEM certificate: {ca}") from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if private.public_key().public_bytes(
-        serialization.Encoding.DER, public
-    ) != leaf.public_key().public_bytes(serialization.Encoding.DER, public):
+    der = serialization.Encoding.DER
+    if private.public_key().public_bytes(der, public) != leaf.public_key().public_bytes(der, public):
         raise PkiError(f"private key {key} does not match certificate {cert}")
-    return TlsMaterial(cert_pem, key_pem, ca_pem)
+    return ParsedTls(TlsMaterial(cert_pem, key_pem, ca_pem), leaf, cas)
+
+
+def load_tls_material(cert: Path, key: Path, ca: Path) -> TlsMaterial:
+    """Read and cross-check cert/key/CA; raise PkiError with an actionable message."""
+    return parse_tls_files(cert, key, ca).material
 
 
 def server_credentials(material: TlsMaterial) -> grpc.ServerCredentials:
