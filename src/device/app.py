@@ -11,13 +11,13 @@ otherwise); the server's SETs drive led_1..led_5 and never led_0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from auth.device_credentials import DeviceCredentials
+from comms.tasks import cancel_and_wait
 from device.audio_sink import AudioSink
 from device.backoff import Backoff
 from device.client import DeviceClient
@@ -115,11 +115,8 @@ class DeviceApp:
             self._link_task = asyncio.create_task(self.manager.run(), name="connection")
             log.info("device.power_on")
             return
-        if self._link_task is not None:
-            self._link_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._link_task
-            self._link_task = None
+        await cancel_and_wait(self._link_task)
+        self._link_task = None
         self._stop_blink()
         self.player.silence_now()
         self.board.all_off()

@@ -17,7 +17,6 @@ nothing in ``pull`` waits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import deque
@@ -27,6 +26,7 @@ import opuslib
 
 from comms import comms_pb2 as pb
 from comms.audio_format import CHANNELS, FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from comms.tasks import cancel_and_wait
 from device.audio_sink import AudioSink
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,7 @@ class PacedOutput:
         self._task = asyncio.create_task(self._run(), name="paced-output")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def step(self) -> None:
         frame, boundary = self._player.pull()

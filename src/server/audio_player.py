@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS
+from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio_library import Clip
 
@@ -119,10 +119,7 @@ class FrameClock:
         self._task = asyncio.create_task(self._run(), name="frame-clock")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def add(self, sound: Sound) -> None:
         self._sounds.add(sound)
@@ -239,9 +236,4 @@ class Player:
         if self._sound is not None:
             self._clock.discard(self._sound)
             self._sound = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)

@@ -8,10 +8,11 @@ path is not. A reload that fails keeps the previous material and is logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+
+from comms.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,7 @@ class FileWatcher:
         self._task = asyncio.create_task(self._run(), name=f"watch-{self.name}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def check(self) -> bool:
         """Reload if something changed; True when a reload succeeded."""
