@@ -95,11 +95,3 @@ def identity_from_certificate(cert: x509.Certificate, trust_domain: str) -> Iden
     if len(uris) > 1:
         raise AmbiguousIdentity("client certificate has more than one URI SAN")
     return parse_spiffe_id(uris[0], trust_domain)
-
-
-def identity_from_pem(pem: bytes, trust_domain: str) -> Identity:
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
-        raise MalformedIdentity("peer certificate could not be parsed") from exc
-    return identity_from_certificate(cert, trust_domain)

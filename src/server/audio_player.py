@@ -37,11 +37,9 @@ class AudioChannel:
     def __init__(self, limit: int = CHANNEL_LIMIT) -> None:
         self._queue: asyncio.Queue[pb.AudioPacket | None] = asyncio.Queue(limit + 1)  # +1: end marker
         self._limit = limit
-        self.dropped = 0
 
     def put(self, packet: pb.AudioPacket) -> bool:
         if self._queue.qsize() >= self._limit:
-            self.dropped += 1
             return False
         self._queue.put_nowait(packet)
         return True
