@@ -60,3 +60,24 @@ def test_simulator_runs_against_a_server_and_quits(pki: EphemeralPki, tmp_path: 
     )
     assert result.returncode == 0, result.stderr
     assert "keys: c Connect" in result.stdout and "power" in result.stdout
+
+
+def test_without_gpio_it_says_to_simulate(pki: EphemeralPki, tmp_path: Path) -> None:
+    from auth import pki as pki_lib
+
+    cert, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    pki_lib.write_certified_key(pki.device("acme", "sim-2"), cert, key)
+    result = run_device(
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--ca",
+        str(pki.root / "ca.crt"),
+        "--server",
+        "127.0.0.1:9",
+        "--record-dir",
+        str(tmp_path / "wav"),
+    )
+    assert result.returncode == 1
+    assert "use --simulate" in result.stderr and "Traceback" not in result.stderr

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpiozero.exc import GPIOZeroError
+
 from auth.device_credentials import CredentialError, load_device_credentials
 from comms.cli import parse_settings
 from comms.logfmt import configure_logging
@@ -68,7 +70,14 @@ async def run(settings: DeviceSettings, simulate: bool) -> int:
         speaker = Speaker(app.player, settings.audio_device)
     except SpeakerUnavailable as exc:
         print(f"audio-device: {exc}; sounds go to {record_dir or 'nowhere'}", file=sys.stderr)
-    await app.start()
+    try:
+        await app.start()
+    except GPIOZeroError as exc:
+        print(
+            f"audio-device: no GPIO on this machine ({exc}); use --simulate off a Raspberry Pi",
+            file=sys.stderr,
+        )
+        return 1
     if speaker is not None:
         await app.output.close()  # the speaker's clock drives playback instead
         speaker.start()
