@@ -331,6 +331,7 @@ async def test_disconnects_leave_no_tasks_or_sockets_behind(server: AudioServer,
     await wait_for(lambda: len(server.registry) == 0)
     await wait_for(lambda: live_tasks() <= baseline, timeout=5)
     await wait_for(lambda: open_fds() <= baseline_fds + 2, timeout=5)
+    assert server.registry.locks_held() == 0  # per-device locks do not pile up
 
 
 async def test_status_answers_are_matched_to_requests_in_order(

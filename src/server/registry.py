@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -180,6 +180,14 @@ class DeviceController:
         self.record = self.record.with_changes(battery_level=battery_level, buttons=buttons)
 
 
+class _IdentityLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class DeviceRegistry:
     """Maps identities to controllers and RPCs to sessions."""
 
@@ -197,7 +205,7 @@ class DeviceRegistry:
         self._mode_count = mode_count
         self._clock = clock
         self._controllers: dict[Identity, DeviceController] = {}
-        self._locks: dict[Identity, asyncio.Lock] = {}
+        self._locks: dict[Identity, _IdentityLock] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -242,8 +250,21 @@ class DeviceRegistry:
                 await controller.handle(ConnectionLost())  # the old audio stream still gets is_end
                 old.close(grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE)
 
-    def _lock(self, identity: Identity) -> asyncio.Lock:
-        return self._locks.setdefault(identity, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, identity: Identity) -> AsyncIterator[None]:
+        """Serialise changes per identity; the lock is forgotten when nobody holds or awaits it."""
+        entry = self._locks.setdefault(identity, _IdentityLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[identity]
+
+    def locks_held(self) -> int:
+        return len(self._locks)
 
     async def open_rpc(
         self, identity: Identity, session_id: str, cert_serial: int
