@@ -6,17 +6,40 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from auth import pki as pki_lib
 from tests.helpers import EphemeralPki
 
 
-def run_device(*args: str) -> subprocess.CompletedProcess[str]:
+def run_device(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "device", *args],
         capture_output=True,
         text=True,
         timeout=30,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
     )
+
+
+@pytest.fixture
+def device_args(pki: EphemeralPki, tmp_path: Path) -> list[str]:
+    """Flags for a provisioned device whose server is not there (port 9)."""
+    cert, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    pki_lib.write_certified_key(pki.device("acme", "sim-1"), cert, key)
+    return [
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--ca",
+        str(pki.root / "ca.crt"),
+        "--server",
+        "127.0.0.1:9",
+        "--record-dir",
+        str(tmp_path / "wav"),
+    ]
 
 
 def test_missing_certificate_is_one_clear_line(tmp_path: Path) -> None:
@@ -30,54 +53,13 @@ def test_bad_setting_is_one_clear_line() -> None:
     assert result.returncode == 1 and "jitter_ms" in result.stderr
 
 
-def test_simulator_runs_against_a_server_and_quits(pki: EphemeralPki, tmp_path: Path) -> None:
-    """Starts, checks its certificate, draws the LEDs, quits on q; no server needed for that."""
-    from auth import pki as pki_lib
-
-    cert, key = tmp_path / "dev.crt", tmp_path / "dev.key"
-    pki_lib.write_certified_key(pki.device("acme", "sim-1"), cert, key)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "device",
-            "--simulate",
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            "--ca",
-            str(pki.root / "ca.crt"),
-            "--server",
-            "127.0.0.1:9",
-            "--record-dir",
-            str(tmp_path / "wav"),
-        ],
-        input="q\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def test_simulator_starts_draws_the_leds_and_quits(device_args: list[str]) -> None:
+    result = run_device("--simulate", *device_args, stdin="q\n")
     assert result.returncode == 0, result.stderr
     assert "keys: c Connect" in result.stdout and "power" in result.stdout
 
 
-def test_without_gpio_it_says_to_simulate(pki: EphemeralPki, tmp_path: Path) -> None:
-    from auth import pki as pki_lib
-
-    cert, key = tmp_path / "dev.crt", tmp_path / "dev.key"
-    pki_lib.write_certified_key(pki.device("acme", "sim-2"), cert, key)
-    result = run_device(
-        "--cert",
-        str(cert),
-        "--key",
-        str(key),
-        "--ca",
-        str(pki.root / "ca.crt"),
-        "--server",
-        "127.0.0.1:9",
-        "--record-dir",
-        str(tmp_path / "wav"),
-    )
+def test_without_gpio_it_says_to_simulate(device_args: list[str]) -> None:
+    result = run_device(*device_args)
     assert result.returncode == 1
     assert "use --simulate" in result.stderr and "Traceback" not in result.stderr
