@@ -16,7 +16,7 @@ import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -71,6 +71,17 @@ def rejection(exc: AuthError) -> Rejected:
     return Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_error", str(exc))
 
 
+async def abort_rejected(
+    context: grpc.aio.ServicerContext, failure: Rejected | AuthError, **log_fields: object
+) -> NoReturn:
+    """The one way a call is refused: counted by reason, logged, ended with its status code."""
+    rejected = failure if isinstance(failure, Rejected) else rejection(failure)
+    metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
+    log.warning("auth.rejected", extra={**log_fields, "reason": rejected.reason, "code": rejected.code.name})
+    await context.abort(rejected.code, rejected.message)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticate every call; hand the handler a ``CallAuth``; cap concurrent calls per identity."""
 
@@ -120,18 +131,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     f"too many concurrent calls for this device (limit {self._limiter.limit})",
                 )
         except Rejected as rejected:
-            metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
-            log.warning(
-                "auth.rejected",
-                extra={
-                    "method": method,
-                    "reason": rejected.reason,
-                    "code": rejected.code.name,
-                    "peer": context.peer(),
-                },
-            )
-            await context.abort(rejected.code, rejected.message)
-            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
+            await abort_rejected(context, rejected, method=method, peer=context.peer())
         self._check_legacy_metadata(context, auth, method)
         _call_auth.set(auth)  # each RPC runs in its own task, so this never leaks across calls
         try:

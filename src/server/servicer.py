@@ -22,7 +22,7 @@ from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from server import metrics
 from server.audio_player import AudioChannel
-from server.interceptor import current_auth
+from server.interceptor import abort_rejected, current_auth
 from server.leds import LedFrame
 from server.registry import DeviceController, DeviceRegistry, DeviceSession, run_until_first
 
@@ -84,9 +84,10 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             controller, session = await self._registry.open_rpc(
                 auth.identity, auth.session_id, auth.cert_serial
             )
-        except SessionSuperseded as exc:
-            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except SessionSuperseded as exc:  # a newer session started since the interceptor looked
+            await abort_rejected(
+                context, exc, stream=kind, tenant=auth.identity.tenant, device=auth.identity.device_id
+            )
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
         log.info("stream.open", extra={**session.log_fields, "stream": kind})
         outcome = "CANCELLED"  # the peer went away, unless we learn otherwise below

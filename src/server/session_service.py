@@ -17,7 +17,7 @@ from comms import session_pb2 as spb
 from comms import session_pb2_grpc as spb_grpc
 from server import metrics
 from server.authn import Authenticator
-from server.interceptor import current_auth, rejection
+from server.interceptor import abort_rejected, current_auth
 from server.registry import DeviceRegistry
 from server.trust import TrustState
 
@@ -46,18 +46,13 @@ class SessionService(spb_grpc.SessionServiceServicer):
                 session_id, kind = new_session_id(), "new"
                 await self._registry.start_session(peer.identity, session_id)
         except AuthError as exc:
-            rejected = rejection(exc)
-            metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
-            log.warning(
-                "session.refused",
-                extra={
-                    "tenant": peer.identity.tenant,
-                    "device": peer.identity.device_id,
-                    "reason": rejected.reason,
-                },
+            await abort_rejected(
+                context,
+                exc,
+                method=CREATE_SESSION_METHOD,
+                tenant=peer.identity.tenant,
+                device=peer.identity.device_id,
             )
-            await context.abort(rejected.code, rejected.message)
-            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
         issued = issue_token(self._trust.keys, self._trust.policy, peer.identity, session_id, peer.thumbprint)
         metrics.SESSIONS_CREATED.labels(kind=kind).inc()
         log.info(
