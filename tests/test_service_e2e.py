@@ -392,3 +392,17 @@ async def test_play_sends_the_lead_at_once_then_real_time(server: AudioServer, c
         paced = client.packets_received - at_start
         elapsed = time.monotonic() - started
         assert abs(paced - elapsed / FRAME_SECONDS) <= 3  # one packet per frame after the lead
+
+
+async def test_connected_devices_gauge_survives_supersede(server: AudioServer, connect: Connect) -> None:
+    from server import metrics
+
+    gauge = metrics.CONNECTED_DEVICES.labels(tenant="gauge")
+    before = gauge._value.get()
+    async with connect(server, "gauge", "dev-1") as first:
+        await wait_for(lambda: first.status_requests >= 1)
+        async with connect(server, "gauge", "dev-1") as second:  # supersedes the first session
+            await wait_for(lambda: second.status_requests >= 1 and len(first.ends) >= 3)
+            assert gauge._value.get() == before + 1  # one device, however many sessions it had
+    await wait_for(lambda: len(server.registry) == 0)
+    assert gauge._value.get() == before

@@ -278,7 +278,7 @@ class DeviceRegistry:
                 raise SessionSuperseded("session was superseded by a newer one: create a new session")
             session = controller.session
             if session is None or session.closed or session.id != session_id:
-                if session is None or session.closed:
+                if session is None:  # a closed session still attached means the device is counted
                     metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).inc()
                 session = DeviceSession(identity, session_id, cert_serial)
                 controller.session = session
