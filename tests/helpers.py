@@ -115,3 +115,67 @@ async def open_session(channel: object) -> tuple[tuple[str, str], ...]:
 
     response = await spb_grpc.SessionServiceStub(channel).CreateSession(spb.CreateSessionRequest())
     return (("authorization", f"Bearer {response.token}"),)
+
+
+def build_cert(
+    issuer: pki.CertifiedKey,
+    sans: list[x509.GeneralName],
+    *,
+    ca: bool | None = False,
+    key_usage: dict[str, bool] | None = None,
+    omit_key_usage: bool = False,
+) -> pki.CertifiedKey:
+    """A client certificate with chosen BasicConstraints/KeyUsage (None: no BasicConstraints at all)."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = pki.new_key()
+    now = dt.datetime.now(dt.UTC)
+    usage = {
+        "digital_signature": True,
+        "content_commitment": False,
+        "key_encipherment": False,
+        "data_encipherment": False,
+        "key_agreement": False,
+        "key_cert_sign": bool(ca),
+        "crl_sign": bool(ca),
+        "encipher_only": False,
+        "decipher_only": False,
+    }
+    usage.update(key_usage or {})
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")]))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+    )
+    if ca is not None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    if not omit_key_usage:
+        builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return pki.CertifiedKey(key, builder.sign(issuer.key, hashes.SHA256()))
+
+
+def auth_failures() -> dict[str, float]:
+    """audio_auth_failures_total by reason, right now (compare before/after to see what was counted)."""
+    from server import metrics
+
+    return {
+        sample.labels["reason"]: sample.value
+        for family in metrics.AUTH_FAILURES.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def counted_since(before: dict[str, float]) -> dict[str, float]:
+    """The reasons counted since ``before`` and how often."""
+    after = auth_failures()
+    return {reason: n - before.get(reason, 0) for reason, n in after.items() if n != before.get(reason, 0)}

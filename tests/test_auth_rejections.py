@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,9 +16,20 @@ from auth.identity import Identity
 from auth.tls import TlsMaterial, channel_credentials
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
+from comms import session_pb2 as spb
+from comms import session_pb2_grpc as spb_grpc
 from server.app import AudioServer
-from tests.conftest import Connect
-from tests.helpers import MODE, EphemeralPki, button_event, mode_of, wait_for
+from tests.conftest import Connect, ServerFactory
+from tests.helpers import (
+    MODE,
+    EphemeralPki,
+    auth_failures,
+    build_cert,
+    button_event,
+    counted_since,
+    mode_of,
+    wait_for,
+)
 
 URI = x509.UniformResourceIdentifier
 NOW = dt.datetime.now(dt.UTC)
@@ -64,17 +76,28 @@ def spiffe(path: str, domain: str = "audio.example.internal") -> URI:
     return URI(f"spiffe://{domain}{path}")
 
 
-CASES: dict[str, tuple[Callable[[EphemeralPki], TlsMaterial | grpc.ChannelCredentials], grpc.StatusCode]] = {
+UNAVAILABLE, UNAUTH = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED
+ACME_1 = "/tenant/acme/device/dev-1"
+Make = Callable[[EphemeralPki], TlsMaterial | grpc.ChannelCredentials]
+
+
+def leaf(p: EphemeralPki, **kwargs: object) -> TlsMaterial:
+    return p.tls(build_cert(p.ca, [spiffe(ACME_1)], **kwargs))  # type: ignore[arg-type]
+
+
+# case -> (client credentials, status code, counted reason: None when TLS refuses before gRPC)
+CASES: dict[str, tuple[Make, grpc.StatusCode, str | None]] = {
     # Refused in the TLS handshake: the call never reaches gRPC.
-    "no client certificate": (no_client_cert, grpc.StatusCode.UNAVAILABLE),
-    "certificate from a foreign CA": (foreign_ca_device, grpc.StatusCode.UNAVAILABLE),
+    "no client certificate": (no_client_cert, UNAVAILABLE, None),
+    "certificate from a foreign CA": (foreign_ca_device, UNAVAILABLE, None),
     "expired certificate": (
         lambda p: p.odd_client(
             [spiffe("/tenant/acme/device/old")],
             not_before=NOW - dt.timedelta(days=30),
             not_after=NOW - dt.timedelta(days=1),
         ),
-        grpc.StatusCode.UNAVAILABLE,
+        UNAVAILABLE,
+        None,
     ),
     "not yet valid certificate": (
         lambda p: p.odd_client(
@@ -82,33 +105,46 @@ CASES: dict[str, tuple[Callable[[EphemeralPki], TlsMaterial | grpc.ChannelCreden
             not_before=NOW + dt.timedelta(days=1),
             not_after=NOW + dt.timedelta(days=30),
         ),
-        grpc.StatusCode.UNAVAILABLE,
+        UNAVAILABLE,
+        None,
     ),
-    # Refused by the interceptor: valid CA, no usable identity.
-    "no SAN": (lambda p: p.odd_client([]), grpc.StatusCode.UNAUTHENTICATED),
-    "DNS SAN only": (
-        lambda p: p.odd_client([x509.DNSName("dev-1.acme")]),
-        grpc.StatusCode.UNAUTHENTICATED,
-    ),
+    # Refused by the interceptor: signed by the fleet CA, but breaks one rule (everything else valid).
+    "no SAN": (lambda p: p.odd_client([]), UNAUTH, "cert_no_identity"),
+    "DNS SAN only": (lambda p: p.odd_client([x509.DNSName("dev-1.acme")]), UNAUTH, "cert_no_identity"),
     "two URI SANs": (
-        lambda p: p.odd_client([spiffe("/tenant/acme/device/dev-1"), spiffe("/tenant/acme/device/dev-2")]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        lambda p: p.odd_client([spiffe(ACME_1), spiffe("/tenant/acme/device/dev-2")]),
+        UNAUTH,
+        "cert_ambiguous_identity",
     ),
     "malformed SAN path": (
         lambda p: p.odd_client([spiffe("/tenant/acme/dev/dev-1")]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        UNAUTH,
+        "cert_malformed_identity",
     ),
     "SAN with invalid characters": (
         lambda p: p.odd_client([spiffe("/tenant/ACME/device/dev 1")]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        UNAUTH,
+        "cert_malformed_identity",
     ),
     "not a spiffe URI": (
         lambda p: p.odd_client([URI("https://acme.example/dev-1")]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        UNAUTH,
+        "cert_malformed_identity",
     ),
     "foreign trust domain": (
-        lambda p: p.odd_client([spiffe("/tenant/acme/device/dev-1", "evil.example")]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        lambda p: p.odd_client([spiffe(ACME_1, "evil.example")]),
+        UNAUTH,
+        "cert_foreign_trust_domain",
+    ),
+    "CA:TRUE certificate used as a device": (lambda p: leaf(p, ca=True), UNAUTH, "cert_not_leaf"),
+    "no BasicConstraints": (lambda p: leaf(p, ca=None), UNAUTH, "cert_not_leaf"),
+    "no KeyUsage": (lambda p: leaf(p, omit_key_usage=True), UNAUTH, "cert_key_usage"),
+    # (A leaf without digitalSignature cannot even be used by a gRPC client: BoringSSL refuses to
+    # sign the handshake with it. tests/test_profile.py covers that rule.)
+    "KeyUsage with keyCertSign": (
+        lambda p: leaf(p, key_usage={"key_cert_sign": True}),
+        UNAUTH,
+        "cert_key_usage",
     ),
 }
 
@@ -117,17 +153,80 @@ CASES: dict[str, tuple[Callable[[EphemeralPki], TlsMaterial | grpc.ChannelCreden
 async def test_rejected_on_every_stream_while_others_keep_working(
     case: str, server: AudioServer, pki: EphemeralPki, connect: Connect
 ) -> None:
-    make_tls, expected = CASES[case]
+    make_tls, expected, reason = CASES[case]
     async with connect(server, "acme", "healthy") as healthy:
         await healthy.press(MODE)
         made = make_tls(pki)
         creds = channel_credentials(made) if isinstance(made, TlsMaterial) else made
+        before = auth_failures()
         codes = await call_each_method(server.port, creds)
         assert codes == {"status": expected, "event": expected, "audio": expected}
+        assert counted_since(before) == ({reason: 3} if reason else {})  # this rule, nothing else
         assert server.registry.controller(Identity("acme", "dev-1")) is None  # no handler ran
         await healthy.press(MODE)
         await wait_for(lambda: mode_of(healthy.view.leds) == 2)
         assert not healthy.ends
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_create_session_refuses_the_same_certificates(
+    case: str, server: AudioServer, pki: EphemeralPki
+) -> None:
+    """The mTLS-only call applies every certificate rule too: no token is ever issued for these."""
+    make_tls, expected, reason = CASES[case]
+    made = make_tls(pki)
+    creds = channel_credentials(made) if isinstance(made, TlsMaterial) else made
+    before = auth_failures()
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await spb_grpc.SessionServiceStub(channel).CreateSession(spb.CreateSessionRequest(), timeout=10)
+    assert info.value.code() == expected
+    assert counted_since(before) == ({reason: 1} if reason else {})
+
+
+def permissive_root() -> pki_lib.CertifiedKey:
+    """A self-signed CA with no path length limit: TLS then accepts chains through intermediates."""
+    root = pki_lib.create_ca("Permissive Root")
+    return build_cert_self_signed(root)
+
+
+def build_cert_self_signed(ca: pki_lib.CertifiedKey) -> pki_lib.CertifiedKey:
+    from cryptography.hazmat.primitives import hashes
+
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(ca.cert.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(ca.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(ca.cert.not_valid_before_utc)
+        .not_valid_after(ca.cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(ca.cert.extensions.get_extension_for_class(x509.KeyUsage).value, critical=True)
+    )
+    return pki_lib.CertifiedKey(ca.key, builder.sign(ca.key, hashes.SHA256()))
+
+
+async def test_intermediate_minted_by_the_fleet_ca_cannot_mint_devices(
+    server_factory: ServerFactory, pki: EphemeralPki, tmp_path: Path, connect: Connect
+) -> None:
+    """A CA:TRUE certificate signed by a trusted CA mints globex/victim; TLS accepts the chain, we do not."""
+    root = permissive_root()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pki.ca.cert_pem() + root.cert_pem())
+    app = await server_factory(client_ca=bundle)
+    intermediate = build_cert(root, [], ca=True)
+    minted = build_cert(intermediate, [spiffe("/tenant/globex/device/victim")])
+    chain = TlsMaterial(minted.cert_pem() + intermediate.cert_pem(), minted.key_pem(), pki.ca.cert_pem())
+    before = auth_failures()
+    async with grpc.aio.secure_channel(f"127.0.0.1:{app.port}", channel_credentials(chain)) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await spb_grpc.SessionServiceStub(channel).CreateSession(spb.CreateSessionRequest(), timeout=10)
+    assert info.value.code() == UNAUTH  # the handshake passed: the application refused
+    assert counted_since(before) == {"cert_not_issued_by_ca": 1}
+    async with connect(app, "acme", "fine") as fine:  # devices of either CA still work
+        await fine.press(MODE)
+        assert not fine.ends
 
 
 async def test_rejection_message_is_clear(server: AudioServer, pki: EphemeralPki) -> None:

@@ -36,7 +36,16 @@ from comms import session_pb2_grpc as spb_grpc
 from device.client import DeviceClient
 from server.app import AudioServer
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, PLAY, EphemeralPki, button_event, mode_of, wait_for
+from tests.helpers import (
+    MODE,
+    PLAY,
+    EphemeralPki,
+    auth_failures,
+    button_event,
+    counted_since,
+    mode_of,
+    wait_for,
+)
 
 FAST_RELOAD = 0.05
 CALL_TIMEOUT_S = 10.0
@@ -83,6 +92,15 @@ class Target:
         key = self.server.trust.keys.current
         return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": kid or key.kid})
 
+    def sign_raw(self, header: str, payload: str) -> str:
+        """Sign JSON text exactly as given (duplicate members, odd types): a valid EdDSA signature."""
+        signing_input = f"{b64(header.encode())}.{b64(payload.encode())}"
+        signature = self.server.trust.keys.current.private.sign(signing_input.encode())
+        return f"{signing_input}.{b64(signature)}"
+
+    def header(self, **fields: Any) -> str:
+        return json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": self.server.trust.keys.current.kid, **fields})
+
 
 async def create_session(port: int, tls: TlsMaterial, token: str | None = None) -> spb.CreateSessionResponse:
     metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -128,6 +146,13 @@ async def healthy(server: AudioServer, connect: Connect) -> AsyncIterator[Device
         yield client
 
 
+def only_audio_replaced(client: DeviceClient) -> bool:
+    """Probing a session's streams opens a newer audio stream, which ends the device's own (by design)."""
+    ends = dict(client.ends)
+    audio = ends.pop("audio", None)
+    return not ends and (audio is None or "replaced by a newer audio stream" in audio.details)
+
+
 async def still_healthy(client: DeviceClient, presses_so_far: int) -> None:
     await client.press(MODE)
     await wait_for(lambda: mode_of(client.view.leds) == (presses_so_far + 1) % 5)
@@ -167,57 +192,190 @@ def other_key(t: Target) -> str:
 
 UNAUTH, DENIED = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
 Row = Callable[[Target], tuple[TlsMaterial, str | None]]
-TOKEN_ROWS: dict[str, tuple[Row, grpc.StatusCode]] = {
-    "no token": (lambda t: (t.tls, None), UNAUTH),
-    "empty bearer": (lambda t: (t.tls, ""), UNAUTH),
-    "garbage token": (lambda t: (t.tls, "not.a.jwt"), UNAUTH),
-    "alg none": (lambda t: (t.tls, alg_none(t)), UNAUTH),
-    "HS256 signed with the public key": (lambda t: (t.tls, hs256_with_public_key(t)), UNAUTH),
-    "unknown kid": (lambda t: (t.tls, t.sign(t.claims(), kid="k20200101T000000Z-deadbeef")), UNAUTH),
-    "bad signature (claims edited)": (lambda t: (t.tls, bad_signature(t)), UNAUTH),
-    "signed by another key with our kid": (lambda t: (t.tls, other_key(t)), UNAUTH),
-    "expired": (
-        lambda t: (
-            t.tls,
-            t.sign(
-                t.claims(
-                    iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200, exp=int(time.time()) - 3600
-                )
-            ),
-        ),
+
+
+def long_ago(t: Target) -> str:
+    """Expired an hour ago, with an ordinary lifetime (so only the expiry rule applies)."""
+    now = int(time.time())
+    return t.sign(t.claims(iat=now - 4000, nbf=now - 4000, exp=now - 3400))
+
+
+def duplicate_payload_member(t: Target) -> str:
+    body = json.dumps(t.claims())[:-1] + ', "sub": "dev-2"}'  # a second "sub": which one wins?
+    return t.sign_raw(t.header(), body)
+
+
+def duplicate_header_member(t: Target) -> str:
+    header = t.header()[:-1] + ', "kid": "k20200101T000000Z-deadbeef"}'
+    return t.sign_raw(header, json.dumps(t.claims()))
+
+
+# row -> (credentials and token, status code, the one reason counted for it)
+TOKEN_ROWS: dict[str, tuple[Row, grpc.StatusCode, str]] = {
+    "no token": (lambda t: (t.tls, None), UNAUTH, "token_missing"),
+    "empty bearer": (lambda t: (t.tls, ""), UNAUTH, "token_missing"),
+    "garbage token": (lambda t: (t.tls, "not.a.jwt"), UNAUTH, "token_malformed"),
+    "alg none": (lambda t: (t.tls, alg_none(t)), UNAUTH, "token_algorithm"),
+    "HS256 signed with the public key": (
+        lambda t: (t.tls, hs256_with_public_key(t)),
         UNAUTH,
+        "token_algorithm",
     ),
-    "nbf in the future": (lambda t: (t.tls, t.sign(t.claims(nbf=int(time.time()) + 3600))), UNAUTH),
-    "iat in the future": (lambda t: (t.tls, t.sign(t.claims(iat=int(time.time()) + 3600))), UNAUTH),
-    "wrong aud": (lambda t: (t.tls, t.sign(t.claims(aud="someone-else"))), UNAUTH),
-    "wrong iss": (lambda t: (t.tls, t.sign(t.claims(iss="evil"))), UNAUTH),
-    "missing cnf": (lambda t: (t.tls, t.sign(t.claims(cnf=None))), UNAUTH),
-    "missing sid": (lambda t: (t.tls, t.sign(t.claims(sid=None))), UNAUTH),
-    "missing exp": (lambda t: (t.tls, t.sign(t.claims(exp=None))), UNAUTH),
-    "unknown session id": (lambda t: (t.tls, t.sign(t.claims(sid="0123456789abcdef"))), UNAUTH),
+    "unknown kid": (
+        lambda t: (t.tls, t.sign(t.claims(), kid="k20200101T000000Z-deadbeef")),
+        UNAUTH,
+        "token_unknown_kid",
+    ),
+    "kid is a number": (
+        lambda t: (t.tls, t.sign_raw(t.header(kid=7), json.dumps(t.claims()))),
+        UNAUTH,
+        "token_header",
+    ),
+    "kid is an object": (
+        lambda t: (t.tls, t.sign_raw(t.header(kid={"a": 1}), json.dumps(t.claims()))),
+        UNAUTH,
+        "token_header",
+    ),
+    "crit names an unknown extension": (
+        lambda t: (t.tls, t.sign_raw(t.header(crit=["exp-ext"], **{"exp-ext": 1}), json.dumps(t.claims()))),
+        UNAUTH,
+        "token_header",
+    ),
+    "crit is not a list": (
+        lambda t: (t.tls, t.sign_raw(t.header(crit="b64"), json.dumps(t.claims()))),
+        UNAUTH,
+        "token_header",
+    ),
+    "header is not an object": (
+        lambda t: (t.tls, t.sign_raw("[1]", json.dumps(t.claims()))),
+        UNAUTH,
+        "token_malformed",
+    ),
+    "payload is not an object": (lambda t: (t.tls, t.sign_raw(t.header(), '"x"')), UNAUTH, "token_malformed"),
+    "duplicate header member": (
+        lambda t: (t.tls, duplicate_header_member(t)),
+        UNAUTH,
+        "token_duplicate_member",
+    ),
+    "duplicate payload member": (
+        lambda t: (t.tls, duplicate_payload_member(t)),
+        UNAUTH,
+        "token_duplicate_member",
+    ),
+    "exp is a string": (
+        lambda t: (t.tls, t.sign(t.claims(exp=str(int(time.time()) + 600)))),
+        UNAUTH,
+        "token_malformed",
+    ),
+    "lifetime longer than the server issues": (
+        lambda t: (t.tls, t.sign(t.claims(exp=int(time.time()) + 7 * 86_400))),
+        UNAUTH,
+        "token_lifetime",
+    ),
+    "bad signature (claims edited)": (lambda t: (t.tls, bad_signature(t)), UNAUTH, "token_signature"),
+    "signed by another key with our kid": (lambda t: (t.tls, other_key(t)), UNAUTH, "token_signature"),
+    "expired": (lambda t: (t.tls, long_ago(t)), UNAUTH, "token_expired"),
+    "nbf in the future": (
+        lambda t: (t.tls, t.sign(t.claims(nbf=int(time.time()) + 3600))),
+        UNAUTH,
+        "token_not_yet_valid",
+    ),
+    "iat in the future": (
+        lambda t: (t.tls, t.sign(t.claims(iat=int(time.time()) + 3600))),
+        UNAUTH,
+        "token_not_yet_valid",
+    ),
+    "wrong aud": (lambda t: (t.tls, t.sign(t.claims(aud="someone-else"))), UNAUTH, "token_claims"),
+    "wrong iss": (lambda t: (t.tls, t.sign(t.claims(iss="evil"))), UNAUTH, "token_claims"),
+    "missing cnf": (lambda t: (t.tls, t.sign(t.claims(cnf=None))), UNAUTH, "token_claims"),
+    "missing sid": (lambda t: (t.tls, t.sign(t.claims(sid=None))), UNAUTH, "token_claims"),
+    "missing exp": (lambda t: (t.tls, t.sign(t.claims(exp=None))), UNAUTH, "token_claims"),
+    "unknown session id": (
+        lambda t: (t.tls, t.sign(t.claims(sid="0123456789abcdef"))),
+        UNAUTH,
+        "session_superseded",
+    ),
     "token of acme/dev-1 with acme/dev-2's cert": (
         lambda t: (t.pki.device_tls("acme", "dev-2"), t.token),
         DENIED,
+        "token_identity_mismatch",
     ),
     "token of acme/dev-1 with globex/dev-1's cert": (
         lambda t: (t.pki.device_tls("globex", "dev-1"), t.token),
         DENIED,
+        "token_identity_mismatch",
     ),
     "token replayed with another cert of the same device": (
         lambda t: (t.pki.tls(pki_lib.issue_device_cert(t.pki.ca, Identity("acme", "dev-1"))), t.token),
         DENIED,
+        "token_binding_mismatch",
     ),
 }
+LIBRARY_TEXT = ("jwt", "Unexpected", "<class", "Traceback", "Error")
 
 
 @pytest.mark.parametrize("row", list(TOKEN_ROWS))
-async def test_token_attacks(row: str, target: Target, healthy: DeviceClient) -> None:
-    make, expected = TOKEN_ROWS[row]
+async def test_token_attacks(
+    row: str, target: Target, healthy: DeviceClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    make, expected, reason = TOKEN_ROWS[row]
     tls, token = make(target)
+    before = auth_failures()
     codes = await call_each_method(target.server.port, tls, token)
     assert codes == {"status": expected, "event": expected, "audio": expected}
+    assert counted_since(before) == {reason: 3}  # exactly this rule refused it, on each stream
     assert target.server.registry.controller(Identity("acme", "dev-1")) is None  # no handler ran
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]  # no tracebacks
     await still_healthy(healthy, 1)
+
+
+@pytest.mark.parametrize("row", list(TOKEN_ROWS))
+async def test_token_refusals_leak_no_library_text(row: str, target: Target) -> None:
+    make, expected, _ = TOKEN_ROWS[row]
+    tls, token = make(target)
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
+    async with grpc.aio.secure_channel(f"127.0.0.1:{target.server.port}", channel_credentials(tls)) as ch:
+        call = pb_grpc.DeviceServiceStub(ch).ServerAudioStream(
+            pb.AudioStreamRequest(start=True), metadata=metadata
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await asyncio.wait_for(call.read(), CALL_TIMEOUT_S)
+    assert info.value.code() == expected
+    details = info.value.details() or ""
+    assert details and not any(text in details for text in LIBRARY_TEXT), details
+
+
+async def test_two_authorization_entries_are_refused(target: Target) -> None:
+    """Which one would count? Neither: a call with two is refused before either is looked at."""
+    before = auth_failures()
+    metadata = (("authorization", f"Bearer {target.token}"), ("authorization", "Bearer x.y.z"))
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{target.server.port}", channel_credentials(target.tls)
+    ) as ch:
+        call = pb_grpc.DeviceServiceStub(ch).ServerAudioStream(
+            pb.AudioStreamRequest(start=True), metadata=metadata
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await asyncio.wait_for(call.read(), CALL_TIMEOUT_S)
+        assert info.value.code() == UNAUTH
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await spb_grpc.SessionServiceStub(ch).CreateSession(spb.CreateSessionRequest(), metadata=metadata)
+        assert info.value.code() == UNAUTH
+    assert counted_since(before) == {"token_ambiguous": 2}
+
+
+async def test_refresh_with_a_superseded_sessions_token_is_refused(target: Target) -> None:
+    """After a new session, the old session's token can neither open streams nor be refreshed."""
+    newer = await create_session(target.server.port, target.tls)
+    assert newer.session_id != target.session_id
+    before = auth_failures()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await create_session(target.server.port, target.tls, token=target.token)
+    assert info.value.code() == UNAUTH
+    assert "superseded" in (info.value.details() or "")
+    assert counted_since(before) == {"session_superseded": 1}
+    refreshed = await create_session(target.server.port, target.tls, token=newer.token)  # the current one may
+    assert refreshed.session_id == newer.session_id
 
 
 async def test_valid_token_is_accepted(target: Target) -> None:
@@ -292,9 +450,9 @@ async def test_streams_outlive_token_expiry(
     app = await server_factory(token_ttl_s=2, token_leeway_s=0)
     async with connect(app, "acme", "long-lived") as client:
         assert client.session is not None
-        first_token = client.session.token
+        first_token, expired_at = client.session.token, client.session.expires_at_unix
         await client.press(MODE)
-        await asyncio.sleep(3.2)  # the first token has expired by now
+        await wait_for(lambda: time.time() > expired_at + 1, timeout=10)  # the first token has expired
         tls = pki.device_tls("acme", "long-lived")
         assert await call_each_method(app.port, tls, first_token) == {
             "status": UNAUTH,
@@ -335,6 +493,7 @@ async def test_key_rotation_keeps_existing_sessions(
         assert not client.ends
         tls = pki.device_tls("acme", "rotate-1")
         assert set((await call_each_method(app.port, tls, old_token)).values()) == {grpc.StatusCode.OK}
+        assert only_audio_replaced(client)
 
         (key_dir / f"{old_kid}.key").unlink()  # rotated out
         await wait_for(lambda: old_kid not in app.trust.keys.keys)
@@ -342,7 +501,7 @@ async def test_key_rotation_keeps_existing_sessions(
         assert codes == {"status": UNAUTH, "event": UNAUTH, "audio": UNAUTH}
         assert set((await call_each_method(app.port, tls, refreshed.token)).values()) == {grpc.StatusCode.OK}
         await client.press(MODE)  # streams opened earlier are not logged out
-        assert not client.ends
+        assert only_audio_replaced(client)
 
 
 async def test_a_broken_key_directory_keeps_the_old_keys(rotating: tuple[AudioServer, Path]) -> None:
@@ -448,10 +607,9 @@ async def test_too_many_concurrent_calls_per_device(target: Target, healthy: Dev
     creds = channel_credentials(target.tls)
     address = f"127.0.0.1:{target.server.port}"
     async with grpc.aio.secure_channel(address, creds) as one, grpc.aio.secure_channel(address, creds) as two:
+        # Status streams: a session keeps only its newest audio stream, so those would free slots.
         calls = [
-            pb_grpc.DeviceServiceStub(channel).ServerAudioStream(
-                pb.AudioStreamRequest(start=True), metadata=metadata
-            )
+            pb_grpc.DeviceServiceStub(channel).StatusStream(metadata=metadata)
             for channel in (one, two)
             for _ in range(4)
         ]

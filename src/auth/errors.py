@@ -12,23 +12,57 @@ class InvalidIdentifier(AuthError, ValueError):
 
 
 class IdentityError(AuthError):
-    """A certificate carries no usable device identity."""
+    """A certificate carries no usable device identity. ``reason`` labels metrics and logs."""
+
+    reason = "cert_identity"
 
 
 class MissingIdentity(IdentityError):
     """The certificate has no URI SAN at all."""
 
+    reason = "cert_no_identity"
+
 
 class AmbiguousIdentity(IdentityError):
     """The certificate has more than one URI SAN (SPIFFE X509-SVID says reject)."""
+
+    reason = "cert_ambiguous_identity"
 
 
 class MalformedIdentity(IdentityError, ValueError):
     """The URI SAN is not a valid spiffe://<td>/tenant/<t>/device/<d> id."""
 
+    reason = "cert_malformed_identity"
+
 
 class ForeignTrustDomain(IdentityError):
     """The SPIFFE id belongs to a trust domain this service does not serve."""
+
+    reason = "cert_foreign_trust_domain"
+
+
+class CertificateProfileError(IdentityError):
+    """The certificate breaks the X509-SVID leaf profile devices must follow."""
+
+    reason = "cert_profile"
+
+
+class CertificateNotLeaf(CertificateProfileError):
+    """BasicConstraints is missing or says CA:TRUE: a CA certificate is not a device."""
+
+    reason = "cert_not_leaf"
+
+
+class CertificateKeyUsage(CertificateProfileError):
+    """KeyUsage is missing, lacks digitalSignature, or allows signing certificates or CRLs."""
+
+    reason = "cert_key_usage"
+
+
+class CertificateNotIssuedByCa(CertificateProfileError):
+    """The certificate was not signed directly by a CA of the configured bundle."""
+
+    reason = "cert_not_issued_by_ca"
 
 
 class PkiError(AuthError):
@@ -56,6 +90,24 @@ class TokenMalformed(TokenError):
     reason = "token_malformed"
 
 
+class TokenDuplicateMember(TokenMalformed):
+    """Header or payload JSON names a member twice (RFC 8725 3.1: parse strictly)."""
+
+    reason = "token_duplicate_member"
+
+
+class TokenUnsupportedHeader(TokenMalformed):
+    """A JOSE header this server does not understand (``crit``) or of the wrong type."""
+
+    reason = "token_header"
+
+
+class TokenAmbiguous(TokenMalformed):
+    """The call carries more than one ``authorization`` metadata entry."""
+
+    reason = "token_ambiguous"
+
+
 class TokenAlgorithmRejected(TokenError):
     reason = "token_algorithm"
 
@@ -78,6 +130,12 @@ class TokenNotYetValid(TokenError):
 
 class TokenClaimInvalid(TokenError):
     reason = "token_claims"
+
+
+class TokenLifetime(TokenClaimInvalid):
+    """``exp - iat`` is longer than this server ever issues."""
+
+    reason = "token_lifetime"
 
 
 class SessionSuperseded(TokenError):

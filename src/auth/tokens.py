@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,15 +27,20 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.errors import (
     TokenAlgorithmRejected,
+    TokenAmbiguous,
     TokenBadSignature,
     TokenBindingMismatch,
     TokenClaimInvalid,
+    TokenDuplicateMember,
+    TokenError,
     TokenExpired,
     TokenIdentityMismatch,
+    TokenLifetime,
     TokenMalformed,
     TokenMissing,
     TokenNotYetValid,
     TokenUnknownKey,
+    TokenUnsupportedHeader,
 )
 from auth.identity import Identity, validate_id
 from auth.keys import KeyRing
@@ -44,6 +50,7 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "tid", "sid", "iat", "nbf", "exp", "jti"
 THUMBPRINT_CLAIM = "x5t#S256"
 BEARER = "bearer "
 MAX_TOKEN_LENGTH = 4096
+JWS_PARTS = 3  # header.payload.signature (compact serialisation)
 
 
 def certificate_thumbprint(cert: x509.Certificate) -> str:
@@ -110,29 +117,39 @@ def issue_token(
 
 
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    """The token of an ``authorization: Bearer <jwt>`` header, if any."""
-    for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            if not value.lower().startswith(BEARER):
-                raise TokenMalformed("authorization metadata is not 'Bearer <token>'")
-            return value[len(BEARER) :].strip()
-    return None
+    """The token of the one ``authorization: Bearer <jwt>`` entry, if any; two entries are refused."""
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise TokenAmbiguous("the call carries more than one authorization metadata entry")
+    value = values[0]
+    if not isinstance(value, str) or not value.lower().startswith(BEARER):
+        raise TokenMalformed("authorization metadata is not 'Bearer <token>'")
+    return value[len(BEARER) :].strip()
 
 
 def verify_token(token: str | None, keys: KeyRing, policy: TokenPolicy) -> Claims:
-    """Signature, algorithm, key, times (wall clock) and claims. Binding: ``check_binding``."""
+    """Signature, algorithm, key, times (wall clock), lifetime and claims. Binding: ``check_binding``.
+
+    Total: whatever the token holds, the only exceptions are ``TokenError`` subclasses
+    with fixed messages (no library text reaches the caller).
+    """
     if not token:
         raise TokenMissing("a session token is required: authorization: Bearer <token> from CreateSession")
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenMalformed("session token is too long")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
-        raise TokenMalformed("session token is not a JWT") from None
-    if header.get("alg") != ALGORITHM:
-        raise TokenAlgorithmRejected(f"token algorithm {str(header.get('alg'))[:16]!r} is not accepted")
-    kid = header.get("kid")
-    public = keys.public_key(kid) if isinstance(kid, str) else None
+        return _verify(token, keys, policy)
+    except TokenError:
+        raise
+    except Exception:  # any other shape of garbage: refused the same way, never a traceback
+        raise TokenMalformed("session token is malformed") from None
+
+
+def _verify(token: str, keys: KeyRing, policy: TokenPolicy) -> Claims:
+    header = _strict_header(token)
+    public = keys.public_key(header["kid"])
     if public is None:
         raise TokenUnknownKey("token signing key is unknown (rotated out or foreign)")
     try:
@@ -152,14 +169,57 @@ def verify_token(token: str | None, keys: KeyRing, policy: TokenPolicy) -> Claim
     except jwt.InvalidSignatureError:
         raise TokenBadSignature("session token signature does not verify") from None
     except jwt.MissingRequiredClaimError as exc:
-        raise TokenClaimInvalid(f"session token lacks the {exc.claim!r} claim") from None
+        claim = exc.claim if exc.claim in REQUIRED_CLAIMS else "a required"
+        raise TokenClaimInvalid(f"session token lacks the {claim!r} claim") from None
     except jwt.InvalidAudienceError:
         raise TokenClaimInvalid("session token is for another audience") from None
     except jwt.InvalidIssuerError:
         raise TokenClaimInvalid("session token is from another issuer") from None
     except jwt.PyJWTError:
         raise TokenMalformed("session token is malformed") from None
+    if payload["exp"] - payload["iat"] > policy.ttl_s + policy.leeway_s:
+        raise TokenLifetime("session token lives longer than this server issues tokens for")
     return _claims(payload)
+
+
+def _strict_header(token: str) -> dict[str, Any]:
+    """Parse header and payload strictly before PyJWT does (RFC 8725): what it tolerates, we refuse."""
+    parts = token.split(".")
+    if len(parts) != JWS_PARTS:
+        raise TokenMalformed("session token is not a JWT")
+    header = _strict_json(parts[0])
+    _strict_json(parts[1])
+    if header.get("alg") != ALGORITHM:
+        raise TokenAlgorithmRejected(f"token algorithm {str(header.get('alg'))[:16]!r} is not accepted")
+    if "crit" in header:  # RFC 7515 4.1.11: we understand no extension, so any crit is refused
+        raise TokenUnsupportedHeader("session token names critical header extensions we do not support")
+    if not isinstance(header.get("kid"), str):
+        raise TokenUnsupportedHeader("session token header has no string 'kid'")
+    return header
+
+
+def _strict_json(segment: str) -> dict[str, Any]:
+    try:
+        raw = base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
+        value = json.loads(raw, object_pairs_hook=_unique_members)
+    except _DuplicateMember:
+        raise TokenDuplicateMember("session token JSON names a member twice") from None
+    except (ValueError, RecursionError):
+        raise TokenMalformed("session token is not a JWT") from None
+    if not isinstance(value, dict):
+        raise TokenMalformed("session token is not a JWT")
+    return value
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateMember
+    return result
 
 
 def _claims(payload: dict[str, Any]) -> Claims:

@@ -147,8 +147,13 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     except RuntimeError as exc:
         await store.close()
         raise OSError(f"cannot listen on {settings.bind}: {exc}") from None
+
+    def reload_tls() -> None:
+        tls.reload()
+        trust.reload_issuers()  # device certificates must be issued directly by the new bundle
+
     watchers = [
-        FileWatcher("server-tls", tls.paths, tls.reload, settings.reload_interval_s),
+        FileWatcher("server-tls", tls.paths, reload_tls, settings.reload_interval_s),
         FileWatcher(
             "signing-keys", [settings.signing_key_dir], trust.reload_keys, settings.reload_interval_s
         ),

@@ -37,15 +37,21 @@ class AudioChannel:
     def __init__(self, limit: int = CHANNEL_LIMIT) -> None:
         self._queue: asyncio.Queue[pb.AudioPacket | None] = asyncio.Queue(limit + 1)  # +1: end marker
         self._limit = limit
+        self._closed = False
+        self.replaced = False  # closed because a newer audio stream of the session took over
 
     def put(self, packet: pb.AudioPacket) -> bool:
-        if self._queue.qsize() >= self._limit:
+        if self._closed or self._queue.qsize() >= self._limit:
             return False
         self._queue.put_nowait(packet)
         return True
 
-    def close(self) -> None:
+    def close(self, replaced_by_newer: bool = False) -> None:
         """After what is queued, ``get`` returns None: the stream ends once the device has it all."""
+        if self._closed:
+            return
+        self._closed = True
+        self.replaced = replaced_by_newer
         self._queue.put_nowait(None)
 
     def discard_pending(self) -> int:
@@ -166,8 +172,10 @@ class Player:
     def playing(self) -> int | None:
         return self._sound.sound_id if self._sound else None
 
-    def attach(self, channel: AudioChannel) -> None:
-        self.sink = channel
+    def attach(self, channel: AudioChannel) -> AudioChannel | None:
+        """Send packets to ``channel`` from now on; returns the channel it replaces, if any."""
+        previous, self.sink = self.sink, channel
+        return previous
 
     def detach(self, channel: AudioChannel) -> None:
         if self.sink is channel:

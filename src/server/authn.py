@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from auth.errors import CertificateRevoked, MalformedIdentity, SessionSuperseded
-from auth.identity import Identity, identity_from_certificate
+from auth.identity import Identity
+from auth.profile import device_identity
 from auth.tokens import Claims, certificate_thumbprint, check_binding, verify_token
 from server.trust import TrustState
 
@@ -41,12 +42,12 @@ class Authenticator:
         self._current_session = current_session
 
     def peer(self, pem: bytes) -> CallAuth:
-        """Identity from the certificate gRPC's TLS already verified; refused if revoked."""
+        """Identity of a TLS-verified certificate that follows the device profile and is not revoked."""
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             raise MalformedIdentity("peer certificate could not be parsed") from None
-        identity = identity_from_certificate(cert, self._trust_domain)
+        identity = device_identity(cert, self._trust.issuers, self._trust_domain)
         if self._trust.revocations.is_revoked(cert.serial_number):
             raise CertificateRevoked("device certificate is revoked")
         return CallAuth(identity, cert.serial_number, certificate_thumbprint(cert))

@@ -7,6 +7,10 @@ four handler kinds are wrapped, so streaming calls are refused exactly like
 unary ones. Methods listed as mTLS-only (CreateSession) need the client
 certificate; every other method also needs a valid session token. Handlers
 read the verified facts from ``current_auth()``, which fails closed if unset.
+
+Request bytes are parsed only after authentication (the wrapped handler gets
+raw bytes), so an unauthenticated caller learns nothing but UNAUTHENTICATED,
+and bytes that do not parse are the client's fault: INVALID_ARGUMENT, counted.
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ import grpc
 
 from auth.errors import AuthError, CertificateRevoked, IdentityError, TokenError
 from auth.tokens import bearer_token
+from comms.log_sampling import SampledLog
 from server import metrics
 from server.authn import Authenticator, CallAuth
+from server.errors import STORE_UNAVAILABLE_TEXT, MalformedRequest, StoreUnavailable
 from server.limits import CallLimiter
 
 log = logging.getLogger(__name__)
+
+BAD_MESSAGE_TEXT = "request message could not be parsed"
+AUTH_FAILED_TEXT = "authentication failed"
+# One client refused hundreds of times writes a few lines a minute; the metric counts every one.
+_rejections_log = SampledLog()
+_bad_messages_log = SampledLog()
 
 LEGACY_DEVICE_ID_KEY = "device_id"
 _call_auth: contextvars.ContextVar[CallAuth | None] = contextvars.ContextVar("call_auth", default=None)
@@ -46,14 +58,6 @@ class Rejected(Exception):
         self.code, self.reason, self.message = code, reason, message
 
 
-_IDENTITY_REASONS = {
-    "MissingIdentity": "cert_no_identity",
-    "AmbiguousIdentity": "cert_ambiguous_identity",
-    "MalformedIdentity": "cert_malformed_identity",
-    "ForeignTrustDomain": "cert_foreign_trust_domain",
-}
-
-
 def rejection(exc: AuthError) -> Rejected:
     """Map an auth failure to its status code, a stable reason label and a clear message."""
     if isinstance(exc, CertificateRevoked):
@@ -62,10 +66,9 @@ def rejection(exc: AuthError) -> Rejected:
         code = grpc.StatusCode.PERMISSION_DENIED if exc.forbidden else grpc.StatusCode.UNAUTHENTICATED
         return Rejected(code, exc.reason, str(exc))
     if isinstance(exc, IdentityError):
-        reason = _IDENTITY_REASONS.get(type(exc).__name__, "cert_identity")
         return Rejected(
             grpc.StatusCode.UNAUTHENTICATED,
-            reason,
+            exc.reason,
             f"client certificate carries no valid device identity: {exc}",
         )
     return Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_error", str(exc))
@@ -77,7 +80,18 @@ async def abort_rejected(
     """The one way a call is refused: counted by reason, logged, ended with its status code."""
     rejected = failure if isinstance(failure, Rejected) else rejection(failure)
     metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
-    log.warning("auth.rejected", extra={**log_fields, "reason": rejected.reason, "code": rejected.code.name})
+    who = log_fields.get("device") or _peer_host(context)
+    held_back = _rejections_log.admit((rejected.reason, log_fields.get("tenant"), who))
+    if held_back is not None:
+        log.warning(
+            "auth.rejected",
+            extra={
+                **log_fields,
+                "reason": rejected.reason,
+                "code": rejected.code.name,
+                "suppressed": held_back,
+            },
+        )
     await context.abort(rejected.code, rejected.message)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
@@ -105,6 +119,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return await self._authenticator.session(peer, bearer_token(context.invocation_metadata()))
         except AuthError as exc:
             raise rejection(exc) from None
+        except StoreUnavailable:
+            raise Rejected(grpc.StatusCode.UNAVAILABLE, "store_unavailable", STORE_UNAVAILABLE_TEXT) from None
+        except Exception:
+            # A bug in our checks: fail closed, keep the story in our log, say nothing on the wire.
+            log.exception("auth.error", extra={"method": method})
+            raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_internal", AUTH_FAILED_TEXT) from None
 
     def _check_legacy_metadata(self, context: grpc.aio.ServicerContext, auth: CallAuth, method: str) -> None:
         """Old firmware sends ``device_id``: never an identity; a mismatch is only logged."""
@@ -148,43 +168,84 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        return _wrap(handler, lambda context: self._admit(context, method))
+        return _wrap(handler, lambda context: self._admit(context, method), method)
 
 
 Admit = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
+Deserializer = Callable[[bytes], Any] | None
 
 
-def _wrap(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
-    """Return a handler of the same kind whose behaviour runs only inside ``admit``."""
+def _parse(deserializer: Deserializer, raw: Any) -> Any:
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except Exception:  # protobuf's DecodeError and friends: bytes the client chose
+        raise MalformedRequest from None
 
-    def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+
+async def _parsed(deserializer: Deserializer, raw_requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for raw in raw_requests:
+        yield _parse(deserializer, raw)
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
+    metrics.BAD_MESSAGES.labels(method=method.rsplit("/", 1)[-1]).inc()
+    held_back = _bad_messages_log.admit((method, _peer_host(context)))
+    if held_back is not None:
+        log.warning(
+            "request.malformed", extra={"method": method, "peer": context.peer(), "suppressed": held_back}
+        )
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_MESSAGE_TEXT)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _peer_host(context: grpc.aio.ServicerContext) -> str:
+    """``ipv4:1.2.3.4:5678`` -> ``ipv4:1.2.3.4``: one key per client host, not per connection."""
+    return str(context.peer()).rpartition(":")[0]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, admit: Admit, method: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind that parses requests and runs its behaviour only inside ``admit``."""
+    deserializer: Deserializer = handler.request_deserializer
+
+    def guard(behavior: Callable[..., Any], streaming_request: bool) -> Callable[..., Any]:
+        def requests(raw: Any) -> Any:
+            return _parsed(deserializer, raw) if streaming_request else _parse(deserializer, raw)
+
         if inspect.isasyncgenfunction(behavior):
 
-            async def stream_out(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream_out(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 async with admit(context):
-                    async for response in behavior(request, context):
-                        yield response
+                    try:
+                        async for response in behavior(requests(raw), context):
+                            yield response
+                    except MalformedRequest:
+                        await _refuse_malformed(context, method)
 
             return stream_out
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
             async with admit(context):
-                return await behavior(request, context)
+                try:
+                    return await behavior(requests(raw), context)
+                except MalformedRequest:
+                    await _refuse_malformed(context, method)
 
         return call
 
     kinds = (
-        ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, False),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, True),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
     )
-    for attr, factory in kinds:
+    for attr, factory, streaming_request in kinds:
         behavior = getattr(handler, attr)
         if behavior is not None:
             return factory(
-                guard(behavior),
-                request_deserializer=handler.request_deserializer,
+                guard(behavior, streaming_request),
+                request_deserializer=None,  # parsed inside ``admit``, after authentication
                 response_serializer=handler.response_serializer,
             )
     raise ValueError("handler has no behaviour")  # pragma: no cover

@@ -34,3 +34,6 @@ STATUS_ERRORS = Counter(
     "Status responses that report an error or break the protocol",
     ["kind"],
 )
+BAD_MESSAGES = Counter(
+    "audio_bad_messages_total", "Request messages that did not parse (answered INVALID_ARGUMENT)", ["method"]
+)

@@ -22,6 +22,7 @@ from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from server import metrics
 from server.audio_player import AudioChannel
+from server.errors import MalformedRequest, StreamEnded
 from server.interceptor import abort_rejected, current_auth
 from server.leds import LedFrame
 from server.registry import DeviceController, DeviceRegistry, DeviceSession, run_until_first
@@ -35,6 +36,8 @@ STATUS_WINDOW = 4  # requests in flight before the server waits for the device's
 STATUS_DRAIN_S = 0.5
 AUDIO_DRAIN_S = 0.5  # on close, time to flush queued audio (the final is_end packet)
 RequestKind = Literal["get", "set"]
+START_FALSE_TEXT = "AudioStreamRequest.start must be true: start=false opens no audio stream"
+AUDIO_REPLACED_TEXT = "replaced by a newer audio stream of this session"
 
 
 def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
@@ -91,10 +94,16 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         metrics.OPEN_STREAMS.labels(kind=kind).inc()
         log.info("stream.open", extra={**session.log_fields, "stream": kind})
         outcome = "CANCELLED"  # the peer went away, unless we learn otherwise below
+        ended: StreamEnded | None = None
         try:
             await context.send_initial_metadata(())  # the device learns at once that the stream is up
             await session.guard(work(controller, session), linger_s)
             outcome = session.close_code.name if session.closed else "OK"
+        except StreamEnded as exc:  # this stream only, on purpose (e.g. a newer audio stream)
+            ended, outcome = exc, exc.code.name
+        except MalformedRequest:  # the client's bytes: the interceptor answers INVALID_ARGUMENT
+            outcome = "INVALID_ARGUMENT"
+            raise
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -106,6 +115,8 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             metrics.OPEN_STREAMS.labels(kind=kind).dec()
             log.info("stream.end", extra={**session.log_fields, "stream": kind, "status": outcome})
             await self._registry.close_rpc(controller, session)
+        if ended is not None:
+            await context.abort(ended.code, ended.message)
         if session.closed and session.close_code != grpc.StatusCode.CANCELLED:
             # Ended by the server (superseded, shutdown): say why with a status.
             await context.abort(session.close_code, session.close_message)
@@ -239,7 +250,12 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         self, request: pb.AudioStreamRequest, context: grpc.aio.ServicerContext
     ) -> None:
         if not request.start:
-            log.warning("audio.start_false", extra={"method": "ServerAudioStream"})
+            # Devices always send start=true; anything else asks for no audio, so none is started.
+            auth = current_auth()
+            log.warning(
+                "audio.start_false", extra={"tenant": auth.identity.tenant, "device": auth.identity.device_id}
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, START_FALSE_TEXT)
         await self._run("audio", context, lambda c, s: _stream_audio(c, s, context), linger_s=AUDIO_DRAIN_S)
 
 
@@ -251,7 +267,10 @@ async def _stream_audio(
     When the session closes, what is queued (the final ``is_end``) still goes out first.
     """
     channel = AudioChannel()
-    controller.player.attach(channel)
+    replaced = controller.player.attach(channel)
+    if replaced is not None:  # exactly one audio stream per session receives packets
+        log.info("audio.replaced", extra=session.log_fields)
+        replaced.close(replaced_by_newer=True)
     session.on_close(channel.close)
     try:
         while (packet := await channel.get()) is not None:
@@ -259,6 +278,8 @@ async def _stream_audio(
             await context.write(packet)
     finally:
         controller.player.detach(channel)
+    if channel.replaced:
+        raise StreamEnded(grpc.StatusCode.ABORTED, AUDIO_REPLACED_TEXT)
 
 
 def _label(enum: object, value: int) -> str:

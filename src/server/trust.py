@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from auth.errors import PkiError
 from auth.keys import KeyRing, load_keyring
 from auth.revocation import RevocationList, read_revocations
 from auth.tokens import TokenPolicy
@@ -27,7 +28,8 @@ class TrustState:
         self.ca_bundle = ca_bundle
         self.policy = policy
         self.keys: KeyRing = load_keyring(key_dir)
-        self.revocations: RevocationList = read_revocations(crl_path, self._issuers())
+        self.issuers: list[x509.Certificate] = self._read_issuers()
+        self.revocations: RevocationList = read_revocations(crl_path, self.issuers)
         self._on_revoked: list[Callable[[frozenset[int]], object]] = []
         log.info(
             "trust.loaded",
@@ -38,8 +40,16 @@ class TrustState:
             },
         )
 
-    def _issuers(self) -> list[x509.Certificate]:
-        return x509.load_pem_x509_certificates(self.ca_bundle.read_bytes())
+    def _read_issuers(self) -> list[x509.Certificate]:
+        try:
+            return x509.load_pem_x509_certificates(self.ca_bundle.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"cannot read the CA bundle {self.ca_bundle}: {exc}") from None
+
+    def reload_issuers(self) -> None:
+        """The CAs that may sign device certificates directly (follows the TLS CA bundle)."""
+        self.issuers = self._read_issuers()
+        log.info("trust.issuers_reloaded", extra={"cas": len(self.issuers)})
 
     def on_revoked(self, callback: Callable[[frozenset[int]], object]) -> None:
         self._on_revoked.append(callback)
@@ -52,7 +62,7 @@ class TrustState:
         )
 
     def reload_revocations(self) -> None:
-        revocations = read_revocations(self.crl_path, self._issuers())
+        revocations = read_revocations(self.crl_path, self.issuers)
         added = revocations.serials - self.revocations.serials
         self.revocations = revocations
         log.info(

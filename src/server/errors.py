@@ -1,0 +1,28 @@
+"""Exceptions of the server package. Converted to gRPC status codes only at the call boundary."""
+
+from __future__ import annotations
+
+import grpc
+
+STORE_UNAVAILABLE_TEXT = "state store unavailable; try again shortly"
+
+
+class ServerError(Exception):
+    """Base class of the server's own failures."""
+
+
+class MalformedRequest(ServerError, ValueError):
+    """A request message that does not parse: the client's fault (INVALID_ARGUMENT), never a bug."""
+
+
+class StoreUnavailable(ServerError, ConnectionError):
+    """The state store cannot be read or written right now (UNAVAILABLE; the caller may retry)."""
+
+
+class StreamEnded(ServerError):
+    """The server ended one stream on purpose, with a status for the device (e.g. replaced)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
