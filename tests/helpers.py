@@ -179,3 +179,22 @@ def counted_since(before: dict[str, float]) -> dict[str, float]:
     """The reasons counted since ``before`` and how often."""
     after = auth_failures()
     return {reason: n - before.get(reason, 0) for reason, n in after.items() if n != before.get(reason, 0)}
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's value as a scrape would read it right now (0 when absent)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def connected(tenant: str) -> float:
+    return sample("audio_connected_devices", tenant=tenant)
+
+
+async def reload_attempt(watchers: list, name: str, change: Callable[[], object], ok: bool) -> None:  # type: ignore[type-arg]
+    """Make ``change`` and wait until the named watcher has tried a reload that ended ``ok``."""
+    (watcher,) = [w for w in watchers if w.name == name]
+    before = watcher.attempts
+    change()
+    await wait_for(lambda: watcher.attempts > before and watcher.last_ok is ok)

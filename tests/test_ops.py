@@ -21,7 +21,7 @@ from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from server.app import AudioServer
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, PLAY, EphemeralPki, wait_for
+from tests.helpers import MODE, PLAY, EphemeralPki, reload_attempt, wait_for
 
 FAST_RELOAD = 0.05
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -60,7 +60,7 @@ async def test_readiness_goes_not_serving_while_draining(
     port = app.health.port
     async with connect(app, "acme", "drained") as client:
         stopping = asyncio.create_task(app.stop(grace_s=2.0))
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: not app.readiness.serving)
         assert await health_status(port) == NOT_SERVING
         await client.press(MODE)  # still served during the drain delay
         assert not client.ends
@@ -184,8 +184,14 @@ async def test_server_certificate_rotates_without_restart(
     async with connect(app, "acme", "rotating") as client:
         await client.press(MODE)
         fresh = pki_lib.issue_server_cert(pki.ca, ["localhost"], ["127.0.0.1"])  # new key, new serial
-        pki_lib.write_certified_key(fresh, own_pki / "server.crt", own_pki / "server.key", force=True)
-        await asyncio.sleep(FAST_RELOAD * 4)
+        await reload_attempt(
+            app.watchers,
+            "server-tls",
+            lambda: pki_lib.write_certified_key(
+                fresh, own_pki / "server.crt", own_pki / "server.key", force=True
+            ),
+            ok=True,
+        )
         new_serial = await asyncio.to_thread(server_cert_serial, app.port, tls, tmp_path)
         assert new_serial == fresh.cert.serial_number != old_serial
         await client.press(MODE)  # the live connection kept working
@@ -205,8 +211,10 @@ async def test_a_second_ca_in_the_bundle_admits_its_devices(
     tls = TlsMaterial(
         device.cert_pem(), device.key_pem(), pki.ca.cert_pem()
     )  # server cert is still from CA 1
-    (own_pki / "ca.crt").write_bytes(pki.ca.cert_pem() + new_ca.cert_pem())
-    await asyncio.sleep(FAST_RELOAD * 6)
+    bundle = pki.ca.cert_pem() + new_ca.cert_pem()
+    await reload_attempt(
+        app.watchers, "server-tls", lambda: (own_pki / "ca.crt").write_bytes(bundle), ok=True
+    )
     async with connect(app, "acme", "from-ca-2", tls=tls) as client:
         await client.press(MODE)
         assert not client.ends
@@ -220,8 +228,9 @@ async def test_a_broken_new_server_key_keeps_the_old_one(
 ) -> None:
     app = await server_factory(pki_dir=own_pki, reload_interval_s=FAST_RELOAD)
     other = pki_lib.issue_server_cert(pki.ca, ["localhost"], ["127.0.0.1"])
-    (own_pki / "server.key").write_bytes(other.key_pem())  # does not match server.crt
-    await asyncio.sleep(FAST_RELOAD * 6)
+    await reload_attempt(  # the new key does not match server.crt: refused
+        app.watchers, "server-tls", lambda: (own_pki / "server.key").write_bytes(other.key_pem()), ok=False
+    )
     async with connect(app, "acme", "unaffected") as client:
         await client.press(MODE)
         assert not client.ends

@@ -2,30 +2,57 @@
 
 from __future__ import annotations
 
+import random
+
 from auth.identity import Identity
-from server import metrics
 from server.audio_library import AudioLibrary
 from server.audio_player import FrameClock
 from server.registry import DeviceRegistry
 from server.store import MemoryStore
+from server.store_guard import StoreGuard
+from tests.helpers import connected, sample
 
 DEVICE = Identity("registry", "dev-1")
 
 
 def gauge() -> float:
-    return float(metrics.CONNECTED_DEVICES.labels(tenant=DEVICE.tenant)._value.get())
+    return connected(DEVICE.tenant)
+
+
+def new_registry(library: AudioLibrary) -> DeviceRegistry:
+    return DeviceRegistry(StoreGuard(MemoryStore()), library, 5, FrameClock(0.1))
 
 
 async def test_supersede_while_old_streams_linger_counts_the_device_once(library: AudioLibrary) -> None:
-    registry = DeviceRegistry(MemoryStore(), library, 5, FrameClock(0.1))
-    before = gauge()
+    registry = new_registry(library)
+    assert gauge() == 0
     await registry.start_session(DEVICE, "a")
-    old_controller, old = await registry.open_rpc(DEVICE, "a", 1)
+    old_controller, old = await registry.open_rpc(DEVICE, "a", 1, "status")
     await registry.start_session(DEVICE, "b")  # closes session a; its stream has not detached yet
     assert old.closed
-    controller, new = await registry.open_rpc(DEVICE, "b", 1)
-    assert gauge() == before + 1
-    await registry.close_rpc(old_controller, old)  # the old stream finally goes away
-    assert gauge() == before + 1 and registry.controller(DEVICE) is controller
-    await registry.close_rpc(controller, new)
-    assert gauge() == before and len(registry) == 0
+    controller, new = await registry.open_rpc(DEVICE, "b", 1, "status")
+    assert gauge() == 1
+    await registry.close_rpc(old_controller, old, "status")  # the old stream finally goes away
+    assert gauge() == 1 and registry.controller(DEVICE) is controller
+    await registry.close_rpc(controller, new, "status")
+    assert gauge() == 0 and len(registry) == 0
+
+
+async def test_gauges_cannot_drift_when_two_clones_supersede_each_other(library: AudioLibrary) -> None:
+    """Two devices with one identity take turns for a while, streams detaching in any order, then quit."""
+    registry = new_registry(library)
+    rng = random.Random(7)
+    attached = []
+    for turn in range(30):
+        session_id = f"s{turn}"
+        await registry.start_session(DEVICE, session_id)
+        for kind in ("status", "event", "audio"):
+            attached.append((*(await registry.open_rpc(DEVICE, session_id, 1, kind)), kind))
+        rng.shuffle(attached)
+        for _ in range(rng.randrange(len(attached))):  # some older streams detach late, some never yet
+            await registry.close_rpc(*attached.pop())
+        assert gauge() <= 1
+    for item in attached:
+        await registry.close_rpc(*item)
+    assert gauge() == 0 and len(registry) == 0 and registry.locks_held() == 0
+    assert sample("audio_open_streams", kind="status") == 0

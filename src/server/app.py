@@ -22,6 +22,7 @@ from server.ops import (
     SESSION_SERVICE,
     HealthServer,
     MetricsServer,
+    Readiness,
     start_health_server,
     start_metrics_server,
 )
@@ -30,6 +31,7 @@ from server.servicer import DeviceService
 from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
 from server.store import DeviceStore, MemoryStore, SqliteStore
+from server.store_guard import StoreGuard
 from server.tls_reload import ReloadingServerTls
 from server.trust import TrustState
 from server.watch import FileWatcher
@@ -75,11 +77,12 @@ class AudioServer:
     settings: ServerSettings
     server: grpc.aio.Server
     registry: DeviceRegistry
-    store: DeviceStore
+    store: StoreGuard
     clock: FrameClock
     trust: TrustState
     watchers: list[FileWatcher]
     port: int
+    readiness: Readiness
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
     stopped: bool = False
@@ -90,14 +93,15 @@ class AudioServer:
             return
         self.stopped = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        await self.readiness.draining()  # readiness fails: no new devices are sent here
         if self.health is not None:
-            await self.health.draining()  # readiness fails: no new devices are sent here
             await asyncio.sleep(self.settings.drain_delay_s)  # endpoints catch up; keep serving meanwhile
         live = await self.registry.close_all(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
         drained = await self.registry.wait_empty(grace)
         if not drained:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
+        await self.registry.close()
         for watcher in self.watchers:
             await watcher.close()
         if self.health is not None:
@@ -122,7 +126,12 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         library = await asyncio.to_thread(
             load_library, settings.mode_count, settings.content_dir, settings.cache_dir, settings.opus_bitrate
         )
-    store = await open_store(settings)
+    readiness = Readiness()
+    store = StoreGuard(
+        await open_store(settings),
+        retry_s=settings.store_retry_s,
+        on_health=lambda ok: readiness.flag("state-store", not ok),
+    )
     clock = FrameClock(settings.audio_lead_s)
     registry = DeviceRegistry(
         store, library, settings.mode_count, clock, (settings.event_rate_per_s, settings.event_burst)
@@ -159,21 +168,21 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         ),
         FileWatcher("crl", [settings.crl_path], trust.reload_revocations, settings.reload_interval_s),
     ]
-    clock.start()
+    clock.start(readiness.flag)
+    store.start()
     for watcher in watchers:
-        watcher.start()
+        watcher.start(readiness.flag)
     await server.start()
-    app = AudioServer(settings, server, registry, store, clock, trust, watchers, port)
+    app = AudioServer(settings, server, registry, store, clock, trust, watchers, port, readiness)
     try:
         if settings.metrics_bind:
             app.metrics = start_metrics_server(settings.metrics_bind)
         if settings.health_bind:
-            app.health = await start_health_server(settings.health_bind)
+            app.health = readiness.health = await start_health_server(settings.health_bind)
     except OSError:
         await app.stop(grace_s=0)
         raise
-    if app.health is not None:
-        await app.health.serving()
+    readiness.start()
     log.info(
         "server.listening",
         extra={

@@ -24,6 +24,7 @@ from comms.audio_format import FRAME_SECONDS
 from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio_library import Clip
+from server.supervision import HealthCallback, supervise
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,8 @@ class FrameClock:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="frame-clock")
+    def start(self, on_failing: HealthCallback | None = None) -> None:
+        self._task = asyncio.create_task(supervise("frame-clock", self._run, on_failing), name="frame-clock")
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)

@@ -200,6 +200,13 @@ async def _refuse_malformed(context: grpc.aio.ServicerContext, method: str) -> N
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
+async def _store_unavailable(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
+    """The call needed the state store and it is down: the caller may retry (readiness says so too)."""
+    log.warning("request.store_unavailable", extra={"method": method})
+    await context.abort(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
     """``ipv4:1.2.3.4:5678`` -> ``ipv4:1.2.3.4``: one key per client host, not per connection."""
     return str(context.peer()).rpartition(":")[0]
@@ -222,6 +229,8 @@ def _wrap(handler: grpc.RpcMethodHandler, admit: Admit, method: str) -> grpc.Rpc
                             yield response
                     except MalformedRequest:
                         await _refuse_malformed(context, method)
+                    except StoreUnavailable:
+                        await _store_unavailable(context, method)
 
             return stream_out
 
@@ -231,6 +240,8 @@ def _wrap(handler: grpc.RpcMethodHandler, admit: Admit, method: str) -> grpc.Rpc
                     return await behavior(requests(raw), context)
                 except MalformedRequest:
                     await _refuse_malformed(context, method)
+                except StoreUnavailable:
+                    await _store_unavailable(context, method)
 
         return call
 

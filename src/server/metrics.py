@@ -2,14 +2,79 @@
 
 Module-level collectors in the default registry: one process serves one
 service. Labels are low-cardinality on purpose (no device ids).
+
+Gauges of live things (connected devices, open streams, unsaved records) are
+not incremented and decremented: ``LiveCollector`` reads them from the live
+registries and store guards at scrape time, so they cannot drift.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import weakref
+from collections import Counter as Tally
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
-CONNECTED_DEVICES = Gauge("audio_connected_devices", "Devices with a live session", ["tenant"])
-OPEN_STREAMS = Gauge("audio_open_streams", "Open DeviceService streams", ["kind"])
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+STREAM_KINDS = ("status", "event", "audio")
+
+
+class LiveSource(Protocol):
+    def connected_by_tenant(self) -> Mapping[str, int]: ...
+    def streams_by_kind(self) -> Mapping[str, int]: ...
+
+
+class StoreSource(Protocol):
+    healthy: bool
+
+    @property
+    def pending(self) -> int: ...
+
+
+class LiveCollector(Collector):
+    """Counts what is live right now in every registry and store guard of this process."""
+
+    def __init__(self) -> None:
+        self.sources: weakref.WeakSet[LiveSource] = weakref.WeakSet()
+        self.stores: weakref.WeakSet[StoreSource] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        tenants: Tally[str] = Tally()
+        kinds: Tally[str] = Tally()
+        for source in list(self.sources):
+            tenants.update(source.connected_by_tenant())
+            kinds.update(source.streams_by_kind())
+        devices = GaugeMetricFamily(
+            "audio_connected_devices", "Devices with a live session", labels=["tenant"]
+        )
+        for tenant, count in sorted(tenants.items()):
+            devices.add_metric([tenant], count)
+        streams = GaugeMetricFamily("audio_open_streams", "Open DeviceService streams", labels=["kind"])
+        for kind in STREAM_KINDS:
+            streams.add_metric([kind], kinds[kind])
+        stores = list(self.stores)
+        pending = GaugeMetricFamily("audio_store_pending_writes", "Device records not yet in the state store")
+        pending.add_metric([], sum(store.pending for store in stores))
+        up = GaugeMetricFamily("audio_store_up", "1 while the state store takes writes, else 0")
+        up.add_metric([], float(all(store.healthy for store in stores)))
+        yield from (devices, streams, pending, up)
+
+
+LIVE = LiveCollector()
+REGISTRY.register(LIVE)
+
+
+def track_live(source: LiveSource) -> None:
+    LIVE.sources.add(source)
+
+
+def track_store(store: StoreSource) -> None:
+    LIVE.stores.add(store)
+
+
 SESSIONS_CREATED = Counter("audio_sessions_created_total", "CreateSession calls answered", ["kind"])
 SESSIONS_OPENED = Counter("audio_sessions_opened_total", "Sessions whose streams opened")
 SESSIONS_SUPERSEDED = Counter(
@@ -37,3 +102,9 @@ STATUS_ERRORS = Counter(
 BAD_MESSAGES = Counter(
     "audio_bad_messages_total", "Request messages that did not parse (answered INVALID_ARGUMENT)", ["method"]
 )
+STORE_ERRORS = Counter("audio_store_errors_total", "State store operations that failed", ["op"])
+BACKGROUND_RESTARTS = Counter(
+    "audio_background_restarts_total", "Background loops restarted after an error", ["task"]
+)
+RELOADS = Counter("audio_reloads_total", "Reloads of watched files by outcome", ["what", "result"])
+SESSIONS_ENDED = Counter("audio_sessions_ended_total", "Sessions ended, by why", ["reason"])

@@ -1,15 +1,17 @@
 """The operator's side doors: gRPC health on its own plaintext port, Prometheus metrics over HTTP.
 
 Kubernetes gRPC probes cannot speak mTLS, so health lives on a separate
-plaintext server that serves nothing else. Readiness flips to NOT_SERVING
-when draining starts.
+plaintext server that serves nothing else. ``Readiness`` decides what it
+says: SERVING only while nothing is wrong (the state store takes writes, no
+background loop keeps failing) and the server is not draining.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -29,15 +31,57 @@ class HealthServer:
     servicer: health.aio.HealthServicer
     port: int
 
-    async def serving(self) -> None:
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in HEALTH_SERVICE_NAMES:
-            await self.servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    async def draining(self) -> None:
-        await self.servicer.enter_graceful_shutdown()
+            await self.servicer.set(name, status)
 
     async def stop(self) -> None:
         await self.server.stop(grace=0.5)
+
+
+@dataclass
+class Readiness:
+    """What health says: SERVING once started, while no problem is flagged, until draining."""
+
+    problems: set[str] = field(default_factory=set)
+    started: bool = False
+    health: HealthServer | None = None
+    _publishing: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def serving(self) -> bool:
+        return self.started and not self.problems
+
+    def flag(self, problem: str, failing: bool) -> None:
+        """Called by whoever sees a problem come or go (store guard, supervised loops)."""
+        before = self.serving
+        if failing:
+            self.problems.add(problem)
+        else:
+            self.problems.discard(problem)
+        if self.serving != before:
+            log.warning("health.changed", extra={"serving": self.serving, "problems": sorted(self.problems)})
+            self._publish()
+
+    def start(self) -> None:
+        self.started = True
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.health is not None:
+            task = asyncio.get_running_loop().create_task(self.health.set_serving(self.serving))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def draining(self) -> None:
+        """NOT_SERVING for good: health ignores later changes once graceful shutdown began."""
+        self.started = False
+        if self.health is not None:
+            await asyncio.gather(*self._publishing)
+            await self.health.servicer.enter_graceful_shutdown()
 
 
 async def start_health_server(bind: str) -> HealthServer:

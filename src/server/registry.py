@@ -8,6 +8,12 @@
 * ``DeviceRegistry``: finds or loads the controller for an identity, attaches
   RPCs to sessions, and evicts a device when its last stream ends.
 
+A session ends one way, ``DeviceRegistry.end_session``, whatever the reason
+(superseded, shutdown, revoked, the device went away): the playing sound ends
+with ``is_end``, the streams close with the reason's status, and when the last
+stream detaches the record is queued for the store and the device evicted. The
+store is behind a ``StoreGuard``: its failures never block that path.
+
 Identities come only from the interceptor; tenant A's record is keyed apart
 from tenant B's even for equal device ids.
 """
@@ -24,6 +30,7 @@ import grpc
 
 from auth.errors import SessionSuperseded
 from auth.identity import Identity
+from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio_library import AudioLibrary
 from server.audio_player import FrameClock, Player
@@ -40,13 +47,15 @@ from server.state_machine import (
     StopSound,
     transition,
 )
-from server.store import DeviceRecord, DeviceStore
+from server.store import DeviceRecord
+from server.store_guard import StoreGuard
 
 log = logging.getLogger(__name__)
 
 SUPERSEDED_MESSAGE = "session superseded by a newer session of this device"
 SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
 REVOKED_MESSAGE = "device certificate revoked"
+ENDED_MESSAGE = "session ended"
 
 
 async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
@@ -71,6 +80,7 @@ class DeviceSession:
         self.identity = identity
         self.cert_serial = cert_serial
         self.active_rpcs = 0
+        self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK
@@ -127,7 +137,7 @@ class DeviceController:
         self,
         record: DeviceRecord,
         library: AudioLibrary,
-        store: DeviceStore,
+        store: StoreGuard,
         mode_count: int,
         clock: FrameClock,
         event_limit: tuple[float, int],
@@ -163,7 +173,7 @@ class DeviceController:
                 elif isinstance(effect, SetLeds) and self.session is not None:
                     self.session.leds_changed.set()
             if self.state.mode != old_mode:
-                await self.save(mode=self.state.mode)
+                self.save(mode=self.state.mode)
 
     async def press(self, button: int, kind: int) -> None:
         await self.handle(ButtonPressed(button, kind))
@@ -171,9 +181,10 @@ class DeviceController:
     async def _sound_finished(self, sound_id: int) -> None:
         await self.handle(SoundFinished(sound_id))
 
-    async def save(self, **changes: object) -> None:
+    def save(self, **changes: object) -> None:
+        """Change the record in memory at once; the store gets it behind (retried if it fails)."""
         self.record = self.record.with_changes(**changes)
-        await self._store.save(self.record)
+        self._store.save_later(self.record)
 
     def remember_status(self, battery_level: float, buttons: tuple[int, int, int, int]) -> None:
         """Latest GET answer; persisted with the next save (mode change or disconnect)."""
@@ -193,7 +204,7 @@ class DeviceRegistry:
 
     def __init__(
         self,
-        store: DeviceStore,
+        store: StoreGuard,
         library: AudioLibrary,
         mode_count: int,
         clock: FrameClock,
@@ -208,6 +219,31 @@ class DeviceRegistry:
         self._locks: dict[Identity, _IdentityLock] = {}
         self._empty = asyncio.Event()
         self._empty.set()
+        self._background: set[asyncio.Task[None]] = set()
+        metrics.track_live(self)
+
+    # --- what is live (read by the metrics collector at scrape time) ---------
+
+    def live_sessions(self) -> list[DeviceSession]:
+        return [
+            c.session
+            for c in list(self._controllers.values())
+            if c.session is not None and not c.session.closed
+        ]
+
+    def connected_by_tenant(self) -> dict[str, int]:
+        tenants: dict[str, int] = {}
+        for session in self.live_sessions():
+            tenants[session.identity.tenant] = tenants.get(session.identity.tenant, 0) + 1
+        return tenants
+
+    def streams_by_kind(self) -> dict[str, int]:
+        kinds: dict[str, int] = {}
+        for controller in list(self._controllers.values()):
+            if controller.session is not None:
+                for kind, count in list(controller.session.streams.items()):
+                    kinds[kind] = kinds.get(kind, 0) + count
+        return kinds
 
     def controller(self, identity: Identity) -> DeviceController | None:
         return self._controllers.get(identity)
@@ -219,7 +255,7 @@ class DeviceRegistry:
         """The live controller, loading the record on first use. Call with the identity's lock held."""
         controller = self._controllers.get(identity)
         if controller is None:
-            record = await self._store.load(identity) or DeviceRecord(identity)
+            record = await self._store.load(identity) or DeviceRecord(identity)  # may raise StoreUnavailable
             controller = DeviceController(
                 record, self._library, self._store, self._mode_count, self._clock, self._event_limit
             )
@@ -235,20 +271,22 @@ class DeviceRegistry:
         return record.session_id if record else None
 
     async def start_session(self, identity: Identity, session_id: str) -> None:
-        """Make ``session_id`` the device's session; a live older session is superseded."""
+        """Make ``session_id`` the device's session; a live older session is superseded.
+
+        The new session is durable before this returns (``StoreUnavailable`` otherwise),
+        so no token is issued for a session the store does not know.
+        """
         async with self._lock(identity):
             controller = self._controllers.get(identity)
+            record = controller.record if controller is not None else await self._store.load(identity)
+            claimed = (record or DeviceRecord(identity)).with_changes(session_id=session_id)
+            await self._store.save_now(claimed)
             if controller is None:
-                record = await self._store.load(identity) or DeviceRecord(identity)
-                await self._store.save(record.with_changes(session_id=session_id))
                 return
-            await controller.save(session_id=session_id)
+            controller.record = claimed
             old = controller.session
-            if old is not None and not old.closed and old.id != session_id:
-                log.info("session.superseded", extra=old.log_fields)
-                metrics.SESSIONS_SUPERSEDED.inc()
-                await controller.handle(ConnectionLost())  # the old audio stream still gets is_end
-                old.close(grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE)
+            if old is not None and old.id != session_id:
+                await self._end(controller, old, grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE, "superseded")
 
     @contextlib.asynccontextmanager
     async def _lock(self, identity: Identity) -> AsyncIterator[None]:
@@ -267,7 +305,7 @@ class DeviceRegistry:
         return len(self._locks)
 
     async def open_rpc(
-        self, identity: Identity, session_id: str, cert_serial: int
+        self, identity: Identity, session_id: str, cert_serial: int, kind: str
     ) -> tuple[DeviceController, DeviceSession]:
         """Attach one RPC to the streams of its session. Raises SessionSuperseded for an old session."""
         async with self._lock(identity):
@@ -278,13 +316,12 @@ class DeviceRegistry:
                 raise SessionSuperseded("session was superseded by a newer one: create a new session")
             session = controller.session
             if session is None or session.closed or session.id != session_id:
-                if session is None:  # a closed session still attached means the device is counted
-                    metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).inc()
                 session = DeviceSession(identity, session_id, cert_serial)
                 controller.session = session
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
             session.active_rpcs += 1
+            session.streams[kind] = session.streams.get(kind, 0) + 1
             return controller, session
 
     def _evict(self, controller: DeviceController) -> None:
@@ -293,43 +330,94 @@ class DeviceRegistry:
         if not self._controllers:
             self._empty.set()
 
-    def revoke(self, serials: frozenset[int]) -> int:
-        """End at once the live streams of devices whose certificate was just revoked."""
-        ended = 0
-        for controller in list(self._controllers.values()):
-            session = controller.session
-            if session is not None and not session.closed and session.cert_serial in serials:
-                log.warning("session.revoked", extra=session.log_fields)
-                session.close(grpc.StatusCode.PERMISSION_DENIED, REVOKED_MESSAGE)
-                ended += 1
-        return ended
+    async def _end(
+        self,
+        controller: DeviceController,
+        session: DeviceSession,
+        code: grpc.StatusCode,
+        message: str,
+        why: str,
+    ) -> bool:
+        """The one way a session ends. Call with the identity's lock held; False if it had ended already.
 
-    async def close_rpc(self, controller: DeviceController, session: DeviceSession) -> None:
-        """Detach one RPC; the last one of the live session ends it and evicts the device."""
+        The sound ends with ``is_end`` (queued before the streams close, so it goes out
+        first), then every stream of the session ends with ``code``. Persisting and
+        eviction follow when the last stream detaches (``close_rpc``).
+        """
+        if session.closed:
+            return False
+        if controller.session is session:
+            await controller.handle(ConnectionLost())
+        session.close(code, message)
+        metrics.SESSIONS_ENDED.labels(reason=why).inc()
+        if why == "superseded":
+            metrics.SESSIONS_SUPERSEDED.inc()
+        level = logging.WARNING if why == "revoked" else logging.INFO
+        log.log(level, "session.ending", extra={**session.log_fields, "reason": why, "code": code.name})
+        return True
+
+    async def end_session(
+        self,
+        identity: Identity,
+        code: grpc.StatusCode,
+        message: str,
+        why: str,
+        cert_serials: frozenset[int] | None = None,
+    ) -> bool:
+        """End the live session of ``identity`` (if given: only if its certificate is in ``cert_serials``)."""
+        async with self._lock(identity):
+            controller = self._controllers.get(identity)
+            session = controller.session if controller is not None else None
+            if controller is None or session is None:
+                return False
+            if cert_serials is not None and session.cert_serial not in cert_serials:
+                return False
+            return await self._end(controller, session, code, message, why)
+
+    def revoke(self, serials: frozenset[int]) -> None:
+        """End at once the live sessions whose certificate was just revoked (called by the CRL reload)."""
+        for session in self.live_sessions():
+            if session.cert_serial in serials:
+                self._spawn(
+                    self.end_session(
+                        session.identity,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        REVOKED_MESSAGE,
+                        "revoked",
+                        serials,
+                    )
+                )
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close_rpc(self, controller: DeviceController, session: DeviceSession, kind: str) -> None:
+        """Detach one RPC; the last one of the live session ends it, persists and evicts the device."""
         identity = controller.identity
         async with self._lock(identity):
             session.active_rpcs -= 1
+            session.streams[kind] -= 1
             if session.active_rpcs > 0 or controller.session is not session:
                 return
-            session.close(grpc.StatusCode.CANCELLED, "session ended")
+            await self._end(controller, session, grpc.StatusCode.CANCELLED, ENDED_MESSAGE, "disconnected")
             controller.session = None
-            await controller.handle(ConnectionLost())
             await controller.player.close()
-            await controller.save()
+            controller.save()  # queued: a failing store never keeps a device in memory
             self._evict(controller)
-            metrics.CONNECTED_DEVICES.labels(tenant=identity.tenant).dec()
-            log.info("session.end", extra=session.log_fields)
+            log.info("session.end", extra={**session.log_fields, "status": session.close_code.name})
 
     async def close_all(self, code: grpc.StatusCode, message: str) -> int:
         """End every live session (shutdown): sounds end with is_end, then streams close with ``code``."""
-        count = 0
-        for controller in list(self._controllers.values()):
-            session = controller.session
-            if session is not None and not session.closed:
-                await controller.handle(ConnectionLost())
-                session.close(code, message)
-                count += 1
-        return count
+        ended = 0
+        for session in self.live_sessions():
+            ended += await self.end_session(session.identity, code, message, "shutdown")
+        return ended
+
+    async def close(self) -> None:
+        """Await the revocations still in flight (owner's shutdown)."""
+        await cancel_and_wait(*self._background)
 
     async def wait_empty(self, timeout: float) -> bool:
         """Wait until every session detached; False on timeout."""

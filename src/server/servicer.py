@@ -22,7 +22,7 @@ from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from server import metrics
 from server.audio_player import AudioChannel
-from server.errors import MalformedRequest, StreamEnded
+from server.errors import MalformedRequest, StoreUnavailable, StreamEnded
 from server.interceptor import abort_rejected, current_auth
 from server.leds import LedFrame
 from server.registry import DeviceController, DeviceRegistry, DeviceSession, run_until_first
@@ -85,13 +85,12 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         assert auth.session_id is not None, "DeviceService calls are session-authenticated"
         try:
             controller, session = await self._registry.open_rpc(
-                auth.identity, auth.session_id, auth.cert_serial
+                auth.identity, auth.session_id, auth.cert_serial, kind
             )
         except SessionSuperseded as exc:  # a newer session started since the interceptor looked
             await abort_rejected(
                 context, exc, stream=kind, tenant=auth.identity.tenant, device=auth.identity.device_id
             )
-        metrics.OPEN_STREAMS.labels(kind=kind).inc()
         log.info("stream.open", extra={**session.log_fields, "stream": kind})
         outcome = "CANCELLED"  # the peer went away, unless we learn otherwise below
         ended: StreamEnded | None = None
@@ -101,8 +100,8 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             outcome = session.close_code.name if session.closed else "OK"
         except StreamEnded as exc:  # this stream only, on purpose (e.g. a newer audio stream)
             ended, outcome = exc, exc.code.name
-        except MalformedRequest:  # the client's bytes: the interceptor answers INVALID_ARGUMENT
-            outcome = "INVALID_ARGUMENT"
+        except (MalformedRequest, StoreUnavailable) as exc:  # not bugs: the interceptor answers them
+            outcome = "INVALID_ARGUMENT" if isinstance(exc, MalformedRequest) else "UNAVAILABLE"
             raise
         except grpc.aio.AbortError:
             raise
@@ -112,9 +111,8 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             log.exception("stream.failed", extra={**session.log_fields, "stream": kind})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
         finally:
-            metrics.OPEN_STREAMS.labels(kind=kind).dec()
             log.info("stream.end", extra={**session.log_fields, "stream": kind, "status": outcome})
-            await self._registry.close_rpc(controller, session)
+            await self._registry.close_rpc(controller, session, kind)
         if ended is not None:
             await context.abort(ended.code, ended.message)
         if session.closed and session.close_code != grpc.StatusCode.CANCELLED:

@@ -86,6 +86,9 @@ class ServerSettings(BaseSettings):
     )
     opus_bitrate: int = Field(64_000, ge=6_000, le=510_000, description="Opus bitrate for encoded clips")
     state_backend: Literal["sqlite", "memory"] = Field("sqlite", description="Where device records live")
+    store_retry_s: float = Field(
+        1.0, gt=0, le=60, description="While the state store fails, how often queued writes are retried"
+    )
     state_path: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
         description="SQLite file for device records (state_backend=sqlite)",

@@ -3,7 +3,11 @@
 ``SqliteStore`` is the embedded default (a file, nothing to start, survives
 restarts); all sqlite calls run on one dedicated thread so the event loop
 never blocks. ``MemoryStore`` is for tests and throwaway runs. A Redis store
-for several replicas plugs in behind the same three methods.
+for several replicas plugs in behind the same methods.
+
+A store raises on failure; ``StoreGuard`` (store_guard.py) decides what a
+failure means for live devices. ``SqliteStore.open`` checks the file at once
+so a corrupt or unwritable state file stops start-up with one clear line.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class DeviceRecord:
 class DeviceStore(Protocol):
     async def load(self, identity: Identity) -> DeviceRecord | None: ...
     async def save(self, record: DeviceRecord) -> None: ...
+    async def probe(self) -> None:
+        """A cheap write that fails exactly when saves would (disk full, locked, read-only)."""
+
     async def close(self) -> None: ...
 
 
@@ -56,11 +63,15 @@ class MemoryStore:
     async def save(self, record: DeviceRecord) -> None:
         self._records[record.identity] = record
 
+    async def probe(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS devices (
     tenant     TEXT NOT NULL,
     device_id  TEXT NOT NULL,
@@ -68,7 +79,27 @@ CREATE TABLE IF NOT EXISTS devices (
     updated_at REAL NOT NULL,
     PRIMARY KEY (tenant, device_id)
 )
-"""
+""",
+    "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)",
+)
+BUSY_TIMEOUT_S = 1.0  # a locked database fails fast: the guard retries, the loop never waits long
+
+
+class StateFileError(OSError):
+    """The state file cannot be used at start-up; the message says which file and what to do."""
+
+
+def _unusable(path: Path, exc: BaseException) -> StateFileError:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        hint = (
+            "it is not a usable SQLite database: move it aside to start with empty state, or restore a backup"
+        )
+    elif "readonly" in text or "unable to open" in text or isinstance(exc, PermissionError):
+        hint = f"it cannot be opened for writing: check that {path.parent} and the file are writable"
+    else:
+        hint = "check the disk and the file, or set --state-path elsewhere"
+    return StateFileError(f"state file {path}: {text}; {hint}")
 
 
 class SqliteStore:
@@ -81,8 +112,13 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
+        """Open and check the file; a ``StateFileError`` names it and says what to do."""
         store = cls(path)
-        await store._call(store._open)
+        try:
+            await store._call(store._open)
+        except (sqlite3.Error, OSError) as exc:
+            await store.close()
+            raise _unusable(path, exc) from None
         return store
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -91,11 +127,35 @@ class SqliteStore:
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(_SCHEMA)
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            (verdict,) = conn.execute("PRAGMA quick_check").fetchone()  # every page readable
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {str(verdict)[:120]}")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            self._probe(conn)  # writable now, not at the first device
+            self._check_rows(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
+
+    @staticmethod
+    def _check_rows(conn: sqlite3.Connection) -> None:
+        for (state,) in conn.execute("SELECT state FROM devices"):
+            try:
+                valid = isinstance(json.loads(state), dict)
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise sqlite3.DatabaseError("a device row holds no JSON object")
+
+    @staticmethod
+    def _probe(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
 
     def _load(self, identity: Identity) -> DeviceRecord | None:
         assert self._conn is not None
@@ -138,6 +198,10 @@ class SqliteStore:
 
     async def save(self, record: DeviceRecord) -> None:
         await self._call(self._save, record)
+
+    async def probe(self) -> None:
+        assert self._conn is not None
+        await self._call(self._probe, self._conn)
 
     async def close(self) -> None:
         if self._conn is not None:

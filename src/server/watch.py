@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from comms.tasks import cancel_and_wait
+from server import metrics
+from server.supervision import HealthCallback, supervise
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,13 @@ class FileWatcher:
         self._interval_s = interval_s
         self._last = signature(paths)
         self._task: asyncio.Task[None] | None = None
+        self.attempts = 0  # reloads tried (a change was seen), whatever their outcome: observable
+        self.last_ok: bool | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"watch-{self.name}")
+    def start(self, on_failing: HealthCallback | None = None) -> None:
+        self._task = asyncio.create_task(
+            supervise(f"watch-{self.name}", self._run, on_failing), name=f"watch-{self.name}"
+        )
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
@@ -61,9 +67,14 @@ class FileWatcher:
             self._reload()
         except Exception as exc:
             log.error("reload.failed", extra={"what": self.name, "error": str(exc), "kept": "previous"})
-            return False
-        log.info("reload.done", extra={"what": self.name})
-        return True
+            ok = False
+        else:
+            log.info("reload.done", extra={"what": self.name})
+            ok = True
+        metrics.RELOADS.labels(what=self.name, result="ok" if ok else "refused").inc()
+        self.last_ok = ok
+        self.attempts += 1
+        return ok
 
     async def _run(self) -> None:
         while True:

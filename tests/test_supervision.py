@@ -1,0 +1,82 @@
+"""Background loops cannot die silently: logged with a traceback, counted, restarted, health follows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from comms.tasks import cancel_and_wait
+from server.app import AudioServer
+from server.supervision import FAILING_AFTER, supervise
+from tests.conftest import Connect
+from tests.helpers import MODE, PLAY, sample, wait_for
+from tests.test_ops import NOT_SERVING, health_status
+
+
+async def test_a_crashing_body_is_logged_counted_restarted_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = 0
+    healthy_now = asyncio.Event()
+    reports: list[tuple[str, bool]] = []
+
+    async def body() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= FAILING_AFTER:
+            raise RuntimeError(f"boom {runs}")
+        healthy_now.set()
+        await asyncio.Event().wait()  # then runs for good
+
+    before = sample("audio_background_restarts_total", task="test-loop")
+    task = asyncio.create_task(
+        supervise(
+            "test-loop", body, lambda name, failing: reports.append((name, failing)), 0.01, window_s=0.2
+        )
+    )
+    await asyncio.wait_for(healthy_now.wait(), 5)
+    assert reports == [("test-loop", True)]  # kept failing: readiness hears of it
+    await wait_for(lambda: reports[-1] == ("test-loop", False))  # a clean window: well again
+    await cancel_and_wait(task)
+    assert task.cancelled()
+    assert sample("audio_background_restarts_total", task="test-loop") == before + FAILING_AFTER
+    crashes = [r for r in caplog.records if r.getMessage() == "task.crashed"]
+    assert len(crashes) == FAILING_AFTER and all(r.exc_info for r in crashes)
+
+
+async def test_a_body_that_returns_is_not_restarted() -> None:
+    runs = 0
+
+    async def body() -> None:
+        nonlocal runs
+        runs += 1
+
+    await asyncio.wait_for(supervise("once", body), 5)
+    assert runs == 1
+
+
+class Poison:
+    """A sound whose advance raises: stands for any bug inside the clock's tick."""
+
+    end_sent = False
+    ends_at = float("inf")
+
+    def advance(self, now: float, lead_s: float) -> tuple[int, int]:
+        raise RuntimeError("a bug in the tick")
+
+
+async def test_the_frame_clock_restarts_and_health_follows(server: AudioServer, connect: Connect) -> None:
+    assert server.health is not None
+    poison = Poison()
+    before = sample("audio_background_restarts_total", task="frame-clock")
+    server.clock.add(poison)  # type: ignore[arg-type]
+    await wait_for(lambda: not server.readiness.serving)
+    assert await health_status(server.health.port) == NOT_SERVING
+    assert sample("audio_background_restarts_total", task="frame-clock") >= before + FAILING_AFTER
+    server.clock.discard(poison)  # type: ignore[arg-type]
+    async with connect(server, "acme", "after-crash") as client:  # the clock runs again: audio flows
+        await client.press(MODE)
+        await client.press(PLAY)
+        await wait_for(lambda: client.packets_received > 10)
+    assert not server.readiness.serving  # until a whole clean window has passed
