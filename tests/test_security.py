@@ -531,6 +531,7 @@ async def test_revoked_cert_is_refused_and_its_live_streams_cut(
         assert time.monotonic() - revoked_at < 1.0  # "within a second"
         assert {stolen.ends[k].code for k in ("status", "event", "audio")} == {DENIED}
         assert "revoked" in stolen.ends["status"].details
+        assert stolen.sink.sounds[-1].ended  # type: ignore[attr-defined]  # the sound got its is_end
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await create_session(app.port, pki.device_tls("acme", "stolen"))
         assert info.value.code() == DENIED

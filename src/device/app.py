@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from auth.device_credentials import DeviceCredentials
+from comms.audio_format import FRAME_MS
 from comms.tasks import cancel_and_wait
 from device.audio_sink import AudioSink
 from device.backoff import Backoff
@@ -51,7 +52,9 @@ class DeviceApp:
         self.settings = settings
         self.credentials = credentials
         self.sink = sink
-        self.player = JitterPlayer(max(1, settings.jitter_ms // 20))
+        self.player = JitterPlayer(
+            max(1, settings.jitter_ms // FRAME_MS), max(1, settings.max_behind_ms // FRAME_MS)
+        )
         self.output = PacedOutput(self.player, sink)
         self.backoff = backoff or Backoff(
             settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_stable_s

@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 LED_COUNT = 6
 ACK_TIMEOUT_S = 5.0
-KEEPALIVE_MS = 30_000  # must not be below the server's min ping interval (20 s)
+# A dead server or a blackholed link is noticed within KEEPALIVE + KEEPALIVE_TIMEOUT (~10 s).
+# Pings every 5 s stay above the server's minimum ping interval (4 s by default).
+KEEPALIVE_MS = 5_000
+KEEPALIVE_TIMEOUT_MS = 5_000
 SUCCESS = "success"
 
 
@@ -120,7 +123,12 @@ class DeviceClient:
 
     async def connect(self) -> None:
         """Open the channel, create a session, start all three RPCs at once (like the firmware)."""
-        options = [("grpc.keepalive_time_ms", KEEPALIVE_MS)]
+        options = [
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),  # an idle device keeps checking its link
+        ]
         if self._server_name:
             options.append(("grpc.ssl_target_name_override", self._server_name))  # type: ignore[arg-type]
         self._channel = grpc.aio.secure_channel(self.target, channel_credentials(self._tls), options=options)

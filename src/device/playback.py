@@ -12,6 +12,9 @@ nothing in ``pull`` waits.
   queued audio is dropped so only the server's fade-out frame is heard —
   silence at once instead of after the lead the server sent ahead.
 * An empty queue mid-sound is an underrun: counted, silence played, no crash.
+* The queue is bounded (``max_frames``, a few hundred ms past the jitter
+  buffer): audio arriving in a burst after an outage drops the oldest frames,
+  counted, so playback is never more than that behind real time.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ from device.audio_sink import AudioSink
 log = logging.getLogger(__name__)
 
 DEFAULT_JITTER_FRAMES = 3  # 60 ms
+DEFAULT_MAX_BEHIND_FRAMES = 15  # 300 ms beyond the jitter buffer
 Boundary = Literal["start", "end"] | None
 
 
 class JitterPlayer:
-    def __init__(self, jitter_frames: int = DEFAULT_JITTER_FRAMES) -> None:
+    def __init__(
+        self, jitter_frames: int = DEFAULT_JITTER_FRAMES, max_behind_frames: int = DEFAULT_MAX_BEHIND_FRAMES
+    ) -> None:
         self.jitter_frames = max(1, jitter_frames)
+        self.max_frames = self.jitter_frames + max(1, max_behind_frames)
+        self.dropped_frames = 0  # oldest audio dropped to stay within max_frames of real time
         self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
         self._lock = threading.Lock()
         self._queue: deque[bytes] = deque()
@@ -68,6 +76,11 @@ class JitterPlayer:
                 self._interrupt_pending = False
                 self.generation += 1
             self._queue.append(pcm)
+            if len(self._queue) > self.max_frames:
+                self._queue.popleft()  # behind by more than the bound: the oldest audio goes
+                self.dropped_frames += 1
+                if self.dropped_frames == 1 or self.dropped_frames % 50 == 0:
+                    log.warning("playback.behind", extra={"dropped_frames": self.dropped_frames})
             if packet.is_end:
                 self._ended = True
                 if self._interrupt_pending:

@@ -53,6 +53,12 @@ class DeviceSettings(BaseSettings):
     jitter_ms: int = Field(
         60, ge=20, le=1000, description="Audio jitter buffer before a sound starts playing"
     )
+    max_behind_ms: int = Field(
+        300,
+        ge=20,
+        le=10_000,
+        description="Audio queued past the jitter buffer beyond this is dropped (oldest first)",
+    )
     audio_device: str | None = Field(
         None, description="sounddevice output device (name or index); default output"
     )

@@ -27,7 +27,7 @@ from server.ops import (
     start_metrics_server,
 )
 from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
-from server.servicer import DeviceService
+from server.servicer import DeviceService, StreamPolicy
 from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
 from server.store import DeviceStore, MemoryStore, SqliteStore
@@ -56,6 +56,7 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
             int(settings.min_client_ping_interval_s * MS),
         ),
         ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging idle devices: dead peers seen in seconds
         ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * MS)),
         ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * MS)),
         ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * MS)),
@@ -144,7 +145,16 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(settings))
     pb_grpc.add_DeviceServiceServicer_to_server(
-        DeviceService(registry, settings.status_poll_interval_s), server
+        DeviceService(
+            registry,
+            StreamPolicy(
+                status_poll_s=settings.status_poll_interval_s,
+                audio_max_late_s=settings.audio_max_late_ms / 1000,
+                audio_write_timeout_s=settings.audio_write_timeout_s,
+                event_stale_after_s=settings.event_stale_after_s,
+            ),
+        ),
+        server,
     )
     spb_grpc.add_SessionServiceServicer_to_server(SessionService(registry, authenticator, trust), server)
     if settings.reflection:

@@ -8,8 +8,9 @@
   is heard promptly); Stop removes the sound from the clock, drops what is
   still queued and sends a one-frame fade-out carrying ``is_end``, so the
   device hears the sound end within one frame.
-* ``AudioChannel``: the queue between a player and the device's
-  ServerAudioStream; the timeline runs (and finishes) even with no channel.
+* ``AudioChannel`` (audio_channel.py): the queue between a player and the
+  device's ServerAudioStream, kept at the live edge; the timeline runs (and
+  finishes) even with no channel.
 """
 
 from __future__ import annotations
@@ -23,48 +24,13 @@ from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS
 from comms.tasks import cancel_and_wait
 from server import metrics
+from server.audio_channel import AudioChannel
 from server.audio_library import Clip
 from server.supervision import HealthCallback, supervise
 
 log = logging.getLogger(__name__)
 
-CHANNEL_LIMIT = 250  # 5 s of packets: far beyond the lead, only reached by a stuck stream
 TICK_SECONDS = FRAME_SECONDS / 2
-
-
-class AudioChannel:
-    """The outbound packets of one ServerAudioStream; dropped rather than grown without bound."""
-
-    def __init__(self, limit: int = CHANNEL_LIMIT) -> None:
-        self._queue: asyncio.Queue[pb.AudioPacket | None] = asyncio.Queue(limit + 1)  # +1: end marker
-        self._limit = limit
-        self._closed = False
-        self.replaced = False  # closed because a newer audio stream of the session took over
-
-    def put(self, packet: pb.AudioPacket) -> bool:
-        if self._closed or self._queue.qsize() >= self._limit:
-            return False
-        self._queue.put_nowait(packet)
-        return True
-
-    def close(self, replaced_by_newer: bool = False) -> None:
-        """After what is queued, ``get`` returns None: the stream ends once the device has it all."""
-        if self._closed:
-            return
-        self._closed = True
-        self.replaced = replaced_by_newer
-        self._queue.put_nowait(None)
-
-    def discard_pending(self) -> int:
-        """Drop packets not yet handed to gRPC (a stopped sound must not keep playing)."""
-        count = 0
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            count += 1
-        return count
-
-    async def get(self) -> pb.AudioPacket | None:
-        return await self._queue.get()
 
 
 class Sound:
@@ -98,7 +64,7 @@ class Sound:
             index = self.position
             self.position += 1
             self.end_sent = index == last
-            self.player.offer(messages[index])
+            self.player.offer(due + lead_s, messages[index])
             offered += 1
         return offered, late
 
@@ -182,9 +148,10 @@ class Player:
         if self.sink is channel:
             self.sink = None
 
-    def offer(self, packet: pb.AudioPacket) -> None:
-        if self.sink is not None and not self.sink.put(packet):
-            metrics.AUDIO_PACKETS_DROPPED.inc()
+    def offer(self, due: float, packet: pb.AudioPacket) -> None:
+        """``packet`` is due at the device at loop time ``due``."""
+        if self.sink is not None:
+            self.sink.put(due, packet)
 
     def start(self, sound_id: int, clip: Clip) -> None:
         if self._sound is not None:
@@ -216,7 +183,8 @@ class Player:
             if self.sink is not None:
                 self.sink.discard_pending()
             fade = sound.clip.fade_out_packet(sound.position)
-            self.offer(pb.AudioPacket(is_start=sound.position == 0, is_end=True, data=fade))
+            now = asyncio.get_running_loop().time()
+            self.offer(now, pb.AudioPacket(is_start=sound.position == 0, is_end=True, data=fade))
         metrics.SOUNDS_STOPPED.labels(reason=reason).inc()
         log.info(
             "sound.stop",

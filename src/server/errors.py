@@ -22,7 +22,11 @@ class StoreUnavailable(ServerError, ConnectionError):
 class StreamEnded(ServerError):
     """The server ended one stream on purpose, with a status for the device (e.g. replaced)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, *, end_session: bool = False, why: str = "ended"
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.end_session = end_session  # the whole session ends with this status, not only the stream
+        self.why = why

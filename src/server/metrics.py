@@ -84,12 +84,22 @@ AUTH_FAILURES = Counter("audio_auth_failures_total", "Rejected calls", ["reason"
 EVENTS_RATE_LIMITED = Counter(
     "audio_events_rate_limited_total", "Button events acked with ack=false and not applied (rate limit)"
 )
+EVENTS_STALE = Counter(
+    "audio_events_stale_total",
+    "Button events acked with ack=false and not applied: their session was over or the link stalled",
+    ["reason"],
+)
 BUTTON_EVENTS = Counter("audio_button_events_total", "Button events received", ["button", "type"])
 SOUNDS_STARTED = Counter("audio_sounds_started_total", "Sounds started")
 SOUNDS_STOPPED = Counter("audio_sounds_stopped_total", "Sounds ended early", ["reason"])
 AUDIO_PACKETS_SENT = Counter("audio_packets_sent_total", "Opus packets queued to devices")
 AUDIO_PACKETS_DROPPED = Counter(
     "audio_packets_dropped_total", "Opus packets dropped because a device's stream was stuck"
+)
+AUDIO_PACKETS_SKIPPED = Counter(
+    "audio_packets_skipped_total",
+    "Packets not sent to keep devices at the live edge (late, overflow) or after a Stop (stopped)",
+    ["reason"],
 )
 AUDIO_LATE_PACKETS = Counter(
     "audio_late_packets_total", "Packets offered more than one frame behind schedule"

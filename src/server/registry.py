@@ -81,6 +81,7 @@ class DeviceSession:
         self.cert_serial = cert_serial
         self.active_rpcs = 0
         self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
+        self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK

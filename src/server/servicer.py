@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
@@ -21,7 +22,7 @@ from auth.errors import SessionSuperseded
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from server import metrics
-from server.audio_player import AudioChannel
+from server.audio_channel import AudioChannel
 from server.errors import MalformedRequest, StoreUnavailable, StreamEnded
 from server.interceptor import abort_rejected, current_auth
 from server.leds import LedFrame
@@ -38,6 +39,7 @@ AUDIO_DRAIN_S = 0.5  # on close, time to flush queued audio (the final is_end pa
 RequestKind = Literal["get", "set"]
 START_FALSE_TEXT = "AudioStreamRequest.start must be true: start=false opens no audio stream"
 AUDIO_REPLACED_TEXT = "replaced by a newer audio stream of this session"
+STALLED_TEXT = "the device stopped reading audio; reconnect"
 
 
 def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
@@ -68,10 +70,21 @@ async def write_whole(context: grpc.aio.ServicerContext, message: Message) -> No
         raise
 
 
+@dataclass(frozen=True)
+class StreamPolicy:
+    """How the device streams treat time (settings: status_poll_interval_s, audio_max_late_ms, ...)."""
+
+    status_poll_s: float = 5.0
+    audio_max_late_s: float = 0.2
+    audio_write_timeout_s: float = 10.0
+    event_stale_after_s: float = 3.0
+
+
 class DeviceService(pb_grpc.DeviceServiceServicer):
-    def __init__(self, registry: DeviceRegistry, status_poll_interval_s: float) -> None:
+    def __init__(self, registry: DeviceRegistry, policy: StreamPolicy) -> None:
         self._registry = registry
-        self._poll_s = status_poll_interval_s
+        self._policy = policy
+        self._poll_s = policy.status_poll_s
 
     async def _run(
         self,
@@ -98,8 +111,10 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             await context.send_initial_metadata(())  # the device learns at once that the stream is up
             await session.guard(work(controller, session), linger_s)
             outcome = session.close_code.name if session.closed else "OK"
-        except StreamEnded as exc:  # this stream only, on purpose (e.g. a newer audio stream)
+        except StreamEnded as exc:  # on purpose: a newer audio stream, or the device stopped reading
             ended, outcome = exc, exc.code.name
+            if exc.end_session:
+                await self._registry.end_session(session.identity, exc.code, exc.message, exc.why)
         except (MalformedRequest, StoreUnavailable) as exc:  # not bugs: the interceptor answers them
             outcome = "INVALID_ARGUMENT" if isinstance(exc, MalformedRequest) else "UNAVAILABLE"
             raise
@@ -146,6 +161,8 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
 
         async def send(kind: RequestKind, request: pb.DeviceStatusRequest) -> None:
             await window.acquire()
+            if not pending:
+                session.unanswered_since = asyncio.get_running_loop().time()
             pending.append(kind)
             await write_whole(context, request)
 
@@ -175,6 +192,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                 kind = pending.popleft() if pending else None
                 if kind is not None:
                     window.release()
+                session.unanswered_since = asyncio.get_running_loop().time() if pending else None
                 answered.set()
                 self._record_status(controller, session, kind, response)
 
@@ -222,6 +240,13 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> None:
         async for event in events:
+            stale = self._stale_event(controller, session)
+            if stale is not None:
+                # Not applied (the press would land late or on a session that is over); still acked.
+                metrics.EVENTS_STALE.labels(reason=stale).inc()
+                log.warning("event.stale", extra={**session.log_fields, "reason": stale})
+                await write_whole(context, pb.DeviceEventResponse(ack=False))
+                continue
             if not controller.events.take():
                 # Over the rate limit: still acked, in order, so the device's loop never freezes.
                 metrics.EVENTS_RATE_LIMITED.inc()
@@ -242,6 +267,22 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                 log.warning("event.empty", extra=session.log_fields)
             await write_whole(context, pb.DeviceEventResponse(ack=True))  # one ack per event, in order
 
+    def _stale_event(self, controller: DeviceController, session: DeviceSession) -> str | None:
+        """Why an event that just arrived must not change state, or None to apply it.
+
+        ``session``: the event's session is no longer the device's live one (superseded,
+        ended). ``stalled``: a status request has gone unanswered for longer than
+        ``event_stale_after_s``: the connection was stalled (a partition held the bytes),
+        so this event was sent long ago, and the device has given up on its ack by now.
+        """
+        if session.closed or controller.session is not session:
+            return "session"
+        since = session.unanswered_since
+        now = asyncio.get_running_loop().time()
+        if since is not None and now - since > self._policy.event_stale_after_s:
+            return "stalled"
+        return None
+
     # --- ServerAudioStream --------------------------------------------------
 
     async def ServerAudioStream(
@@ -254,17 +295,27 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                 "audio.start_false", extra={"tenant": auth.identity.tenant, "device": auth.identity.device_id}
             )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, START_FALSE_TEXT)
-        await self._run("audio", context, lambda c, s: _stream_audio(c, s, context), linger_s=AUDIO_DRAIN_S)
+        await self._run(
+            "audio",
+            context,
+            lambda c, s: _stream_audio(c, s, context, self._policy),
+            linger_s=AUDIO_DRAIN_S,
+        )
 
 
 async def _stream_audio(
-    controller: DeviceController, session: DeviceSession, context: grpc.aio.ServicerContext
+    controller: DeviceController,
+    session: DeviceSession,
+    context: grpc.aio.ServicerContext,
+    policy: StreamPolicy,
 ) -> None:
-    """Hand the player's packets to gRPC as fast as flow control allows (the player paces).
+    """Hand the player's packets to gRPC one write at a time (the player paces, the channel skips
+    what is already too late). A write that does not complete within ``audio_write_timeout_s``
+    means the device stopped reading: its session ends (UNAVAILABLE), so it reconnects.
 
     When the session closes, what is queued (the final ``is_end``) still goes out first.
     """
-    channel = AudioChannel()
+    channel = AudioChannel(max_late_s=policy.audio_max_late_s)
     replaced = controller.player.attach(channel)
     if replaced is not None:  # exactly one audio stream per session receives packets
         log.info("audio.replaced", extra=session.log_fields)
@@ -272,8 +323,14 @@ async def _stream_audio(
     session.on_close(channel.close)
     try:
         while (packet := await channel.get()) is not None:
-            # A plain write: closing ends this loop through the channel, not by cancellation.
-            await context.write(packet)
+            # Not cancelled mid-flight: closing ends this loop through the channel.
+            write = asyncio.ensure_future(context.write(packet))
+            done, _ = await asyncio.wait({write}, timeout=policy.audio_write_timeout_s)
+            if not done:
+                write.cancel()
+                log.warning("audio.stalled", extra={**session.log_fields, "queued": len(channel)})
+                raise StreamEnded(grpc.StatusCode.UNAVAILABLE, STALLED_TEXT, end_session=True, why="stalled")
+            write.result()
     finally:
         controller.player.detach(channel)
     if channel.replaced:

@@ -76,9 +76,24 @@ class ServerSettings(BaseSettings):
     # --- application ---
     mode_count: int = Field(5, ge=5, le=MAX_MODES, description="Number of modes the Mode button cycles")
     status_poll_interval_s: float = Field(
-        30.0, gt=0, le=3600, description="Seconds between status GETs (battery, buttons)"
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between status GETs (battery, buttons; also the link's heartbeat)",
+    )
+    event_stale_after_s: float = Field(
+        3.0,
+        gt=0,
+        le=600,
+        description="A button event arriving while a status request is unanswered this long is not applied",
     )
     audio_lead_ms: int = Field(100, ge=0, le=1000, description="How far ahead of real time audio is sent")
+    audio_max_late_ms: int = Field(
+        200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
+    )
+    audio_write_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="An audio write stuck this long ends the session (device not reading)"
+    )
     content_dir: Path | None = Field(None, description="Directory of mode-<N>.<ext> sound files")
     cache_dir: Path | None = Field(
         default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "audio-server",
@@ -99,10 +114,10 @@ class ServerSettings(BaseSettings):
     max_message_bytes: int = Field(64 * KIB, ge=4 * KIB, description="Max gRPC message size in/out")
     max_metadata_bytes: int = Field(8 * KIB, ge=1 * KIB, description="Max request metadata size")
     max_concurrent_streams: int = Field(8, ge=3, description="HTTP/2 streams per connection")
-    keepalive_time_s: float = Field(30.0, gt=0, description="Server keepalive ping interval")
-    keepalive_timeout_s: float = Field(10.0, gt=0, description="Keepalive ping ack timeout")
+    keepalive_time_s: float = Field(5.0, gt=0, description="Server keepalive ping interval")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="Keepalive ping ack timeout")
     min_client_ping_interval_s: float = Field(
-        20.0, gt=0, description="Min interval between client pings without data"
+        4.0, gt=0, description="Min interval between client pings without data"
     )
     max_connection_idle_s: float = Field(300.0, gt=0, description="Close connections idle this long")
     max_connection_age_s: float = Field(3600.0, gt=0, description="Force re-handshake after this long")
