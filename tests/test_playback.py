@@ -104,3 +104,15 @@ def test_interrupt_leaves_a_newer_sound_alone() -> None:
         player.on_packet(packet)
     player.interrupt(old)  # pressed Play while idle: the new sound must play whole
     assert [f for f, _ in drain(player, 5)].count(True) == 4
+
+
+def test_the_buffer_never_falls_further_behind_than_its_bound() -> None:
+    """A burst after an outage (seconds of audio at once) keeps only the newest max_frames."""
+    player = JitterPlayer(jitter_frames=3, max_behind_frames=15)
+    for packet in packets(200, end=False):
+        player.on_packet(packet)
+    assert player.dropped_frames == 200 - 18
+    frames = 0
+    while player.pull()[0] is not None:
+        frames += 1
+    assert frames == 18  # 360 ms behind at most, not 4 s

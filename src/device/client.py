@@ -73,6 +73,7 @@ class DeviceClient:
         on_leds: Callable[[list[int]], None] | None = None,
         server_name: str | None = None,
         audio: AudioHandler | None = None,
+        keepalive_ms: tuple[int, int] = (KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS),
     ) -> None:
         self.target = target
         self.view = DeviceView()
@@ -90,6 +91,7 @@ class DeviceClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
         self._audio = audio
+        self._keepalive_ms = keepalive_ms
         self.packets_received = 0
         self.status_requests = 0
 
@@ -124,8 +126,9 @@ class DeviceClient:
     async def connect(self) -> None:
         """Open the channel, create a session, start all three RPCs at once (like the firmware)."""
         options = [
-            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
-            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_time_ms", self._keepalive_ms[0]),
+            ("grpc.keepalive_timeout_ms", self._keepalive_ms[1]),
+            ("grpc.http2.ping_timeout_ms", self._keepalive_ms[1]),  # governs every ping's ack wait
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),  # an idle device keeps checking its link
         ]

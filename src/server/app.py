@@ -51,6 +51,8 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * MS)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * MS)),
+        # Current gRPC Core waits ping_timeout (default 60 s) for any ping's ack, keepalive's included.
+        ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout_s * MS)),
         (
             "grpc.http2.min_ping_interval_without_data_ms",
             int(settings.min_client_ping_interval_s * MS),
@@ -151,7 +153,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
                 status_poll_s=settings.status_poll_interval_s,
                 audio_max_late_s=settings.audio_max_late_ms / 1000,
                 audio_write_timeout_s=settings.audio_write_timeout_s,
-                event_stale_after_s=settings.event_stale_after_s,
+                link_stall_s=settings.link_stall_s,
             ),
         ),
         server,

@@ -82,6 +82,7 @@ class DeviceSession:
         self.active_rpcs = 0
         self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
         self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
+        self.answered = asyncio.Event()  # set whenever the device answers a status request
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK
@@ -99,6 +100,16 @@ class DeviceSession:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    def stalled(self, threshold_s: float) -> bool:
+        """The link is stalled: a status request has gone unanswered for more than ``threshold_s``.
+
+        Status requests and answers share the device's one connection with its events and
+        audio, so an unanswered request means bytes are not getting through (a partition,
+        a device that stopped reading), whatever TCP and gRPC have buffered meanwhile.
+        """
+        since = self.unanswered_since
+        return since is not None and asyncio.get_running_loop().time() - since > threshold_s
 
     def on_close(self, callback: Callable[[], None]) -> None:
         self._on_close.append(callback)

@@ -40,6 +40,7 @@ RequestKind = Literal["get", "set"]
 START_FALSE_TEXT = "AudioStreamRequest.start must be true: start=false opens no audio stream"
 AUDIO_REPLACED_TEXT = "replaced by a newer audio stream of this session"
 STALLED_TEXT = "the device stopped reading audio; reconnect"
+LINK_CHECK_S = 0.25  # while paused, how often the stall is looked at again
 
 
 def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
@@ -77,7 +78,7 @@ class StreamPolicy:
     status_poll_s: float = 5.0
     audio_max_late_s: float = 0.2
     audio_write_timeout_s: float = 10.0
-    event_stale_after_s: float = 3.0
+    link_stall_s: float = 3.0
 
 
 class DeviceService(pb_grpc.DeviceServiceServicer):
@@ -193,6 +194,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                 if kind is not None:
                     window.release()
                 session.unanswered_since = asyncio.get_running_loop().time() if pending else None
+                session.answered.set()
                 answered.set()
                 self._record_status(controller, session, kind, response)
 
@@ -271,15 +273,13 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         """Why an event that just arrived must not change state, or None to apply it.
 
         ``session``: the event's session is no longer the device's live one (superseded,
-        ended). ``stalled``: a status request has gone unanswered for longer than
-        ``event_stale_after_s``: the connection was stalled (a partition held the bytes),
-        so this event was sent long ago, and the device has given up on its ack by now.
+        ended). ``stalled``: the link is stalled (``DeviceSession.stalled``): the bytes of
+        this event were held on the way, it was sent long ago, and the device has given
+        up on its ack by now. Either way the press would land late: ack false, not applied.
         """
         if session.closed or controller.session is not session:
             return "session"
-        since = session.unanswered_since
-        now = asyncio.get_running_loop().time()
-        if since is not None and now - since > self._policy.event_stale_after_s:
+        if session.stalled(self._policy.link_stall_s):
             return "stalled"
         return None
 
@@ -322,7 +322,11 @@ async def _stream_audio(
         replaced.close(replaced_by_newer=True)
     session.on_close(channel.close)
     try:
-        while (packet := await channel.get()) is not None:
+        while True:
+            await _wait_for_link(session, policy, len(channel))
+            packet = await channel.get()  # after the wait: what went stale meanwhile is skipped
+            if packet is None:
+                break
             # Not cancelled mid-flight: closing ends this loop through the channel.
             write = asyncio.ensure_future(context.write(packet))
             done, _ = await asyncio.wait({write}, timeout=policy.audio_write_timeout_s)
@@ -335,6 +339,25 @@ async def _stream_audio(
         controller.player.detach(channel)
     if channel.replaced:
         raise StreamEnded(grpc.StatusCode.ABORTED, AUDIO_REPLACED_TEXT)
+
+
+async def _wait_for_link(session: DeviceSession, policy: StreamPolicy, queued: int) -> None:
+    """While the link is stalled, hand gRPC nothing: packets wait in the channel (and go stale
+    there, to be skipped), instead of piling up unseen in gRPC's and the kernel's buffers.
+    A link stalled for longer than ``audio_write_timeout_s`` ends the session."""
+    if not session.stalled(policy.link_stall_s):
+        return
+    loop = asyncio.get_running_loop()
+    paused_at = loop.time()
+    log.warning("audio.paused", extra={**session.log_fields, "reason": "link stalled", "queued": queued})
+    while session.stalled(policy.link_stall_s) and not session.closed:
+        if loop.time() - paused_at > policy.audio_write_timeout_s:
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE, STALLED_TEXT, end_session=True, why="stalled")
+        session.answered.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINK_CHECK_S):
+                await session.answered.wait()
+    log.info("audio.resumed", extra={**session.log_fields, "paused_s": round(loop.time() - paused_at, 2)})
 
 
 def _label(enum: object, value: int) -> str:

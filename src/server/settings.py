@@ -81,11 +81,12 @@ class ServerSettings(BaseSettings):
         le=3600,
         description="Seconds between status GETs (battery, buttons; also the link's heartbeat)",
     )
-    event_stale_after_s: float = Field(
+    link_stall_s: float = Field(
         3.0,
         gt=0,
         le=600,
-        description="A button event arriving while a status request is unanswered this long is not applied",
+        description="A status request unanswered this long means the link stalled: events are not applied, "
+        "audio waits",
     )
     audio_lead_ms: int = Field(100, ge=0, le=1000, description="How far ahead of real time audio is sent")
     audio_max_late_ms: int = Field(
