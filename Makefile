@@ -7,8 +7,15 @@ DEV_PKI := certs/dev
 BIND   ?= 127.0.0.1:50051
 HEALTH_BIND  ?= 127.0.0.1:8081
 METRICS_BIND ?= 127.0.0.1:9464
+VAR    := var# make run keeps device state and the clip cache here, inside the checkout (make clean resets it)
+ARGS   ?=#    extra flags for make run / make sim, e.g. make run ARGS="--mode-count 8"
+TENANT ?= acme
+DEVICE ?= dev-1
 
-.PHONY: demo run test lint proto bench pki clean
+.PHONY: help demo run sim test lint proto bench pki clean
+
+help:  ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 16
 
 $(STAMP): pyproject.toml scripts/ensure_system_deps.sh
 	PYTHON=$(PYTHON) bash scripts/ensure_system_deps.sh
@@ -29,10 +36,15 @@ pki: $(DEV_PKI)/ca.crt $(DEV_PKI)/signing  ## the development PKI (CA, localhost
 demo: $(STAMP) pki  ## end to end: server + headless device, prints a report
 	$(PY) scripts/demo.py --pki-dir $(DEV_PKI)
 
-run: $(STAMP) pki  ## the server on $(BIND) with the dev PKI
-	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND) --health-bind $(HEALTH_BIND) --metrics-bind $(METRICS_BIND)
+run: $(STAMP) pki  ## the server on 127.0.0.1:50051 with the dev PKI, state in var/ (ARGS="..." adds flags)
+	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND) --health-bind $(HEALTH_BIND) --metrics-bind $(METRICS_BIND) \
+		--state-path $(VAR)/devices.sqlite3 --cache-dir $(VAR)/cache $(ARGS)
 
-lint: $(STAMP)
+sim: $(STAMP) pki  ## a simulated device (TENANT=acme DEVICE=dev-1) against make run, in this terminal
+	$(PY) -m device --simulate --pki-dir $(DEV_PKI) --server $(BIND) --tenant $(TENANT) --device $(DEVICE) \
+		--record-dir $(VAR)/recordings $(ARGS)
+
+lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/ruff check src tests scripts bench
 	$(VENV)/bin/ruff format --check src tests scripts bench
 	$(VENV)/bin/mypy
@@ -40,11 +52,11 @@ lint: $(STAMP)
 test: lint  ## lint, types, then the test suite
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP)  ## benchmarks, figures printed
 	$(PY) bench/run_all.py
 
-proto: $(STAMP)
+proto: $(STAMP)  ## regenerate src/comms from proto/
 	$(PY) scripts/gen_proto.py
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
+clean:  ## remove the venv, caches, var/ (device state) and demo output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(VAR) device-recordings

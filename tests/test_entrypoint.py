@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,11 +14,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from comms.cli import SettingsError, load_settings
+from device.settings import DeviceSettings
 from server.settings import ServerSettings
 from tests.conftest import Connect
 from tests.helpers import MODE, PLAY, EphemeralPki, free_port, wait_for
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def run_server(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -33,19 +37,24 @@ def run_server(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[s
 def test_settings_from_env_and_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AUDIO_SERVER_MODE_COUNT", "7")
     monkeypatch.setenv("AUDIO_SERVER_PKI_DIR", str(tmp_path))
-    settings = ServerSettings(_cli_parse_args=["--bind", "127.0.0.1:6000"])
+    monkeypatch.setenv("AUDIO_SERVER_LOG_LEVEL", "debug")  # any case
+    settings, _ = load_settings(ServerSettings, "audio-server", ["--bind", "127.0.0.1:6000"])
     assert settings.mode_count == 7 and settings.bind == "127.0.0.1:6000"
     assert settings.server_cert == tmp_path / "server.crt"
     assert settings.client_ca == tmp_path / "ca.crt"
+    assert settings.log_level == "DEBUG"
+    flag_wins, _ = load_settings(ServerSettings, "audio-server", ["--mode-count", "9"])
+    assert flag_wins.mode_count == 9  # flag > environment
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--mode-count", "3"], "mode_count"),
-        (["--bind", "nonsense"], "bind"),
-        (["--trust-domain", "Bad Domain"], "trust_domain"),
-        (["--audio-lead-ms", "-5"], "audio_lead_ms"),
+        (["--mode-count", "3"], "bad setting --mode-count: Input should be greater than or equal to 5"),
+        (["--bind", "nonsense"], "bad setting --bind:"),
+        (["--trust-domain", "Bad Domain"], "bad setting --trust-domain:"),
+        (["--audio-lead-ms", "-5"], "bad setting --audio-lead-ms:"),
+        (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
     ],
 )
 def test_bad_setting_exits_1_with_one_line(args: list[str], message: str) -> None:
@@ -53,6 +62,92 @@ def test_bad_setting_exits_1_with_one_line(args: list[str], message: str) -> Non
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_bad_value_is_named_as_the_user_set_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUDIO_SERVER_TOKEN_TTL_S", "0")
+    with pytest.raises(SettingsError, match=r"^bad setting AUDIO_SERVER_TOKEN_TTL_S: "):
+        load_settings(ServerSettings, "audio-server", [])
+    monkeypatch.delenv("AUDIO_SERVER_TOKEN_TTL_S")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("AUDIO_SERVER_TOKEN_TTL_S=-1\n")
+    with pytest.raises(SettingsError, match=r"^bad setting AUDIO_SERVER_TOKEN_TTL_S \(in .env\): "):
+        load_settings(ServerSettings, "audio-server", [])
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+@pytest.mark.parametrize(
+    ("cls", "typo", "suggestion"),
+    [
+        (ServerSettings, "AUDIO_SERVER_TOKEN_TTL", "AUDIO_SERVER_TOKEN_TTL_S"),
+        (ServerSettings, "AUDIO_SERVER_LOGLEVEL", "AUDIO_SERVER_LOG_LEVEL"),
+        (DeviceSettings, "AUDIO_DEVICE_JITTER", "AUDIO_DEVICE_JITTER_MS"),
+    ],
+)
+def test_a_misspelled_setting_stops_start_up_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str, cls: type, typo: str, suggestion: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if where == "environment":
+        monkeypatch.setenv(typo, "60")
+    else:
+        (tmp_path / ".env").write_text(f"{typo}=60\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(cls, "prog", [])
+    source = "the environment" if where == "environment" else ".env"
+    assert str(info.value) == f"unknown setting {typo} in {source}; did you mean {suggestion}?"
+
+
+def test_a_misspelled_env_setting_exits_1_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**ENV, "AUDIO_SERVER_TOKEN_TTL": "60"},
+    )
+    assert result.returncode == 0  # --help still works (argparse answers first)
+    result = run_server_env({"AUDIO_SERVER_TOKEN_TTL": "60"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "audio-server: unknown setting AUDIO_SERVER_TOKEN_TTL in the environment; "
+        "did you mean AUDIO_SERVER_TOKEN_TTL_S?"
+    )
+
+
+def run_server_env(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server"], capture_output=True, text=True, timeout=30, env={**ENV, **extra_env}
+    )
+
+
+@pytest.mark.parametrize(("module", "cls"), [("server", ServerSettings), ("device", DeviceSettings)])
+def test_help_reads_like_the_readme(module: str, cls: type) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**ENV, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps lines wherever it likes
+    for bad in ("default factory", "<lambda>", "{Path,null}", "(default: null)", "default: None"):
+        assert bad not in text
+    for name in cls.model_fields:  # every setting: its flag, its env var
+        assert f"--{name.replace('_', '-')}" in text
+        assert f"Env: {cls.model_config['env_prefix']}{name.upper()}." in text
+    prefix = cls.model_config["env_prefix"]
+    documented = re.findall(
+        rf"^\| `{prefix}[A-Z0-9_]+` \| `(--[a-z0-9-]+)`", README.read_text(), re.MULTILINE
+    )
+    assert documented, "the README's settings table lists flags"
+    for documented_flag in documented:  # every flag the README documents
+        assert documented_flag in text
+    if module == "device":
+        assert "--simulate" in text  # the README's main way to try the device
+    else:
+        assert "Range: 5 to 16." in text  # --mode-count
 
 
 def test_missing_certificate_exits_1_with_one_line(tmp_path: Path) -> None:

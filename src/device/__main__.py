@@ -1,4 +1,4 @@
-"""``audio-device`` / ``python -m device``: the Raspberry Pi client, or its simulator.
+"""audio-device: the Raspberry Pi client of the audio service, or its simulator (--simulate).
 
 On a Pi: GPIO buttons and LEDs (gpiozero), the speaker (sounddevice).
 ``--simulate``: mock pins, the 6 LEDs drawn in their real colours in the
@@ -29,6 +29,11 @@ log = logging.getLogger("device")
 KEYS = {"c": 0, "m": 1, "s": 2, "p": 3}
 LED_NAMES = ("power", "link", "square", "rhomboid", "triangle", "circle")
 DEFAULT_SIM_RECORDINGS = Path("device-recordings")
+SIMULATE_HELP = (
+    "Run without a Raspberry Pi: mock pins, the LEDs drawn in the terminal, keys for the buttons "
+    "(c Connect, m Mode, s Stop, p Play, then Enter; q quits), sound to the speaker or WAV files. "
+    "Command line only."
+)
 
 
 def render(app: DeviceApp) -> str:
@@ -126,12 +131,17 @@ async def simulate_terminal(app: DeviceApp, factory: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    simulate = "--simulate" in args
-    args = [a for a in args if a != "--simulate"]
-    settings = parse_settings(DeviceSettings, "audio-device", args)
-    if settings is None:
+    parsed = parse_settings(
+        DeviceSettings,
+        "audio-device",
+        argv,
+        description=__doc__ or "",
+        extra=[("--simulate", SIMULATE_HELP)],
+    )
+    if parsed is None:
         return 1
+    settings, flags = parsed
+    simulate = bool(flags.simulate)
     configure_logging(settings.log_level, settings.log_format)
     try:
         return asyncio.run(run(settings, simulate))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auth.identity import DEFAULT_TRUST_DOMAIN
@@ -21,21 +21,38 @@ class DeviceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
-        extra="ignore",
-        cli_kebab_case=True,
-        cli_prog_name="audio-device",
-        cli_implicit_flags=True,
+        extra="ignore",  # unknown AUDIO_DEVICE_* names are refused by comms.cli, with a suggestion
     )
 
     server: str = Field("localhost:50051", description="Server HOST:PORT")
-    server_name: str | None = Field(None, description="Expected server certificate name, if not the host")
+    server_name: str | None = Field(
+        None,
+        description="Expected server certificate name",
+        json_schema_extra={"default_text": "the host of --server"},
+    )
     pki_dir: Path = Field(Path("certs/dev"), description="Provisioned PKI directory")
     tenant: str = Field("acme", description="Tenant (selects the cert in PKI_DIR when --cert is unset)")
     device: str = Field("dev-1", description="Device id (selects the cert in PKI_DIR when --cert is unset)")
-    cert: Path | None = Field(None, description="Device certificate (default PKI_DIR/devices/T/D.crt)")
-    key: Path | None = Field(None, description="Device private key (default PKI_DIR/devices/T/D.key)")
-    ca: Path | None = Field(None, description="CA bundle that signed the server (default PKI_DIR/ca.crt)")
-    record_dir: Path | None = Field(None, description="Write every received sound to a WAV file here")
+    cert: Path | None = Field(
+        None,
+        description="Device certificate",
+        json_schema_extra={"default_text": "PKI_DIR/devices/TENANT/DEVICE.crt"},
+    )
+    key: Path | None = Field(
+        None,
+        description="Device private key",
+        json_schema_extra={"default_text": "PKI_DIR/devices/TENANT/DEVICE.key"},
+    )
+    ca: Path | None = Field(
+        None,
+        description="CA bundle that signed the server",
+        json_schema_extra={"default_text": "PKI_DIR/ca.crt"},
+    )
+    record_dir: Path | None = Field(
+        None,
+        description="Write every received sound to a WAV file here",
+        json_schema_extra={"default_text": "off (device-recordings/ with --simulate and no speaker)"},
+    )
     trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="SPIFFE trust domain of this fleet")
     button_pins: list[int] = Field(
         [17, 27, 22, 23],
@@ -60,7 +77,9 @@ class DeviceSettings(BaseSettings):
         description="Audio queued past the jitter buffer beyond this is dropped (oldest first)",
     )
     audio_device: str | None = Field(
-        None, description="sounddevice output device (name or index); default output"
+        None,
+        description="sounddevice output device (name or index)",
+        json_schema_extra={"default_text": "the system's default output"},
     )
     backoff_base_s: float = Field(0.5, gt=0, description="First reconnect delay ceiling (full jitter)")
     backoff_cap_s: float = Field(30.0, gt=0, description="Largest reconnect delay")
@@ -69,6 +88,11 @@ class DeviceSettings(BaseSettings):
     ack_timeout_s: float = Field(5.0, gt=0, description="No ack within this: reconnect")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "text"] = Field("auto", description="Log format")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _fill_paths(self) -> DeviceSettings:

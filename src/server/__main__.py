@@ -1,4 +1,7 @@
-"""``audio-server`` / ``python -m server``: run the service until SIGTERM/SIGINT."""
+"""audio-server: the streaming audio service for the device fleet (gRPC over mTLS).
+
+Runs until SIGTERM/SIGINT, then drains: devices are told to reconnect elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +37,10 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(ServerSettings, "audio-server", argv)
-    if settings is None:
+    parsed = parse_settings(ServerSettings, "audio-server", argv, description=__doc__ or "")
+    if parsed is None:
         return 1
+    settings, _ = parsed
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))

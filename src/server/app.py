@@ -23,6 +23,7 @@ from server.ops import (
     HealthServer,
     MetricsServer,
     Readiness,
+    ensure_bindable,
     start_health_server,
     start_metrics_server,
 )
@@ -137,7 +138,12 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     clock = FrameClock(settings.audio_lead_s)
     registry = DeviceRegistry(
-        store, library, settings.mode_count, clock, (settings.event_rate_per_s, settings.event_burst)
+        store,
+        library,
+        settings.mode_count,
+        clock,
+        (settings.event_rate_per_s, settings.event_burst),
+        settings.audio_write_timeout_s,
     )
     trust.on_revoked(registry.revoke)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)
@@ -164,10 +170,13 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             (DEVICE_SERVICE, SESSION_SERVICE, reflection.SERVICE_NAME), server
         )
     try:
+        ensure_bindable(settings.bind, "device mTLS")
         port = server.add_secure_port(settings.bind, tls.credentials())
-    except RuntimeError as exc:
+    except (OSError, RuntimeError) as exc:
         await store.close()
-        raise OSError(f"cannot listen on {settings.bind}: {exc}") from None
+        raise OSError(
+            str(exc) if isinstance(exc, OSError) else f"cannot listen on {settings.bind}: {exc}"
+        ) from None
 
     def reload_tls() -> None:
         tls.reload()
@@ -182,6 +191,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     ]
     clock.start(readiness.flag)
     store.start()
+    registry.start(readiness.flag)
     for watcher in watchers:
         watcher.start(readiness.flag)
     await server.start()

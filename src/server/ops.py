@@ -9,7 +9,9 @@ background loop keeps failing) and the server is not draining.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -84,8 +86,27 @@ class Readiness:
             await self.health.servicer.enter_graceful_shutdown()
 
 
+def ensure_bindable(bind: str, what: str) -> None:
+    """Fail with one clear line if ``bind`` is taken: gRPC's own message hides the reason, and with
+    SO_REUSEPORT (gRPC's default) a second server would even start on the same port."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no clash
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            hint = "; is another audio-server running?" if exc.errno == errno.EADDRINUSE else ""
+            raise OSError(f"cannot listen on {bind} ({what}): {reason}{hint}") from None
+
+
 async def start_health_server(bind: str) -> HealthServer:
-    server = grpc.aio.server()
+    ensure_bindable(bind, "health")
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     try:
@@ -115,6 +136,7 @@ class MetricsServer:
 
 
 def start_metrics_server(bind: str) -> MetricsServer:
+    ensure_bindable(bind, "metrics")
     host, _, port = bind.rpartition(":")
     try:
         httpd, thread = prometheus_client.start_http_server(int(port), addr=host.strip("[]"))

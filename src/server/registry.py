@@ -49,10 +49,13 @@ from server.state_machine import (
 )
 from server.store import DeviceRecord
 from server.store_guard import StoreGuard
+from server.supervision import HealthCallback, supervise
 
 log = logging.getLogger(__name__)
 
 SUPERSEDED_MESSAGE = "session superseded by a newer session of this device"
+STALLED_MESSAGE = "the device stopped reading audio; reconnect"
+WATCHDOG_INTERVAL_S = 1.0
 SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
 REVOKED_MESSAGE = "device certificate revoked"
 ENDED_MESSAGE = "session ended"
@@ -83,6 +86,7 @@ class DeviceSession:
         self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
         self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
         self.answered = asyncio.Event()  # set whenever the device answers a status request
+        self.audio_write_since: float | None = None  # loop time the pending audio write began
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK
@@ -221,8 +225,10 @@ class DeviceRegistry:
         mode_count: int,
         clock: FrameClock,
         event_limit: tuple[float, int] = (10.0, 20),
+        write_timeout_s: float = 10.0,
     ) -> None:
         self._event_limit = event_limit
+        self._write_timeout_s = write_timeout_s
         self._store = store
         self._library = library
         self._mode_count = mode_count
@@ -232,6 +238,7 @@ class DeviceRegistry:
         self._empty = asyncio.Event()
         self._empty.set()
         self._background: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         metrics.track_live(self)
 
     # --- what is live (read by the metrics collector at scrape time) ---------
@@ -427,9 +434,31 @@ class DeviceRegistry:
             ended += await self.end_session(session.identity, code, message, "shutdown")
         return ended
 
+    def start(self, on_failing: HealthCallback | None = None) -> None:
+        self._watchdog = asyncio.create_task(supervise("write-watchdog", self._watch_writes, on_failing))
+
+    async def _watch_writes(self) -> None:
+        """One sweep a second instead of a timer per packet: end sessions whose audio write is stuck."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            now = loop.time()
+            for session in self.live_sessions():
+                since = session.audio_write_since
+                if since is not None and now - since > self._write_timeout_s:
+                    log.warning(
+                        "audio.stalled", extra={**session.log_fields, "stuck_s": round(now - since, 1)}
+                    )
+                    session.audio_write_since = None  # ended once
+                    self._spawn(
+                        self.end_session(
+                            session.identity, grpc.StatusCode.UNAVAILABLE, STALLED_MESSAGE, "stalled"
+                        )
+                    )
+
     async def close(self) -> None:
-        """Await the revocations still in flight (owner's shutdown)."""
-        await cancel_and_wait(*self._background)
+        """Stop the watchdog; await the session endings still in flight (owner's shutdown)."""
+        await cancel_and_wait(self._watchdog, *self._background)
 
     async def wait_empty(self, timeout: float) -> bool:
         """Wait until every session detached; False on timeout."""

@@ -26,7 +26,7 @@ from server.audio_channel import AudioChannel
 from server.errors import MalformedRequest, StoreUnavailable, StreamEnded
 from server.interceptor import abort_rejected, current_auth
 from server.leds import LedFrame
-from server.registry import DeviceController, DeviceRegistry, DeviceSession, run_until_first
+from server.registry import STALLED_MESSAGE, DeviceController, DeviceRegistry, DeviceSession, run_until_first
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,14 @@ AUDIO_DRAIN_S = 0.5  # on close, time to flush queued audio (the final is_end pa
 RequestKind = Literal["get", "set"]
 START_FALSE_TEXT = "AudioStreamRequest.start must be true: start=false opens no audio stream"
 AUDIO_REPLACED_TEXT = "replaced by a newer audio stream of this session"
-STALLED_TEXT = "the device stopped reading audio; reconnect"
-LINK_CHECK_S = 0.25  # while paused, how often the stall is looked at again
+LINK_CHECK_S = 0.25
+# What each button is on the case (PROTOCOL.md); logs say both this and the wire id.
+BUTTON_NAMES = {
+    0: "Connect",
+    1: "Mode",
+    2: "Stop",
+    3: "Play",
+}  # while paused, how often the stall is looked at again
 
 
 def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
@@ -262,7 +268,12 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                 ).inc()
                 log.info(
                     "event.button",
-                    extra={**session.log_fields, "button": button.button_id, "type": button.event},
+                    extra={
+                        **session.log_fields,
+                        "button": BUTTON_NAMES.get(button.button_id, "unknown"),
+                        "button_id": _label(pb.ButtonEvent.ButtonId, button.button_id),
+                        "type": _label(pb.ButtonEvent.ButtonEventType, button.event),
+                    },
                 )
                 await controller.press(button.button_id, button.event)
             else:
@@ -311,10 +322,11 @@ async def _stream_audio(
 ) -> None:
     """Hand the player's packets to gRPC one write at a time (the player paces, the channel skips
     what is already too late). A write that does not complete within ``audio_write_timeout_s``
-    means the device stopped reading: its session ends (UNAVAILABLE), so it reconnects.
+    means the device stopped reading: the registry's watchdog ends its session (UNAVAILABLE).
 
     When the session closes, what is queued (the final ``is_end``) still goes out first.
     """
+    loop = asyncio.get_running_loop()
     channel = AudioChannel(max_late_s=policy.audio_max_late_s)
     replaced = controller.player.attach(channel)
     if replaced is not None:  # exactly one audio stream per session receives packets
@@ -327,14 +339,11 @@ async def _stream_audio(
             packet = await channel.get()  # after the wait: what went stale meanwhile is skipped
             if packet is None:
                 break
-            # Not cancelled mid-flight: closing ends this loop through the channel.
-            write = asyncio.ensure_future(context.write(packet))
-            done, _ = await asyncio.wait({write}, timeout=policy.audio_write_timeout_s)
-            if not done:
-                write.cancel()
-                log.warning("audio.stalled", extra={**session.log_fields, "queued": len(channel)})
-                raise StreamEnded(grpc.StatusCode.UNAVAILABLE, STALLED_TEXT, end_session=True, why="stalled")
-            write.result()
+            # A plain write, never cancelled mid-flight: closing ends this loop through the channel.
+            # The registry's watchdog ends the session if it does not complete in time.
+            session.audio_write_since = loop.time()
+            await context.write(packet)
+            session.audio_write_since = None
     finally:
         controller.player.detach(channel)
     if channel.replaced:
@@ -352,7 +361,7 @@ async def _wait_for_link(session: DeviceSession, policy: StreamPolicy, queued: i
     log.warning("audio.paused", extra={**session.log_fields, "reason": "link stalled", "queued": queued})
     while session.stalled(policy.link_stall_s) and not session.closed:
         if loop.time() - paused_at > policy.audio_write_timeout_s:
-            raise StreamEnded(grpc.StatusCode.UNAVAILABLE, STALLED_TEXT, end_session=True, why="stalled")
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE, STALLED_MESSAGE, end_session=True, why="stalled")
         session.answered.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LINK_CHECK_S):

@@ -27,26 +27,33 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
-        extra="ignore",
-        cli_kebab_case=True,
-        cli_prog_name="audio-server",
-        cli_implicit_flags=True,
+        extra="ignore",  # unknown AUDIO_SERVER_* names are refused by comms.cli, with a suggestion
     )
 
     # --- network and TLS ---
     bind: str = Field("0.0.0.0:50051", description="HOST:PORT the mTLS DeviceService listens on")
     pki_dir: Path = Field(Path("certs/dev"), description="Directory with ca.crt, server.crt, server.key")
-    server_cert: Path | None = Field(None, description="Server certificate (default PKI_DIR/server.crt)")
-    server_key: Path | None = Field(None, description="Server private key (default PKI_DIR/server.key)")
+    server_cert: Path | None = Field(
+        None, description="Server certificate", json_schema_extra={"default_text": "PKI_DIR/server.crt"}
+    )
+    server_key: Path | None = Field(
+        None, description="Server private key", json_schema_extra={"default_text": "PKI_DIR/server.key"}
+    )
     client_ca: Path | None = Field(
-        None, description="CA bundle for device certificates (default PKI_DIR/ca.crt)"
+        None,
+        description="CA bundle that signs device certificates",
+        json_schema_extra={"default_text": "PKI_DIR/ca.crt"},
     )
     trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="SPIFFE trust domain of device identities")
     crl_path: Path | None = Field(
-        None, description="CRL of revoked device certificates (default PKI_DIR/crl.pem)"
+        None,
+        description="CRL of revoked device certificates",
+        json_schema_extra={"default_text": "PKI_DIR/crl.pem"},
     )
     signing_key_dir: Path | None = Field(
-        None, description="Directory of Ed25519 token signing keys (default PKI_DIR/signing)"
+        None,
+        description="Directory of Ed25519 token signing keys",
+        json_schema_extra={"default_text": "PKI_DIR/signing"},
     )
     reload_interval_s: float = Field(
         0.5, gt=0, le=60, description="How often CRL and signing keys are checked for changes"
@@ -99,6 +106,7 @@ class ServerSettings(BaseSettings):
     cache_dir: Path | None = Field(
         default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "audio-server",
         description="Where encoded clips are cached; empty to disable",
+        json_schema_extra={"default_text": "$XDG_CACHE_HOME/audio-server (~/.cache/audio-server)"},
     )
     opus_bitrate: int = Field(64_000, ge=6_000, le=510_000, description="Opus bitrate for encoded clips")
     state_backend: Literal["sqlite", "memory"] = Field("sqlite", description="Where device records live")
@@ -107,7 +115,10 @@ class ServerSettings(BaseSettings):
     )
     state_path: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
-        description="SQLite file for device records (state_backend=sqlite)",
+        description="SQLite file for device records (state_backend=sqlite); make run/demo use var/",
+        json_schema_extra={
+            "default_text": "$XDG_STATE_HOME/audio-server/devices.sqlite3 (~/.local/state/audio-server/...)"
+        },
     )
 
     # --- lifecycle and hardening (see shared GRPC notes for the reasoning) ---
@@ -145,6 +156,11 @@ class ServerSettings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"bind must be HOST:PORT, got {value!r}")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("cache_dir", mode="before")
     @classmethod
