@@ -239,3 +239,22 @@ async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@pytest.mark.parametrize("which", ["--bind", "--health-bind", "--metrics-bind"])
+def test_a_taken_port_stops_start_up_with_one_line(which: str, pki: EphemeralPki) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        binds = {"--bind": "127.0.0.1:0", "--health-bind": "127.0.0.1:0", "--metrics-bind": "127.0.0.1:0"}
+        binds[which] = taken
+        args = [arg for pair in binds.items() for arg in pair]
+        result = run_server("--pki-dir", str(pki.root), "--state-backend", "memory", *args)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"audio-server: cannot start: cannot listen on {taken}"), result.stderr
+    assert "address already in use" in line

@@ -130,3 +130,30 @@ async def test_dead_peers_are_noticed_on_both_sides_within_seconds(
         print(f"\ndead peer noticed: server {server_seen:.1f} s, device {device_seen:.1f} s")
     finally:
         await client.close()
+
+
+async def test_a_link_stalled_past_the_bound_ends_the_session(
+    server_factory: ServerFactory, pki: EphemeralPki, proxy_for: list[FaultProxy]
+) -> None:
+    """Keepalive off the table (long): the stalled status heartbeat alone ends the session in time."""
+    app = await server_factory(
+        keepalive_time_s=120, keepalive_timeout_s=60, status_poll_interval_s=0.2, link_stall_s=0.5,
+        audio_write_timeout_s=2.0,
+    )  # fmt: skip
+    proxy = await FaultProxy(app.port).start()
+    proxy_for.append(proxy)
+    client = DeviceClient(
+        proxy.address, pki.device_tls("acme", "stuck"), RecordingSink(), keepalive_ms=(LONG, LONG)
+    )
+    await client.connect()
+    try:
+        await client.press(MODE)
+        await client.press(PLAY)
+        await wait_for(lambda: client.packets_received > 10)
+        ended_before = sample("audio_sessions_ended_total", reason="stalled")
+        proxy.hold()
+        await wait_for(lambda: app.registry.controller(Identity("acme", "stuck")) is None, timeout=15)
+        assert sample("audio_sessions_ended_total", reason="stalled") == ended_before + 1
+    finally:
+        proxy.heal()
+        await client.close()
