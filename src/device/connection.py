@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import grpc
 
 from device.backoff import Backoff
 from device.client import DeviceClient, StreamEnd
+from device.diagnose import explain
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class ConnectionManager:
     clock: Callable[[], float] = time.monotonic
     attempts: list[Attempt] = field(default_factory=list)
     client: DeviceClient | None = None
+    last_cause: str | None = None  # the explained cause of the last failed attempt (printed once per change)
 
     async def run(self) -> None:
         """Until cancelled (power off): the owner cancels and awaits this."""
@@ -82,15 +85,20 @@ class ConnectionManager:
                 event = (
                     "device.superseded" if reason.code == grpc.StatusCode.ABORTED else "device.disconnected"
                 )
+                cause = explain(reason.code, reason.details) if connected_at is None else None
                 log.warning(
                     event,
                     extra={
                         "code": reason.code.name,
-                        "detail": reason.details[:200],
+                        **({"cause": cause} if cause else {}),
+                        "detail": reason.details[-300:],  # the end says why; the start is boilerplate
                         "connected_for_s": round(connected_for, 1),
                         "retry_in_s": round(delay, 2),
                     },
                 )
+                if cause and cause != self.last_cause:
+                    print(f"audio-device: cannot connect to {client.target}: {cause}", file=sys.stderr)
+                self.last_cause = cause
                 self.on_state(LinkState.BACKOFF, None)
             self.attempts.append(Attempt(started, connected_for, reason.code.name, delay))
             await self.sleep(delay)

@@ -5,6 +5,12 @@ Runs until SIGTERM/SIGINT, then drains: devices are told to reconnect elsewhere.
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C-core logs refused handshakes and more at INFO on stderr, outside our JSON log;
+# keep it to errors unless the operator asks (read when grpc is first imported, below).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import asyncio
 import logging
 import signal
