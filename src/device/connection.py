@@ -76,6 +76,17 @@ class ConnectionManager:
                 await client.close()
             connected_for = self.clock() - connected_at if connected_at is not None else 0.0
             revoked = reason.code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in reason.details
+            superseded = reason.code == grpc.StatusCode.ABORTED and "superseded" in reason.details
+            if superseded:
+                connected_for = 0.0  # not a stable connection: backoff grows, as for any failure
+            if superseded and "clone" in reason.details:
+                log.error(
+                    "device.possible_clone",
+                    extra={
+                        "detail": reason.details[:200],
+                        "meaning": "another device seems to use this device's certificate",
+                    },
+                )
             if revoked:
                 delay = self.revoked_retry_s
                 log.error("device.revoked", extra={"detail": reason.details, "retry_in_s": delay})

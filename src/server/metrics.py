@@ -117,4 +117,7 @@ BACKGROUND_RESTARTS = Counter(
     "audio_background_restarts_total", "Background loops restarted after an error", ["task"]
 )
 RELOADS = Counter("audio_reloads_total", "Reloads of watched files by outcome", ["what", "result"])
+POSSIBLE_CLONES = Counter(
+    "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
+)
 SESSIONS_ENDED = Counter("audio_sessions_ended_total", "Sessions ended, by why", ["reason"])

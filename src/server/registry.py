@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -54,6 +55,13 @@ from server.supervision import HealthCallback, supervise
 log = logging.getLogger(__name__)
 
 SUPERSEDED_MESSAGE = "session superseded by a newer session of this device"
+CLONE_MESSAGE = (
+    "session superseded again ({count} times in {window:.0f} s): another device seems to use this "
+    "device's certificate (a clone?); back off and ask the operator"
+)
+CLONE_SUPERSEDES = 3  # supersedes within CLONE_WINDOW_S that look like two devices sharing one identity
+CLONE_WINDOW_S = 60.0
+CLONE_TRACKED = 10_000  # identities remembered for this (bounded memory)
 STALLED_MESSAGE = "the device stopped reading audio; reconnect"
 WATCHDOG_INTERVAL_S = 1.0
 SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
@@ -239,6 +247,7 @@ class DeviceRegistry:
         self._empty.set()
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._supersedes: OrderedDict[Identity, deque[float]] = OrderedDict()
         metrics.track_live(self)
 
     # --- what is live (read by the metrics collector at scrape time) ---------
@@ -304,8 +313,34 @@ class DeviceRegistry:
                 return
             controller.record = claimed
             old = controller.session
-            if old is not None and old.id != session_id:
-                await self._end(controller, old, grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE, "superseded")
+            if old is not None and old.id != session_id and not old.closed:
+                await self._end(
+                    controller, old, grpc.StatusCode.ABORTED, self._superseded_message(old), "superseded"
+                )
+
+    def _superseded_message(self, session: DeviceSession) -> str:
+        """The ABORTED text; after a few supersedes in a short time it says plainly: a clone?"""
+        now = asyncio.get_running_loop().time()
+        times = self._supersedes.pop(session.identity, deque())
+        times.append(now)
+        while times and now - times[0] > CLONE_WINDOW_S:
+            times.popleft()
+        self._supersedes[session.identity] = times
+        while len(self._supersedes) > CLONE_TRACKED:
+            self._supersedes.popitem(last=False)
+        if len(times) < CLONE_SUPERSEDES:
+            return SUPERSEDED_MESSAGE
+        metrics.POSSIBLE_CLONES.inc()
+        log.warning(
+            "session.possible_clone",
+            extra={
+                **session.log_fields,
+                "supersedes": len(times),
+                "window_s": CLONE_WINDOW_S,
+                "meaning": "two devices seem to share this certificate",
+            },
+        )
+        return CLONE_MESSAGE.format(count=len(times), window=CLONE_WINDOW_S)
 
     @contextlib.asynccontextmanager
     async def _lock(self, identity: Identity) -> AsyncIterator[None]:
