@@ -68,7 +68,8 @@ async def run(settings: DeviceSettings, simulate: bool) -> int:
 
         pin_factory = MockFactory(pin_class=MockPWMPin)
     record_dir = settings.record_dir or (DEFAULT_SIM_RECORDINGS if simulate else None)
-    sink: AudioSink = RecordingSink(record_dir) if record_dir else NullSink()
+    label = f"{credentials.identity.tenant}-{credentials.identity.device_id}"
+    sink: AudioSink = RecordingSink(record_dir, label) if record_dir else NullSink()
     app = DeviceApp(settings, credentials, sink, pin_factory=pin_factory)
     speaker: Speaker | None = None
     try:

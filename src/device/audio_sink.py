@@ -23,6 +23,8 @@ class AudioSink(Protocol):
     def start_sound(self) -> None: ...
     def write(self, pcm: bytes, is_end: bool) -> None: ...
     def end_sound(self) -> None: ...
+    def cut_sound(self) -> None:
+        """The sound stopped without its end (power off, disconnect, revocation)."""
 
 
 @dataclass
@@ -47,12 +49,20 @@ class RecordedSound:
 
 
 class RecordingSink:
-    """Records sounds in memory; with ``out_dir`` also writes ``sound-<n>.wav`` per sound."""
+    """Records sounds in memory; with ``out_dir`` also writes one WAV per sound.
 
-    def __init__(self, out_dir: Path | None = None) -> None:
+    Files are named ``<label>-<YYYYmmdd-HHMMSS>-<n>.wav`` (label: tenant-device), so two
+    devices recording into one directory, or two runs, never overwrite each other; a
+    sound that was cut off (power off, disconnect, a new sound) is saved too, as
+    ``...-partial.wav``.
+    """
+
+    def __init__(self, out_dir: Path | None = None, label: str = "sound") -> None:
         self.out_dir = out_dir
+        self.label = label
         self.sounds: list[RecordedSound] = []
         self._current: RecordedSound | None = None
+        self._run = time.strftime("%Y%m%d-%H%M%S")
 
     @property
     def current(self) -> RecordedSound | None:
@@ -75,11 +85,15 @@ class RecordingSink:
             self._current.ended = True
         self._finish()
 
+    def cut_sound(self) -> None:
+        self._finish()
+
     def _finish(self) -> None:
         sound, self._current = self._current, None
-        if sound is not None and self.out_dir is not None:
+        if sound is not None and self.out_dir is not None and sound.chunks:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            sound.wav_path = self.out_dir / f"sound-{sound.index:03d}.wav"
+            partial = "" if sound.ended else "-partial"
+            sound.wav_path = self.out_dir / f"{self.label}-{self._run}-{sound.index:03d}{partial}.wav"
             soundfile.write(str(sound.wav_path), sound.pcm, SAMPLE_RATE, subtype="PCM_16")
 
     def close(self) -> None:
@@ -96,4 +110,7 @@ class NullSink:
         return None
 
     def end_sound(self) -> None:
+        return None
+
+    def cut_sound(self) -> None:
         return None

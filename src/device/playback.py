@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_JITTER_FRAMES = 3  # 60 ms
 DEFAULT_MAX_BEHIND_FRAMES = 15  # 300 ms beyond the jitter buffer
-Boundary = Literal["start", "end"] | None
+Boundary = Literal["start", "end", "cut"] | None  # cut: a sound ended without its is_end
 
 
 class JitterPlayer:
@@ -53,6 +53,7 @@ class JitterPlayer:
         self._started = False  # its output began (jitter buffer filled)
         self._ended = False  # its is_end arrived
         self._interrupt_pending = False
+        self._cut = False  # a started sound was silenced (power off, disconnect): tell the output once
         self.generation = 0  # counts sounds (is_start); an interrupt targets one of them
         self.underruns = 0
         self._sound_underruns = 0
@@ -108,6 +109,7 @@ class JitterPlayer:
     def silence_now(self) -> None:
         """Disconnected or powered off: nothing more plays."""
         with self._lock:
+            self._cut = self._cut or (self._active and self._started)
             self._queue.clear()
             self._active = False
             self._interrupt_pending = False
@@ -117,6 +119,9 @@ class JitterPlayer:
     def pull(self) -> tuple[bytes | None, Boundary]:
         """The next 20 ms frame (None = silence) and whether a sound starts or ended with it."""
         with self._lock:
+            if self._cut:
+                self._cut = False
+                return None, "cut"
             if not self._active:
                 return None, None
             boundary: Boundary = None
@@ -163,6 +168,8 @@ class PacedOutput:
             self._sink.write(frame, is_end=False)
         if boundary == "end":
             self._sink.end_sound()
+        if boundary == "cut":
+            self._sink.cut_sound()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
