@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from auth import pki as pki_lib
+from device.simview import visible_length
 from tests.helpers import EphemeralPki
 
 
@@ -60,10 +61,20 @@ def test_bad_setting_is_one_clear_line() -> None:
 def test_simulator_starts_draws_the_leds_and_quits(device_args: list[str]) -> None:
     result = run_device("--simulate", *device_args, stdin="q\n")
     assert result.returncode == 0, result.stderr
-    assert "keys: c Connect" in result.stdout and "power" in result.stdout
+    assert "keys: c Connect" in result.stdout and "pwr" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if "pwr" in line]
+    assert lines and all(visible_length(line) <= 80 for line in lines)
 
 
 def test_without_gpio_it_says_to_simulate(device_args: list[str]) -> None:
     result = run_device(*device_args)
     assert result.returncode == 1
     assert "use --simulate" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_without_gpio_our_line_comes_alone(device_args: list[str]) -> None:
+    """Off a Pi without --simulate: one clear line, not gpiozero's fallback warnings first."""
+    result = run_device(*device_args)
+    assert result.returncode == 1
+    assert "no GPIO on this machine" in result.stderr and "use --simulate" in result.stderr
+    assert "Warning" not in result.stderr and "PinFactoryFallback" not in result.stderr

@@ -11,23 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpiozero.exc import GPIOZeroError
+from gpiozero.exc import GPIOZeroError, GPIOZeroWarning
 
 from auth.device_credentials import CredentialError, load_device_credentials
 from comms.cli import parse_settings
 from comms.logfmt import configure_logging
 from device.app import DeviceApp
 from device.audio_sink import AudioSink, NullSink, RecordingSink
-from device.gpio import rgba_to_rgb
 from device.settings import DeviceSettings
+from device.simview import View, meaning, status_line
 from device.speaker import Speaker, SpeakerUnavailable
 
 log = logging.getLogger("device")
 KEYS = {"c": 0, "m": 1, "s": 2, "p": 3}
-LED_NAMES = ("power", "link", "square", "rhomboid", "triangle", "circle")
 DEFAULT_SIM_RECORDINGS = Path("device-recordings")
 SIMULATE_HELP = (
     "Run without a Raspberry Pi: mock pins, the LEDs drawn in the terminal, keys for the buttons "
@@ -36,17 +36,16 @@ SIMULATE_HELP = (
 )
 
 
-def render(app: DeviceApp) -> str:
-    """The six LEDs as coloured blocks (24-bit ANSI) plus link state and the server's view."""
+def view_of(app: DeviceApp) -> View:
     assert app.board is not None
-    cells = []
-    for index, name in enumerate(LED_NAMES):
-        r, g, b = (int(v * 255) for v in rgba_to_rgb(app.board.led_rgba(index)))
-        cells.append(f"\x1b[48;2;{r};{g};{b}m    \x1b[0m {name}")
-    lit = [LED_NAMES[i] for i in range(2, 6) if app.board.led_rgba(i)]
-    mode = f"mode LED {'/'.join(lit)}" if lit else "no mode shown"
-    sound = "playing" if app.player.playing else "idle"
-    return "  ".join(cells) + f"   [{'on' if app.powered else 'off'} | {app.link.value} | {mode} | {sound}]"
+    attempts = app.manager.attempts if app.manager is not None else []
+    return View(
+        leds=tuple(app.board.led_rgba(i) for i in range(6)),
+        powered=app.powered,
+        link=app.link.value,
+        retry_in_s=attempts[-1].delay_s if attempts else None,
+        playing=app.player.playing,
+    )
 
 
 async def run(settings: DeviceSettings, simulate: bool) -> int:
@@ -77,7 +76,10 @@ async def run(settings: DeviceSettings, simulate: bool) -> int:
     except SpeakerUnavailable as exc:
         print(f"audio-device: {exc}; sounds go to {record_dir or 'nowhere'}", file=sys.stderr)
     try:
-        await app.start()
+        with warnings.catch_warnings():
+            # gpiozero warns once per pin library it tries; our one line below says what matters.
+            warnings.simplefilter("ignore", GPIOZeroWarning)
+            await app.start()
     except GPIOZeroError as exc:
         print(
             f"audio-device: no GPIO on this machine ({exc}); use --simulate off a Raspberry Pi",
@@ -104,15 +106,21 @@ async def run(settings: DeviceSettings, simulate: bool) -> int:
 async def simulate_terminal(app: DeviceApp, factory: object) -> None:
     loop = asyncio.get_running_loop()
     print("keys: c Connect  m Mode  s Stop  p Play  q quit (then Enter)")
+    in_place = sys.stdout.isatty()  # a terminal: one line redrawn; piped: one line per change
     last = ""
 
     async def redraw() -> None:
         nonlocal last
         while True:
-            view = render(app)
-            if view != last:
-                print(view, flush=True)
-                last = view
+            view = view_of(app)
+            line = status_line(view)
+            key = line if in_place else meaning(view)  # piped: a line per change of meaning, not per blink
+            if key != last:
+                if in_place:
+                    print(f"\r\x1b[2K{line}", end="", flush=True)
+                else:
+                    print(line, flush=True)
+                last = key
             await asyncio.sleep(0.1)
 
     painter = asyncio.create_task(redraw())
