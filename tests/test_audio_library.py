@@ -141,3 +141,27 @@ def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
     assert not cached and again == packets
     _, cached = opus_codec.encode_cached(pcm, 64_000, tmp_path)
     assert cached
+
+
+def test_every_unused_file_is_reported_with_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_tone(tmp_path / "mode1.wav", 48_000, 1)
+    write_tone(tmp_path / "Mode-2.WAV", 48_000, 1)
+    (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "mode-3.flac").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        lib = load_library(5, content_dir=tmp_path)
+    assert all(c.source == "builtin" for c in lib.clips)
+    ignored = {
+        Path(str(getattr(r, "path", ""))).name: str(getattr(r, "reason", ""))
+        for r in caplog.records
+        if r.getMessage() == "audio.content_ignored"
+    }
+    assert ignored["mode1.wav"] == "not named mode-<N>.<ext>: rename it to mode-1.wav"
+    assert ignored["Mode-2.WAV"] == "not named mode-<N>.<ext>: rename it to mode-2.wav"
+    assert ignored["notes.txt"].startswith("not named mode-<N>.<ext>")
+    assert "directory" in ignored["old"]
+    reasons = [
+        str(getattr(r, "reason", "")) for r in caplog.records if r.getMessage() == "audio.content_rejected"
+    ]
+    assert any("the file is empty (0 bytes)" in reason for reason in reasons)  # not "Format not recognised"

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BITRATE = 64_000
 CONTENT_FILE = re.compile(r"^mode-(?P<mode>\d{1,2})\.[A-Za-z0-9]+$")
+NEAR_MISS = re.compile(r"^mode[-_ ]?(?P<mode>\d{1,2})\.[A-Za-z0-9]+$", re.IGNORECASE)  # mode1.wav, Mode-2.WAV
 
 
 class ContentError(Exception):
@@ -68,6 +69,8 @@ def read_audio_file(path: Path) -> Int16Pcm:
     """Decode any libsndfile format, mix to mono, resample to 48 kHz (soxr)."""
     if not path.is_file():
         raise ContentError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ContentError(f"{path}: the file is empty (0 bytes)")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
@@ -82,6 +85,16 @@ def read_audio_file(path: Path) -> Int16Pcm:
     return to_int16(mono)
 
 
+def ignored_because(path: Path) -> str:
+    """Why a file in the content directory is not used, in words that point at the fix."""
+    if path.is_dir():
+        return "a directory (sub-directories are not searched)"
+    near = NEAR_MISS.match(path.name)
+    if near:
+        return f"not named mode-<N>.<ext>: rename it to mode-{int(near['mode'])}{path.suffix.lower()}"
+    return "not named mode-<N>.<ext> (e.g. mode-1.wav)"
+
+
 def find_content(content_dir: Path, mode_count: int) -> dict[int, Path]:
     """Map modes to ``mode-<N>.*`` files; report anything that cannot be used."""
     if not content_dir.is_dir():
@@ -91,6 +104,10 @@ def find_content(content_dir: Path, mode_count: int) -> dict[int, Path]:
     for path in sorted(content_dir.iterdir()):
         match = CONTENT_FILE.match(path.name)
         if not match:
+            if not path.name.startswith("."):  # say why a file that is there does nothing
+                log.warning(
+                    "audio.content_ignored", extra={"path": str(path), "reason": ignored_because(path)}
+                )
             continue
         mode = int(match["mode"])
         if mode >= mode_count:
