@@ -7,7 +7,8 @@
     gen_certs.py dev     --out DIR          (a complete development PKI)
     gen_certs.py signing-key --out DIR      (a new Ed25519 token signing key in DIR/signing)
     gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX
-    gen_certs.py k8s-secrets --out DIR [--namespace audio] | kubectl apply -f -
+    gen_certs.py k8s-secrets --out DIR [--namespace audio] \
+        | kubectl apply --server-side --field-manager=audio-secrets -f -
 
 Keys are EC P-256, written with mode 0600. Existing material is never
 overwritten unless --force is given. Device identity lives in the URI SAN
@@ -124,8 +125,14 @@ def secret(name: str, namespace: str, files: dict[str, bytes], kind: str = "Opaq
     }
 
 
+K8S_APPLY = "kubectl apply --server-side --field-manager=audio-secrets -f -"
+
+
 def cmd_k8s_secrets(out: Path, namespace: str) -> None:
-    """Print the three Secrets the Deployment mounts, as a JSON List for ``kubectl apply -f -``.
+    """Print the three Secrets the Deployment mounts, as a JSON List for server-side apply (K8S_APPLY).
+
+    Server-side apply: a plain ``kubectl apply`` would copy every key into the
+    ``kubectl.kubernetes.io/last-applied-configuration`` annotation of each Secret.
 
     Printed, never written to disk: pipe it to kubectl (or a sealed-secrets tool).
     """
@@ -189,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p.add_argument("--device")
     p.add_argument("--serial", nargs="*", default=[], metavar="HEX", help="certificate serial numbers")
-    p = sub.add_parser("k8s-secrets", help="print the Kubernetes Secrets (JSON) for kubectl apply -f -")
+    p = sub.add_parser(
+        "k8s-secrets",
+        help=f"print the Kubernetes Secrets (JSON) for: {K8S_APPLY} (no key copy in an annotation)",
+    )
     p.add_argument("--out", type=Path, required=True, help="PKI directory")
     p.add_argument("--namespace", default="audio")
     return parser

@@ -206,9 +206,27 @@ def test_config_map_settings_exist() -> None:
 def test_pdb_and_network_policy() -> None:
     assert by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
     ingress = by_kind("NetworkPolicy")["spec"]["ingress"]
-    ports = {p["port"] for rule in ingress for p in rule["ports"]}
-    assert ports == {50051, 8081, 9464}
-    assert all("from" not in rule or rule["from"] for rule in ingress)
+    by_port = {p["port"]: rule for rule in ingress for p in rule["ports"]}
+    assert set(by_port) == {
+        50051,
+        9464,
+    }  # health (8081): no pod may reach it; kubelet probes come from the node
+    assert "from" not in by_port[50051]  # devices: from anywhere (through the load balancer)
+    (peer,) = by_port[9464]["from"]  # metrics: only the monitoring namespace
+    assert peer == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in manifests() if d["kind"] == "Service"}
+
+
+def test_devices_reach_only_the_grpc_port_through_a_load_balancer() -> None:
+    devices = services()["audio-devices"]
+    assert devices["spec"]["type"] == "LoadBalancer"
+    assert [(p["port"], p["protocol"]) for p in devices["spec"]["ports"]] == [(50051, "TCP")]
+    metrics = services()["audio-server-metrics"]
+    assert metrics["spec"]["type"] == "ClusterIP" and [p["port"] for p in metrics["spec"]["ports"]] == [9464]
+    assert not any(p["port"] == 8081 for svc in services().values() for p in svc["spec"]["ports"])
 
 
 def test_k8s_secrets_from_a_pki(tmp_path: Path) -> None:
@@ -233,3 +251,29 @@ def test_k8s_secrets_from_a_pki(tmp_path: Path) -> None:
 
     assert base64.b64encode((tmp_path / "ca.key").read_bytes()).decode() not in out  # the CA key stays out
     assert not list(Path.cwd().glob("*secret*"))  # printed, not written
+
+
+def test_the_documented_secrets_flow_keeps_no_key_copy_in_an_annotation(tmp_path: Path) -> None:
+    """Plain `kubectl apply` copies each Secret (keys included) into last-applied-configuration;
+    every place that tells an operator how to apply the Secrets uses server-side apply instead."""
+    script = ROOT / "scripts" / "gen_certs.py"
+    places = {
+        "README.md": (ROOT / "README.md").read_text(),
+        "k8s/kustomization.yaml": (K8S / "kustomization.yaml").read_text(),
+        "gen_certs.py": script.read_text(),
+    }
+    for where, text in places.items():
+        commands = re.findall(r"k8s-secrets[^`]*?\|\s*(kubectl [^\n`]+)", text)
+        assert commands, where
+        for command in commands:
+            words = command.split()
+            assert words[:2] == ["kubectl", "apply"] and "--server-side" in words, (where, command)
+            assert "-f" in words and words[words.index("-f") + 1] == "-", (where, command)
+    subprocess.run([sys.executable, script, "dev", "--out", tmp_path], check=True, capture_output=True)
+    out = subprocess.run(
+        [sys.executable, script, "k8s-secrets", "--out", tmp_path], check=True, capture_output=True, text=True
+    ).stdout
+    for item in json.loads(out)["items"]:
+        assert "kubectl.kubernetes.io/last-applied-configuration" not in item["metadata"].get(
+            "annotations", {}
+        )
