@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,22 @@ SIGNING_DIR = "signing"
 
 def _say(path: Path, what: str) -> None:
     print(f"created {what}: {path}")
+
+
+GROUP_READABLE = 0o640
+
+
+def grant_group(out: Path, gid: int) -> None:
+    """Let group ``gid`` read what the server reads (server key, signing keys): owner rw, group r.
+
+    For a container whose user is not the files' owner (the image runs as uid/gid 10001).
+    The CA key and device keys are never shared: the server does not need them.
+    """
+    keys = [out / pki.SERVER_KEY, *sorted((out / SIGNING_DIR).glob("*.key"))]
+    for path in [p for p in keys if p.exists()]:
+        os.chown(path, -1, gid)
+        path.chmod(GROUP_READABLE)
+        _say(path, f"group {gid} may read it now (0640)")
 
 
 def cmd_ca(out: Path, force: bool) -> None:
@@ -191,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
     p = sub.add_parser("signing-key", help="a new Ed25519 token signing key in DIR/signing")
     p.add_argument("--out", type=Path, required=True, help="PKI directory")
+    for name in ("server", "dev", "signing-key"):
+        sub.choices[name].add_argument(
+            "--group",
+            type=int,
+            metavar="GID",
+            help="also let this group read the server and signing keys (0640), e.g. 10001 for the "
+            "Docker image's user; the CA and device keys stay 0600",
+        )
     p = sub.add_parser("revoke", help="revoke a device certificate (writes DIR/crl.pem, signed by the CA)")
     p.add_argument("--out", type=Path, required=True, help="PKI directory")
     p.add_argument("--tenant")
@@ -224,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_revoke(args.out, args.tenant, args.device, args.serial)
         elif args.command == "k8s-secrets":
             cmd_k8s_secrets(args.out, args.namespace)
+        if getattr(args, "group", None) is not None:
+            grant_group(args.out, args.group)
     except AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

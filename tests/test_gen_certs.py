@@ -201,3 +201,15 @@ def test_revoke_needs_a_target(tmp_path: Path, args: list[str]) -> None:
 def test_dev_pki_has_a_signing_key(tmp_path: Path) -> None:
     gen_certs.main(["dev", "--out", str(tmp_path)])
     assert len(list((tmp_path / "signing").glob("*.key"))) == 1
+
+
+def test_group_lets_the_container_read_only_the_server_keys(tmp_path: Path) -> None:
+    import os
+
+    gid = os.getgid() if os.getgid() != 0 else 10001
+    assert gen_certs.main(["dev", "--out", str(tmp_path), "--group", str(gid)]) == 0
+    shared = [tmp_path / "server.key", *(tmp_path / "signing").glob("*.key")]
+    for path in shared:
+        assert mode(path) == 0o640 and path.stat().st_gid == gid
+    for private in (tmp_path / "ca.key", *(tmp_path / "devices").rglob("*.key")):
+        assert mode(private) == 0o600  # never shared
