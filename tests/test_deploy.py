@@ -105,6 +105,15 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
     ):
         assert package in names, package
     assert not [n for n in names if n.endswith((".key", ".pem"))]
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist: ")
+    ]
+    base = [r for r in requires if "extra ==" not in r]
+    assert not [r for r in base if r.startswith(("gpiozero", "colorzero", "sounddevice", "lgpio"))], base
+    assert any(r.startswith("gpiozero") and 'extra == "pi"' in r for r in requires)  # pip install '.[pi]'
     clean = tmp_path / "venv"
     venv.create(clean, with_pip=True)
     python = clean / "bin" / "python"

@@ -45,13 +45,13 @@ def device_args(pki: EphemeralPki, tmp_path: Path) -> list[str]:
 
 def test_missing_certificate_is_one_clear_line(tmp_path: Path) -> None:
     result = run_device("--pki-dir", str(tmp_path), "--tenant", "acme", "--device", "nope")
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: permanent, systemd does not restart it
     assert "device certificate not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bad_setting_is_one_clear_line() -> None:
     result = run_device("--jitter-ms", "5")
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: permanent, systemd does not restart it
     assert (
         result.stderr.strip()
         == "audio-device: bad setting --jitter-ms: Input should be greater than or equal to 20"
@@ -68,13 +68,13 @@ def test_simulator_starts_draws_the_leds_and_quits(device_args: list[str]) -> No
 
 def test_without_gpio_it_says_to_simulate(device_args: list[str]) -> None:
     result = run_device(*device_args)
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: permanent, systemd does not restart it
     assert "use --simulate" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_without_gpio_our_line_comes_alone(device_args: list[str]) -> None:
     """Off a Pi without --simulate: one clear line, not gpiozero's fallback warnings first."""
     result = run_device(*device_args)
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: permanent, systemd does not restart it
     assert "no GPIO on this machine" in result.stderr and "use --simulate" in result.stderr
     assert "Warning" not in result.stderr and "PinFactoryFallback" not in result.stderr

@@ -23,6 +23,10 @@ from auth.tls import TlsMaterial, parse_tls_files
 class CredentialError(PkiError):
     """The device's certificate files cannot be used; the message says how to fix it."""
 
+    #: True when waiting cannot fix it (expired, missing, wrong CA); False for a clock still
+    #: catching up after boot ("not valid yet"), which a restart a little later may fix.
+    permanent = True
+
 
 @dataclass(frozen=True)
 class DeviceCredentials:
@@ -52,10 +56,12 @@ def load_device_credentials(
     if not any(_signed_by(cert, ca) for ca in parsed.cas):
         raise CredentialError(f"device certificate {cert_path} is not signed by the CA in {ca_path}")
     if now < cert.not_valid_before_utc:
-        raise CredentialError(
+        error = CredentialError(
             f"device certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
             "(is the device clock right?)"
         )
+        error.permanent = False
+        raise error
     if now > cert.not_valid_after_utc:
         raise CredentialError(
             f"device certificate expired on {cert.not_valid_after_utc:%Y-%m-%d} UTC: provision a new one"

@@ -15,7 +15,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpiozero.exc import GPIOZeroError, GPIOZeroWarning
+try:
+    from gpiozero.exc import GPIOZeroError, GPIOZeroWarning
+except ImportError:  # the server image (and a bare install) carries no device dependencies
+    sys.exit("audio-device: the device dependencies are not installed: pip install 'pi-audio-service[pi]'")
 
 from auth.device_credentials import CredentialError, load_device_credentials
 from comms.cli import parse_settings
@@ -29,6 +32,9 @@ from device.speaker import Speaker, SpeakerUnavailable
 log = logging.getLogger("device")
 KEYS = {"c": 0, "m": 1, "s": 2, "p": 3}
 DEFAULT_SIM_RECORDINGS = Path("device-recordings")
+# EX_CONFIG: a permanent problem (bad setting, missing/expired/foreign certificate) that a restart
+# cannot fix. The systemd unit does not restart on it (RestartPreventExitStatus=78).
+EXIT_PERMANENT = 78
 SIMULATE_HELP = (
     "Run without a Raspberry Pi: mock pins, the LEDs drawn in the terminal, keys for the buttons "
     "(c Connect, m Mode, s Stop, p Play, then Enter; q quits), sound to the speaker or WAV files. "
@@ -85,7 +91,7 @@ async def run(settings: DeviceSettings, simulate: bool) -> int:
             f"audio-device: no GPIO on this machine ({exc}); use --simulate off a Raspberry Pi",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_PERMANENT
     if speaker is not None:
         await app.output.close()  # the speaker's clock drives playback instead
         speaker.start()
@@ -148,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra=[("--simulate", SIMULATE_HELP)],
     )
     if parsed is None:
-        return 1
+        return EXIT_PERMANENT
     settings, flags = parsed
     simulate = bool(flags.simulate)
     configure_logging(settings.log_level, settings.log_format)
@@ -156,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(settings, simulate))
     except CredentialError as exc:
         print(f"audio-device: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_PERMANENT if exc.permanent else 1
     except KeyboardInterrupt:
         return 130
 
