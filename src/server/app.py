@@ -12,9 +12,11 @@ from grpc_reflection.v1alpha import reflection
 from auth.tokens import TokenPolicy
 from comms import comms_pb2_grpc as pb_grpc
 from comms import session_pb2_grpc as spb_grpc
+from comms.tasks import cancel_and_wait
 from server.audio_library import AudioLibrary, load_library
 from server.audio_player import FrameClock
 from server.authn import Authenticator
+from server.handshakes import HandshakeMonitor
 from server.interceptor import AuthInterceptor
 from server.limits import CallLimiter
 from server.ops import (
@@ -33,6 +35,7 @@ from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
 from server.store import DeviceStore, MemoryStore, SqliteStore
 from server.store_guard import StoreGuard
+from server.supervision import supervise
 from server.tls_reload import ReloadingServerTls
 from server.trust import TrustState
 from server.watch import FileWatcher
@@ -87,6 +90,8 @@ class AudioServer:
     watchers: list[FileWatcher]
     port: int
     readiness: Readiness
+    handshakes: HandshakeMonitor
+    handshake_reports: asyncio.Task[None]
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
     stopped: bool = False
@@ -106,6 +111,7 @@ class AudioServer:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
         await self.registry.close()
+        await cancel_and_wait(self.handshake_reports)
         for watcher in self.watchers:
             await watcher.close()
         if self.health is not None:
@@ -121,7 +127,10 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     """Load TLS material, trust and content, bind, start. Raises PkiError on bad TLS files."""
     assert settings.server_cert and settings.server_key and settings.client_ca
     assert settings.crl_path and settings.signing_key_dir
-    tls = ReloadingServerTls(settings.server_cert, settings.server_key, settings.client_ca)
+    handshakes = HandshakeMonitor()
+    tls = ReloadingServerTls(
+        settings.server_cert, settings.server_key, settings.client_ca, handshakes.handshake_started
+    )
     policy = TokenPolicy(
         settings.token_issuer, settings.token_audience, settings.token_ttl_s, settings.token_leeway_s
     )
@@ -149,7 +158,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)
     mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(
-        authenticator, CallLimiter(settings.max_calls_per_device), frozenset(mtls_only)
+        authenticator, CallLimiter(settings.max_calls_per_device), frozenset(mtls_only), handshakes
     )
     server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(settings))
     pb_grpc.add_DeviceServiceServicer_to_server(
@@ -192,10 +201,23 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     clock.start(readiness.flag)
     store.start()
     registry.start(readiness.flag)
+    handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
     for watcher in watchers:
         watcher.start(readiness.flag)
     await server.start()
-    app = AudioServer(settings, server, registry, store, clock, trust, watchers, port, readiness)
+    app = AudioServer(
+        settings,
+        server,
+        registry,
+        store,
+        clock,
+        trust,
+        watchers,
+        port,
+        readiness,
+        handshakes,
+        handshake_reports,
+    )
     try:
         if settings.metrics_bind:
             app.metrics = start_metrics_server(settings.metrics_bind)

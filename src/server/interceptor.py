@@ -30,6 +30,7 @@ from comms.log_sampling import SampledLog
 from server import metrics
 from server.authn import Authenticator, CallAuth
 from server.errors import STORE_UNAVAILABLE_TEXT, MalformedRequest, StoreUnavailable
+from server.handshakes import HandshakeMonitor
 from server.limits import CallLimiter
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticate every call; hand the handler a ``CallAuth``; cap concurrent calls per identity."""
 
     def __init__(
-        self, authenticator: Authenticator, limiter: CallLimiter, mtls_only_methods: frozenset[str]
+        self,
+        authenticator: Authenticator,
+        limiter: CallLimiter,
+        mtls_only_methods: frozenset[str],
+        handshakes: HandshakeMonitor | None = None,
     ) -> None:
+        self._handshakes = handshakes
         self._authenticator = authenticator
         self._limiter = limiter
         self._mtls_only = mtls_only_methods
@@ -142,6 +148,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     @contextlib.asynccontextmanager
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        if self._handshakes is not None:
+            self._handshakes.call_from(str(context.peer()))
         try:
             auth = await self._authenticate(context, method)
             if not self._limiter.acquire(auth.identity):

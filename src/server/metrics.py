@@ -117,6 +117,11 @@ BACKGROUND_RESTARTS = Counter(
     "audio_background_restarts_total", "Background loops restarted after an error", ["task"]
 )
 RELOADS = Counter("audio_reloads_total", "Reloads of watched files by outcome", ["what", "result"])
+TLS_HANDSHAKES = Counter(
+    "audio_tls_handshakes_total",
+    "TLS connections by outcome: used (made a call) or failed (never did: refused, mostly)",
+    ["outcome"],
+)
 POSSIBLE_CLONES = Counter(
     "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -26,12 +27,15 @@ def _configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration
 
 
 class ReloadingServerTls:
-    def __init__(self, cert: Path, key: Path, ca: Path) -> None:
+    def __init__(
+        self, cert: Path, key: Path, ca: Path, on_handshake: Callable[[], None] | None = None
+    ) -> None:
         self.paths = [cert, key, ca]
         self._cert, self._key, self._ca = cert, key, ca
         self.material = load_tls_material(cert, key, ca)
         self._pending: grpc.ServerCertificateConfiguration | None = None
         self._lock = threading.Lock()  # _fetch runs on a gRPC core thread
+        self._on_handshake = on_handshake
 
     def credentials(self) -> grpc.ServerCredentials:
         """mTLS credentials: a client certificate signed by the (current) CA bundle is required."""
@@ -47,6 +51,9 @@ class ReloadingServerTls:
         log.info("tls.reloaded", extra={"cert": str(self._cert), "ca": str(self._ca)})
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """Asked by gRPC before every handshake (so it also counts them)."""
+        if self._on_handshake is not None:
+            self._on_handshake()
         with self._lock:
             pending, self._pending = self._pending, None
         return pending
