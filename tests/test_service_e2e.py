@@ -405,3 +405,19 @@ async def test_connected_devices_gauge_survives_supersede(server: AudioServer, c
             assert connected("gauge") == 1  # one device, however many sessions it had
     await wait_for(lambda: len(server.registry) == 0)
     assert connected("gauge") == 0
+
+
+async def test_button_events_are_logged_by_name(
+    server: AudioServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="server.servicer")
+    async with connect(server, "acme", "named") as client:
+        await client.press(MODE)
+        await client.press(PLAY)
+    lines = [r for r in caplog.records if r.getMessage() == "event.button"]
+    assert [(r.button, r.button_id, r.type) for r in lines] == [  # type: ignore[attr-defined]
+        ("Mode", "BUTTON_2", "PRESS"),
+        ("Play", "BUTTON_4", "PRESS"),
+    ]
