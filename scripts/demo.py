@@ -75,7 +75,7 @@ async def scenario(target: str, pki_dir: Path, out_dir: Path) -> list[Check]:
     tls = load_tls_material(
         pki_dir / "devices/acme/dev-1.crt", pki_dir / "devices/acme/dev-1.key", pki_dir / "ca.crt"
     )
-    sink = RecordingSink(out_dir / "wav")
+    sink = RecordingSink(out_dir / "wav", "acme-dev-1")
     checks: list[Check] = []
     t0 = time.monotonic()
     seen: list[tuple[float, str]] = []
