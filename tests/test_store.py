@@ -1,35 +1,72 @@
+"""Store intents, the same contract for every backend: claim with an epoch, compare-and-set changes."""
+
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from auth.identity import Identity
-from server.store import DeviceRecord, MemoryStore, SqliteStore
+from server.store import DeviceStore, MemoryStore, SqliteStore, Telemetry
+
+A = Identity("acme", "dev-1")
+B = Identity("globex", "dev-1")
 
 
-async def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DeviceStore]:
+    opened: DeviceStore = (
+        MemoryStore() if request.param == "memory" else await SqliteStore.open(tmp_path / "s.db")
+    )
+    yield opened
+    await opened.close()
+
+
+async def test_claim_raises_the_epoch_and_names_the_session(store: DeviceStore) -> None:
+    assert await store.load(A) is None
+    assert await store.claim_session(A, "s1") == 1
+    assert await store.claim_session(A, "s2") == 2
+    record = await store.load(A)
+    assert record is not None and (record.session_id, record.epoch) == ("s2", 2)
+    assert await store.load(B) is None  # same device id, other tenant: another record
+
+
+async def test_a_stale_session_cannot_overwrite_a_newer_one(store: DeviceStore) -> None:
+    await store.claim_session(A, "old")
+    assert await store.set_mode(A, 3, "old")
+    await store.claim_session(A, "new")  # the device moved (another replica claimed it)
+    assert not await store.set_mode(A, 1, "old")  # the old replica's late write is refused
+    assert not await store.record_telemetry(A, Telemetry(0.1, (1, 1, 1, 1), 5.0), "old")
+    assert await store.set_mode(A, 4, "new")
+    record = await store.load(A)
+    assert record is not None and record.mode == 4 and record.battery_level is None
+
+
+async def test_unconditional_changes_and_telemetry(store: DeviceStore) -> None:
+    assert await store.set_mode(B, 2, None)  # e.g. an operator, for a device never connected
+    await store.claim_session(B, "s")
+    assert await store.record_telemetry(B, Telemetry(0.5, (1, 0, 1, 1), 123.0), "s")
+    record = await store.load(B)
+    assert record is not None
+    assert (record.mode, record.battery_level, record.buttons, record.last_seen) == (
+        2,
+        0.5,
+        (1, 0, 1, 1),
+        123.0,
+    )
+    assert record.session_id == "s" and record.epoch == 1
+
+
+async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "state" / "devices.sqlite3"
     store = await SqliteStore.open(path)
-    a = DeviceRecord(Identity("acme", "dev-1"), mode=3, battery_level=0.5, buttons=(1, 0, 1, 1))
-    b = DeviceRecord(Identity("globex", "dev-1"), mode=1)
-    await store.save(a)
-    await store.save(b)
-    await store.save(a.with_changes(mode=4))
+    await store.claim_session(A, "s")
+    await store.set_mode(A, 4, "s")
+    await store.record_telemetry(A, Telemetry(0.5, (1, 0, 1, 1), 9.0), "s")
     await store.close()
-
     reopened = await SqliteStore.open(path)
-    loaded = await reopened.load(Identity("acme", "dev-1"))
-    assert loaded is not None and loaded.mode == 4 and loaded.buttons == (1, 0, 1, 1)
-    assert loaded.battery_level == 0.5
-    other = await reopened.load(Identity("globex", "dev-1"))
-    assert other is not None and other.mode == 1
-    assert await reopened.load(Identity("acme", "dev-9")) is None
+    loaded = await reopened.load(A)
+    assert loaded is not None and loaded.mode == 4 and loaded.buttons == (1, 0, 1, 1) and loaded.epoch == 1
     await reopened.close()
     await reopened.close()  # idempotent
-
-
-async def test_memory_store() -> None:
-    store = MemoryStore()
-    record = DeviceRecord(Identity("acme", "dev-1"), mode=2)
-    await store.save(record)
-    assert await store.load(Identity("acme", "dev-1")) == record
-    assert await store.load(Identity("globex", "dev-1")) is None

@@ -21,7 +21,7 @@ import pytest
 from auth.identity import Identity
 from server.app import AudioServer
 from server.errors import StoreUnavailable
-from server.store import DeviceRecord, SqliteStore, StateFileError
+from server.store import SqliteStore, StateFileError
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, connected, mode_of, sample, wait_for
 from tests.test_entrypoint import run_server
@@ -55,7 +55,7 @@ async def test_truncated_state_file_stops_start_up_with_one_line(tmp_path: Path,
     state = tmp_path / "devices.sqlite3"
     store = await SqliteStore.open(state)
     for n in range(400):  # many pages, so cutting the file loses some
-        await store.save(DeviceRecord(Identity("acme", f"dev-{n}"), mode=n % 5))
+        await store.set_mode(Identity("acme", f"dev-{n}"), n % 5, None)
     await store.close()
     with sqlite3.connect(state) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

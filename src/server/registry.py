@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -48,7 +49,7 @@ from server.state_machine import (
     StopSound,
     transition,
 )
-from server.store import DeviceRecord
+from server.store import DeviceRecord, Telemetry
 from server.store_guard import StoreGuard
 from server.supervision import HealthCallback, supervise
 
@@ -197,7 +198,8 @@ class DeviceController:
                 elif isinstance(effect, SetLeds) and self.session is not None:
                     self.session.leds_changed.set()
             if self.state.mode != old_mode:
-                self.save(mode=self.state.mode)
+                self.record = self.record.with_changes(mode=self.state.mode)
+                self._store.mode_later(self.identity, self.record.session_id, self.state.mode)
 
     async def press(self, button: int, kind: int) -> None:
         await self.handle(ButtonPressed(button, kind))
@@ -205,14 +207,17 @@ class DeviceController:
     async def _sound_finished(self, sound_id: int) -> None:
         await self.handle(SoundFinished(sound_id))
 
-    def save(self, **changes: object) -> None:
-        """Change the record in memory at once; the store gets it behind (retried if it fails)."""
-        self.record = self.record.with_changes(**changes)
-        self._store.save_later(self.record)
-
     def remember_status(self, battery_level: float, buttons: tuple[int, int, int, int]) -> None:
-        """Latest GET answer; persisted with the next save (mode change or disconnect)."""
-        self.record = self.record.with_changes(battery_level=battery_level, buttons=buttons)
+        """Latest GET answer, in memory; the store gets it when the session ends (``save_telemetry``)."""
+        self.record = self.record.with_changes(
+            battery_level=battery_level, buttons=buttons, last_seen=time.time()
+        )
+
+    def save_telemetry(self) -> None:
+        """Queue battery, buttons and last seen for the store (never raises: the guard retries)."""
+        record = self.record
+        telemetry = Telemetry(record.battery_level, record.buttons, record.last_seen or time.time())
+        self._store.telemetry_later(self.identity, record.session_id, telemetry)
 
 
 class _IdentityLock:
@@ -306,12 +311,10 @@ class DeviceRegistry:
         """
         async with self._lock(identity):
             controller = self._controllers.get(identity)
-            record = controller.record if controller is not None else await self._store.load(identity)
-            claimed = (record or DeviceRecord(identity)).with_changes(session_id=session_id)
-            await self._store.save_now(claimed)
+            epoch = await self._store.claim_now(identity, session_id)
             if controller is None:
                 return
-            controller.record = claimed
+            controller.record = controller.record.with_changes(session_id=session_id, epoch=epoch)
             old = controller.session
             if old is not None and old.id != session_id and not old.closed:
                 await self._end(
@@ -458,7 +461,7 @@ class DeviceRegistry:
             await self._end(controller, session, grpc.StatusCode.CANCELLED, ENDED_MESSAGE, "disconnected")
             controller.session = None
             await controller.player.close()
-            controller.save()  # queued: a failing store never keeps a device in memory
+            controller.save_telemetry()  # queued: a failing store never keeps a device in memory
             self._evict(controller)
             log.info("session.end", extra={**session.log_fields, "status": session.close_code.name})
 

@@ -1,17 +1,18 @@
 """What a failing state store means for live devices: they keep working; nothing is lost or leaked.
 
-* Live state is in memory; ``save_later`` queues the latest record of a device
-  and a writer task lands it, retrying until the store works again. It never
-  raises, so a full disk can never break a button press or an eviction.
-* ``save_now`` is for what truly needs the store (a new session must be
+* Live state is in memory. ``mode_later`` / ``telemetry_later`` queue the change
+  (the newest per device, with the session it was made in) and a writer task
+  lands it through the store's compare-and-set intents, retrying until the
+  store works again. They never raise, so a full disk can never break a button
+  press or an eviction.
+* ``claim_now`` is for what truly needs the store (a new session must be
   durable before its token is issued): it raises ``StoreUnavailable``.
-* ``load`` answers from queued records first (read-your-writes), else from the
-  store; a store failure is ``StoreUnavailable``.
+* ``load`` reads the store and lays queued changes over it (read-your-writes);
+  a store failure is ``StoreUnavailable``.
 * ``healthy`` turns False on the first failure and back by itself once a write
   lands; readiness follows it (``on_health``).
 
-All writes are serialised by one lock so an older queued record never lands
-after a newer one.
+All writes are serialised by one lock so a change never overtakes another.
 """
 
 from __future__ import annotations
@@ -20,18 +21,44 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from auth.identity import Identity
 from comms.tasks import cancel_and_wait
 from server import metrics
 from server.errors import StoreUnavailable
-from server.store import DeviceRecord, DeviceStore
+from server.store import DeviceRecord, DeviceStore, Telemetry
 from server.supervision import supervise
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0
 CLOSE_FLUSH_S = 2.0
+
+
+@dataclass
+class PendingChange:
+    """Changes to one device made in one session, not yet in the store."""
+
+    session_id: str | None
+    mode: int | None = None
+    telemetry: Telemetry | None = None
+    version: int = 0  # bumped on every change: a write in flight cannot drop a newer one
+
+    def over(self, record: DeviceRecord) -> DeviceRecord:
+        """``record`` as it will be once this lands (if the session still matches)."""
+        if self.session_id is not None and record.session_id != self.session_id:
+            return record
+        changes: dict[str, object] = {}
+        if self.mode is not None:
+            changes["mode"] = self.mode
+        if self.telemetry is not None:
+            changes.update(
+                battery_level=self.telemetry.battery_level,
+                buttons=self.telemetry.buttons,
+                last_seen=self.telemetry.last_seen,
+            )
+        return record.with_changes(**changes) if changes else record
 
 
 class StoreGuard:
@@ -47,7 +74,7 @@ class StoreGuard:
         self.healthy = True
         self._retry_s = retry_s
         self._on_health = on_health
-        self._pending: dict[Identity, DeviceRecord] = {}
+        self._pending: dict[Identity, PendingChange] = {}
         self._write_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -64,47 +91,71 @@ class StoreGuard:
         """Land what is queued if the store lets us (bounded), then close the store."""
         await cancel_and_wait(self._task)
         if self._pending:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_FLUSH_S):
                     await self._flush()
         if self._pending:
             log.error("store.unsaved_at_exit", extra={"records": len(self._pending)})
         await self.store.close()
 
+    # --- reads --------------------------------------------------------------
+
     async def load(self, identity: Identity) -> DeviceRecord | None:
-        queued = self._pending.get(identity)
-        if queued is not None:
-            return queued
         try:
-            return await self.store.load(identity)
+            record = await self.store.load(identity)
         except Exception as exc:
             self._failed("load", exc)
             raise StoreUnavailable("state store unavailable") from None
+        queued = self._pending.get(identity)
+        if queued is None:
+            return record
+        return queued.over(record or DeviceRecord(identity, session_id=queued.session_id))
 
-    def save_later(self, record: DeviceRecord) -> None:
-        """Queue ``record`` (the newest per device wins); the writer lands it, retrying. Never raises."""
-        self._pending[record.identity] = record
+    # --- writes -------------------------------------------------------------
+
+    def mode_later(self, identity: Identity, session_id: str | None, mode: int) -> None:
+        self._change(identity, session_id).mode = mode
+
+    def telemetry_later(self, identity: Identity, session_id: str | None, telemetry: Telemetry) -> None:
+        self._change(identity, session_id).telemetry = telemetry
+
+    def _change(self, identity: Identity, session_id: str | None) -> PendingChange:
+        queued = self._pending.get(identity)
+        if queued is None or queued.session_id != session_id:
+            queued = self._pending[identity] = PendingChange(session_id)  # an older session's change is moot
+        queued.version += 1
         self._wake.set()
+        return queued
 
-    async def save_now(self, record: DeviceRecord) -> None:
-        """Land ``record`` before returning, or raise ``StoreUnavailable``."""
+    async def claim_now(self, identity: Identity, session_id: str) -> int:
+        """Make ``session_id`` the device's session in the store before returning; the new epoch."""
         async with self._write_lock:
             try:
-                await self.store.save(record)
+                epoch = await self.store.claim_session(identity, session_id)
             except Exception as exc:
-                self._failed("save", exc)
+                self._failed("claim", exc)
                 raise StoreUnavailable("state store unavailable") from None
-            queued = self._pending.get(record.identity)
-            if queued is not None and queued.updated_at <= record.updated_at:
-                del self._pending[record.identity]  # superseded by what just landed
         self._recovered()
+        return epoch
 
     async def _flush(self) -> None:
-        """Land every queued record; stop at the first failure (the store is down for all)."""
+        """Land every queued change; stop at the first failure (the store is down for all)."""
         async with self._write_lock:
-            for identity, record in list(self._pending.items()):
-                await self.store.save(record)
-                if self._pending.get(identity) is record:
+            for identity, change in list(self._pending.items()):
+                version, mode, telemetry = change.version, change.mode, change.telemetry
+                landed = True
+                if mode is not None:
+                    landed = await self.store.set_mode(identity, mode, change.session_id)
+                if telemetry is not None:
+                    landed = (
+                        await self.store.record_telemetry(identity, telemetry, change.session_id) and landed
+                    )
+                if not landed:  # another session (here or on another replica) owns the device now
+                    log.info(
+                        "store.change_superseded",
+                        extra={"tenant": identity.tenant, "device": identity.device_id},
+                    )
+                if self._pending.get(identity) is change and change.version == version:
                     del self._pending[identity]
             if not self.healthy:
                 await self.store.probe()  # nothing queued still has to prove writes work again
@@ -128,11 +179,7 @@ class StoreGuard:
             self.healthy = False
             log.error(
                 "store.unavailable",
-                extra={
-                    "op": op,
-                    "error": f"{type(exc).__name__}: {exc}"[:200],
-                    "pending": len(self._pending),
-                },
+                extra={"op": op, "error": f"{type(exc).__name__}: {exc}"[:200], "pending": self.pending},
             )
             if self._on_health is not None:
                 self._on_health(False)
