@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from server.app import AudioServer, start_server
 from server.audio_library import AudioLibrary, load_library
 from server.settings import ServerSettings
 from tests.helpers import EphemeralPki
+from tests.redis_server import RedisServer
 
 MODE_COUNT = 5
 
@@ -71,6 +72,14 @@ async def server(server_factory: ServerFactory) -> AudioServer:
 
 
 Connect = Callable[..., AbstractAsyncContextManager[DeviceClient]]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test's own, on a free port."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

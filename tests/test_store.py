@@ -8,17 +8,22 @@ from pathlib import Path
 import pytest
 
 from auth.identity import Identity
-from server.store import DeviceStore, MemoryStore, SqliteStore, Telemetry
+from server.redis_store import RedisStore, device_key, redacted
+from server.store import DeviceStore, MemoryStore, SqliteStore, StateFileError, Telemetry
 
 A = Identity("acme", "dev-1")
 B = Identity("globex", "dev-1")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DeviceStore]:
-    opened: DeviceStore = (
-        MemoryStore() if request.param == "memory" else await SqliteStore.open(tmp_path / "s.db")
-    )
+    opened: DeviceStore
+    if request.param == "memory":
+        opened = MemoryStore()
+    elif request.param == "sqlite":
+        opened = await SqliteStore.open(tmp_path / "s.db")
+    else:
+        opened = await RedisStore.open(request.getfixturevalue("redis_server").url)
     yield opened
     await opened.close()
 
@@ -70,3 +75,22 @@ async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
     assert loaded is not None and loaded.mode == 4 and loaded.buttons == (1, 0, 1, 1) and loaded.epoch == 1
     await reopened.close()
     await reopened.close()  # idempotent
+
+
+def test_redis_keys_are_unambiguous() -> None:
+    """Ids are [a-z0-9_-]: ':' never appears inside one, so no two identities share a key."""
+    assert device_key(Identity("a-b", "c")) != device_key(Identity("a", "b-c"))
+    assert device_key(Identity("acme", "dev-1")) == "audio:v1:device:acme:dev-1"
+
+
+async def test_an_unreachable_redis_is_one_clear_line(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    (tmp_path / "pw").write_text("s3cret\n")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(StateFileError) as info:
+        await RedisStore.open(url, password_file=tmp_path / "pw")
+    message = str(info.value)
+    assert message.startswith(f"cannot reach the Redis state store at {url}") and "\n" not in message
+    assert "s3cret" not in message
+    assert redacted("redis://user:pw@host:6379/0") == "redis://user:***@host:6379/0"

@@ -29,6 +29,7 @@ from server.ops import (
     start_health_server,
     start_metrics_server,
 )
+from server.redis_store import RedisStore
 from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.servicer import DeviceService, StreamPolicy
 from server.session_service import CREATE_SESSION_METHOD, SessionService
@@ -74,6 +75,8 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
 async def open_store(settings: ServerSettings) -> DeviceStore:
     if settings.state_backend == "memory":
         return MemoryStore()
+    if settings.state_backend == "redis":
+        return await RedisStore.open(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
     return await SqliteStore.open(settings.state_path)
 
 
@@ -153,6 +156,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         clock,
         (settings.event_rate_per_s, settings.event_burst),
         settings.audio_write_timeout_s,
+        shared_store=settings.state_backend == "redis",
     )
     trust.on_revoked(registry.revoke)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)

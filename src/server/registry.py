@@ -207,6 +207,15 @@ class DeviceController:
     async def _sound_finished(self, sound_id: int) -> None:
         await self.handle(SoundFinished(sound_id))
 
+    @property
+    def log_fields(self) -> dict[str, str]:
+        return {"tenant": self.identity.tenant, "device": self.identity.device_id}
+
+    def adopt(self, record: DeviceRecord) -> None:
+        """Take the store's record (another replica changed it): mode and session follow it."""
+        self.record = record
+        self.state = DeviceState(mode=record.mode % self._mode_count)
+
     def remember_status(self, battery_level: float, buttons: tuple[int, int, int, int]) -> None:
         """Latest GET answer, in memory; the store gets it when the session ends (``save_telemetry``)."""
         self.record = self.record.with_changes(
@@ -239,7 +248,9 @@ class DeviceRegistry:
         clock: FrameClock,
         event_limit: tuple[float, int] = (10.0, 20),
         write_timeout_s: float = 10.0,
+        shared_store: bool = False,
     ) -> None:
+        self._shared = shared_store  # other processes write the store too: never trust a cached session
         self._event_limit = event_limit
         self._write_timeout_s = write_timeout_s
         self._store = store
@@ -297,11 +308,28 @@ class DeviceRegistry:
         return controller
 
     async def current_session_id(self, identity: Identity) -> str | None:
+        """The device's current session: with a shared store always the store's word, since
+        another replica may have claimed the device since this one cached it."""
         controller = self._controllers.get(identity)
-        if controller is not None:
+        if controller is not None and not self._shared:
             return controller.record.session_id
         record = await self._store.load(identity)
         return record.session_id if record else None
+
+    async def _adopt_from_store(self, controller: DeviceController, session_id: str) -> None:
+        """Another replica claimed the device for ``session_id`` (the token says so and the store
+        agrees): end what this replica still holds of the device and take the store's state."""
+        fresh = await self._store.load(controller.identity)
+        if fresh is None or fresh.session_id != session_id:
+            return
+        old = controller.session
+        if old is not None:
+            await self._end(controller, old, grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE, "superseded")
+            controller.session = None
+        controller.adopt(fresh)
+        log.info(
+            "session.adopted", extra={**controller.log_fields, "session": session_id, "epoch": fresh.epoch}
+        )
 
     async def start_session(self, identity: Identity, session_id: str) -> None:
         """Make ``session_id`` the device's session; a live older session is superseded.
@@ -367,6 +395,8 @@ class DeviceRegistry:
         """Attach one RPC to the streams of its session. Raises SessionSuperseded for an old session."""
         async with self._lock(identity):
             controller = await self._controller(identity)
+            if controller.record.session_id != session_id and self._shared:
+                await self._adopt_from_store(controller, session_id)
             if controller.record.session_id != session_id:
                 if controller.session is None:
                     self._evict(controller)

@@ -109,7 +109,20 @@ class ServerSettings(BaseSettings):
         json_schema_extra={"default_text": "$XDG_CACHE_HOME/audio-server (~/.cache/audio-server)"},
     )
     opus_bitrate: int = Field(64_000, ge=6_000, le=510_000, description="Opus bitrate for encoded clips")
-    state_backend: Literal["sqlite", "memory"] = Field("sqlite", description="Where device records live")
+    state_backend: Literal["sqlite", "memory", "redis"] = Field(
+        "sqlite",
+        description="Where device records live: sqlite (one process, a file), redis (shared by several "
+        "processes and replicas), memory (tests)",
+    )
+    redis_url: str = Field(
+        "",
+        description="Redis for state_backend=redis: redis://HOST:PORT/DB, or rediss:// for TLS "
+        "(no password in the URL: use redis_password_file)",
+    )
+    redis_ca_file: Path | None = Field(
+        None, description="CA bundle that signs the Redis server's certificate (rediss://)"
+    )
+    redis_password_file: Path | None = Field(None, description="File holding the Redis password")
     store_retry_s: float = Field(
         1.0, gt=0, le=60, description="While the state store fails, how often queued writes are retried"
     )
@@ -166,6 +179,14 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _redis_needs_a_url(self) -> ServerSettings:
+        if self.state_backend == "redis" and not self.redis_url:
+            raise ValueError("state_backend=redis needs redis_url (e.g. redis://localhost:6379/0)")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url must start with redis:// or rediss://")
+        return self
 
     @model_validator(mode="after")
     def _fill_paths(self) -> ServerSettings:

@@ -1,0 +1,140 @@
+"""The state store on Redis: several processes and replicas share every device's record.
+
+One hash per device, ``audio:v1:device:<tenant>:<device>`` (ids are
+``[a-z0-9_-]``, so ``:`` can never be part of one: keys are unambiguous). Each
+intent is one Lua script, so it is atomic on the server whatever else writes:
+``claim`` increments the epoch and names the session; ``set_mode`` and
+``telemetry`` apply only while their session is still the device's
+(compare-and-set), or unconditionally when called without a session.
+
+``rediss://`` URLs use TLS (``ca_file`` verifies the server); a password comes
+from a file, never from the URL in logs or settings dumps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from auth.identity import Identity
+from server.store import DeviceRecord, StateFileError, Telemetry
+
+KEY_PREFIX = "audio:v1:"
+CONNECT_TIMEOUT_S = 3.0
+COMMAND_TIMEOUT_S = 2.0  # a hung Redis fails calls in seconds: the guard and readiness take over
+
+# KEYS[1] = device hash. ARGV[1] = session id, ARGV[2] = now.
+_CLAIM = """
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'updated_at', ARGV[2])
+return epoch
+"""
+# KEYS[1] = device hash. ARGV[1] = session id or '' (unconditional), then field/value pairs.
+_SET_IF_SESSION = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'session_id') ~= ARGV[1] then
+    return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+def device_key(identity: Identity) -> str:
+    return f"{KEY_PREFIX}device:{identity.tenant}:{identity.device_id}"
+
+
+def redacted(url: str) -> str:
+    """The URL without any password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _field(value: object) -> str:
+    return json.dumps(value)
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._claim = client.register_script(_CLAIM)
+        self._set = client.register_script(_SET_IF_SESSION)
+
+    @classmethod
+    async def open(
+        cls, url: str, ca_file: Path | None = None, password_file: Path | None = None
+    ) -> RedisStore:
+        """Connect and PING; a ``StateFileError`` (one clear line) if Redis cannot be used."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": COMMAND_TIMEOUT_S,
+            "health_check_interval": 10,
+            "retry_on_timeout": False,
+            "decode_responses": True,
+        }
+        try:
+            if password_file is not None:  # once, at start-up, before anything is served
+                options["password"] = password_file.read_text().strip()  # noqa: ASYNC240
+            if url.startswith("rediss://") and ca_file is not None:
+                options["ssl_ca_certs"] = str(ca_file)
+            client = aioredis.Redis.from_url(url, **options)
+        except (OSError, ValueError) as exc:
+            raise StateFileError(
+                f"state store {redacted(url)}: {exc}; check --redis-url and its files"
+            ) from None
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StateFileError(
+                f"cannot reach the Redis state store at {redacted(url)} ({type(exc).__name__}: {exc}); "
+                "check --redis-url, the password file and that Redis is running"
+            ) from None
+        return cls(client)
+
+    async def load(self, identity: Identity) -> DeviceRecord | None:
+        data = await self._redis.hgetall(device_key(identity))
+        if not data:
+            return None
+        fields: dict[str, Any] = {
+            str(name): value if name == "session_id" else json.loads(value) for name, value in data.items()
+        }
+        return DeviceRecord.from_fields(identity, fields)
+
+    async def claim_session(self, identity: Identity, session_id: str) -> int:
+        return int(await self._claim(keys=[device_key(identity)], args=[session_id, _field(time.time())]))
+
+    async def _set_if(self, identity: Identity, session_id: str | None, values: dict[str, object]) -> bool:
+        pairs: list[str] = []
+        for name, value in {**values, "updated_at": time.time()}.items():
+            pairs += [name, _field(value)]
+        applied = await self._set(keys=[device_key(identity)], args=[session_id or "", *pairs])
+        return bool(applied)
+
+    async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
+        return await self._set_if(identity, session_id, {"mode": mode})
+
+    async def record_telemetry(
+        self, identity: Identity, telemetry: Telemetry, session_id: str | None
+    ) -> bool:
+        buttons = list(telemetry.buttons) if telemetry.buttons is not None else None
+        return await self._set_if(
+            identity,
+            session_id,
+            {"battery_level": telemetry.battery_level, "buttons": buttons, "last_seen": telemetry.last_seen},
+        )
+
+    async def probe(self) -> None:
+        await self._redis.set(f"{KEY_PREFIX}probe", _field(time.time()))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
