@@ -16,6 +16,8 @@ from comms.tasks import cancel_and_wait
 from server.audio_library import AudioLibrary, load_library
 from server.audio_player import FrameClock
 from server.authn import Authenticator
+from server.bus import FleetBus, InProcessBus, RedisBus
+from server.fleet import Fleet
 from server.handshakes import HandshakeMonitor
 from server.interceptor import AuthInterceptor
 from server.limits import CallLimiter
@@ -29,6 +31,7 @@ from server.ops import (
     start_health_server,
     start_metrics_server,
 )
+from server.presence import LocalPresence, Presence, RedisPresence
 from server.redis_store import RedisStore
 from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.servicer import DeviceService, StreamPolicy
@@ -80,6 +83,16 @@ async def open_store(settings: ServerSettings) -> DeviceStore:
     return await SqliteStore.open(settings.state_path)
 
 
+def fleet_links(settings: ServerSettings, store: DeviceStore) -> tuple[FleetBus, Presence]:
+    """Redis when the state is shared (several processes or replicas), in-process otherwise."""
+    if isinstance(store, RedisStore):
+        return (
+            RedisBus(settings.node_id, store.client),
+            RedisPresence(settings.node_id, store.client, settings.presence_lease_s),
+        )
+    return InProcessBus(settings.node_id), LocalPresence(settings.node_id, settings.presence_lease_s)
+
+
 @dataclass
 class AudioServer:
     """A running service: the gRPC server, its registry and store."""
@@ -93,6 +106,7 @@ class AudioServer:
     watchers: list[FileWatcher]
     port: int
     readiness: Readiness
+    fleet: Fleet
     handshakes: HandshakeMonitor
     handshake_reports: asyncio.Task[None]
     health: HealthServer | None = None
@@ -114,6 +128,7 @@ class AudioServer:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
         await self.registry.close()
+        await self.fleet.close()
         await cancel_and_wait(self.handshake_reports)
         for watcher in self.watchers:
             await watcher.close()
@@ -159,6 +174,8 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         shared_store=settings.state_backend == "redis",
     )
     trust.on_revoked(registry.revoke)
+    bus, presence = fleet_links(settings, store.store)
+    fleet = Fleet(registry, bus, presence, trust)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)
     mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(
@@ -205,6 +222,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     clock.start(readiness.flag)
     store.start()
     registry.start(readiness.flag)
+    await fleet.start(readiness.flag)
     handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
     for watcher in watchers:
         watcher.start(readiness.flag)
@@ -219,6 +237,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         watchers,
         port,
         readiness,
+        fleet,
         handshakes,
         handshake_reports,
     )

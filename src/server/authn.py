@@ -48,7 +48,7 @@ class Authenticator:
         except ValueError:
             raise MalformedIdentity("peer certificate could not be parsed") from None
         identity = device_identity(cert, self._trust.issuers, self._trust_domain)
-        if self._trust.revocations.is_revoked(cert.serial_number):
+        if self._trust.is_revoked(cert.serial_number):
             raise CertificateRevoked("device certificate is revoked")
         return CallAuth(identity, cert.serial_number, certificate_thumbprint(cert))
 

@@ -66,6 +66,7 @@ def _field(value: object) -> str:
 class RedisStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
+        self.client = client  # shared with the bus and presence (their own connections from its pool)
         self._claim = client.register_script(_CLAIM)
         self._set = client.register_script(_SET_IF_SESSION)
 

@@ -166,7 +166,9 @@ class DeviceController:
         mode_count: int,
         clock: FrameClock,
         event_limit: tuple[float, int],
+        on_change: Callable[[Identity, dict[str, object]], None] = lambda identity, fields: None,
     ) -> None:
+        self._on_change = on_change
         self.record = record
         self.events = TokenBucket(*event_limit)
         self.state = DeviceState(mode=record.mode % mode_count)
@@ -188,7 +190,7 @@ class DeviceController:
 
     async def handle(self, event: Event) -> None:
         async with self._lock:
-            old_mode = self.state.mode
+            old_mode, old_playing = self.state.mode, self.state.playing is not None
             self.state, effects = transition(self.state, event, self._mode_count)
             for effect in effects:
                 if isinstance(effect, StopSound):
@@ -200,6 +202,9 @@ class DeviceController:
             if self.state.mode != old_mode:
                 self.record = self.record.with_changes(mode=self.state.mode)
                 self._store.mode_later(self.identity, self.record.session_id, self.state.mode)
+            playing = self.state.playing is not None
+            if self.state.mode != old_mode or playing != old_playing:
+                self._on_change(self.identity, {"mode": self.state.mode, "playing": playing})
 
     async def press(self, button: int, kind: int) -> None:
         await self.handle(ButtonPressed(button, kind))
@@ -227,6 +232,22 @@ class DeviceController:
         record = self.record
         telemetry = Telemetry(record.battery_level, record.buttons, record.last_seen or time.time())
         self._store.telemetry_later(self.identity, record.session_id, telemetry)
+
+
+class RegistryListener:
+    """What the rest of the fleet hears from this registry (``server.fleet.Fleet``); no-ops here."""
+
+    def session_opened(self, identity: Identity, session_id: str) -> None:
+        return None
+
+    def session_closed(self, identity: Identity, why: str) -> None:
+        return None
+
+    def session_claimed(self, identity: Identity, session_id: str) -> None:
+        return None
+
+    def device_changed(self, identity: Identity, fields: dict[str, object]) -> None:
+        return None
 
 
 class _IdentityLock:
@@ -264,6 +285,7 @@ class DeviceRegistry:
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self._supersedes: OrderedDict[Identity, deque[float]] = OrderedDict()
+        self.listener = RegistryListener()  # replaced by the fleet (bus, presence) when there is one
         metrics.track_live(self)
 
     # --- what is live (read by the metrics collector at scrape time) ---------
@@ -301,7 +323,13 @@ class DeviceRegistry:
         if controller is None:
             record = await self._store.load(identity) or DeviceRecord(identity)  # may raise StoreUnavailable
             controller = DeviceController(
-                record, self._library, self._store, self._mode_count, self._clock, self._event_limit
+                record,
+                self._library,
+                self._store,
+                self._mode_count,
+                self._clock,
+                self._event_limit,
+                self.listener.device_changed,
             )
             self._controllers[identity] = controller
             self._empty.clear()
@@ -340,6 +368,7 @@ class DeviceRegistry:
         async with self._lock(identity):
             controller = self._controllers.get(identity)
             epoch = await self._store.claim_now(identity, session_id)
+            self.listener.session_claimed(identity, session_id)
             if controller is None:
                 return
             controller.record = controller.record.with_changes(session_id=session_id, epoch=epoch)
@@ -407,6 +436,7 @@ class DeviceRegistry:
                 controller.session = session
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
+                self.listener.session_opened(identity, session_id)
             session.active_rpcs += 1
             session.streams[kind] = session.streams.get(kind, 0) + 1
             return controller, session
@@ -461,6 +491,25 @@ class DeviceRegistry:
                 return False
             return await self._end(controller, session, code, message, why)
 
+    async def superseded_elsewhere(self, identity: Identity, session_id: str) -> bool:
+        """Another node claimed the device for ``session_id``: end what this node holds of it."""
+        async with self._lock(identity):
+            controller = self._controllers.get(identity)
+            session = controller.session if controller is not None else None
+            if controller is None or session is None or session.id == session_id:
+                return False
+            return await self._end(
+                controller, session, grpc.StatusCode.ABORTED, self._superseded_message(session), "superseded"
+            )
+
+    async def press(self, identity: Identity, button: int, kind: int) -> bool:
+        """A command for a device live on this node, through the same state machine as its buttons."""
+        controller = self._controllers.get(identity)
+        if controller is None or controller.session is None or controller.session.closed:
+            return False
+        await controller.press(button, kind)
+        return True
+
     def revoke(self, serials: frozenset[int]) -> None:
         """End at once the live sessions whose certificate was just revoked (called by the CRL reload)."""
         for session in self.live_sessions():
@@ -493,6 +542,7 @@ class DeviceRegistry:
             await controller.player.close()
             controller.save_telemetry()  # queued: a failing store never keeps a device in memory
             self._evict(controller)
+            self.listener.session_closed(identity, session.close_code.name)
             log.info("session.end", extra={**session.log_fields, "status": session.close_code.name})
 
     async def close_all(self, code: grpc.StatusCode, message: str) -> int:

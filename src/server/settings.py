@@ -6,6 +6,7 @@ Every field is documented here and in the README's configuration table.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -123,6 +124,15 @@ class ServerSettings(BaseSettings):
         None, description="CA bundle that signs the Redis server's certificate (rediss://)"
     )
     redis_password_file: Path | None = Field(None, description="File holding the Redis password")
+    node_id: str = Field(
+        "",
+        max_length=128,
+        description="This server process's name in the fleet (presence, bus)",
+        json_schema_extra={"default_text": "HOSTNAME-PID (in Kubernetes: the pod name and pid)"},
+    )
+    presence_lease_s: float = Field(
+        10.0, ge=1, le=300, description="A dead node's devices read as offline within this (shared store)"
+    )
     store_retry_s: float = Field(
         1.0, gt=0, le=60, description="While the state store fails, how often queued writes are retried"
     )
@@ -179,6 +189,11 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id_default(cls, value: str) -> str:
+        return value or f"{socket.gethostname()}-{os.getpid()}"
 
     @model_validator(mode="after")
     def _redis_needs_a_url(self) -> ServerSettings:

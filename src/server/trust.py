@@ -31,6 +31,7 @@ class TrustState:
         self.issuers: list[x509.Certificate] = self._read_issuers()
         self.revocations: RevocationList = read_revocations(crl_path, self.issuers)
         self._on_revoked: list[Callable[[frozenset[int]], object]] = []
+        self.denied: set[int] = set()  # serials another node revoked before our CRL reload caught up
         log.info(
             "trust.loaded",
             extra={
@@ -50,6 +51,13 @@ class TrustState:
         """The CAs that may sign device certificates directly (follows the TLS CA bundle)."""
         self.issuers = self._read_issuers()
         log.info("trust.issuers_reloaded", extra={"cas": len(self.issuers)})
+
+    def is_revoked(self, serial: int) -> bool:
+        return self.revocations.is_revoked(serial) or serial in self.denied
+
+    def deny(self, serials: frozenset[int]) -> None:
+        """Refuse ``serials`` from now on (another node saw them revoked); no callbacks, no echo."""
+        self.denied |= serials
 
     def on_revoked(self, callback: Callable[[frozenset[int]], object]) -> None:
         self._on_revoked.append(callback)

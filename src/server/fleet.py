@@ -1,0 +1,174 @@
+"""This node's place in the fleet: presence, the bus, and commands for devices wherever they are.
+
+``Fleet`` listens to the registry (sessions opened, closed, claimed; devices
+changed) and tells the other nodes through the bus, keeps the presence leases
+of the devices live here, and acts on what other nodes say:
+
+* a session claimed here whose device is held by another node -> that node
+  ends the old session (``ABORTED`` "superseded") within a second;
+* certificates revoked (seen by whichever node reloaded the CRL first) ->
+  every node refuses and ends them;
+* a command for a device -> applied by the node that holds it, through the
+  same state machine as the device's own buttons;
+* device changes -> delivered to watchers on every node (``watch``).
+
+Bus and presence I/O runs on one outbox task, in order, so a device's
+"connected" can never overtake its "disconnected"; a failing Redis delays it,
+never the device streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from auth.identity import Identity
+from comms.tasks import cancel_and_wait
+from server.bus import CHANGED, COMMAND, REVOKED, SUPERSEDED, BusMessage, FleetBus
+from server.presence import Presence, keep_leases
+from server.registry import DeviceRegistry, RegistryListener
+from server.supervision import HealthCallback, supervise
+from server.trust import TrustState
+
+log = logging.getLogger(__name__)
+
+CLOSE_FLUSH_S = 1.0
+OUTBOX_LIMIT = 10_000  # bus/presence work waiting while Redis is slow; beyond it the oldest is dropped
+Work = Callable[[], Awaitable[object]]
+
+
+class DeviceOffline(LookupError):
+    """No node holds a live session of the device."""
+
+
+class Fleet(RegistryListener):
+    def __init__(
+        self, registry: DeviceRegistry, bus: FleetBus, presence: Presence, trust: TrustState
+    ) -> None:
+        self.registry = registry
+        self.bus = bus
+        self.presence = presence
+        self.trust = trust
+        self.node_id = bus.node_id
+        self._outbox: asyncio.Queue[Work] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        registry.listener = self
+
+    async def start(self, on_failing: HealthCallback | None = None) -> None:
+        self.bus.subscribe(self._received)
+        self.trust.on_revoked(self.revoked_here)
+        await self.bus.start(on_failing)
+        self._tasks = [
+            asyncio.create_task(supervise("fleet-outbox", self._drain, on_failing), name="fleet-outbox"),
+            asyncio.create_task(
+                supervise("presence-leases", lambda: keep_leases(self.presence, self._live), on_failing),
+                name="presence-leases",
+            ),
+        ]
+
+    async def close(self) -> None:
+        """Let queued presence and bus messages out (bounded: leases expire anyway), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_FLUSH_S):
+                await self.idle()
+        await cancel_and_wait(*self._tasks)
+        await self.bus.close()
+
+    def _live(self) -> list[Identity]:
+        return [session.identity for session in self.registry.live_sessions()]
+
+    # --- the outbox: bus and presence I/O, in order ---------------------------
+
+    def _later(self, work: Work) -> None:
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            self._outbox.get_nowait()
+            self._outbox.task_done()
+            log.warning("fleet.outbox_full", extra={"dropped": 1})
+        self._outbox.put_nowait(work)
+
+    async def _drain(self) -> None:
+        while True:
+            work = await self._outbox.get()
+            try:
+                await work()
+            except Exception as exc:  # Redis down or slow: the store's health says so; go on
+                log.warning("fleet.io_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            finally:
+                self._outbox.task_done()
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far went out (tests and shutdown)."""
+        await self._outbox.join()
+
+    def _publish(self, message: BusMessage, node: str | None = None) -> None:
+        self._later(lambda: self.bus.publish(message, node))
+
+    def _message(self, kind: str, identity: Identity, **data: object) -> BusMessage:
+        return BusMessage(kind, self.node_id, identity.tenant, identity.device_id, dict(data))
+
+    # --- what the registry tells us -------------------------------------------
+
+    def session_opened(self, identity: Identity, session_id: str) -> None:
+        self._later(lambda: self.presence.claim(identity))
+        self._publish(self._message(CHANGED, identity, online=True, node=self.node_id))
+
+    def session_closed(self, identity: Identity, why: str) -> None:
+        self._later(lambda: self.presence.release(identity))
+        self._publish(self._message(CHANGED, identity, online=False, reason=why))
+
+    def session_claimed(self, identity: Identity, session_id: str) -> None:
+        async def tell_the_holder() -> None:
+            holder = await self.presence.holder(identity)
+            if holder is not None and holder != self.node_id:
+                await self.bus.publish(self._message(SUPERSEDED, identity, session=session_id), holder)
+
+        self._later(tell_the_holder)
+
+    def device_changed(self, identity: Identity, fields: dict[str, object]) -> None:
+        self._publish(self._message(CHANGED, identity, **fields))
+
+    def revoked_here(self, serials: frozenset[int]) -> None:
+        """This node's CRL reload revoked ``serials``: every other node must know within a second."""
+        message = BusMessage(REVOKED, self.node_id, data={"serials": [str(s) for s in sorted(serials)]})
+        self._publish(message)
+
+    # --- commands and watchers ------------------------------------------------
+
+    async def command(self, identity: Identity, button: int, kind: int) -> str:
+        """Press ``button`` on the device wherever it is connected; the node that applied (or got) it."""
+        if await self.registry.press(identity, button, kind):
+            return self.node_id
+        holder = await self.presence.holder(identity)
+        if holder is None or holder == self.node_id:
+            raise DeviceOffline(f"{identity} is offline")
+        await self.bus.publish(self._message(COMMAND, identity, button=button, type=kind), holder)
+        return holder
+
+    def watch(self, handler: Callable[[BusMessage], Awaitable[None]]) -> Callable[[], None]:
+        """Every device change in the fleet (connected, disconnected, mode, playing); returns the unwatch."""
+
+        async def changes_only(message: BusMessage) -> None:
+            if message.kind == CHANGED:
+                await handler(message)
+
+        return self.bus.subscribe(changes_only)
+
+    # --- what other nodes tell us ---------------------------------------------
+
+    async def _received(self, message: BusMessage) -> None:
+        if message.origin == self.node_id and message.kind != CHANGED:
+            return
+        if message.kind == REVOKED:
+            serials = frozenset(int(s) for s in message.data.get("serials", []))
+            self.trust.deny(serials)
+            self.registry.revoke(serials)
+            return
+        if not message.tenant:
+            return
+        identity = Identity(message.tenant, message.device)
+        if message.kind == SUPERSEDED:
+            await self.registry.superseded_elsewhere(identity, str(message.data["session"]))
+        elif message.kind == COMMAND:
+            await self.registry.press(identity, int(message.data["button"]), int(message.data["type"]))

@@ -1,0 +1,88 @@
+"""Presence: which node holds each device's live session, under a lease.
+
+The holder writes ``audio:v1:presence:<tenant>:<device> = <node id>`` with a
+TTL of ``lease_s`` when the session opens, refreshes every live device's lease
+(one pipelined round trip) every third of it, and deletes it (only if still
+its own) when the device leaves. A node that dies stops refreshing: its
+devices read as offline within one lease. ``LocalPresence`` is the one-process
+version (a dict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+import redis.asyncio as aioredis
+
+from auth.identity import Identity
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 10.0
+_RELEASE_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def presence_key(identity: Identity) -> str:
+    return f"audio:v1:presence:{identity.tenant}:{identity.device_id}"
+
+
+class LocalPresence:
+    def __init__(self, node_id: str, lease_s: float = DEFAULT_LEASE_S) -> None:
+        self.node_id = node_id
+        self.lease_s = lease_s
+        self._held: set[Identity] = set()
+
+    async def claim(self, identity: Identity) -> None:
+        self._held.add(identity)
+
+    async def release(self, identity: Identity) -> None:
+        self._held.discard(identity)
+
+    async def refresh(self, identities: Iterable[Identity]) -> None:
+        return None
+
+    async def holder(self, identity: Identity) -> str | None:
+        return self.node_id if identity in self._held else None
+
+
+class RedisPresence:
+    def __init__(self, node_id: str, client: aioredis.Redis, lease_s: float = DEFAULT_LEASE_S) -> None:
+        self.node_id = node_id
+        self.lease_s = lease_s
+        self._redis = client
+        self._release = client.register_script(_RELEASE_IF_MINE)
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.lease_s * 1000)
+
+    async def claim(self, identity: Identity) -> None:
+        await self._redis.set(presence_key(identity), self.node_id, px=self._lease_ms)
+
+    async def release(self, identity: Identity) -> None:
+        await self._release(keys=[presence_key(identity)], args=[self.node_id])
+
+    async def refresh(self, identities: Iterable[Identity]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for identity in identities:
+                pipe.set(presence_key(identity), self.node_id, px=self._lease_ms)
+            await pipe.execute()
+
+    async def holder(self, identity: Identity) -> str | None:
+        value = await self._redis.get(presence_key(identity))
+        return str(value) if value is not None else None
+
+
+Presence = LocalPresence | RedisPresence
+
+
+async def keep_leases(presence: Presence, live: Callable[[], Iterable[Identity]]) -> None:
+    """The holder's loop: refresh the lease of every live device, three times per lease."""
+    while True:
+        await asyncio.sleep(presence.lease_s / 3)
+        await presence.refresh(list(live()))
