@@ -29,6 +29,7 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
+    durable: bool = False  # append-only file, fsync always: survives kill -9 and restart
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,9 +41,12 @@ class RedisServer:
         if binary is None:
             pytest.skip("redis-server is not installed (make test installs Debian's redis-server)")
         self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        )
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+             "--save", "", *persistence, "--protected-mode", "yes",
              "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

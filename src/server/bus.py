@@ -19,6 +19,7 @@ what it sent itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from comms.tasks import cancel_and_wait
 from server.supervision import HealthCallback, supervise
@@ -33,6 +35,7 @@ from server.supervision import HealthCallback, supervise
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "audio:v1:bus:"
+RESUBSCRIBE_S = 1.0
 BROADCAST = f"{CHANNEL_PREFIX}all"
 SUPERSEDED, REVOKED, COMMAND, CHANGED = "superseded", "revoked", "command", "changed"
 
@@ -120,10 +123,24 @@ class RedisBus(FleetBus):
             await self.subscribed.wait()
 
     async def _listen(self) -> None:
+        """Subscribe and deliver; a lost Redis is one warning, retried every second, one on return."""
+        lost = False
+        while True:
+            try:
+                await self._subscribed_loop(was_lost=lost)
+            except (RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("bus.lost", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+                lost = True
+                await asyncio.sleep(RESUBSCRIBE_S)
+
+    async def _subscribed_loop(self, was_lost: bool) -> None:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(BROADCAST, node_channel(self.node_id))
             self.subscribed.set()
+            if was_lost:
+                log.warning("bus.restored", extra={"node": self.node_id})
             while True:
                 raw = await pubsub.get_message(timeout=1.0)
                 if raw is None or raw.get("type") != "message":
@@ -136,7 +153,8 @@ class RedisBus(FleetBus):
                 await self.deliver(message)
         finally:
             self.subscribed.clear()
-            await pubsub.aclose()
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from auth.identity import Identity
+from comms.log_sampling import SampledLog
 from comms.tasks import cancel_and_wait
 from server.bus import CHANGED, COMMAND, REVOKED, SUPERSEDED, BusMessage, FleetBus
 from server.presence import Presence, keep_leases
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 CLOSE_FLUSH_S = 1.0
 OUTBOX_LIMIT = 10_000  # bus/presence work waiting while Redis is slow; beyond it the oldest is dropped
 Work = Callable[[], Awaitable[object]]
+_io_failures = SampledLog()  # a Redis outage fails every queued message: a few lines, not thousands
 
 
 class DeviceOffline(LookupError):
@@ -67,6 +69,7 @@ class Fleet(RegistryListener):
                 name="presence-leases",
             ),
         ]
+        # (A Redis outage is not a crash of these loops: they ride it out; the store's health reports it.)
 
     async def close(self) -> None:
         """Let queued presence and bus messages out (bounded: leases expire anyway), then stop."""
@@ -94,7 +97,12 @@ class Fleet(RegistryListener):
             try:
                 await work()
             except Exception as exc:  # Redis down or slow: the store's health says so; go on
-                log.warning("fleet.io_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+                held_back = _io_failures.admit(type(exc).__name__)
+                if held_back is not None:
+                    log.warning(
+                        "fleet.io_failed",
+                        extra={"error": f"{type(exc).__name__}: {exc}"[:200], "suppressed": held_back},
+                    )
             finally:
                 self._outbox.task_done()
 

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from auth.identity import Identity
 
@@ -82,7 +83,20 @@ Presence = LocalPresence | RedisPresence
 
 
 async def keep_leases(presence: Presence, live: Callable[[], Iterable[Identity]]) -> None:
-    """The holder's loop: refresh the lease of every live device, three times per lease."""
+    """The holder's loop: refresh the lease of every live device, three times per lease.
+
+    Redis being away is expected, not a bug: one warning, then quiet until it answers again.
+    """
+    lost = False
     while True:
         await asyncio.sleep(presence.lease_s / 3)
-        await presence.refresh(list(live()))
+        try:
+            await presence.refresh(list(live()))
+        except (RedisError, OSError) as exc:
+            if not lost:
+                log.warning("presence.lost", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            lost = True
+            continue
+        if lost:
+            log.warning("presence.restored", extra={"node": presence.node_id})
+            lost = False

@@ -1,0 +1,141 @@
+"""Redis killed (SIGKILL) and restarted under live devices: streams go on, new sessions wait, nothing lost."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import grpc
+import pytest
+
+from auth.identity import Identity
+from tests.conftest import Connect, ServerFactory
+from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
+from tests.redis_server import RedisServer
+from tests.test_ops import NOT_SERVING, SERVING, health_status
+from tests.test_security import create_session
+
+DEVICES = 5
+
+
+async def test_redis_killed_and_restarted_under_live_devices(
+    server_factory: ServerFactory,
+    connect: Connect,
+    pki: EphemeralPki,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis = RedisServer(tmp_path / "redis", durable=True).start()
+    try:
+        app = await server_factory(state_backend="redis", redis_url=redis.url, store_retry_s=0.05)
+        assert app.health is not None
+        async with contextlib.AsyncExitStack() as stack:
+            devices = [
+                await stack.enter_async_context(connect(app, "acme", f"live-{n}")) for n in range(DEVICES)
+            ]
+            for device in devices:
+                await device.press(MODE)
+            await wait_for(lambda: app.store.pending == 0 and all(mode_of(d.view.leds) == 1 for d in devices))
+
+            redis.stop(kill=True)
+            for device in devices:
+                assert (await device.press(MODE)).ack  # live devices keep working from memory
+            await wait_for(lambda: all(mode_of(d.view.leds) == 2 for d in devices))
+            await wait_for(lambda: not app.store.healthy)
+            assert await health_status(app.health.port) == NOT_SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await create_session(app.port, pki.device_tls("acme", "newcomer"))
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # no session nobody else could see
+
+            redis.start()  # same port, its append-only file reloaded
+            await wait_for(lambda: app.store.healthy and app.store.pending == 0, timeout=15)
+            assert await health_status(app.health.port) == SERVING
+            await create_session(app.port, pki.device_tls("acme", "newcomer"))  # accepted again
+            assert not any(device.ends for device in devices)  # no stream was cut
+            for n in range(DEVICES):
+                stored = await app.store.load(Identity("acme", f"live-{n}"))
+                assert stored is not None and stored.mode == 2  # the presses made meanwhile landed
+            assert not [r.getMessage() for r in caplog.records if r.exc_info]  # an outage, not a bug
+    finally:
+        redis.stop()
+
+
+def test_an_unreachable_redis_at_start_up_is_one_line_and_exit_1(pki: EphemeralPki) -> None:
+    from tests.helpers import free_port
+    from tests.test_entrypoint import run_server
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = run_server(
+        "--pki-dir", str(pki.root), "--bind", "127.0.0.1:0", "--health-bind", "", "--metrics-bind", "",
+        "--state-backend", "redis", "--redis-url", url,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"audio-server: cannot start: cannot reach the Redis state store at {url}"), line
+
+
+async def test_a_killed_nodes_devices_read_offline_within_the_lease(
+    redis_server: RedisServer, pki: EphemeralPki, tmp_path: Path
+) -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import redis.asyncio as aioredis
+
+    from device.audio_sink import RecordingSink
+    from device.client import DeviceClient
+    from server.presence import RedisPresence
+    from tests.helpers import free_port
+
+    port = free_port()
+    log_file = (tmp_path / "node.log").open("w")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "server", "--pki-dir", str(pki.root), "--bind", f"127.0.0.1:{port}",
+         "--health-bind", "", "--metrics-bind", "", "--state-backend", "redis",
+         "--redis-url", redis_server.url, "--node-id", "node-a", "--presence-lease-s", "2"],
+        stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    client = DeviceClient(f"127.0.0.1:{port}", pki.device_tls("acme", "orphan"), RecordingSink())
+    observer = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    presence = RedisPresence("observer", observer, lease_s=2)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the subprocess needs a moment to listen
+            try:
+                await client.connect()
+                break
+            except Exception:
+                await client.close()
+                assert time.monotonic() < deadline, (tmp_path / "node.log").read_text()
+                await asyncio.sleep(0.2)
+                client = DeviceClient(f"127.0.0.1:{port}", pki.device_tls("acme", "orphan"), RecordingSink())
+        identity = Identity("acme", "orphan")
+        await wait_for(lambda: client.status_requests >= 1)
+        holder: list[str | None] = [None]
+
+        async def poll() -> None:
+            holder[0] = await presence.holder(identity)
+
+        while holder[0] != "node-a":
+            await poll()
+            await asyncio.sleep(0.05)
+        node.send_signal(signal.SIGKILL)
+        node.wait(timeout=10)
+        killed = time.monotonic()
+        while holder[0] is not None:
+            await poll()
+            assert time.monotonic() - killed < 2 + 1.5, "presence outlived the lease"
+            await asyncio.sleep(0.05)
+        expired_after = time.monotonic() - killed
+        print(f"\npresence of a SIGKILLed node's device expired after {expired_after:.1f} s (lease 2 s)")
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(timeout=10)
+        await client.close()
+        await observer.aclose()
+        log_file.close()
