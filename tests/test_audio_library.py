@@ -119,16 +119,16 @@ def test_encoding_is_cached_across_restarts(tmp_path: Path, monkeypatch: pytest.
     calls = []
     real_encode = opus_codec.encode
     monkeypatch.setattr(
-        opus_codec, "encode", lambda pcm, bitrate: calls.append(1) or real_encode(pcm, bitrate)
+        opus_codec, "encode", lambda pcm, bitrate, spf: calls.append(spf) or real_encode(pcm, bitrate, spf)
     )
     first = load_library(5, content_dir=tmp_path / "content", cache_dir=cache)
-    assert len(calls) == 5
+    assert sorted(calls) == [960] * 5 + [2880] * 5  # every clip at 20 ms and at 60 ms
     second = load_library(5, content_dir=tmp_path / "content", cache_dir=cache)
-    assert len(calls) == 5  # nothing re-encoded
+    assert len(calls) == 10  # nothing re-encoded
     assert first.clip_for(0).packets == second.clip_for(0).packets
     write_tone(tmp_path / "content" / "mode-0.wav", 48_000, 1, freq=600)  # content changed
     load_library(5, content_dir=tmp_path / "content", cache_dir=cache)
-    assert len(calls) == 6  # only the changed clip
+    assert len(calls) == 12  # only the changed clip, at both durations
 
 
 def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:

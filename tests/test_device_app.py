@@ -15,7 +15,6 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from auth.device_credentials import DeviceCredentials
 from auth.identity import Identity
 from auth.revocation import revoke
-from comms.audio_format import FRAME_SECONDS
 from device.app import POWER_LED, DeviceApp
 from device.audio_sink import RecordingSink
 from device.backoff import Backoff
@@ -130,8 +129,12 @@ async def test_play_is_heard_and_matches_the_clip(
         assert app.player.underruns == 0
 
 
-async def test_stop_silences_within_two_frames_of_the_ack(server: AudioServer, pki: EphemeralPki) -> None:
-    async with device_app(server, pki, "pi-stop") as (app, factory, sink):
+@pytest.mark.parametrize("frame_ms", [20, 60])
+async def test_stop_silences_within_two_frames_of_the_ack(
+    server: AudioServer, pki: EphemeralPki, frame_ms: int
+) -> None:
+    """Within two packets of the ack: 40 ms with 20 ms packets, 120 ms with 60 ms packets."""
+    async with device_app(server, pki, f"pi-stop-{frame_ms}", max_frame_ms=frame_ms) as (app, factory, sink):
         await wait_for(connected(app))
         await tap(factory, MODE)  # mode 1: the long sound
         await tap(factory, PLAY)
@@ -140,7 +143,7 @@ async def test_stop_silences_within_two_frames_of_the_ack(server: AudioServer, p
         await wait_for(lambda: any(b == STOP for b, *_ in app.sent))
         acked_at = next(at for b, _, _, at in app.sent if b == STOP)
         await wait_for(lambda: sink.sounds[0].ended, timeout=2)
-        assert sink.sounds[0].arrivals[-1] - acked_at <= 2 * FRAME_SECONDS + 0.005
+        assert sink.sounds[0].arrivals[-1] - acked_at <= 2 * frame_ms / 1000 + 0.005
         written = sink.sounds[0].packets
         await asyncio.sleep(0.2)
         assert sink.sounds[0].packets == written and len(sink.sounds) == 1  # silence

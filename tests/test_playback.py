@@ -116,3 +116,32 @@ def test_the_buffer_never_falls_further_behind_than_its_bound() -> None:
     while player.pull()[0] is not None:
         frames += 1
     assert frames == 18  # 360 ms behind at most, not 4 s
+
+
+def test_60_ms_packets_play_as_three_20_ms_frames() -> None:
+    from comms.audio_format import LONG_FRAME_MS, samples_per_frame
+
+    encoder = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_AUDIO)
+    spf = samples_per_frame(LONG_FRAME_MS)
+    data = [encoder.encode(bytes(spf * 2), spf) for _ in range(4)]
+    player = JitterPlayer(jitter_frames=3)
+    for i, payload in enumerate(data):
+        player.on_packet(pb.AudioPacket(is_start=i == 0, is_end=i == 3, data=payload))
+    frames = drain(player, 13)
+    assert frames[:12] == [(True, "start")] + [(True, None)] * 11  # 4 packets x 3 frames, at 20 ms each
+    assert frames[12] == (False, "end")
+
+
+def test_an_interrupt_keeps_the_whole_60_ms_fade() -> None:
+    from comms.audio_format import LONG_FRAME_MS, samples_per_frame
+
+    encoder = opuslib.Encoder(SAMPLE_RATE, CHANNELS, opuslib.APPLICATION_AUDIO)
+    spf = samples_per_frame(LONG_FRAME_MS)
+    player = JitterPlayer(jitter_frames=1)
+    player.on_packet(pb.AudioPacket(is_start=True, data=encoder.encode(bytes(spf * 2), spf)))
+    generation = player.generation
+    for _ in range(3):
+        player.on_packet(pb.AudioPacket(data=encoder.encode(bytes(spf * 2), spf)))
+    player.interrupt(generation)
+    player.on_packet(pb.AudioPacket(is_end=True, data=encoder.encode(bytes(spf * 2), spf)))  # the fade
+    assert drain(player, 4) == [(True, "start"), (True, None), (True, None), (False, "end")]

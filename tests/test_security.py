@@ -437,7 +437,8 @@ async def test_token_claims_and_lifetime(target: Target) -> None:
     header = jwt.get_unverified_header(response.token)
     claims = jwt.decode(response.token, options={"verify_signature": False})
     assert header["alg"] == "EdDSA" and header["kid"] == target.server.trust.keys.current.kid
-    assert set(claims) == {"iss", "aud", "sub", "tid", "sid", "iat", "nbf", "exp", "jti", "cnf"}
+    assert set(claims) == {"iss", "aud", "sub", "tid", "sid", "iat", "nbf", "exp", "jti", "cnf", "fms"}
+    assert claims["fms"] == 20  # no max_frame_ms asked: today's 20 ms packets
     assert (claims["tid"], claims["sub"], claims["sid"]) == ("acme", "dev-1", response.session_id)
     assert claims["exp"] - claims["iat"] == 900
     assert response.expires_at_unix == claims["exp"]

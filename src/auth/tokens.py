@@ -44,10 +44,12 @@ from auth.errors import (
 )
 from auth.identity import Identity, validate_id
 from auth.keys import KeyRing
+from comms.audio_format import FRAME_DURATIONS_MS, FRAME_MS
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "tid", "sid", "iat", "nbf", "exp", "jti", "cnf")
 THUMBPRINT_CLAIM = "x5t#S256"
+FRAME_CLAIM = "fms"  # optional: the session's audio packet duration (absent: 20 ms)
 BEARER = "bearer "
 MAX_TOKEN_LENGTH = 4096
 JWS_PARTS = 3  # header.payload.signature (compact serialisation)
@@ -87,6 +89,7 @@ class Claims:
     thumbprint: str
     expires_at: int
     token_id: str
+    frame_ms: int = FRAME_MS  # audio packet duration chosen at CreateSession (claim "fms")
 
 
 def issue_token(
@@ -96,6 +99,7 @@ def issue_token(
     session_id: str,
     thumbprint: str,
     now: float | None = None,
+    frame_ms: int = FRAME_MS,
 ) -> IssuedToken:
     now_s = int(time.time() if now is None else now)
     expires = now_s + policy.ttl_s
@@ -110,6 +114,7 @@ def issue_token(
         "exp": expires,
         "jti": secrets.token_hex(12),
         "cnf": {THUMBPRINT_CLAIM: thumbprint},
+        FRAME_CLAIM: frame_ms,
     }
     key = keys.current
     token = jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
@@ -236,7 +241,10 @@ def _claims(payload: dict[str, Any]) -> Claims:
     sid = payload["sid"]
     if not isinstance(sid, str) or not sid:
         raise TokenClaimInvalid("session token has an invalid session id")
-    return Claims(identity, sid, thumbprint, int(payload["exp"]), str(payload["jti"]))
+    frame_ms = payload.get(FRAME_CLAIM, FRAME_MS)
+    if frame_ms not in FRAME_DURATIONS_MS or isinstance(frame_ms, bool):
+        raise TokenClaimInvalid("session token names an unknown audio packet duration")
+    return Claims(identity, sid, thumbprint, int(payload["exp"]), str(payload["jti"]), int(frame_ms))
 
 
 def check_binding(claims: Claims, identity: Identity, thumbprint: str) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rsession.proto\x12\x10\x61udio.session.v1\"\x16\n\x14\x43reateSessionRequest\"o\n\x15\x43reateSessionResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\x12\x1a\n\x12refresh_after_unix\x18\x04 \x01(\x03\x32r\n\x0eSessionService\x12`\n\rCreateSession\x12&.audio.session.v1.CreateSessionRequest\x1a\'.audio.session.v1.CreateSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rsession.proto\x12\x10\x61udio.session.v1\",\n\x14\x43reateSessionRequest\x12\x14\n\x0cmax_frame_ms\x18\x01 \x01(\r\"o\n\x15\x43reateSessionResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\x12\x1a\n\x12refresh_after_unix\x18\x04 \x01(\x03\x32r\n\x0eSessionService\x12`\n\rCreateSession\x12&.audio.session.v1.CreateSessionRequest\x1a\'.audio.session.v1.CreateSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATESESSIONREQUEST']._serialized_start=35
-  _globals['_CREATESESSIONREQUEST']._serialized_end=57
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=59
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=170
-  _globals['_SESSIONSERVICE']._serialized_start=172
-  _globals['_SESSIONSERVICE']._serialized_end=286
+  _globals['_CREATESESSIONREQUEST']._serialized_end=79
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=81
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=192
+  _globals['_SESSIONSERVICE']._serialized_start=194
+  _globals['_SESSIONSERVICE']._serialized_end=308
 # @@protoc_insertion_point(module_scope)

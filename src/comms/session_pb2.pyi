@@ -5,8 +5,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("max_frame_ms",)
+    MAX_FRAME_MS_FIELD_NUMBER: _ClassVar[int]
+    max_frame_ms: int
+    def __init__(self, max_frame_ms: _Optional[int] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("token", "session_id", "expires_at_unix", "refresh_after_unix")

@@ -134,6 +134,7 @@ class DeviceApp:
             on_leds=self._on_server_leds,
             server_name=self.settings.server_name,
             audio=self.player,
+            max_frame_ms=self.settings.max_frame_ms,
         )
 
     # --- link indication ---

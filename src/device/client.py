@@ -24,7 +24,7 @@ from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from comms import session_pb2 as spb
 from comms import session_pb2_grpc as spb_grpc
-from comms.audio_format import CHANNELS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from comms.audio_format import CHANNELS, MAX_FRAME_SAMPLES, SAMPLE_RATE
 from device.audio_sink import AudioSink
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class DeviceClient:
         server_name: str | None = None,
         audio: AudioHandler | None = None,
         keepalive_ms: tuple[int, int] = (KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS),
+        max_frame_ms: int = 0,
     ) -> None:
         self.target = target
         self.view = DeviceView()
@@ -92,6 +93,7 @@ class DeviceClient:
         self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
         self._audio = audio
         self._keepalive_ms = keepalive_ms
+        self.max_frame_ms = max_frame_ms  # 0: say nothing, like fielded firmware (20 ms packets)
         self.packets_received = 0
         self.status_requests = 0
 
@@ -112,7 +114,7 @@ class DeviceClient:
         stub = spb_grpc.SessionServiceStub(self._channel)
         metadata = self._auth_metadata() if refresh else self._legacy
         self.session = await stub.CreateSession(
-            spb.CreateSessionRequest(), metadata=metadata, timeout=ACK_TIMEOUT_S
+            spb.CreateSessionRequest(max_frame_ms=self.max_frame_ms), metadata=metadata, timeout=ACK_TIMEOUT_S
         )
         return self.session
 
@@ -199,7 +201,7 @@ class DeviceClient:
             if packet.is_start:
                 self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
                 self.sink.start_sound()
-            pcm = self._decoder.decode(packet.data, SAMPLES_PER_FRAME)
+            pcm = self._decoder.decode(packet.data, MAX_FRAME_SAMPLES)  # 20 or 60 ms
             self.sink.write(pcm, packet.is_end)
             if packet.is_end:
                 self.sink.end_sound()

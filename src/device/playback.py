@@ -28,13 +28,21 @@ from typing import Literal
 import opuslib
 
 from comms import comms_pb2 as pb
-from comms.audio_format import CHANNELS, FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from comms.audio_format import (
+    BYTES_PER_SAMPLE,
+    CHANNELS,
+    FRAME_SECONDS,
+    MAX_FRAME_SAMPLES,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+)
 from comms.tasks import cancel_and_wait
 from device.audio_sink import AudioSink
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JITTER_FRAMES = 3  # 60 ms
+FRAME_BYTES = SAMPLES_PER_FRAME * BYTES_PER_SAMPLE  # one 20 ms output frame of int16 PCM
 DEFAULT_MAX_BEHIND_FRAMES = 15  # 300 ms beyond the jitter buffer
 Boundary = Literal["start", "end", "cut"] | None  # cut: a sound ended without its is_end
 
@@ -53,6 +61,7 @@ class JitterPlayer:
         self._started = False  # its output began (jitter buffer filled)
         self._ended = False  # its is_end arrived
         self._interrupt_pending = False
+        self._last_chunks = 1  # 20 ms frames the last packet decoded to (3 for a 60 ms packet)
         self._cut = False  # a started sound was silenced (power off, disconnect): tell the output once
         self.generation = 0  # counts sounds (is_start); an interrupt targets one of them
         self.underruns = 0
@@ -69,15 +78,17 @@ class JitterPlayer:
         self.packets += 1
         if packet.is_start:
             self._decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
-        pcm = self._decoder.decode(packet.data, SAMPLES_PER_FRAME)
+        pcm = self._decoder.decode(packet.data, MAX_FRAME_SAMPLES)  # 20 ms, or 60 ms if we asked
+        chunks = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)] or [pcm]
         with self._lock:
             if packet.is_start or not self._active:
                 self._queue.clear()
                 self._active, self._started, self._ended = True, False, False
                 self._interrupt_pending = False
                 self.generation += 1
-            self._queue.append(pcm)
-            if len(self._queue) > self.max_frames:
+            self._queue.extend(chunks)  # the output pulls 20 ms at a time, whatever the packet length
+            self._last_chunks = len(chunks)
+            while len(self._queue) > self.max_frames:
                 self._queue.popleft()  # behind by more than the bound: the oldest audio goes
                 self.dropped_frames += 1
                 if self.dropped_frames == 1 or self.dropped_frames % 50 == 0:
@@ -103,7 +114,8 @@ class JitterPlayer:
                 self._interrupt_pending = True  # its is_end (the fade) is still on the way
 
     def _drop_all_but_last(self) -> None:
-        while len(self._queue) > 1:
+        """Keep only the last packet's audio (the server's fade-out frame)."""
+        while len(self._queue) > self._last_chunks:
             self._queue.popleft()
 
     def silence_now(self) -> None:

@@ -70,6 +70,10 @@ class DeviceSettings(BaseSettings):
     jitter_ms: int = Field(
         60, ge=20, le=1000, description="Audio jitter buffer before a sound starts playing"
     )
+    max_frame_ms: Literal[20, 60] = Field(
+        60,
+        description="Longest audio packet to ask the server for: 60 ms means a third of the messages",
+    )
     max_behind_ms: int = Field(
         300,
         ge=20,

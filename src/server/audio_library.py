@@ -18,7 +18,7 @@ import soundfile
 import soxr
 
 from comms import comms_pb2 as pb
-from comms.audio_format import FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from comms.audio_format import FRAME_DURATIONS_MS, FRAME_MS, FRAME_SECONDS, SAMPLE_RATE, samples_per_frame
 from server.audio_synth import default_sound
 from server.opus_codec import Int16Pcm, encode_cached, encode_fade_out, to_int16
 
@@ -34,15 +34,11 @@ class ContentError(Exception):
 
 
 @dataclass(frozen=True, eq=False)
-class Clip:
-    """A sound ready to stream: 48 kHz mono PCM and its 20 ms Opus packets."""
+class Encoding:
+    """A clip as packets of one duration, and the wire messages built from them once."""
 
-    name: str
-    source: str  # "builtin" or the file path
-    pcm: Int16Pcm = field(repr=False)
+    frame_ms: int
     packets: tuple[bytes, ...] = field(repr=False)
-    bitrate: int = DEFAULT_BITRATE
-    # The wire messages, built once and shared by every device that plays this clip.
     messages: tuple[pb.AudioPacket, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,13 +52,38 @@ class Clip:
         object.__setattr__(self, "messages", messages)
 
     @property
+    def frame_s(self) -> float:
+        return self.frame_ms / 1000
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """A sound ready to stream: 48 kHz mono PCM, encoded at every packet duration in use
+    (20 ms for every device, 60 ms for those that ask), shared by every device that plays it."""
+
+    name: str
+    source: str  # "builtin" or the file path
+    pcm: Int16Pcm = field(repr=False)
+    encodings: dict[int, Encoding] = field(repr=False)  # frame ms -> encoding
+    bitrate: int = DEFAULT_BITRATE
+
+    def encoding(self, frame_ms: int = FRAME_MS) -> Encoding:
+        return self.encodings.get(frame_ms) or self.encodings[FRAME_MS]
+
+    @property
+    def packets(self) -> tuple[bytes, ...]:
+        """The 20 ms packets (what every device can decode)."""
+        return self.encoding(FRAME_MS).packets
+
+    @property
     def duration(self) -> float:
         return len(self.packets) * FRAME_SECONDS
 
-    def fade_out_packet(self, frame_index: int) -> bytes:
-        """A one-frame fade to silence from where playback was interrupted."""
-        start = min(frame_index, len(self.packets) - 1) * SAMPLES_PER_FRAME
-        return encode_fade_out(self.pcm[start : start + SAMPLES_PER_FRAME], self.bitrate)
+    def fade_out_packet(self, frame_index: int, frame_ms: int = FRAME_MS) -> bytes:
+        """A one-frame fade to silence from where playback was interrupted (frame of that duration)."""
+        spf = samples_per_frame(frame_ms)
+        start = min(frame_index, len(self.encoding(frame_ms).packets) - 1) * spf
+        return encode_fade_out(self.pcm[start : start + spf], self.bitrate, spf)
 
 
 def read_audio_file(path: Path) -> Int16Pcm:
@@ -127,7 +148,11 @@ def find_content(content_dir: Path, mode_count: int) -> dict[int, Path]:
 
 
 def build_clip(name: str, source: str, pcm: Int16Pcm, bitrate: int, cache_dir: Path | None) -> Clip:
-    packets, cached = encode_cached(pcm, bitrate, cache_dir)
+    encodings = {}
+    for frame_ms in FRAME_DURATIONS_MS:
+        frame_packets, cached = encode_cached(pcm, bitrate, cache_dir, samples_per_frame(frame_ms))
+        encodings[frame_ms] = Encoding(frame_ms, tuple(frame_packets))
+    packets = encodings[FRAME_MS].packets
     log.info(
         "audio.clip_ready",
         extra={
@@ -138,7 +163,7 @@ def build_clip(name: str, source: str, pcm: Int16Pcm, bitrate: int, cache_dir: P
             "cached": cached,
         },
     )
-    return Clip(name, source, pcm, tuple(packets), bitrate)
+    return Clip(name, source, pcm, encodings, bitrate)
 
 
 @dataclass(frozen=True)

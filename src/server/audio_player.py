@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from comms import comms_pb2 as pb
-from comms.audio_format import FRAME_SECONDS
+from comms.audio_format import FRAME_MS, FRAME_SECONDS
 from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio_channel import AudioChannel
@@ -36,30 +36,35 @@ TICK_SECONDS = FRAME_SECONDS / 2
 class Sound:
     """One playing sound: its clip, its schedule and how far it got."""
 
-    __slots__ = ("clip", "end_sent", "player", "position", "sound_id", "t0")
+    __slots__ = ("clip", "encoding", "end_sent", "frame_s", "player", "position", "sound_id", "t0")
 
-    def __init__(self, player: Player, sound_id: int, clip: Clip, t0: float) -> None:
+    def __init__(
+        self, player: Player, sound_id: int, clip: Clip, t0: float, frame_ms: int = FRAME_MS
+    ) -> None:
         self.player = player
         self.sound_id = sound_id
         self.clip = clip
+        self.encoding = clip.encoding(frame_ms)  # 20 ms packets, or 60 ms for devices that asked
+        self.frame_s = self.encoding.frame_s
         self.t0 = t0  # the sound's timeline origin: packet i is due at t0 + i·frame - lead
         self.position = 0  # packets offered so far
         self.end_sent = False
 
     @property
     def ends_at(self) -> float:
-        return self.t0 + len(self.clip.packets) * FRAME_SECONDS
+        return self.t0 + len(self.encoding.packets) * self.frame_s
 
     def advance(self, now: float, lead_s: float) -> tuple[int, int]:
         """Offer every packet due by ``now``; return (offered, late)."""
-        messages = self.clip.messages
+        messages = self.encoding.messages
+        frame_s = self.frame_s
         last = len(messages) - 1
         offered = late = 0
         while self.position <= last:
-            due = self.t0 + self.position * FRAME_SECONDS - lead_s
+            due = self.t0 + self.position * frame_s - lead_s
             if due > now:
                 break
-            if now - due > FRAME_SECONDS:
+            if now - due > frame_s:
                 late += 1
             index = self.position
             self.position += 1
@@ -134,6 +139,7 @@ class Player:
         self._sound: Sound | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.sink: AudioChannel | None = None
+        self.frame_ms = FRAME_MS  # what the device's audio stream asked for (its session's choice)
 
     @property
     def playing(self) -> int | None:
@@ -157,7 +163,7 @@ class Player:
         if self._sound is not None:
             raise RuntimeError("start() while a sound is playing: stop it first")
         now = asyncio.get_running_loop().time()
-        sound = Sound(self, sound_id, clip, t0=now)
+        sound = Sound(self, sound_id, clip, t0=now, frame_ms=self.frame_ms)
         self._sound = sound
         count_packets(*sound.advance(now, self._clock.lead_s))  # the lead goes out at once
         self._clock.add(sound)
@@ -182,7 +188,7 @@ class Player:
         if not sound.end_sent:
             if self.sink is not None:
                 self.sink.discard_pending()
-            fade = sound.clip.fade_out_packet(sound.position)
+            fade = sound.clip.fade_out_packet(sound.position, sound.encoding.frame_ms)
             now = asyncio.get_running_loop().time()
             self.offer(now, pb.AudioPacket(is_start=sound.position == 0, is_end=True, data=fade))
         metrics.SOUNDS_STOPPED.labels(reason=reason).inc()
@@ -192,7 +198,7 @@ class Player:
                 **self._log_fields,
                 "sound": sound_id,
                 "reason": reason,
-                "at_s": round(sound.position * FRAME_SECONDS, 2),
+                "at_s": round(sound.position * sound.frame_s, 2),
             },
         )
 

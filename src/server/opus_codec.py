@@ -1,4 +1,4 @@
-"""Opus encoding of whole clips into 20 ms packets, and its on-disk cache.
+"""Opus encoding of whole clips into 20 ms (or 60 ms) packets, and its on-disk cache.
 
 Encoding a long clip takes a while, so it runs once per clip (off the event
 loop, at start-up) and the packets are cached by the hash of the PCM and the
@@ -32,16 +32,16 @@ def to_int16(pcm: npt.NDArray[np.floating]) -> Int16Pcm:
     return (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
 
 
-def frame_count(pcm: Int16Pcm) -> int:
-    return max(1, -(-len(pcm) // SAMPLES_PER_FRAME))
+def frame_count(pcm: Int16Pcm, spf: int = SAMPLES_PER_FRAME) -> int:
+    return max(1, -(-len(pcm) // spf))
 
 
-def frames(pcm: Int16Pcm) -> list[Int16Pcm]:
-    """Split into 960-sample frames, zero-padding the last one."""
-    count = frame_count(pcm)
-    padded = np.zeros(count * SAMPLES_PER_FRAME, dtype=np.int16)
+def frames(pcm: Int16Pcm, spf: int = SAMPLES_PER_FRAME) -> list[Int16Pcm]:
+    """Split into ``spf``-sample frames (960 = 20 ms), zero-padding the last one."""
+    count = frame_count(pcm, spf)
+    padded = np.zeros(count * spf, dtype=np.int16)
     padded[: len(pcm)] = pcm
-    return list(padded.reshape(count, SAMPLES_PER_FRAME))
+    return list(padded.reshape(count, spf))
 
 
 def new_encoder(bitrate: int) -> opuslib.Encoder:
@@ -50,26 +50,24 @@ def new_encoder(bitrate: int) -> opuslib.Encoder:
     return encoder
 
 
-def encode(pcm: Int16Pcm, bitrate: int) -> list[bytes]:
+def encode(pcm: Int16Pcm, bitrate: int, spf: int = SAMPLES_PER_FRAME) -> list[bytes]:
     """Encode a clip with one encoder (continuous state across frames)."""
     encoder = new_encoder(bitrate)
-    return [encoder.encode(frame.tobytes(), SAMPLES_PER_FRAME) for frame in frames(pcm)]
+    return [encoder.encode(frame.tobytes(), spf) for frame in frames(pcm, spf)]
 
 
-def encode_fade_out(frame: Int16Pcm, bitrate: int) -> bytes:
+def encode_fade_out(frame: Int16Pcm, bitrate: int, spf: int = SAMPLES_PER_FRAME) -> bytes:
     """One short frame that ramps ``frame`` down to silence: the last packet of a stopped sound."""
-    ramp = np.linspace(1.0, 0.0, SAMPLES_PER_FRAME)
-    faded = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
-    faded[: len(frame)] = frame[:SAMPLES_PER_FRAME]
+    ramp = np.linspace(1.0, 0.0, spf)
+    faded = np.zeros(spf, dtype=np.int16)
+    faded[: len(frame)] = frame[:spf]
     faded = (faded * ramp).astype(np.int16)
-    return bytes(new_encoder(bitrate).encode(faded.tobytes(), SAMPLES_PER_FRAME))
+    return bytes(new_encoder(bitrate).encode(faded.tobytes(), spf))
 
 
-def cache_key(pcm: Int16Pcm, bitrate: int) -> str:
+def cache_key(pcm: Int16Pcm, bitrate: int, spf: int = SAMPLES_PER_FRAME) -> str:
     digest = hashlib.sha256(CACHE_FORMAT)
-    digest.update(
-        f"{opuslib.api.info.get_version_string().decode()}|{SAMPLE_RATE}|{SAMPLES_PER_FRAME}|{bitrate}|".encode()
-    )
+    digest.update(f"{opuslib.api.info.get_version_string().decode()}|{SAMPLE_RATE}|{spf}|{bitrate}|".encode())
     digest.update(pcm.tobytes())
     return digest.hexdigest()
 
@@ -107,15 +105,17 @@ def _write_cache(path: Path, packets: list[bytes]) -> None:
         raise
 
 
-def encode_cached(pcm: Int16Pcm, bitrate: int, cache_dir: Path | None) -> tuple[list[bytes], bool]:
+def encode_cached(
+    pcm: Int16Pcm, bitrate: int, cache_dir: Path | None, spf: int = SAMPLES_PER_FRAME
+) -> tuple[list[bytes], bool]:
     """Return (packets, from_cache). A broken or unwritable cache only costs an encode."""
     if cache_dir is None:
-        return encode(pcm, bitrate), False
-    path = cache_dir / f"{cache_key(pcm, bitrate)}.opuspkt"
+        return encode(pcm, bitrate, spf), False
+    path = cache_dir / f"{cache_key(pcm, bitrate, spf)}.opuspkt"
     cached = _read_cache(path)
-    if cached is not None and len(cached) == frame_count(pcm):
+    if cached is not None and len(cached) == frame_count(pcm, spf):
         return cached, True
-    packets = encode(pcm, bitrate)
+    packets = encode(pcm, bitrate, spf)
     try:
         _write_cache(path, packets)
     except OSError as exc:

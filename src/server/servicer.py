@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from auth.errors import SessionSuperseded
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
+from comms.audio_format import FRAME_MS
 from server import metrics
 from server.audio_channel import AudioChannel
 from server.errors import MalformedRequest, StoreUnavailable, StreamEnded
@@ -306,10 +307,12 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                 "audio.start_false", extra={"tenant": auth.identity.tenant, "device": auth.identity.device_id}
             )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, START_FALSE_TEXT)
+        claims = current_auth().claims
+        frame_ms = claims.frame_ms if claims is not None else FRAME_MS
         await self._run(
             "audio",
             context,
-            lambda c, s: _stream_audio(c, s, context, self._policy),
+            lambda c, s: _stream_audio(c, s, context, self._policy, frame_ms),
             linger_s=AUDIO_DRAIN_S,
         )
 
@@ -319,6 +322,7 @@ async def _stream_audio(
     session: DeviceSession,
     context: grpc.aio.ServicerContext,
     policy: StreamPolicy,
+    frame_ms: int = FRAME_MS,
 ) -> None:
     """Hand the player's packets to gRPC one write at a time (the player paces, the channel skips
     what is already too late). A write that does not complete within ``audio_write_timeout_s``
@@ -328,6 +332,7 @@ async def _stream_audio(
     """
     loop = asyncio.get_running_loop()
     channel = AudioChannel(max_late_s=policy.audio_max_late_s)
+    controller.player.frame_ms = frame_ms  # sounds started from now on: this stream's packet duration
     replaced = controller.player.attach(channel)
     if replaced is not None:  # exactly one audio stream per session receives packets
         log.info("audio.replaced", extra=session.log_fields)

@@ -15,6 +15,7 @@ from auth.errors import AuthError
 from auth.tokens import bearer_token, issue_token, new_session_id
 from comms import session_pb2 as spb
 from comms import session_pb2_grpc as spb_grpc
+from comms.audio_format import FRAME_MS, LONG_FRAME_MS
 from server import metrics
 from server.authn import Authenticator
 from server.interceptor import abort_rejected, current_auth
@@ -24,6 +25,11 @@ from server.trust import TrustState
 log = logging.getLogger(__name__)
 
 CREATE_SESSION_METHOD = "/audio.session.v1.SessionService/CreateSession"
+
+
+def frame_ms_for(request: spb.CreateSessionRequest) -> int:
+    """60 ms packets for a device that can decode them, else today's 20 ms (fielded firmware sends 0)."""
+    return LONG_FRAME_MS if request.max_frame_ms >= LONG_FRAME_MS else FRAME_MS
 
 
 class SessionService(spb_grpc.SessionServiceServicer):
@@ -40,10 +46,10 @@ class SessionService(spb_grpc.SessionServiceServicer):
             token = bearer_token(context.invocation_metadata())
             if token is not None:
                 refreshed = await self._authenticator.session(peer, token)
-                assert refreshed.session_id is not None
-                session_id, kind = refreshed.session_id, "refresh"
+                assert refreshed.session_id is not None and refreshed.claims is not None
+                session_id, kind, frame_ms = refreshed.session_id, "refresh", refreshed.claims.frame_ms
             else:
-                session_id, kind = new_session_id(), "new"
+                session_id, kind, frame_ms = new_session_id(), "new", frame_ms_for(request)
                 await self._registry.start_session(peer.identity, session_id)
         except AuthError as exc:
             await abort_rejected(
@@ -53,7 +59,14 @@ class SessionService(spb_grpc.SessionServiceServicer):
                 tenant=peer.identity.tenant,
                 device=peer.identity.device_id,
             )
-        issued = issue_token(self._trust.keys, self._trust.policy, peer.identity, session_id, peer.thumbprint)
+        issued = issue_token(
+            self._trust.keys,
+            self._trust.policy,
+            peer.identity,
+            session_id,
+            peer.thumbprint,
+            frame_ms=frame_ms,
+        )
         metrics.SESSIONS_CREATED.labels(kind=kind).inc()
         log.info(
             "session.token_issued",
@@ -62,6 +75,7 @@ class SessionService(spb_grpc.SessionServiceServicer):
                 "device": peer.identity.device_id,
                 "session": session_id,
                 "kind": kind,
+                "frame_ms": frame_ms,
                 "kid": self._trust.keys.current.kid,
                 "expires_at": issued.expires_at,
             },
