@@ -149,6 +149,61 @@ def by_kind(kind: str) -> dict[str, Any]:
     return doc
 
 
+REDIS_COMPONENT = K8S / "components" / "redis"
+
+
+def component_manifests() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((REDIS_COMPONENT / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    return [
+        d
+        for name in kustomization["resources"]
+        for d in yaml.safe_load_all((REDIS_COMPONENT / name).read_text())
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc", component_manifests(), ids=lambda d: f"redis:{d['kind']}/{d['metadata']['name']}"
+)
+def test_redis_component_is_schema_valid(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_redis_component_is_restricted_and_only_servers_reach_it() -> None:
+    docs = {d["kind"]: d for d in component_manifests()}
+    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert (
+        "requirepass" not in " ".join(container.get("args", [])) and "env" not in container
+    )  # password: a file
+    assert docs["StatefulSet"]["spec"]["volumeClaimTemplates"]  # its data survives restarts
+    (rule,) = docs["NetworkPolicy"]["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "audio-server"}}}]
+    overlay = yaml.safe_load((K8S / "overlays" / "with-redis" / "kustomization.yaml").read_text())
+    assert overlay["components"] == ["../../components/redis"] and overlay["namespace"] == "audio"
+
+
+def test_several_replicas_roll_without_dropping_the_fleet() -> None:
+    deployment = by_kind("Deployment")["spec"]
+    assert deployment["replicas"] >= 2
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["template"]["spec"]
+    keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert by_kind("PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    config = by_kind("ConfigMap")["data"]
+    assert config["AUDIO_SERVER_STATE_BACKEND"] == "redis" and config["AUDIO_SERVER_REDIS_URL"].startswith(
+        "redis"
+    )
+    (container,) = pod["containers"]
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]  # no per-pod state any more
+
+
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
@@ -189,7 +244,12 @@ def test_secrets_are_read_only_files_not_env() -> None:
     pod = by_kind("Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    assert set(secret_volumes.values()) == {"audio-server-tls", "audio-fleet-ca", "audio-signing-keys"}
+    assert set(secret_volumes.values()) == {
+        "audio-server-tls",
+        "audio-fleet-ca",
+        "audio-signing-keys",
+        "audio-redis",
+    }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     for name in secret_volumes:
         assert mounts[name]["readOnly"] is True
@@ -202,7 +262,9 @@ def test_termination_grace_exceeds_the_drain() -> None:
     pod = by_kind("Deployment")["spec"]["template"]["spec"]
     config = by_kind("ConfigMap")["data"]
     drain = float(config["AUDIO_SERVER_DRAIN_DELAY_S"]) + float(config["AUDIO_SERVER_SHUTDOWN_GRACE_S"])
-    assert pod["terminationGracePeriodSeconds"] > drain
+    (container,) = pod["containers"]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
 
 
 def test_config_map_settings_exist() -> None:
