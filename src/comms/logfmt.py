@@ -49,12 +49,30 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
+class StaticFields(logging.Filter):
+    """Fields every line of this process carries (e.g. which node and worker wrote it)."""
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def configure_logging(
+    level: str = "INFO", fmt: LogFormat = "auto", static: dict[str, object] | None = None
+) -> None:
     """Install one stderr handler on the root logger (idempotent)."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if static:
+        handler.addFilter(StaticFields(static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -22,6 +22,7 @@ from comms.cli import parse_settings
 from comms.logfmt import configure_logging
 from server.app import start_server
 from server.settings import ServerSettings
+from server.workers import HEALTH_LINE, Supervisor
 
 log = logging.getLogger("server")
 
@@ -37,6 +38,8 @@ async def serve(settings: ServerSettings) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if settings.worker_index >= 0 and app.health is not None:  # tell the supervisor where to ask
+        print(f"{HEALTH_LINE}{app.health.port}", flush=True)
     await stop.wait()
     log.info("server.draining", extra={"grace_s": settings.shutdown_grace_s})
     await app.stop()
@@ -47,9 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed is None:
         return 1
     settings, _ = parsed
-    configure_logging(settings.log_level, settings.log_format)
+    worker = {"worker": settings.worker_index} if settings.worker_index >= 0 else {}
+    configure_logging(settings.log_level, settings.log_format, {"node": settings.node_id, **worker})
+    supervising = settings.worker_index < 0 and settings.worker_count > 1
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(Supervisor(settings, args).run() if supervising else serve(settings))
     except (AuthError, OSError) as exc:
         print(f"audio-server: cannot start: {exc}", file=sys.stderr)
         return 1

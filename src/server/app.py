@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -13,6 +15,7 @@ from auth.tokens import TokenPolicy
 from comms import comms_pb2_grpc as pb_grpc
 from comms import session_pb2_grpc as spb_grpc
 from comms.tasks import cancel_and_wait
+from server import metrics
 from server.audio_library import AudioLibrary, load_library
 from server.audio_player import FrameClock
 from server.authn import Authenticator
@@ -71,7 +74,9 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * MS)),
         ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * MS)),
         ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * MS)),
-        ("grpc.so_reuseport", 0),
+        # Workers of one supervisor share the port (the kernel spreads connections); anything
+        # else must own it, so a second server on a taken port fails instead of sharing it.
+        ("grpc.so_reuseport", 1 if settings.worker_index >= 0 else 0),
     ]
 
 
@@ -81,6 +86,12 @@ async def open_store(settings: ServerSettings) -> DeviceStore:
     if settings.state_backend == "redis":
         return await RedisStore.open(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
     return await SqliteStore.open(settings.state_path)
+
+
+async def _every(interval_s: float, step: Callable[[], None]) -> None:
+    while True:
+        step()
+        await asyncio.sleep(interval_s)
 
 
 def fleet_links(settings: ServerSettings, store: DeviceStore) -> tuple[FleetBus, Presence]:
@@ -108,7 +119,7 @@ class AudioServer:
     readiness: Readiness
     fleet: Fleet
     handshakes: HandshakeMonitor
-    handshake_reports: asyncio.Task[None]
+    background: list[asyncio.Task[None]]  # owned loops: stopped with the server
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
     stopped: bool = False
@@ -129,7 +140,7 @@ class AudioServer:
         await self.server.stop(grace=min(grace, 1.0))
         await self.registry.close()
         await self.fleet.close()
-        await cancel_and_wait(self.handshake_reports)
+        await cancel_and_wait(*self.background)
         for watcher in self.watchers:
             await watcher.close()
         if self.health is not None:
@@ -200,7 +211,8 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             (DEVICE_SERVICE, SESSION_SERVICE, reflection.SERVICE_NAME), server
         )
     try:
-        ensure_bindable(settings.bind, "device mTLS")
+        if settings.worker_index < 0:  # workers share the port with their siblings on purpose
+            ensure_bindable(settings.bind, "device mTLS")
         port = server.add_secure_port(settings.bind, tls.credentials())
     except (OSError, RuntimeError) as exc:
         await store.close()
@@ -224,6 +236,10 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
     handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
+    owned = [handshake_reports]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker: its supervisor serves /metrics for all
+        mirror = metrics.mirror_live_gauges()
+        owned.append(asyncio.create_task(supervise("metrics-mirror", lambda: _every(1.0, mirror))))
     for watcher in watchers:
         watcher.start(readiness.flag)
     await server.start()
@@ -239,7 +255,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         readiness,
         fleet,
         handshakes,
-        handshake_reports,
+        owned,
     )
     try:
         if settings.metrics_bind:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -126,3 +126,54 @@ POSSIBLE_CLONES = Counter(
     "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
 )
 SESSIONS_ENDED = Counter("audio_sessions_ended_total", "Sessions ended, by why", ["reason"])
+
+
+def mirror_live_gauges() -> Callable[[], None]:
+    """In a worker (Prometheus multiprocess mode): copy the live counts into gauges the supervisor's
+    /metrics sums over live workers. Still derived from the registries, never incremented."""
+    devices = Gauge(
+        "audio_connected_devices",
+        "Devices with a live session",
+        ["tenant"],
+        registry=None,
+        multiprocess_mode="livesum",
+    )
+    streams = Gauge(
+        "audio_open_streams",
+        "Open DeviceService streams",
+        ["kind"],
+        registry=None,
+        multiprocess_mode="livesum",
+    )
+    pending = Gauge(
+        "audio_store_pending_writes",
+        "Device records not yet in the state store",
+        registry=None,
+        multiprocess_mode="livesum",
+    )
+    up = Gauge(
+        "audio_store_up",
+        "1 while the state store takes writes, else 0",
+        registry=None,
+        multiprocess_mode="livemin",
+    )
+    seen: set[str] = set()
+
+    def update() -> None:
+        tenants: Tally[str] = Tally()
+        kinds: Tally[str] = Tally()
+        for source in list(LIVE.sources):
+            tenants.update(source.connected_by_tenant())
+            kinds.update(source.streams_by_kind())
+        for tenant in seen - set(tenants):
+            devices.labels(tenant).set(0)
+        seen.update(tenants)
+        for tenant, count in tenants.items():
+            devices.labels(tenant).set(count)
+        for kind in STREAM_KINDS:
+            streams.labels(kind).set(kinds[kind])
+        stores = list(LIVE.stores)
+        pending.set(sum(store.pending for store in stores))
+        up.set(float(all(store.healthy for store in stores)))
+
+    return update

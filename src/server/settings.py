@@ -124,6 +124,16 @@ class ServerSettings(BaseSettings):
         None, description="CA bundle that signs the Redis server's certificate (rediss://)"
     )
     redis_password_file: Path | None = Field(None, description="File holding the Redis password")
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Server processes sharing the port (SO_REUSEPORT) under one supervisor; "
+        "auto or 0 = one per core; more than 1 needs state_backend=redis",
+    )
+    worker_index: int = Field(
+        -1, ge=-1, le=63, description="Internal: set by the supervisor on the workers it starts"
+    )
     node_id: str = Field(
         "",
         max_length=128,
@@ -194,6 +204,25 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _node_id_default(cls, value: str) -> str:
         return value or f"{socket.gethostname()}-{os.getpid()}"
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_auto(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return 0
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    @model_validator(mode="after")
+    def _workers_share_redis(self) -> ServerSettings:
+        if self.worker_index < 0 and self.worker_count > 1 and self.state_backend != "redis":
+            raise ValueError(
+                f"{self.worker_count} workers need state_backend=redis: they share device state through it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _redis_needs_a_url(self) -> ServerSettings:
