@@ -26,13 +26,18 @@ def test_two_devices_recording_into_one_directory_never_overwrite(tmp_path: Path
     assert all(name.endswith("-001.wav") for name in names)
 
 
-def test_a_cut_off_sound_is_saved_as_partial(tmp_path: Path) -> None:
-    """Power off mid-sound: the player tells the output, which saves what was heard, flagged."""
+def recording(tmp_path: Path, open_packets: int) -> tuple[RecordingSink, JitterPlayer, PacedOutput]:
+    """A sound of ``open_packets`` (no end yet) queued in a player whose output records to ``tmp_path``."""
     sink = RecordingSink(tmp_path, "acme-dev-1")
     player = JitterPlayer(jitter_frames=1)
-    output = PacedOutput(player, sink)
-    for packet in packets(20, end=False):
+    for packet in packets(open_packets, end=False):
         player.on_packet(packet)
+    return sink, player, PacedOutput(player, sink)
+
+
+def test_a_cut_off_sound_is_saved_as_partial(tmp_path: Path) -> None:
+    """Power off mid-sound: the player tells the output, which saves what was heard, flagged."""
+    sink, player, output = recording(tmp_path, 20)
     for _ in range(5):
         output.step()
     player.silence_now()  # power off
@@ -45,11 +50,7 @@ def test_a_cut_off_sound_is_saved_as_partial(tmp_path: Path) -> None:
 
 
 def test_a_new_sound_cuts_the_old_one(tmp_path: Path) -> None:
-    sink = RecordingSink(tmp_path, "acme-dev-1")
-    player = JitterPlayer(jitter_frames=1)
-    output = PacedOutput(player, sink)
-    for packet in packets(10, end=False):
-        player.on_packet(packet)
+    _, player, output = recording(tmp_path, 10)
     output.step()
     player.on_packet(pb.AudioPacket(is_start=True, is_end=True, data=packets(1)[0].data))
     for _ in range(3):

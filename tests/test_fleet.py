@@ -16,6 +16,7 @@ import pytest
 from auth.identity import Identity
 from auth.revocation import revoke
 from comms import comms_pb2 as pb
+from device.client import DeviceClient
 from server.app import AudioServer
 from server.bus import BusMessage
 from server.fleet import DeviceOffline
@@ -40,13 +41,18 @@ async def replicas(
     return a, b
 
 
+async def held_by(node: AudioServer, device: DeviceClient) -> None:
+    """The device's streams are up on ``node`` and its presence says so."""
+    await wait_for(lambda: device.status_requests >= 1)
+    await node.fleet.idle()
+
+
 async def test_reconnecting_to_another_replica_ends_the_old_streams_within_a_second(
     replicas: tuple[AudioServer, AudioServer], connect: Connect
 ) -> None:
     a, b = replicas
     async with connect(a, "acme", "fleet-1") as old:
-        await wait_for(lambda: old.status_requests >= 1)
-        await a.fleet.idle()  # presence written: A holds the device
+        await held_by(a, old)
         assert await b.fleet.presence.holder(DEVICE) == "node-a"
         started = time.monotonic()
         async with connect(b, "acme", "fleet-1") as new:
@@ -87,8 +93,7 @@ async def test_a_command_on_one_replica_reaches_the_device_on_another(
 ) -> None:
     a, b = replicas
     async with connect(a, "acme", "fleet-1") as device:
-        await wait_for(lambda: device.status_requests >= 1)
-        await a.fleet.idle()
+        await held_by(a, device)
         assert await b.fleet.command(DEVICE, MODE, pb.ButtonEvent.PRESS) == "node-a"
         await wait_for(lambda: mode_of(device.view.leds) == 1, timeout=2)  # LEDs as for a real press
     await wait_for(lambda: a.registry.controller(DEVICE) is None)  # the device left
