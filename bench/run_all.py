@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from auth.tls import TlsMaterial  # noqa: E402
-from bench import bench_device, bench_latency, bench_sessions, bench_streams  # noqa: E402
+from bench import bench_device, bench_latency, bench_scale, bench_sessions, bench_streams  # noqa: E402
 from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 
@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("--streams", type=int, nargs="*", default=[200, 500])
     parser.add_argument("--latency-background", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--no-scale", action="store_true", help="skip the workers/Redis scale-out figures")
     args = parser.parse_args()
     # Device state persists per identity, so every scenario gets identities of its own.
     needed = 1 + args.latency_background + 1 + sum(args.streams) + args.sessions + 1
@@ -34,6 +35,8 @@ def main() -> int:
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         with server_process(pki_dir, Path(tmp) / "cache") as server:
             asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
+    if not args.no_scale:
+        bench_scale.run()
     return 0
 
 
