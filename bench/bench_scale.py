@@ -24,6 +24,7 @@ from auth.keys import create_signing_key
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATORS = 2
+STORM_DEVICES = 1000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 60.0
 
@@ -185,6 +186,50 @@ def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: floa
     }
 
 
+def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: float = 90.0) -> dict[str, float]:
+    """Every device dropped at once by a server restart; the time until all stream again."""
+    port = free_port()
+
+    def start_server() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "server", "--pki-dir", str(pki_dir), "--bind", f"127.0.0.1:{port}",
+             "--health-bind", "", "--metrics-bind", "", "--state-backend", "redis", "--redis-url", redis_url,
+             "--workers", "2", "--log-level", "ERROR", "--shutdown-grace-s", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        )  # fmt: skip
+        wait_listening(port, server)
+        return server
+
+    servers = [start_server()]
+    time.sleep(2.0)
+
+    def restart() -> Samples:
+        servers[0].terminate()  # drains: every device's streams end (UNAVAILABLE)
+        servers[0].wait(timeout=60)
+        servers.append(start_server())
+        return {}
+
+    try:
+        results, _, _ = run_generators(
+            "storm", pki_dir, f"127.0.0.1:{port}", devices, timeout_s, on_go=restart
+        )
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=60)
+    delays = sorted(d for r in results for d in r["delays"])  # type: ignore[attr-defined]
+    back = sum(r["back"] for r in results)
+    return {
+        "devices": devices,
+        "back": back,
+        "failures": sum(r["failures"] for r in results),
+        "median_s": delays[len(delays) // 2] if delays else float("nan"),
+        "all_s": delays[-1] if back == devices else float("inf"),
+        "reasons": [r.get("reasons") for r in results if r.get("reasons")],  # type: ignore[dict-item]
+    }
+
+
 SCENARIOS = (
     Scenario("1 worker,  20 ms", 1, 400, 20),
     Scenario("2 workers, 20 ms", 2, 400, 20),
@@ -199,7 +244,7 @@ def run(seconds: float = 8.0) -> None:
     if binary is None:
         print("  skipped: redis-server is not installed (workers share state through Redis)")
         return
-    devices = max(s.devices for s in SCENARIOS)
+    devices = max(STORM_DEVICES, *(s.devices for s in SCENARIOS))
     with tempfile.TemporaryDirectory() as tmp:
         pki_dir = write_pki(Path(tmp) / "pki", devices)
         redis_port = free_port()
@@ -233,6 +278,16 @@ def run(seconds: float = 8.0) -> None:
                     f"({workers}), {cost:5.1f} us/packet = {cost / baseline:4.1f}x baseline{scaling}; "
                     f"load generators {r['generators_cpu_pct']:3.0f}% CPU; {int(r['failed'])} connects failed"
                 )
+            storm = reconnect_storm(
+                pki_dir, f"redis://127.0.0.1:{redis_port}/{len(SCENARIOS) + 1}", STORM_DEVICES
+            )
+            print(
+                f"  reconnect storm: {int(storm['devices'])} devices dropped at once by a restart "
+                f"(2 workers); from the new server listening, with the client's backoff: "
+                f"median {storm['median_s']:.1f} s, all {storm['all_s']:.1f} s; "
+                f"{int(storm['back'])} streaming again, {int(storm['failures'])} attempts failed "
+                f"{storm['reasons'] or ''}"
+            )
         finally:
             redis.terminate()
             redis.wait()

@@ -6,6 +6,9 @@ Several of these run side by side so the load generator is not the bottleneck of
 ``realtime PKI TARGET FIRST COUNT SECONDS FRAME_MS``: COUNT devices (CreateSession asking for
 FRAME_MS), all playing the long sound; over SECONDS: packets received, packets more than 50 ms
 behind their sound's own schedule.
+``storm PKI TARGET FIRST COUNT SECONDS``: COUNT devices connected; after "go" (the server is
+being restarted) each reconnects with the device client's backoff (full jitter) whenever its
+streams end; reports when each was streaming again and how many attempts failed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Device:
         self.packets = 0
         self.late = 0
         self.counting = False
+        self.streaming = asyncio.Event()  # the server asked for the first status: streams are up
         self._first = 0.0
         self._index = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,6 +73,7 @@ class Device:
     async def _answer(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             while (request := await self.status.read()) is not grpc.aio.EOF:
+                self.streaming.set()
                 await self.status.write(
                     SUCCESS if request.HasField("set") else pb.DeviceStatusResponse(state=pb.DeviceStatus())
                 )
@@ -160,11 +165,69 @@ async def baseline(pki_dir: Path, target: str, first: int, count: int, seconds: 
     return {"packets": received, "elapsed": elapsed}
 
 
+async def storm(pki_dir: Path, target: str, first: int, count: int, seconds: float) -> dict:
+    """Reconnect loops like the Pi client's: on any failure, back off with full jitter, retry."""
+    from device.backoff import Backoff
+
+    failures = 0
+    reasons: dict[str, int] = {}
+    back: list[float] = []
+    dropped = asyncio.Event()
+
+    async def one(index: int) -> None:
+        nonlocal failures
+        material = tls(pki_dir, first + index)
+        backoff = Backoff()
+        device = Device(target, material, 20)
+        await device.start()
+        await device.streaming.wait()
+        ready.append(index)
+        if len(ready) == count:
+            all_ready.set()
+        await dropped.wait()
+        while True:  # wait for the drop, then come back
+            with contextlib.suppress(Exception):
+                await device.audio.code()
+            await device.close()
+            while True:
+                await asyncio.sleep(backoff.next_delay(0.0))
+                device = Device(target, material, 20)
+                try:
+                    await asyncio.wait_for(device.start(), 10)
+                    await asyncio.wait_for(device.streaming.wait(), 10)
+                except Exception as exc:
+                    failures += 1
+                    why = type(exc).__name__  # what failed, counted: the orchestrator prints it
+                    reasons[why] = reasons.get(why, 0) + 1
+                    await device.close()
+                    continue
+                back.append(time.perf_counter())
+                await device.close()
+                return
+
+    ready: list[int] = []
+    all_ready = asyncio.Event()
+    tasks = [asyncio.create_task(one(i)) for i in range(count)]
+    await all_ready.wait()
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    started = time.perf_counter()
+    dropped.set()
+    await asyncio.wait(tasks, timeout=seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    delays = sorted(t - started for t in back)
+    return {"devices": count, "back": len(back), "failures": failures, "delays": delays, "reasons": reasons}
+
+
 def main() -> None:
     kind, pki_dir, target, first, count, seconds = sys.argv[1:7]
     args = (Path(pki_dir), target, int(first), int(count), float(seconds))
     if kind == "baseline":
         result = asyncio.run(baseline(*args))
+    elif kind == "storm":
+        result = asyncio.run(storm(*args))
     else:
         result = asyncio.run(realtime(*args, int(sys.argv[7])))
     print("RESULT " + json.dumps(result), flush=True)
