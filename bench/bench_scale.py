@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from auth import pki
 from auth.identity import Identity
@@ -74,7 +75,7 @@ Samples = dict[int, float]
 
 def run_generators(
     kind: str, pki_dir: Path, target: str, devices: int, seconds: float, *extra: str, on_go: object = None
-) -> tuple[list[dict[str, float]], Samples, Samples]:
+) -> tuple[list[dict[str, Any]], Samples, Samples]:
     """Start the generators, wait until all are ready, then run the window together."""
     share = -(-devices // GENERATORS)
     procs = []
@@ -124,6 +125,7 @@ class Scenario:
     workers: int
     devices: int
     frame_ms: int
+    probes: int = 0  # devices per generator that measure Stop -> is_end and Play -> first packet
 
 
 def baseline_us_per_packet(pki_dir: Path, streams: int = 40, seconds: float = 5.0) -> float:
@@ -145,7 +147,7 @@ def baseline_us_per_packet(pki_dir: Path, streams: int = 40, seconds: float = 5.
         server.wait()
 
 
-def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: float) -> dict[str, float]:
+def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: float) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
@@ -165,7 +167,7 @@ def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: floa
 
             results, before, after = run_generators(
                 "realtime", pki_dir, f"127.0.0.1:{port}", scenario.devices, seconds, str(scenario.frame_ms),
-                on_go=sample,
+                str(scenario.probes), on_go=sample,
             )  # fmt: skip
         finally:
             server.terminate()
@@ -180,13 +182,15 @@ def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: floa
         "due": sum(r["devices"] for r in results) * 1000 / scenario.frame_ms,
         "late_pct": 100 * sum(r["late"] for r in results) / max(packets, 1),
         "cpu_pct": sum(per_worker),
-        "per_worker": per_worker,  # type: ignore[dict-item]
+        "per_worker": per_worker,
         "us_per_packet": sum(after[p] - before[p] for p in pids) * 1e6 / max(packets, 1),
         "generators_cpu_pct": sum(r.get("cpu_pct", 0.0) for r in results),
+        "stop_ms": sorted(ms for r in results for ms in r.get("stop_ms", [])),
+        "play_ms": sorted(ms for r in results for ms in r.get("play_ms", [])),
     }
 
 
-def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: float = 90.0) -> dict[str, float]:
+def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: float = 90.0) -> dict[str, Any]:
     """Every device dropped at once by a server restart; the time until all stream again."""
     port = free_port()
 
@@ -218,7 +222,7 @@ def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: floa
             if server.poll() is None:
                 server.terminate()
                 server.wait(timeout=60)
-    delays = sorted(d for r in results for d in r["delays"])  # type: ignore[attr-defined]
+    delays = sorted(d for r in results for d in r["delays"])
     back = sum(r["back"] for r in results)
     return {
         "devices": devices,
@@ -226,7 +230,7 @@ def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: floa
         "failures": sum(r["failures"] for r in results),
         "median_s": delays[len(delays) // 2] if delays else float("nan"),
         "all_s": delays[-1] if back == devices else float("inf"),
-        "reasons": [r.get("reasons") for r in results if r.get("reasons")],  # type: ignore[dict-item]
+        "reasons": [r.get("reasons") for r in results if r.get("reasons")],
     }
 
 
@@ -236,6 +240,21 @@ SCENARIOS = (
     Scenario("2 workers, 20 ms", 2, 600, 20),
     Scenario("2 workers, 60 ms", 2, 1500, 60),
 )
+
+
+LATENCY = (
+    Scenario("1 worker,  200 devices per worker", 1, 200, 20, probes=5),
+    Scenario("2 workers, 200 devices per worker", 2, 400, 20, probes=5),
+)
+REAL_TIME_SWEEP = {20: (100, 200, 300), 60: (300, 600, 900)}  # devices tried with 2 workers
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def is_real_time(r: dict[str, Any]) -> bool:
+    return r["late_pct"] < 0.5 and r["rate"] >= 0.99 * r["due"]
 
 
 def run(seconds: float = 8.0) -> None:
@@ -267,8 +286,8 @@ def run(seconds: float = 8.0) -> None:
                     if scenario.workers > 1 and scenario.devices == 400 and one_worker_rate
                     else ""
                 )
-                on_time = r["late_pct"] < 0.5 and r["rate"] >= 0.99 * r["due"]
-                workers = " + ".join(f"{c:.0f}%" for c in r["per_worker"])  # type: ignore[attr-defined]
+                on_time = is_real_time(r)
+                workers = " + ".join(f"{c:.0f}%" for c in r["per_worker"])
                 cost = r["us_per_packet"]
                 print(
                     f"  {scenario.label}, {int(r['devices']):5d} devices: "
@@ -277,6 +296,32 @@ def run(seconds: float = 8.0) -> None:
                     f"server CPU {r['cpu_pct']:4.0f}% "
                     f"({workers}), {cost:5.1f} us/packet = {cost / baseline:4.1f}x baseline{scaling}; "
                     f"load generators {r['generators_cpu_pct']:3.0f}% CPU; {int(r['failed'])} connects failed"
+                )
+            database = len(SCENARIOS) + 2
+            for scenario in LATENCY:
+                r = run_service(pki_dir, f"redis://127.0.0.1:{redis_port}/{database}", scenario, seconds)
+                database += 1
+                stops, plays = r["stop_ms"], r["play_ms"]
+                print(
+                    f"  {scenario.label} ({int(r['devices'])} streaming): Play -> first packet "
+                    f"{pct(plays, 0.5):5.1f} / {pct(plays, 0.99):5.1f} ms, Stop -> is_end "
+                    f"{pct(stops, 0.5):5.1f} / {pct(stops, 0.99):5.1f} ms (median / p99, {len(plays)} probes)"
+                )
+            for frame_ms, counts in REAL_TIME_SWEEP.items():
+                served = 0
+                for count in counts:
+                    r = run_service(
+                        pki_dir,
+                        f"redis://127.0.0.1:{redis_port}/{database}",
+                        Scenario("", 2, count, frame_ms),
+                        seconds,
+                    )
+                    database += 1
+                    if is_real_time(r):
+                        served = count
+                print(
+                    f"  devices served in real time (< 0.5 % > 50 ms late) by 2 workers at {frame_ms} ms: "
+                    f"{served} of {', '.join(map(str, counts))} tried"
                 )
             storm = reconnect_storm(
                 pki_dir, f"redis://127.0.0.1:{redis_port}/{len(SCENARIOS) + 1}", STORM_DEVICES

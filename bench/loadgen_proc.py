@@ -33,7 +33,8 @@ from comms import session_pb2_grpc as spb_grpc
 
 LATE_S = 0.050
 SUCCESS = pb.DeviceStatusResponse(status="success")
-MODE, PLAY = 1, 3
+MODE, STOP, PLAY = 1, 2, 3
+PROBE_ROUNDS = 10
 CONNECT_BATCH = 50
 
 
@@ -57,6 +58,7 @@ class Device:
         self.streaming = asyncio.Event()  # the server asked for the first status: streams are up
         self._first = 0.0
         self._index = 0
+        self._waiting: dict[str, asyncio.Future[float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -84,12 +86,24 @@ class Device:
                 now = time.perf_counter()
                 if packet.is_start:
                     self._first, self._index = now, 0
+                    self._resolve("start", now)
                 else:
                     self._index += 1
+                if packet.is_end:
+                    self._resolve("end", now)
                 if self.counting:
                     self.packets += 1
                     if now - (self._first + self._index * self.frame_s) > LATE_S:
                         self.late += 1
+
+    def _resolve(self, kind: str, now: float) -> None:
+        waiter = self._waiting.pop(kind, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(now)
+
+    def expect(self, kind: str) -> asyncio.Future[float]:
+        self._waiting[kind] = asyncio.get_running_loop().create_future()
+        return self._waiting[kind]
 
     async def press(self, button: int) -> None:
         await self.events.write(pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button)))  # type: ignore[arg-type]
@@ -102,7 +116,24 @@ class Device:
         await self.channel.close()
 
 
-async def realtime(pki_dir: Path, target: str, first: int, count: int, seconds: float, frame_ms: int) -> dict:
+async def probe_latency(device: Device, rounds: int) -> tuple[list[float], list[float]]:
+    """Stop -> is_end and Play -> first packet, in ms, on a device that is playing the long sound."""
+    stops, plays = [], []
+    for _ in range(rounds):
+        end, started = device.expect("end"), time.perf_counter()
+        await device.press(STOP)
+        stops.append(1000 * (await asyncio.wait_for(end, 5) - started))
+        await asyncio.sleep(0.1)
+        start, started = device.expect("start"), time.perf_counter()
+        await device.press(PLAY)
+        plays.append(1000 * (await asyncio.wait_for(start, 5) - started))
+        await asyncio.sleep(0.2)
+    return stops, plays
+
+
+async def realtime(
+    pki_dir: Path, target: str, first: int, count: int, seconds: float, frame_ms: int, probes: int = 0
+) -> dict:
     devices = [Device(target, tls(pki_dir, first + i), frame_ms) for i in range(count)]
     failed = 0
     for start in range(0, count, CONNECT_BATCH):
@@ -118,7 +149,8 @@ async def realtime(pki_dir: Path, target: str, first: int, count: int, seconds: 
     for device in live:
         device.counting = True
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    await asyncio.sleep(seconds)
+    measured = await asyncio.gather(*(probe_latency(d, PROBE_ROUNDS) for d in live[:probes]))
+    await asyncio.sleep(max(0.0, seconds - (time.perf_counter() - started)))
     elapsed = time.perf_counter() - started
     result = {
         "cpu_pct": 100 * (cpu_seconds() - cpu_before) / elapsed,
@@ -127,6 +159,8 @@ async def realtime(pki_dir: Path, target: str, first: int, count: int, seconds: 
         "packets": sum(d.packets for d in live),
         "late": sum(d.late for d in live),
         "elapsed": elapsed,
+        "stop_ms": [ms for stops, _ in measured for ms in stops],
+        "play_ms": [ms for _, plays in measured for ms in plays],
     }
     await asyncio.gather(*(d.close() for d in devices), return_exceptions=True)
     return result
@@ -229,7 +263,8 @@ def main() -> None:
     elif kind == "storm":
         result = asyncio.run(storm(*args))
     else:
-        result = asyncio.run(realtime(*args, int(sys.argv[7])))
+        probes = int(sys.argv[8]) if len(sys.argv) > 8 else 0
+        result = asyncio.run(realtime(*args, int(sys.argv[7]), probes))
     print("RESULT " + json.dumps(result), flush=True)
 
 
