@@ -246,7 +246,7 @@ LATENCY = (
     Scenario("1 worker,  200 devices per worker", 1, 200, 20, probes=5),
     Scenario("2 workers, 200 devices per worker", 2, 400, 20, probes=5),
 )
-REAL_TIME_SWEEP = {20: (100, 200, 300), 60: (300, 600, 900)}  # devices tried with 2 workers
+REAL_TIME_SWEEP = {20: (200, 300, 400), 60: (600, 900, 1200)}  # devices tried with 2 workers
 
 
 def pct(values: list[float], q: float) -> float:

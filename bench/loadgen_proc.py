@@ -35,6 +35,7 @@ LATE_S = 0.050
 SUCCESS = pb.DeviceStatusResponse(status="success")
 MODE, STOP, PLAY = 1, 2, 3
 PROBE_ROUNDS = 10
+PLAY_SPREAD_S = 1.0
 CONNECT_BATCH = 50
 
 
@@ -143,7 +144,13 @@ async def realtime(
         failed += sum(isinstance(r, BaseException) for r in results)
     live = [d for d in devices if d._tasks]
     await asyncio.gather(*(d.press(MODE) for d in live))
-    await asyncio.gather(*(d.press(PLAY) for d in live))
+
+    async def play_at(device: Device, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await device.press(PLAY)
+
+    # Sounds start spread over a second, as in a real fleet: not one aligned burst per frame.
+    await asyncio.gather(*(play_at(d, i * PLAY_SPREAD_S / max(len(live), 1)) for i, d in enumerate(live)))
     print("READY", flush=True)
     sys.stdin.readline()  # the orchestrator starts every generator's window together
     for device in live:
