@@ -4,6 +4,8 @@
     gen_certs.py ca      --out DIR
     gen_certs.py server  --out DIR --dns NAME... --ip ADDR...
     gen_certs.py device  --out DIR --tenant T --device D
+    gen_certs.py operator --out DIR --tenant T | --platform --name N --role viewer|operator|admin
+    gen_certs.py operator --out DIR --tenant T | --platform --name N --role viewer|operator|admin
     gen_certs.py dev     --out DIR          (a complete development PKI)
     gen_certs.py signing-key --out DIR      (a new Ed25519 token signing key in DIR/signing)
     gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX
@@ -38,6 +40,7 @@ from auth.identity import (  # noqa: E402
     validate_trust_domain,
 )
 from auth.keys import create_signing_key  # noqa: E402
+from auth.operators import OperatorIdentity, Role  # noqa: E402
 from auth.revocation import CRL_FILE, revoke  # noqa: E402
 
 DEV_DEVICES = (("acme", "dev-1"), ("acme", "dev-2"), ("globex", "dev-1"))
@@ -90,6 +93,19 @@ def cmd_device(out: Path, tenant: str, device: str, trust_domain: str, force: bo
     pki.write_certified_key(material, cert_path, key_path, force=force)
     _say(cert_path, f"device certificate for {identity.spiffe_id(trust_domain)}")
     _say(key_path, "device private key (0600)")
+
+
+def cmd_operator(out: Path, tenant: str | None, name: str, role: str, trust_domain: str, force: bool) -> None:
+    """An operator's certificate: one tenant's (or, with --platform, every tenant's), with its role."""
+    ca = pki.load_ca(out)
+    operator = OperatorIdentity(validate_id(name, "operator"), Role.parse(role), tenant)
+    material = pki.issue_operator_cert(ca, operator, trust_domain)
+    cert_path, key_path = pki.operator_paths(out, operator)
+    pki.write_certified_key(material, cert_path, key_path, force=force)
+    _say(
+        cert_path, f"operator certificate for {operator.spiffe_id(trust_domain)}, role {operator.role.label}"
+    )
+    _say(key_path, "operator private key (0600)")
 
 
 def cmd_signing_key(out: Path) -> None:
@@ -203,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--device", required=True)
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    p = sub.add_parser(
+        "operator", help="issue an operator certificate: DIR/operators/TENANT/NAME.* (role signed in)"
+    )
+    common(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="the tenant this operator sees and commands")
+    who.add_argument("--platform", action="store_true", help="a platform operator: every tenant")
+    p.add_argument("--name", required=True, help="the operator's name (a-z, 0-9, - and _)")
+    p.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
     p = sub.add_parser("dev", help="a complete development PKI (CA, localhost server, 3 devices)")
     common(p)
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
@@ -241,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_server(args.out, args.dns, args.ip, args.force)
         elif args.command == "device":
             cmd_device(args.out, args.tenant, args.device, args.trust_domain, args.force)
+        elif args.command == "operator":
+            tenant = None if args.platform else validate_id(args.tenant, "tenant")
+            cmd_operator(args.out, tenant, args.name, args.role, args.trust_domain, args.force)
         elif args.command == "dev":
             cmd_dev(args.out, args.trust_domain, args.force)
         elif args.command == "signing-key":

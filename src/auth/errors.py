@@ -41,6 +41,12 @@ class ForeignTrustDomain(IdentityError):
     reason = "cert_foreign_trust_domain"
 
 
+class NotADevice(IdentityError):
+    """An operator certificate on a device service: operators have their own API."""
+
+    reason = "cert_not_a_device"
+
+
 class CertificateProfileError(IdentityError):
     """The certificate breaks the X509-SVID leaf profile devices must follow."""
 

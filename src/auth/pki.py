@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from auth.errors import MaterialExists, PkiError
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
+from auth.operators import OperatorIdentity, operator_subject
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=397)
@@ -33,6 +34,8 @@ CA_KEY = "ca.key"
 SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
 DEVICES_DIR = "devices"
+OPERATORS_DIR = "operators"
+PLATFORM_DIR = "_platform"
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -105,6 +108,7 @@ def issue_certificate(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     key: PrivateKey | None = None,
+    subject: x509.Name | None = None,
 ) -> CertifiedKey:
     """Issue a leaf certificate. Low-level: tests use it to build odd certificates too."""
     key = key or new_key()
@@ -114,7 +118,7 @@ def issue_certificate(
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -165,6 +169,14 @@ def issue_device_cert(
     return issue_certificate(ca, str(identity), [uri], server=False)
 
 
+def issue_operator_cert(
+    ca: CertifiedKey, operator: OperatorIdentity, trust_domain: str = DEFAULT_TRUST_DOMAIN
+) -> CertifiedKey:
+    """An operator's client certificate: its identity in the one URI SAN, its role signed in the subject."""
+    uri = x509.UniformResourceIdentifier(operator.spiffe_id(trust_domain))
+    return issue_certificate(ca, str(operator), [uri], server=False, subject=operator_subject(operator))
+
+
 # --- files -----------------------------------------------------------------
 
 
@@ -172,6 +184,13 @@ def device_paths(pki_dir: Path, identity: Identity) -> tuple[Path, Path]:
     """Where a device's certificate and key live inside a PKI directory."""
     base = pki_dir / DEVICES_DIR / identity.tenant
     return base / f"{identity.device_id}.crt", base / f"{identity.device_id}.key"
+
+
+def operator_paths(pki_dir: Path, operator: OperatorIdentity) -> tuple[Path, Path]:
+    """``operators/<tenant>/<name>.crt|key``; platform operators under ``operators/_platform``
+    (ids cannot start with '_', so that directory is never a tenant's)."""
+    base = pki_dir / OPERATORS_DIR / (operator.tenant or PLATFORM_DIR)
+    return base / f"{operator.name}.crt", base / f"{operator.name}.key"
 
 
 def write_atomic(path: Path, data: bytes, mode: int, force: bool) -> None:

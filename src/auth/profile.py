@@ -20,8 +20,15 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from auth.errors import CertificateKeyUsage, CertificateNotIssuedByCa, CertificateNotLeaf
+from auth.errors import (
+    CertificateKeyUsage,
+    CertificateNotIssuedByCa,
+    CertificateNotLeaf,
+    MalformedIdentity,
+    NotADevice,
+)
 from auth.identity import Identity, identity_from_certificate
+from auth.operators import is_operator_path
 
 
 def check_leaf(cert: x509.Certificate) -> None:
@@ -59,4 +66,10 @@ def device_identity(
     """The whole device profile: leaf, issued directly by the fleet CA, one SPIFFE URI SAN."""
     check_leaf(cert)
     check_issued_by(cert, issuers)
-    return identity_from_certificate(cert, trust_domain)
+    try:
+        return identity_from_certificate(cert, trust_domain)
+    except MalformedIdentity:
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if any(is_operator_path(uri) for uri in uris.get_values_for_type(x509.UniformResourceIdentifier)):
+            raise NotADevice("an operator certificate cannot call the device services") from None
+        raise
