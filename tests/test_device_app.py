@@ -215,7 +215,7 @@ async def test_token_is_refreshed_before_expiry(server_factory: ServerFactory, p
 async def test_missing_ack_triggers_a_reconnect(
     server: AudioServer, pki: EphemeralPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.registry import DeviceController
+    from server.controller import DeviceController
 
     real_press = DeviceController.press
 

@@ -361,7 +361,7 @@ async def test_status_answers_are_matched_to_requests_in_order(
 async def test_a_server_bug_ends_one_stream_with_a_generic_internal_error(
     server: AudioServer, connect: Connect, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from server.registry import DeviceController
+    from server.controller import DeviceController
 
     async def broken(self: DeviceController, button: int, kind: int) -> None:
         raise RuntimeError("secret internal detail")

@@ -1,12 +1,12 @@
 """Identity -> isolated device state, and the live session that drives its streams.
 
-* ``DeviceSession``: one connection of a device. Its three streams share it; a
-  newer connection of the same identity supersedes it (its streams end with
-  ABORTED).
-* ``DeviceController``: one device's live state. Serialises events through the
-  pure state machine and carries out the effects (LED sets, audio).
-* ``DeviceRegistry``: finds or loads the controller for an identity, attaches
-  RPCs to sessions, and evicts a device when its last stream ends.
+* ``DeviceSession`` (device_session.py): one connection of a device. Its three
+  streams share it; a newer connection of the same identity supersedes it (its
+  streams end with ABORTED).
+* ``DeviceController`` (controller.py): one device's live state. Serialises
+  events through the pure state machine and carries out the effects.
+* ``DeviceRegistry`` (here): finds or loads the controller for an identity,
+  attaches RPCs to sessions, and evicts a device when its last stream ends.
 
 A session ends one way, ``DeviceRegistry.end_session``, whatever the reason
 (superseded, shutdown, revoked, the device went away): the playing sound ends
@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
@@ -35,21 +34,13 @@ from auth.identity import Identity
 from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio_library import AudioLibrary
-from server.audio_player import FrameClock, Player
-from server.leds import LedFrame
-from server.limits import TokenBucket
+from server.audio_player import FrameClock
+from server.controller import DeviceController
+from server.device_session import DeviceSession
 from server.state_machine import (
-    ButtonPressed,
     ConnectionLost,
-    DeviceState,
-    Event,
-    SetLeds,
-    SoundFinished,
-    StartSound,
-    StopSound,
-    transition,
 )
-from server.store import DeviceRecord, Telemetry
+from server.store import DeviceRecord
 from server.store_guard import StoreGuard
 from server.supervision import HealthCallback, supervise
 
@@ -68,170 +59,6 @@ WATCHDOG_INTERVAL_S = 1.0
 SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
 REVOKED_MESSAGE = "device certificate revoked"
 ENDED_MESSAGE = "session ended"
-
-
-async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
-    """Run awaitables until the first one finishes; cancel and await the rest; re-raise its error."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-class DeviceSession:
-    """The live streams of one session (one CreateSession) of a device."""
-
-    def __init__(self, identity: Identity, session_id: str, cert_serial: int) -> None:
-        self.id = session_id
-        self.identity = identity
-        self.cert_serial = cert_serial
-        self.active_rpcs = 0
-        self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
-        self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
-        self.answered = asyncio.Event()  # set whenever the device answers a status request
-        self.audio_write_since: float | None = None  # loop time the pending audio write began
-        self.leds_changed = asyncio.Event()
-        self._closed = asyncio.Event()
-        self.close_code = grpc.StatusCode.OK
-        self.close_message = ""
-        self._on_close: list[Callable[[], None]] = []
-
-    @property
-    def log_fields(self) -> dict[str, str]:
-        return {
-            "tenant": self.identity.tenant,
-            "device": self.identity.device_id,
-            "session": self.id,
-        }
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
-
-    def stalled(self, threshold_s: float) -> bool:
-        """The link is stalled: a status request has gone unanswered for more than ``threshold_s``.
-
-        Status requests and answers share the device's one connection with its events and
-        audio, so an unanswered request means bytes are not getting through (a partition,
-        a device that stopped reading), whatever TCP and gRPC have buffered meanwhile.
-        """
-        since = self.unanswered_since
-        return since is not None and asyncio.get_running_loop().time() - since > threshold_s
-
-    def on_close(self, callback: Callable[[], None]) -> None:
-        self._on_close.append(callback)
-
-    def close(self, code: grpc.StatusCode, message: str) -> None:
-        if not self._closed.is_set():
-            self.close_code, self.close_message = code, message
-            self._closed.set()
-            self.leds_changed.set()  # wakes the status writer so it can wind down
-            for callback in self._on_close:
-                callback()
-
-    async def guard(self, work: Coroutine[Any, Any, Any], linger_s: float = 0.0) -> None:
-        """Run a stream's work until it ends or the session closes.
-
-        On close the work gets ``linger_s`` to finish by itself (the status
-        stream lets the device answer what it was asked), then it is cancelled.
-        """
-        task = asyncio.ensure_future(work)
-        closed = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done() and linger_s > 0:
-                await asyncio.wait({task}, timeout=linger_s)
-        finally:
-            for pending in (task, closed):
-                pending.cancel()
-            await asyncio.gather(task, closed, return_exceptions=True)
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-class DeviceController:
-    """One device's live state; every change goes through ``transition`` under one lock."""
-
-    def __init__(
-        self,
-        record: DeviceRecord,
-        library: AudioLibrary,
-        store: StoreGuard,
-        mode_count: int,
-        clock: FrameClock,
-        event_limit: tuple[float, int],
-        on_change: Callable[[Identity, dict[str, object]], None] = lambda identity, fields: None,
-    ) -> None:
-        self._on_change = on_change
-        self.record = record
-        self.events = TokenBucket(*event_limit)
-        self.state = DeviceState(mode=record.mode % mode_count)
-        self.session: DeviceSession | None = None
-        self._library = library
-        self._store = store
-        self._mode_count = mode_count
-        self._lock = asyncio.Lock()
-        fields = {"tenant": record.identity.tenant, "device": record.identity.device_id}
-        self.player = Player(clock, self._sound_finished, fields)
-
-    @property
-    def identity(self) -> Identity:
-        return self.record.identity
-
-    @property
-    def leds(self) -> LedFrame:
-        return self.state.leds
-
-    async def handle(self, event: Event) -> None:
-        async with self._lock:
-            old_mode, old_playing = self.state.mode, self.state.playing is not None
-            self.state, effects = transition(self.state, event, self._mode_count)
-            for effect in effects:
-                if isinstance(effect, StopSound):
-                    self.player.stop(effect.sound_id, effect.reason)
-                elif isinstance(effect, StartSound):
-                    self.player.start(effect.sound_id, self._library.clip_for(effect.mode))
-                elif isinstance(effect, SetLeds) and self.session is not None:
-                    self.session.leds_changed.set()
-            if self.state.mode != old_mode:
-                self.record = self.record.with_changes(mode=self.state.mode)
-                self._store.mode_later(self.identity, self.record.session_id, self.state.mode)
-            playing = self.state.playing is not None
-            if self.state.mode != old_mode or playing != old_playing:
-                self._on_change(self.identity, {"mode": self.state.mode, "playing": playing})
-
-    async def press(self, button: int, kind: int) -> None:
-        await self.handle(ButtonPressed(button, kind))
-
-    async def _sound_finished(self, sound_id: int) -> None:
-        await self.handle(SoundFinished(sound_id))
-
-    @property
-    def log_fields(self) -> dict[str, str]:
-        return {"tenant": self.identity.tenant, "device": self.identity.device_id}
-
-    def adopt(self, record: DeviceRecord) -> None:
-        """Take the store's record (another replica changed it): mode and session follow it."""
-        self.record = record
-        self.state = DeviceState(mode=record.mode % self._mode_count)
-
-    def remember_status(self, battery_level: float, buttons: tuple[int, int, int, int]) -> None:
-        """Latest GET answer, in memory; the store gets it when the session ends (``save_telemetry``)."""
-        self.record = self.record.with_changes(
-            battery_level=battery_level, buttons=buttons, last_seen=time.time()
-        )
-
-    def save_telemetry(self) -> None:
-        """Queue battery, buttons and last seen for the store (never raises: the guard retries)."""
-        record = self.record
-        telemetry = Telemetry(record.battery_level, record.buttons, record.last_seen or time.time())
-        self._store.telemetry_later(self.identity, record.session_id, telemetry)
 
 
 class RegistryListener:

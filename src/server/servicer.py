@@ -24,10 +24,12 @@ from comms import comms_pb2_grpc as pb_grpc
 from comms.audio_format import FRAME_MS
 from server import metrics
 from server.audio_channel import AudioChannel
+from server.controller import DeviceController
+from server.device_session import DeviceSession, run_until_first
 from server.errors import MalformedRequest, StoreUnavailable, StreamEnded
 from server.interceptor import abort_rejected, current_auth
 from server.leds import LedFrame
-from server.registry import STALLED_MESSAGE, DeviceController, DeviceRegistry, DeviceSession, run_until_first
+from server.registry import STALLED_MESSAGE, DeviceRegistry
 
 log = logging.getLogger(__name__)
 
