@@ -169,8 +169,10 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             load_library, settings.mode_count, settings.content_dir, settings.cache_dir, settings.opus_bitrate
         )
     readiness = Readiness()
+    opened = await open_store(settings)
+    shared = isinstance(opened, RedisStore)  # other processes write it too: one decision, used twice below
     store = StoreGuard(
-        await open_store(settings),
+        opened,
         retry_s=settings.store_retry_s,
         on_health=lambda ok: readiness.flag("state-store", not ok),
     )
@@ -182,10 +184,10 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         clock,
         (settings.event_rate_per_s, settings.event_burst),
         settings.audio_write_timeout_s,
-        shared_store=settings.state_backend == "redis",
+        shared_store=shared,
     )
     trust.on_revoked(registry.revoke)
-    bus, presence = fleet_links(settings, store.store)
+    bus, presence = fleet_links(settings, opened)
     fleet = Fleet(registry, bus, presence, trust)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_session_id)
     mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge
@@ -34,6 +35,14 @@ class StoreSource(Protocol):
     def pending(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class LiveCounts:
+    tenants: Tally[str]  # devices with a live session, per tenant
+    kinds: Tally[str]  # open streams per kind
+    pending: int  # records not yet in the store
+    store_up: bool
+
+
 class LiveCollector(Collector):
     """Counts what is live right now in every registry and store guard of this process."""
 
@@ -41,12 +50,20 @@ class LiveCollector(Collector):
         self.sources: weakref.WeakSet[LiveSource] = weakref.WeakSet()
         self.stores: weakref.WeakSet[StoreSource] = weakref.WeakSet()
 
-    def collect(self) -> Iterator[Metric]:
+    def counts(self) -> LiveCounts:
         tenants: Tally[str] = Tally()
         kinds: Tally[str] = Tally()
         for source in list(self.sources):
             tenants.update(source.connected_by_tenant())
             kinds.update(source.streams_by_kind())
+        stores = list(self.stores)
+        return LiveCounts(
+            tenants, kinds, sum(store.pending for store in stores), all(store.healthy for store in stores)
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        live = self.counts()
+        tenants, kinds = live.tenants, live.kinds
         devices = GaugeMetricFamily(
             "audio_connected_devices", "Devices with a live session", labels=["tenant"]
         )
@@ -55,11 +72,10 @@ class LiveCollector(Collector):
         streams = GaugeMetricFamily("audio_open_streams", "Open DeviceService streams", labels=["kind"])
         for kind in STREAM_KINDS:
             streams.add_metric([kind], kinds[kind])
-        stores = list(self.stores)
         pending = GaugeMetricFamily("audio_store_pending_writes", "Device records not yet in the state store")
-        pending.add_metric([], sum(store.pending for store in stores))
+        pending.add_metric([], live.pending)
         up = GaugeMetricFamily("audio_store_up", "1 while the state store takes writes, else 0")
-        up.add_metric([], float(all(store.healthy for store in stores)))
+        up.add_metric([], float(live.store_up))
         yield from (devices, streams, pending, up)
 
 
@@ -160,20 +176,15 @@ def mirror_live_gauges() -> Callable[[], None]:
     seen: set[str] = set()
 
     def update() -> None:
-        tenants: Tally[str] = Tally()
-        kinds: Tally[str] = Tally()
-        for source in list(LIVE.sources):
-            tenants.update(source.connected_by_tenant())
-            kinds.update(source.streams_by_kind())
-        for tenant in seen - set(tenants):
+        live = LIVE.counts()
+        for tenant in seen - set(live.tenants):
             devices.labels(tenant).set(0)
-        seen.update(tenants)
-        for tenant, count in tenants.items():
+        seen.update(live.tenants)
+        for tenant, count in live.tenants.items():
             devices.labels(tenant).set(count)
         for kind in STREAM_KINDS:
-            streams.labels(kind).set(kinds[kind])
-        stores = list(LIVE.stores)
-        pending.set(sum(store.pending for store in stores))
-        up.set(float(all(store.healthy for store in stores)))
+            streams.labels(kind).set(live.kinds[kind])
+        pending.set(live.pending)
+        up.set(float(live.store_up))
 
     return update

@@ -42,14 +42,9 @@ AUDIO_DRAIN_S = 0.5  # on close, time to flush queued audio (the final is_end pa
 RequestKind = Literal["get", "set"]
 START_FALSE_TEXT = "AudioStreamRequest.start must be true: start=false opens no audio stream"
 AUDIO_REPLACED_TEXT = "replaced by a newer audio stream of this session"
-LINK_CHECK_S = 0.25
+LINK_CHECK_S = 0.25  # while audio waits for a stalled link, how often the stall is looked at again
 # What each button is on the case (PROTOCOL.md); logs say both this and the wire id.
-BUTTON_NAMES = {
-    0: "Connect",
-    1: "Mode",
-    2: "Stop",
-    3: "Play",
-}  # while paused, how often the stall is looked at again
+BUTTON_NAMES = {0: "Connect", 1: "Mode", 2: "Stop", 3: "Play"}
 
 
 def led_set_request(leds: LedFrame) -> pb.DeviceStatusRequest:
@@ -94,7 +89,6 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
     def __init__(self, registry: DeviceRegistry, policy: StreamPolicy) -> None:
         self._registry = registry
         self._policy = policy
-        self._poll_s = policy.status_poll_s
 
     async def _run(
         self,
@@ -180,7 +174,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
             loop = asyncio.get_running_loop()
             session.leds_changed.clear()
             await send("set", led_set_request(controller.leds))  # first, or the device stalls
-            next_poll = loop.time() + self._poll_s
+            next_poll = loop.time() + self._policy.status_poll_s
             while True:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, next_poll - loop.time())):
@@ -195,7 +189,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                     await send("set", led_set_request(controller.leds))  # latest state wins
                 if loop.time() >= next_poll:
                     await send("get", GET_REQUEST)
-                    next_poll = loop.time() + self._poll_s
+                    next_poll = loop.time() + self._policy.status_poll_s
 
         async def read_responses() -> None:
             async for response in responses:
@@ -302,15 +296,14 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
     async def ServerAudioStream(
         self, request: pb.AudioStreamRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        auth = current_auth()
         if not request.start:
             # Devices always send start=true; anything else asks for no audio, so none is started.
-            auth = current_auth()
             log.warning(
                 "audio.start_false", extra={"tenant": auth.identity.tenant, "device": auth.identity.device_id}
             )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, START_FALSE_TEXT)
-        claims = current_auth().claims
-        frame_ms = claims.frame_ms if claims is not None else FRAME_MS
+        frame_ms = auth.claims.frame_ms if auth.claims is not None else FRAME_MS
         await self._run(
             "audio",
             context,
