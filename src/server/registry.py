@@ -179,7 +179,7 @@ class DeviceRegistry:
             return
         old = controller.session
         if old is not None:
-            await self._end(controller, old, grpc.StatusCode.ABORTED, SUPERSEDED_MESSAGE, "superseded")
+            await self._supersede(controller, old)
             controller.session = None
         controller.adopt(fresh)
         log.info(
@@ -201,9 +201,13 @@ class DeviceRegistry:
             controller.record = controller.record.with_changes(session_id=session_id, epoch=epoch)
             old = controller.session
             if old is not None and old.id != session_id and not old.closed:
-                await self._end(
-                    controller, old, grpc.StatusCode.ABORTED, self._superseded_message(old), "superseded"
-                )
+                await self._supersede(controller, old)
+
+    async def _supersede(self, controller: DeviceController, session: DeviceSession) -> bool:
+        """End ``session`` because a newer one of its device exists (here or on another node)."""
+        return await self._end(
+            controller, session, grpc.StatusCode.ABORTED, self._superseded_message(session), "superseded"
+        )
 
     def _superseded_message(self, session: DeviceSession) -> str:
         """The ABORTED text; after a few supersedes in a short time it says plainly: a clone?"""
@@ -325,9 +329,7 @@ class DeviceRegistry:
             session = controller.session if controller is not None else None
             if controller is None or session is None or session.id == session_id:
                 return False
-            return await self._end(
-                controller, session, grpc.StatusCode.ABORTED, self._superseded_message(session), "superseded"
-            )
+            return await self._supersede(controller, session)
 
     async def press(self, identity: Identity, button: int, kind: int) -> bool:
         """A command for a device live on this node, through the same state machine as its buttons."""
