@@ -215,6 +215,17 @@ async def _store_unavailable(context: grpc.aio.ServicerContext, method: str) -> 
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
+@contextlib.asynccontextmanager
+async def _answering_client_faults(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+    """Bad bytes (INVALID_ARGUMENT) and a store outage (UNAVAILABLE) are answered, never bugs."""
+    try:
+        yield
+    except MalformedRequest:
+        await _refuse_malformed(context, method)
+    except StoreUnavailable:
+        await _store_unavailable(context, method)
+
+
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
     """``ipv4:1.2.3.4:5678`` -> ``ipv4:1.2.3.4``: one key per client host, not per connection."""
     return str(context.peer()).rpartition(":")[0]
@@ -231,25 +242,16 @@ def _wrap(handler: grpc.RpcMethodHandler, admit: Admit, method: str) -> grpc.Rpc
         if inspect.isasyncgenfunction(behavior):
 
             async def stream_out(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with admit(context):
-                    try:
-                        async for response in behavior(requests(raw), context):
-                            yield response
-                    except MalformedRequest:
-                        await _refuse_malformed(context, method)
-                    except StoreUnavailable:
-                        await _store_unavailable(context, method)
+                async with admit(context), _answering_client_faults(context, method):
+                    async for response in behavior(requests(raw), context):
+                        yield response
 
             return stream_out
 
         async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with admit(context):
-                try:
-                    return await behavior(requests(raw), context)
-                except MalformedRequest:
-                    await _refuse_malformed(context, method)
-                except StoreUnavailable:
-                    await _store_unavailable(context, method)
+            async with admit(context), _answering_client_faults(context, method):
+                return await behavior(requests(raw), context)
+            raise AssertionError("unreachable: the block returns or aborts")  # pragma: no cover
 
         return call
 
