@@ -47,6 +47,18 @@ class NotADevice(IdentityError):
     reason = "cert_not_a_device"
 
 
+class NotAnOperator(IdentityError):
+    """A device certificate (or no operator identity) on the operator API."""
+
+    reason = "cert_not_an_operator"
+
+
+class RoleInsufficient(AuthError):
+    """An operator whose role is below what the call needs."""
+
+    reason = "role_insufficient"
+
+
 class CertificateProfileError(IdentityError):
     """The certificate breaks the X509-SVID leaf profile devices must follow."""
 
@@ -160,6 +172,12 @@ class TokenBindingMismatch(TokenError):
 
 class CertificateRevoked(AuthError):
     reason = "certificate_revoked"
+
+
+class DeviceRevoked(CertificateRevoked):
+    """The device identity is on the operator deny-list (RevokeDevice), whatever its certificate."""
+
+    reason = "device_revoked"
 
 
 class RevocationListError(PkiError):

@@ -26,9 +26,10 @@ from auth.errors import (
     CertificateNotLeaf,
     MalformedIdentity,
     NotADevice,
+    NotAnOperator,
 )
 from auth.identity import Identity, identity_from_certificate
-from auth.operators import is_operator_path
+from auth.operators import OperatorIdentity, is_operator_path, operator_from_certificate
 
 
 def check_leaf(cert: x509.Certificate) -> None:
@@ -60,6 +61,26 @@ def check_issued_by(cert: x509.Certificate, issuers: Sequence[x509.Certificate])
     raise CertificateNotIssuedByCa("certificate was not issued directly by a trusted fleet CA")
 
 
+def operator_identity(
+    cert: x509.Certificate, issuers: Sequence[x509.Certificate], trust_domain: str
+) -> OperatorIdentity:
+    """The operator profile: the same leaf rules, and an operator SPIFFE id with a signed role."""
+    check_leaf(cert)
+    check_issued_by(cert, issuers)
+    uris = _uris(cert)
+    if uris and not any(is_operator_path(uri) for uri in uris):
+        raise NotAnOperator("a device certificate cannot call the operator API")
+    return operator_from_certificate(cert, trust_domain)
+
+
+def _uris(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
 def device_identity(
     cert: x509.Certificate, issuers: Sequence[x509.Certificate], trust_domain: str
 ) -> Identity:
@@ -69,7 +90,6 @@ def device_identity(
     try:
         return identity_from_certificate(cert, trust_domain)
     except MalformedIdentity:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        if any(is_operator_path(uri) for uri in uris.get_values_for_type(x509.UniformResourceIdentifier)):
+        if any(is_operator_path(uri) for uri in _uris(cert)):
             raise NotADevice("an operator certificate cannot call the device services") from None
         raise

@@ -30,3 +30,6 @@ class StreamEnded(ServerError):
         self.message = message
         self.end_session = end_session  # the whole session ends with this status, not only the stream
         self.why = why
+
+
+DEVICE_REVOKED_TEXT = "device revoked by an operator"

@@ -23,16 +23,22 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auth.identity import Identity
-from server.store import DeviceRecord, StateFileError, Telemetry
+from server.store import UPDATABLE, DeviceRecord, StateFileError, Telemetry, stored_value
 
 KEY_PREFIX = "audio:v1:"
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 2.0  # a hung Redis fails calls in seconds: the guard and readiness take over
 
-# KEYS[1] = device hash. ARGV[1] = session id, ARGV[2] = now.
+# KEYS[1] = device hash, KEYS[2] = the tenant's device index, KEYS[3] = the tenant index.
+# ARGV[1] = session id, ARGV[2] = now, ARGV[3] = device id, ARGV[4] = tenant, then field/value pairs.
+# A revoked device gets no session (0); the indexes list every device that ever claimed one.
 _CLAIM = """
+if redis.call('HGET', KEYS[1], 'revoked') == 'true' then return 0 end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'updated_at', ARGV[2])
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
 return epoch
 """
 # KEYS[1] = device hash. ARGV[1] = session id or '' (unconditional), then field/value pairs.
@@ -45,8 +51,15 @@ return 1
 """
 
 
+TENANTS_KEY = f"{KEY_PREFIX}tenants"
+
+
 def device_key(identity: Identity) -> str:
     return f"{KEY_PREFIX}device:{identity.tenant}:{identity.device_id}"
+
+
+def tenant_devices_key(tenant: str) -> str:
+    return f"{KEY_PREFIX}devices:{tenant}"
 
 
 def redacted(url: str) -> str:
@@ -61,6 +74,22 @@ def redacted(url: str) -> str:
 
 def _field(value: object) -> str:
     return json.dumps(value)
+
+
+def _pairs(values: dict[str, object]) -> list[str]:
+    pairs: list[str] = []
+    for name, value in values.items():
+        pairs += [name, _field(stored_value(name, value))]
+    return pairs
+
+
+def _record(identity: Identity, data: dict[Any, Any]) -> DeviceRecord | None:
+    if not data:
+        return None
+    fields: dict[str, Any] = {
+        str(name): value if name == "session_id" else json.loads(value) for name, value in data.items()
+    }
+    return DeviceRecord.from_fields(identity, fields)
 
 
 class RedisStore:
@@ -103,21 +132,39 @@ class RedisStore:
         return cls(client)
 
     async def load(self, identity: Identity) -> DeviceRecord | None:
-        data = await self._redis.hgetall(device_key(identity))
-        if not data:
-            return None
-        fields: dict[str, Any] = {
-            str(name): value if name == "session_id" else json.loads(value) for name, value in data.items()
-        }
-        return DeviceRecord.from_fields(identity, fields)
+        return _record(identity, await self._redis.hgetall(device_key(identity)))
 
-    async def claim_session(self, identity: Identity, session_id: str) -> int:
-        return int(await self._claim(keys=[device_key(identity)], args=[session_id, _field(time.time())]))
+    async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
+        tenants = (
+            [tenant] if tenant is not None else sorted(map(str, await self._redis.smembers(TENANTS_KEY)))
+        )
+        identities = []
+        for name in tenants:
+            identities += [
+                Identity(name, str(d)) for d in sorted(await self._redis.smembers(tenant_devices_key(name)))
+            ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for identity in identities:
+                pipe.hgetall(device_key(identity))
+            rows = await pipe.execute()
+        records = [_record(identity, row) for identity, row in zip(identities, rows, strict=True)]
+        return [r for r in records if r is not None and r.epoch > 0]
+
+    async def claim_session(
+        self, identity: Identity, session_id: str, facts: dict[str, object] | None = None
+    ) -> int:
+        keys = [device_key(identity), tenant_devices_key(identity.tenant), TENANTS_KEY]
+        args = [session_id, _field(time.time()), identity.device_id, identity.tenant, *_pairs(facts or {})]
+        return int(await self._claim(keys=keys, args=args))
+
+    async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        return await self._set_if(identity, session_id, changes)
 
     async def _set_if(self, identity: Identity, session_id: str | None, values: dict[str, object]) -> bool:
-        pairs: list[str] = []
-        for name, value in {**values, "updated_at": time.time()}.items():
-            pairs += [name, _field(value)]
+        pairs = _pairs({**values, "updated_at": time.time()})
         applied = await self._set(keys=[device_key(identity)], args=[session_id or "", *pairs])
         return bool(applied)
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
 
-from auth.errors import SessionSuperseded
+from auth.errors import DeviceRevoked, SessionSuperseded
 from auth.identity import Identity
 from comms.tasks import cancel_and_wait
 from server import metrics
@@ -37,6 +38,7 @@ from server.audio_library import AudioLibrary
 from server.audio_player import FrameClock
 from server.controller import DeviceController
 from server.device_session import DeviceSession
+from server.errors import DEVICE_REVOKED_TEXT
 from server.state_machine import (
     ConnectionLost,
 )
@@ -162,13 +164,16 @@ class DeviceRegistry:
             self._empty.clear()
         return controller
 
-    async def current_session_id(self, identity: Identity) -> str | None:
-        """The device's current session: with a shared store always the store's word, since
-        another replica may have claimed the device since this one cached it."""
+    async def current_record(self, identity: Identity) -> DeviceRecord | None:
+        """The device's record (current session, revoked or not): with a shared store always the
+        store's word, since another replica may have claimed or an operator revoked it meanwhile."""
         controller = self._controllers.get(identity)
         if controller is not None and not self._shared:
-            return controller.record.session_id
-        record = await self._store.load(identity)
+            return controller.record
+        return await self._store.load(identity)
+
+    async def current_session_id(self, identity: Identity) -> str | None:
+        record = await self.current_record(identity)
         return record.session_id if record else None
 
     async def _adopt_from_store(self, controller: DeviceController, session_id: str) -> None:
@@ -186,19 +191,27 @@ class DeviceRegistry:
             "session.adopted", extra={**controller.log_fields, "session": session_id, "epoch": fresh.epoch}
         )
 
-    async def start_session(self, identity: Identity, session_id: str) -> None:
+    async def start_session(
+        self, identity: Identity, session_id: str, cert_serial: int | None = None, cert_expires: float = 0.0
+    ) -> None:
         """Make ``session_id`` the device's session; a live older session is superseded.
 
         The new session is durable before this returns (``StoreUnavailable`` otherwise),
-        so no token is issued for a session the store does not know.
+        so no token is issued for a session the store does not know. A device on the
+        operator deny-list gets none (``DeviceRevoked``).
         """
+        facts: dict[str, object] = {"connected_since": time.time(), "cert_serial": cert_serial}
+        if cert_expires:
+            facts["cert_expires"] = cert_expires
         async with self._lock(identity):
             controller = self._controllers.get(identity)
-            epoch = await self._store.claim_now(identity, session_id)
+            epoch = await self._store.claim_now(identity, session_id, facts)
+            if epoch == 0:
+                raise DeviceRevoked(DEVICE_REVOKED_TEXT)
             self.listener.session_claimed(identity, session_id)
             if controller is None:
                 return
-            controller.record = controller.record.with_changes(session_id=session_id, epoch=epoch)
+            controller.record = controller.record.with_changes(session_id=session_id, epoch=epoch, **facts)
             old = controller.session
             if old is not None and old.id != session_id and not old.closed:
                 await self._supersede(controller, old)

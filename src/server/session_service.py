@@ -50,7 +50,9 @@ class SessionService(spb_grpc.SessionServiceServicer):
                 session_id, kind, frame_ms = refreshed.session_id, "refresh", refreshed.claims.frame_ms
             else:
                 session_id, kind, frame_ms = new_session_id(), "new", frame_ms_for(request)
-                await self._registry.start_session(peer.identity, session_id)
+                await self._registry.start_session(
+                    peer.identity, session_id, peer.cert_serial, peer.cert_expires
+                )
         except AuthError as exc:
             await abort_rejected(
                 context,

@@ -9,7 +9,12 @@ other, so the store offers operations that say what they mean:
   made in is still the device's session (compare-and-set), so a replica that
   lost the device can never overwrite what its new replica wrote. ``None`` as
   the session applies unconditionally (an operator setting an offline device).
-* ``load``: the shared truth.
+* ``update``: any other facts (cert, playing, disconnect reason, revoked),
+  compare-and-set on the session like the two above.
+* ``load`` / ``list_devices``: the shared truth (one device / a tenant's seen devices).
+
+A revoked device (operator deny-list, ``revoked``) cannot claim a session:
+``claim_session`` returns 0 (epochs start at 1).
 
 Backends: ``MemoryStore`` (tests), ``SqliteStore`` (the embedded default, one
 process; all calls on one thread so the loop never blocks; the file is checked
@@ -49,6 +54,13 @@ class DeviceRecord:
     session_id: str | None = None  # the device's current session; older session tokens are refused
     epoch: int = 0  # goes up with every claimed session: orders sessions across replicas
     last_seen: float | None = None  # wall clock of the last telemetry (status answer, disconnect)
+    connected_since: float | None = None  # wall clock the current session was claimed
+    disconnect_reason: str | None = None  # status its last session ended with
+    cert_serial: int | None = None  # the certificate of the current session
+    cert_expires: float | None = None  # its notAfter (wall clock)
+    playing: tuple[int, float, float] | None = None  # (mode, started at, length s) while a sound plays
+    revoked: bool = False  # on the operator deny-list: refused until unrevoked
+    revoked_serial: int | None = None  # the certificate it had when revoked (for the record)
     updated_at: float = field(default_factory=time.time)
 
     def with_changes(self, **changes: object) -> DeviceRecord:
@@ -63,6 +75,13 @@ class DeviceRecord:
             "session_id": self.session_id,
             "epoch": self.epoch,
             "last_seen": self.last_seen,
+            "connected_since": self.connected_since,
+            "disconnect_reason": self.disconnect_reason,
+            "cert_serial": self.cert_serial,
+            "cert_expires": self.cert_expires,
+            "playing": list(self.playing) if self.playing is not None else None,
+            "revoked": self.revoked,
+            "revoked_serial": self.revoked_serial,
             "updated_at": self.updated_at,
         }
 
@@ -71,6 +90,7 @@ class DeviceRecord:
         buttons = data.get("buttons")
         battery = data.get("battery_level")
         last_seen = data.get("last_seen")
+        playing = data.get("playing")
         return cls(
             identity=identity,
             mode=int(data.get("mode") or 0),
@@ -79,8 +99,32 @@ class DeviceRecord:
             session_id=data.get("session_id") or None,
             epoch=int(data.get("epoch") or 0),
             last_seen=float(last_seen) if last_seen is not None else None,
+            connected_since=_float_or_none(data.get("connected_since")),
+            disconnect_reason=data.get("disconnect_reason") or None,
+            cert_serial=_int_or_none(data.get("cert_serial")),
+            cert_expires=_float_or_none(data.get("cert_expires")),
+            playing=(int(playing[0]), float(playing[1]), float(playing[2])) if playing else None,
+            revoked=bool(data.get("revoked")),
+            revoked_serial=_int_or_none(data.get("revoked_serial")),
             updated_at=float(data.get("updated_at") or 0.0),
         )
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if value is not None else None  # type: ignore[arg-type]
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if value is not None else None  # type: ignore[call-overload]
+
+
+# Fields ``update`` may change: everything but identity, session and epoch (``claim_session`` owns those).
+UPDATABLE = frozenset(DeviceRecord.__dataclass_fields__) - {"identity", "session_id", "epoch", "updated_at"}
+
+
+def stored_value(name: str, value: object) -> object:
+    """A field's value as JSON holds it (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +136,17 @@ class Telemetry:
 
 class DeviceStore(Protocol):
     async def load(self, identity: Identity) -> DeviceRecord | None: ...
-    async def claim_session(self, identity: Identity, session_id: str) -> int: ...
+    async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
+        """Every device of ``tenant`` (of every tenant when None) that ever claimed a session."""
+
+    async def claim_session(
+        self, identity: Identity, session_id: str, facts: dict[str, object] | None = None
+    ) -> int:
+        """The new epoch, with ``facts`` (UPDATABLE fields) written in the same step; 0 if revoked."""
+
+    async def update(
+        self, identity: Identity, changes: dict[str, object], session_id: str | None
+    ) -> bool: ...
     async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool: ...
     async def record_telemetry(
         self, identity: Identity, telemetry: Telemetry, session_id: str | None
@@ -108,9 +162,21 @@ def _applies(record: DeviceRecord | None, session_id: str | None) -> bool:
     return session_id is None or (record is not None and record.session_id == session_id)
 
 
-def _claimed(record: DeviceRecord | None, identity: Identity, session_id: str) -> DeviceRecord:
+def _claimed(
+    record: DeviceRecord | None, identity: Identity, session_id: str, facts: dict[str, object] | None
+) -> DeviceRecord | None:
+    """The record after a claim; None when the device is revoked (no session for it)."""
     base = record or DeviceRecord(identity)
-    return base.with_changes(session_id=session_id, epoch=base.epoch + 1)
+    if base.revoked:
+        return None
+    return base.with_changes(session_id=session_id, epoch=base.epoch + 1, **_checked(facts or {}))
+
+
+def _checked(changes: dict[str, object]) -> dict[str, object]:
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    return changes
 
 
 def _with_telemetry(record: DeviceRecord | None, identity: Identity, telemetry: Telemetry) -> DeviceRecord:
@@ -128,10 +194,27 @@ class MemoryStore:
     async def load(self, identity: Identity) -> DeviceRecord | None:
         return self._records.get(identity)
 
-    async def claim_session(self, identity: Identity, session_id: str) -> int:
-        record = _claimed(self._records.get(identity), identity, session_id)
+    async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
+        return sorted(
+            (r for r in self._records.values() if r.epoch > 0 and tenant in (None, r.identity.tenant)),
+            key=lambda r: (r.identity.tenant, r.identity.device_id),
+        )
+
+    async def claim_session(
+        self, identity: Identity, session_id: str, facts: dict[str, object] | None = None
+    ) -> int:
+        record = _claimed(self._records.get(identity), identity, session_id, facts)
+        if record is None:
+            return 0
         self._records[identity] = record
         return record.epoch
+
+    async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
+        record = self._records.get(identity)
+        if not _applies(record, session_id):
+            return False
+        self._records[identity] = (record or DeviceRecord(identity)).with_changes(**_checked(changes))
+        return True
 
     async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
         record = self._records.get(identity)
@@ -199,13 +282,13 @@ class SqliteStore:
         """Open and check the file; a ``StateFileError`` names it and says what to do."""
         store = cls(path)
         try:
-            await store._call(store._open)
+            await store.run(store._open)
         except (sqlite3.Error, OSError) as exc:
             await store.close()
             raise _unusable(path, exc) from None
         return store
 
-    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
@@ -283,21 +366,44 @@ class SqliteStore:
             raise
         return new is not None
 
-    def _claim(self, identity: Identity, session_id: str) -> int:
+    def _claim(self, identity: Identity, session_id: str, facts: dict[str, object] | None) -> int:
         claimed: list[DeviceRecord] = []
 
-        def change(record: DeviceRecord | None) -> DeviceRecord:
-            claimed.append(_claimed(record, identity, session_id))
-            return claimed[0]
+        def change(record: DeviceRecord | None) -> DeviceRecord | None:
+            new = _claimed(record, identity, session_id, facts)
+            claimed.extend([new] if new is not None else [])
+            return new
 
         self._transaction(identity, change)
-        return claimed[0].epoch
+        return claimed[0].epoch if claimed else 0
+
+    def _list(self, tenant: str | None) -> list[DeviceRecord]:
+        rows = self._db.execute(
+            "SELECT tenant, device_id, state FROM devices WHERE (? IS NULL OR tenant = ?) "
+            "ORDER BY tenant, device_id",
+            (tenant, tenant),
+        ).fetchall()
+        records = [DeviceRecord.from_fields(Identity(t, d), json.loads(state)) for t, d, state in rows]
+        return [r for r in records if r.epoch > 0]
 
     async def load(self, identity: Identity) -> DeviceRecord | None:
-        return await self._call(self._read, identity)
+        return await self.run(self._read, identity)
 
-    async def claim_session(self, identity: Identity, session_id: str) -> int:
-        return await self._call(self._claim, identity, session_id)
+    async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
+        return await self.run(self._list, tenant)
+
+    async def claim_session(
+        self, identity: Identity, session_id: str, facts: dict[str, object] | None = None
+    ) -> int:
+        return await self.run(self._claim, identity, session_id, facts)
+
+    async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
+        def change(record: DeviceRecord | None) -> DeviceRecord | None:
+            if not _applies(record, session_id):
+                return None
+            return (record or DeviceRecord(identity)).with_changes(**_checked(changes))
+
+        return await self.run(self._transaction, identity, change)
 
     async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
         def change(record: DeviceRecord | None) -> DeviceRecord | None:
@@ -305,7 +411,7 @@ class SqliteStore:
                 return None
             return (record or DeviceRecord(identity)).with_changes(mode=mode)
 
-        return await self._call(self._transaction, identity, change)
+        return await self.run(self._transaction, identity, change)
 
     async def record_telemetry(
         self, identity: Identity, telemetry: Telemetry, session_id: str | None
@@ -313,10 +419,10 @@ class SqliteStore:
         def change(record: DeviceRecord | None) -> DeviceRecord | None:
             return _with_telemetry(record, identity, telemetry) if _applies(record, session_id) else None
 
-        return await self._call(self._transaction, identity, change)
+        return await self.run(self._transaction, identity, change)
 
     async def probe(self) -> None:
-        await self._call(self._probe_with, self._db)
+        await self.run(self._probe_with, self._db)
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -325,5 +431,5 @@ class SqliteStore:
 
     async def close(self) -> None:
         if self._conn is not None:
-            await self._call(self._close)
+            await self.run(self._close)
         self._executor.shutdown(wait=True)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from auth.identity import Identity
 from comms.tasks import cancel_and_wait
@@ -32,6 +33,7 @@ from server.supervision import supervise
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 RETRY_S = 1.0
 CLOSE_FLUSH_S = 2.0
 
@@ -41,24 +43,14 @@ class PendingChange:
     """Changes to one device made in one session, not yet in the store."""
 
     session_id: str | None
-    mode: int | None = None
-    telemetry: Telemetry | None = None
+    fields: dict[str, object] = field(default_factory=dict)  # DeviceRecord field -> value
     version: int = 0  # bumped on every change: a write in flight cannot drop a newer one
 
     def over(self, record: DeviceRecord) -> DeviceRecord:
         """``record`` as it will be once this lands (if the session still matches)."""
         if self.session_id is not None and record.session_id != self.session_id:
             return record
-        changes: dict[str, object] = {}
-        if self.mode is not None:
-            changes["mode"] = self.mode
-        if self.telemetry is not None:
-            changes.update(
-                battery_level=self.telemetry.battery_level,
-                buttons=self.telemetry.buttons,
-                last_seen=self.telemetry.last_seen,
-            )
-        return record.with_changes(**changes) if changes else record
+        return record.with_changes(**self.fields) if self.fields else record
 
 
 class StoreGuard:
@@ -114,10 +106,20 @@ class StoreGuard:
     # --- writes -------------------------------------------------------------
 
     def mode_later(self, identity: Identity, session_id: str | None, mode: int) -> None:
-        self._change(identity, session_id).mode = mode
+        self.update_later(identity, session_id, mode=mode)
 
     def telemetry_later(self, identity: Identity, session_id: str | None, telemetry: Telemetry) -> None:
-        self._change(identity, session_id).telemetry = telemetry
+        self.update_later(
+            identity,
+            session_id,
+            battery_level=telemetry.battery_level,
+            buttons=telemetry.buttons,
+            last_seen=telemetry.last_seen,
+        )
+
+    def update_later(self, identity: Identity, session_id: str | None, **changes: object) -> None:
+        """Queue ``changes`` (DeviceRecord fields) made in ``session_id``; never raises."""
+        self._change(identity, session_id).fields.update(changes)
 
     def _change(self, identity: Identity, session_id: str | None) -> PendingChange:
         queued = self._pending.get(identity)
@@ -127,29 +129,42 @@ class StoreGuard:
         self._wake.set()
         return queued
 
-    async def claim_now(self, identity: Identity, session_id: str) -> int:
-        """Make ``session_id`` the device's session in the store before returning; the new epoch."""
+    async def claim_now(
+        self, identity: Identity, session_id: str, facts: dict[str, object] | None = None
+    ) -> int:
+        """Make ``session_id`` the device's session in the store before returning; the new epoch
+        (0: the device is revoked and gets no session)."""
         async with self._write_lock:
-            try:
-                epoch = await self.store.claim_session(identity, session_id)
-            except Exception as exc:
-                self._failed("claim", exc)
-                raise StoreUnavailable("state store unavailable") from None
+            epoch = await self._now("claim", self.store.claim_session(identity, session_id, facts))
         self._recovered()
         return epoch
+
+    async def update_now(
+        self, identity: Identity, changes: dict[str, object], session_id: str | None = None
+    ) -> bool:
+        """An operator's change: in the store before returning (``StoreUnavailable`` otherwise)."""
+        async with self._write_lock:
+            applied = await self._now("update", self.store.update(identity, changes, session_id))
+        self._recovered()
+        return applied
+
+    async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
+        records = await self._now("list", self.store.list_devices(tenant))
+        return [self._pending[r.identity].over(r) if r.identity in self._pending else r for r in records]
+
+    async def _now(self, op: str, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except Exception as exc:
+            self._failed(op, exc)
+            raise StoreUnavailable("state store unavailable") from None
 
     async def _flush(self) -> None:
         """Land every queued change; stop at the first failure (the store is down for all)."""
         async with self._write_lock:
             for identity, change in list(self._pending.items()):
-                version, mode, telemetry = change.version, change.mode, change.telemetry
-                landed = True
-                if mode is not None:
-                    landed = await self.store.set_mode(identity, mode, change.session_id)
-                if telemetry is not None:
-                    landed = (
-                        await self.store.record_telemetry(identity, telemetry, change.session_id) and landed
-                    )
+                version, fields = change.version, dict(change.fields)
+                landed = await self.store.update(identity, fields, change.session_id) if fields else True
                 if not landed:  # another session (here or on another replica) owns the device now
                     log.info(
                         "store.change_superseded",

@@ -1,0 +1,252 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeviceRef(_message.Message):
+    __slots__ = ("tenant", "device_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    device_id: str
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class Playing(_message.Message):
+    __slots__ = ("mode", "position_s", "length_s")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_S_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_S_FIELD_NUMBER: _ClassVar[int]
+    mode: int
+    position_s: float
+    length_s: float
+    def __init__(self, mode: _Optional[int] = ..., position_s: _Optional[float] = ..., length_s: _Optional[float] = ...) -> None: ...
+
+class Led(_message.Message):
+    __slots__ = ("index", "rgba", "label")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RGBA_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    rgba: int
+    label: str
+    def __init__(self, index: _Optional[int] = ..., rgba: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_DISCONNECT_REASON_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PLAYING_FIELD_NUMBER: _ClassVar[int]
+    BATTERY_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    BUTTONS_FIELD_NUMBER: _ClassVar[int]
+    CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    CERT_DAYS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    LEDS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    device_id: str
+    online: bool
+    node: str
+    connected_since_unix: float
+    last_seen_unix: float
+    last_disconnect_reason: str
+    mode: int
+    playing: Playing
+    battery_level: float
+    buttons: _containers.RepeatedScalarFieldContainer[str]
+    cert_serial: str
+    cert_days_left: int
+    session_id: str
+    revoked: bool
+    leds: _containers.RepeatedCompositeFieldContainer[Led]
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ("tenant", "page_size", "page_token", "online", "mode", "search")
+    class Online(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ANY: _ClassVar[ListDevicesRequest.Online]
+        ONLINE: _ClassVar[ListDevicesRequest.Online]
+        OFFLINE: _ClassVar[ListDevicesRequest.Online]
+    ANY: ListDevicesRequest.Online
+    ONLINE: ListDevicesRequest.Online
+    OFFLINE: ListDevicesRequest.Online
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    page_size: int
+    page_token: str
+    online: ListDevicesRequest.Online
+    mode: int
+    search: str
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., online: _Optional[_Union[ListDevicesRequest.Online, str]] = ..., mode: _Optional[int] = ..., search: _Optional[str] = ...) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices", "next_page_token", "total")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    next_page_token: str
+    total: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class WatchDevicesRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class DeviceUpdate(_message.Message):
+    __slots__ = ("kind", "device", "change")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SNAPSHOT: _ClassVar[DeviceUpdate.Kind]
+        SNAPSHOT_END: _ClassVar[DeviceUpdate.Kind]
+        CHANGED: _ClassVar[DeviceUpdate.Kind]
+    SNAPSHOT: DeviceUpdate.Kind
+    SNAPSHOT_END: DeviceUpdate.Kind
+    CHANGED: DeviceUpdate.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    kind: DeviceUpdate.Kind
+    device: Device
+    change: str
+    def __init__(self, kind: _Optional[_Union[DeviceUpdate.Kind, str]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., change: _Optional[str] = ...) -> None: ...
+
+class SetModeRequest(_message.Message):
+    __slots__ = ("device", "mode")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    device: DeviceRef
+    mode: int
+    def __init__(self, device: _Optional[_Union[DeviceRef, _Mapping]] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class CommandResult(_message.Message):
+    __slots__ = ("device", "node", "stored_only")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STORED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    device: Device
+    node: str
+    stored_only: bool
+    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ..., node: _Optional[str] = ..., stored_only: _Optional[bool] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("tenant", "page_size", "page_token", "action", "device_id", "operator", "refused_only")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    page_size: int
+    page_token: str
+    action: str
+    device_id: str
+    operator: str
+    refused_only: bool
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., action: _Optional[str] = ..., device_id: _Optional[str] = ..., operator: _Optional[str] = ..., refused_only: _Optional[bool] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("id", "time_unix", "operator", "role", "tenant", "action", "target", "parameters", "result", "message", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    time_unix: float
+    operator: str
+    role: str
+    tenant: str
+    action: str
+    target: str
+    parameters: str
+    result: str
+    message: str
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., time_unix: _Optional[float] = ..., operator: _Optional[str] = ..., role: _Optional[str] = ..., tenant: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., parameters: _Optional[str] = ..., result: _Optional[str] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UploadSoundChunk(_message.Message):
+    __slots__ = ("tenant", "mode", "filename", "data")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    mode: int
+    filename: str
+    data: bytes
+    def __init__(self, tenant: _Optional[str] = ..., mode: _Optional[int] = ..., filename: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Sound(_message.Message):
+    __slots__ = ("tenant", "mode", "source", "filename", "length_s", "sha256", "uploaded_unix", "uploaded_by")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_S_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_BY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    mode: int
+    source: str
+    filename: str
+    length_s: float
+    sha256: str
+    uploaded_unix: float
+    uploaded_by: str
+    def __init__(self, tenant: _Optional[str] = ..., mode: _Optional[int] = ..., source: _Optional[str] = ..., filename: _Optional[str] = ..., length_s: _Optional[float] = ..., sha256: _Optional[str] = ..., uploaded_unix: _Optional[float] = ..., uploaded_by: _Optional[str] = ...) -> None: ...
+
+class ListSoundsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListSoundsResponse(_message.Message):
+    __slots__ = ("sounds",)
+    SOUNDS_FIELD_NUMBER: _ClassVar[int]
+    sounds: _containers.RepeatedCompositeFieldContainer[Sound]
+    def __init__(self, sounds: _Optional[_Iterable[_Union[Sound, _Mapping]]] = ...) -> None: ...
+
+class ResetSoundRequest(_message.Message):
+    __slots__ = ("tenant", "mode")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    mode: int
+    def __init__(self, tenant: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
