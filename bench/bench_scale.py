@@ -152,8 +152,9 @@ def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: floa
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
             [sys.executable, "-m", "server", "--pki-dir", str(pki_dir), "--bind", f"127.0.0.1:{port}",
-             "--health-bind", "", "--metrics-bind", "", "--state-backend", "redis", "--redis-url", redis_url,
-             "--workers", str(scenario.workers), "--log-level", "ERROR", "--cache-dir", f"{tmp}/cache",
+             "--health-bind", "", "--metrics-bind", "", "--admin-bind", "",
+             "--state-backend", "redis", "--redis-url", redis_url, "--workers", str(scenario.workers),
+             "--log-level", "ERROR", "--cache-dir", f"{tmp}/cache",
              "--max-concurrent-streams", "8"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
         )  # fmt: skip
@@ -197,8 +198,9 @@ def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: floa
     def start_server() -> subprocess.Popen[bytes]:
         server = subprocess.Popen(
             [sys.executable, "-m", "server", "--pki-dir", str(pki_dir), "--bind", f"127.0.0.1:{port}",
-             "--health-bind", "", "--metrics-bind", "", "--state-backend", "redis", "--redis-url", redis_url,
-             "--workers", "2", "--log-level", "ERROR", "--shutdown-grace-s", "1"],
+             "--health-bind", "", "--metrics-bind", "", "--admin-bind", "",
+             "--state-backend", "redis", "--redis-url", redis_url, "--workers", "2",
+             "--log-level", "ERROR", "--shutdown-grace-s", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
         )  # fmt: skip
         wait_listening(port, server)

@@ -37,6 +37,7 @@ async def main(pki_dir: Path, cache_dir: Path) -> None:
         log_format="json",
         health_bind="",
         metrics_bind="",
+        admin_bind="",
         max_concurrent_streams=8,
     )
     app = await start_server(settings)

@@ -176,7 +176,7 @@ def main() -> int:
         subprocess.run([*gen_certs, "signing-key", "--out", str(args.pki_dir)], check=True)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     log_path = args.out / "server.log"
     print(f"starting audio-server on 127.0.0.1:{port} (mTLS, PKI {args.pki_dir}); log: {log_path}")
     with log_path.open("w") as log_file:
@@ -197,6 +197,8 @@ def main() -> int:
                 "127.0.0.1:0",
                 "--metrics-bind",
                 "127.0.0.1:0",
+                "--admin-bind",
+                f"127.0.0.1:{admin_port}",
             ],
             stderr=log_file,
             stdout=log_file,

@@ -35,6 +35,7 @@ def make_settings(pki: EphemeralPki, tmp_path: Path, **overrides: Any) -> Server
     values: dict[str, Any] = {
         "bind": "127.0.0.1:0",
         "health_bind": "127.0.0.1:0",
+        "admin_bind": "127.0.0.1:0",
         "metrics_bind": "",  # one test turns it on: its HTTP server takes 0.5 s to shut down
         "pki_dir": pki.root,
         "state_backend": "memory",

@@ -15,6 +15,7 @@ from cryptography import x509
 from auth import pki
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.keys import create_signing_key
+from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
 from comms import comms_pb2 as pb
 
@@ -52,6 +53,11 @@ class EphemeralPki:
 
     def device_tls(self, tenant: str, device: str) -> TlsMaterial:
         return self.tls(self.device(tenant, device))
+
+    def operator_tls(self, tenant: str | None, name: str = "ops", role: str = "admin") -> TlsMaterial:
+        """An operator of ``tenant`` (None: a platform operator) with ``role`` signed in."""
+        operator = OperatorIdentity(name, Role.parse(role), tenant)
+        return self.tls(pki.issue_operator_cert(self.ca, operator, DEFAULT_TRUST_DOMAIN))
 
     def odd_client(self, sans: list[x509.GeneralName], **kwargs: object) -> TlsMaterial:
         """A client cert signed by this CA with arbitrary SANs/validity (for rejection tests)."""

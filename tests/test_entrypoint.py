@@ -193,6 +193,8 @@ async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
         "127.0.0.1:0",
         "--metrics-bind",
         "",
+        "--admin-bind",
+        "127.0.0.1:0",
         "--shutdown-grace-s",
         "5",
     ]
@@ -241,7 +243,7 @@ async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
             await process.wait()
 
 
-@pytest.mark.parametrize("which", ["--bind", "--health-bind", "--metrics-bind"])
+@pytest.mark.parametrize("which", ["--bind", "--health-bind", "--metrics-bind", "--admin-bind"])
 def test_a_taken_port_stops_start_up_with_one_line(which: str, pki: EphemeralPki) -> None:
     import socket
 
@@ -249,7 +251,12 @@ def test_a_taken_port_stops_start_up_with_one_line(which: str, pki: EphemeralPki
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = f"127.0.0.1:{holder.getsockname()[1]}"
-        binds = {"--bind": "127.0.0.1:0", "--health-bind": "127.0.0.1:0", "--metrics-bind": "127.0.0.1:0"}
+        binds = {
+            "--bind": "127.0.0.1:0",
+            "--health-bind": "127.0.0.1:0",
+            "--metrics-bind": "127.0.0.1:0",
+            "--admin-bind": "127.0.0.1:0",
+        }
         binds[which] = taken
         args = [arg for pair in binds.items() for arg in pair]
         result = run_server("--pki-dir", str(pki.root), "--state-backend", "memory", *args)

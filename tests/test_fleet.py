@@ -15,10 +15,10 @@ import pytest
 
 from auth.identity import Identity
 from auth.revocation import revoke
-from comms import comms_pb2 as pb
 from device.client import DeviceClient
 from server.app import AudioServer
-from server.bus import BusMessage
+from server.commands import Command
+from server.device_view import DeviceView
 from server.fleet import DeviceOffline
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
@@ -94,51 +94,51 @@ async def test_a_command_on_one_replica_reaches_the_device_on_another(
     a, b = replicas
     async with connect(a, "acme", "fleet-1") as device:
         await held_by(a, device)
-        assert await b.fleet.command(DEVICE, MODE, pb.ButtonEvent.PRESS) == "node-a"
+        assert await b.fleet.command(DEVICE, Command.press(MODE)) == "node-a"
         await wait_for(lambda: mode_of(device.view.leds) == 1, timeout=2)  # LEDs as for a real press
     await wait_for(lambda: a.registry.controller(DEVICE) is None)  # the device left
     await a.fleet.idle()  # its presence released
     with pytest.raises(DeviceOffline):
-        await b.fleet.command(DEVICE, MODE, pb.ButtonEvent.PRESS)
+        await b.fleet.command(DEVICE, Command.press(MODE))
 
 
 async def test_a_watcher_on_one_replica_sees_changes_on_another(
     replicas: tuple[AudioServer, AudioServer], connect: Connect
 ) -> None:
     a, b = replicas
-    seen: list[tuple[BusMessage, float]] = []
+    seen: list[tuple[DeviceView, str, float]] = []
 
-    async def watcher(message: BusMessage) -> None:
-        seen.append((message, time.monotonic()))
+    async def watcher(view: DeviceView, change: str) -> None:
+        seen.append((view, change, time.monotonic()))
 
     b.fleet.watch(watcher)
     async with connect(a, "acme", "fleet-1") as device:
-        await wait_for(lambda: any(m.data.get("online") for m, _ in seen))
+        await wait_for(lambda: any(v.online and c == "connected" for v, c, _ in seen))
         pressed = time.monotonic()
         await device.press(MODE)
-        await wait_for(lambda: any(m.data.get("mode") == 1 for m, _ in seen), timeout=2)
-        at = next(t for m, t in seen if m.data.get("mode") == 1)
+        await wait_for(lambda: any(v.record.mode == 1 and c == "mode" for v, c, _ in seen), timeout=2)
+        at = next(t for v, c, t in seen if v.record.mode == 1 and c == "mode")
         assert at - pressed < 1.0
-    await wait_for(lambda: any(m.data.get("online") is False for m, _ in seen))
-    assert {(m.tenant, m.device) for m, _ in seen} == {("acme", "fleet-1")}
+        assert all(v.node == "node-a" for v, _, _ in seen if v.online)
+    await wait_for(lambda: any(not v.online and c == "disconnected" for v, c, _ in seen))
+    assert {(v.identity.tenant, v.identity.device_id) for v, _, _ in seen} == {("acme", "fleet-1")}
 
 
 async def test_one_process_alone_has_the_same_fleet_operations(server: AudioServer, connect: Connect) -> None:
-    seen: list[BusMessage] = []
+    seen: list[DeviceView] = []
 
-    async def watcher(message: BusMessage) -> None:
-        seen.append(message)
+    async def watcher(view: DeviceView, change: str) -> None:
+        seen.append(view)
 
     server.fleet.watch(watcher)
     async with connect(server, "acme", "solo") as device:
         await wait_for(lambda: device.status_requests >= 1)
         assert (
-            await server.fleet.command(Identity("acme", "solo"), MODE, pb.ButtonEvent.PRESS)
-            == server.fleet.node_id
+            await server.fleet.command(Identity("acme", "solo"), Command.press(MODE)) == server.fleet.node_id
         )
         await wait_for(lambda: mode_of(device.view.leds) == 1)
-        await wait_for(lambda: any(m.data.get("mode") == 1 for m in seen))
+        await wait_for(lambda: any(v.record.mode == 1 for v in seen))
     await wait_for(lambda: server.registry.controller(Identity("acme", "solo")) is None)
     await server.fleet.idle()
     with pytest.raises(DeviceOffline):
-        await server.fleet.command(Identity("acme", "solo"), MODE, pb.ButtonEvent.PRESS)
+        await server.fleet.command(Identity("acme", "solo"), Command.press(MODE))

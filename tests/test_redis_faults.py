@@ -67,6 +67,7 @@ def test_an_unreachable_redis_at_start_up_is_one_line_and_exit_1(pki: EphemeralP
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = run_server(
         "--pki-dir", str(pki.root), "--bind", "127.0.0.1:0", "--health-bind", "", "--metrics-bind", "",
+        "--admin-bind", "",
         "--state-backend", "redis", "--redis-url", url,
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -95,7 +96,7 @@ async def test_a_killed_nodes_devices_read_offline_within_the_lease(
     log_file = (tmp_path / "node.log").open("w")
     node = subprocess.Popen(
         [sys.executable, "-m", "server", "--pki-dir", str(pki.root), "--bind", f"127.0.0.1:{port}",
-         "--health-bind", "", "--metrics-bind", "", "--state-backend", "redis",
+         "--health-bind", "", "--metrics-bind", "", "--admin-bind", "", "--state-backend", "redis",
          "--redis-url", redis_server.url, "--node-id", "node-a", "--presence-lease-s", "2"],
         stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -33,6 +33,7 @@ RETRY_S = 0.05
 
 def start_args(pki: EphemeralPki, state: Path) -> list[str]:
     return ["--pki-dir", str(pki.root), "--bind", "127.0.0.1:0", "--health-bind", "", "--metrics-bind", "",
+            "--admin-bind", "",
             "--state-path", str(state)]  # fmt: skip
 
 

@@ -62,7 +62,8 @@ async def test_two_workers_share_the_port_survive_a_kill_and_sum_their_metrics(
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "server", "--pki-dir", str(pki.root), "--bind", f"127.0.0.1:{port}",
              "--health-bind", f"127.0.0.1:{health_port}", "--metrics-bind", f"127.0.0.1:{metrics_port}",
-             "--state-backend", "redis", "--redis-url", redis_server.url, "--workers", "2",
+             "--admin-bind", f"127.0.0.1:{free_port()}", "--state-backend", "redis",
+             "--redis-url", redis_server.url, "--workers", "2",
              "--node-id", "sup", "--log-format", "json", "--shutdown-grace-s", "2"],
             stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

@@ -12,12 +12,15 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 
 from auth.tokens import TokenPolicy
+from comms import admin_pb2_grpc as apb_grpc
 from comms import comms_pb2_grpc as pb_grpc
 from comms import session_pb2_grpc as spb_grpc
 from comms.tasks import cancel_and_wait
 from server import metrics
+from server.admin_service import FleetAdmin
 from server.audio_library import AudioLibrary, load_library
 from server.audio_player import FrameClock
+from server.audit import AuditLog
 from server.authn import Authenticator
 from server.bus import FleetBus, InProcessBus, RedisBus
 from server.fleet import Fleet
@@ -40,9 +43,11 @@ from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.servicer import DeviceService, StreamPolicy
 from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
+from server.shared_data import shared_data_for
 from server.store import DeviceStore, MemoryStore, SqliteStore
 from server.store_guard import StoreGuard
 from server.supervision import supervise
+from server.tenant_sounds import TenantSounds
 from server.tls_reload import ReloadingServerTls
 from server.trust import TrustState
 from server.watch import FileWatcher
@@ -50,6 +55,8 @@ from server.watch import FileWatcher
 log = logging.getLogger(__name__)
 
 MS = 1000
+ADMIN_MAX_MESSAGE = 4 * 1024 * 1024
+ADMIN_CALLS_PER_OPERATOR = 32
 REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
@@ -94,6 +101,42 @@ async def _every(interval_s: float, step: Callable[[], None]) -> None:
         await asyncio.sleep(interval_s)
 
 
+def admin_grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """The operator listener: the device listener's knobs, with room for sound uploads (1 MiB chunks)."""
+    options = dict(grpc_options(settings))
+    options.update(
+        {
+            "grpc.max_receive_message_length": ADMIN_MAX_MESSAGE,
+            "grpc.max_send_message_length": ADMIN_MAX_MESSAGE,
+            "grpc.max_concurrent_streams": 64,
+        }
+    )
+    return list(options.items())
+
+
+async def start_admin_server(
+    settings: ServerSettings,
+    tls: ReloadingServerTls,
+    authenticator: Authenticator,
+    admin: FleetAdmin,
+) -> tuple[grpc.aio.Server, int]:
+    """FleetService on its own mTLS listener (never the device port), operators only."""
+    interceptor = AuthInterceptor(
+        authenticator, CallLimiter(ADMIN_CALLS_PER_OPERATOR), frozenset(), operators=admin.policy()
+    )
+    server = grpc.aio.server(interceptors=[interceptor], options=admin_grpc_options(settings))
+    apb_grpc.add_FleetServiceServicer_to_server(admin, server)
+    try:
+        if settings.worker_index < 0:
+            ensure_bindable(settings.admin_bind, "operator API")
+        port = server.add_secure_port(settings.admin_bind, tls.credentials())
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {settings.admin_bind} (operator API): {exc}") from None
+    await server.start()
+    log.info("admin.listening", extra={"bind": settings.admin_bind, "port": port})
+    return server, port
+
+
 def fleet_links(settings: ServerSettings, store: DeviceStore) -> tuple[FleetBus, Presence]:
     """Redis when the state is shared (several processes or replicas), in-process otherwise."""
     if isinstance(store, RedisStore):
@@ -122,6 +165,10 @@ class AudioServer:
     background: list[asyncio.Task[None]]  # owned loops: stopped with the server
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
+    admin: grpc.aio.Server | None = None
+    admin_port: int = 0
+    sounds: TenantSounds | None = None
+    audit: AuditLog | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -138,6 +185,8 @@ class AudioServer:
         if not drained:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
+        if self.admin is not None:
+            await self.admin.stop(grace=0.5)  # ends watches too
         await self.registry.close()
         await self.fleet.close()
         await cancel_and_wait(*self.background)
@@ -177,9 +226,13 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         on_health=lambda ok: readiness.flag("state-store", not ok),
     )
     clock = FrameClock(settings.audio_lead_s)
+    data = await shared_data_for(opened)
+    sounds = TenantSounds(
+        data, library, settings.opus_bitrate, settings.sound_max_bytes, settings.sound_max_seconds
+    )
     registry = DeviceRegistry(
         store,
-        library,
+        sounds,
         settings.mode_count,
         clock,
         (settings.event_rate_per_s, settings.event_burst),
@@ -259,7 +312,12 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         handshakes,
         owned,
     )
+    app.sounds = sounds
+    app.audit = AuditLog(data, settings.audit_keep_count, settings.audit_keep_days * 86_400)
     try:
+        if settings.admin_bind:
+            admin = FleetAdmin(fleet, store, app.audit, sounds, settings.mode_count)
+            app.admin, app.admin_port = await start_admin_server(settings, tls, authenticator, admin)
         if settings.metrics_bind:
             app.metrics = start_metrics_server(settings.metrics_bind)
         if settings.health_bind:

@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile
@@ -166,12 +167,22 @@ def build_clip(name: str, source: str, pcm: Int16Pcm, bitrate: int, cache_dir: P
     return Clip(name, source, pcm, encodings, bitrate)
 
 
+class ClipSource(Protocol):
+    """What a Play of ``mode`` sounds like for ``tenant`` (the built-in library, or tenant sounds)."""
+
+    async def clip(self, tenant: str, mode: int) -> Clip: ...
+
+
 @dataclass(frozen=True)
 class AudioLibrary:
     clips: tuple[Clip, ...]  # index = mode
 
     def clip_for(self, mode: int) -> Clip:
         return self.clips[mode % len(self.clips)]
+
+    async def clip(self, tenant: str, mode: int) -> Clip:
+        """Every tenant hears the built-in library (``TenantSounds`` adds uploads over it)."""
+        return self.clip_for(mode)
 
 
 def load_library(

@@ -1,9 +1,9 @@
 """What one server process must tell the others: the fleet bus.
 
 Messages: a device's session was superseded (end its old streams where they
-are), certificates were revoked (end their streams everywhere), a command for
-a device (apply it where the device is connected), a device changed (for
-watchers: connected, disconnected, mode, playing, battery).
+are), certificates or a device were revoked (end their streams everywhere), a
+command for a device (apply it where the device is connected) and its reply, a
+device changed (for watchers: connected, disconnected, mode, playing, battery).
 
 * ``InProcessBus``: one process; delivers to its own subscribers.
 * ``RedisBus``: Redis pub/sub, one channel per node plus one broadcast channel
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CHANNEL_PREFIX = "audio:v1:bus:"
 RESUBSCRIBE_S = 1.0
 BROADCAST = f"{CHANNEL_PREFIX}all"
-SUPERSEDED, REVOKED, COMMAND, CHANGED = "superseded", "revoked", "command", "changed"
+SUPERSEDED, REVOKED, COMMAND, CHANGED, REPLY = "superseded", "revoked", "command", "changed", "reply"
 
 
 def node_channel(node_id: str) -> str:

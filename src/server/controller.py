@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from auth.identity import Identity
-from server.audio_library import AudioLibrary
+from server.audio_library import ClipSource
 from server.audio_player import FrameClock, Player
 from server.device_session import DeviceSession
 from server.leds import LedFrame
@@ -21,6 +21,7 @@ from server.state_machine import (
     ButtonPressed,
     DeviceState,
     Event,
+    ModeSelected,
     SetLeds,
     SoundFinished,
     StartSound,
@@ -30,6 +31,9 @@ from server.state_machine import (
 from server.store import DeviceRecord, Telemetry
 from server.store_guard import StoreGuard
 
+BATTERY_STEP = 0.01  # a battery change this big is news for the store and watchers
+TELEMETRY_EVERY_S = 60.0  # else battery and last seen reach the store at least this often
+
 
 class DeviceController:
     """One device's live state; every change goes through ``transition`` under one lock."""
@@ -37,19 +41,20 @@ class DeviceController:
     def __init__(
         self,
         record: DeviceRecord,
-        library: AudioLibrary,
+        sounds: ClipSource,
         store: StoreGuard,
         mode_count: int,
         clock: FrameClock,
         event_limit: tuple[float, int],
-        on_change: Callable[[Identity, dict[str, object]], None] = lambda identity, fields: None,
+        on_change: Callable[[DeviceController, str], None] = lambda controller, change: None,
     ) -> None:
         self._on_change = on_change
+        self._telemetry_saved = 0.0
         self.record = record
         self.events = TokenBucket(*event_limit)
         self.state = DeviceState(mode=record.mode % mode_count)
         self.session: DeviceSession | None = None
-        self._library = library
+        self._sounds = sounds
         self._store = store
         self._mode_count = mode_count
         self._lock = asyncio.Lock()
@@ -66,24 +71,33 @@ class DeviceController:
 
     async def handle(self, event: Event) -> None:
         async with self._lock:
-            old_mode, old_playing = self.state.mode, self.state.playing is not None
+            old_mode = self.state.mode
             self.state, effects = transition(self.state, event, self._mode_count)
+            changes: dict[str, object] = {}
             for effect in effects:
                 if isinstance(effect, StopSound):
                     self.player.stop(effect.sound_id, effect.reason)
+                    changes["playing"] = None
                 elif isinstance(effect, StartSound):
-                    self.player.start(effect.sound_id, self._library.clip_for(effect.mode))
+                    clip = await self._sounds.clip(self.identity.tenant, effect.mode)
+                    self.player.start(effect.sound_id, clip)
+                    changes["playing"] = (effect.mode, time.time(), round(clip.duration, 3))
                 elif isinstance(effect, SetLeds) and self.session is not None:
                     self.session.leds_changed.set()
+            if self.state.playing is None and self.record.playing is not None:
+                changes["playing"] = None  # finished by itself
             if self.state.mode != old_mode:
-                self.record = self.record.with_changes(mode=self.state.mode)
-                self._store.mode_later(self.identity, self.record.session_id, self.state.mode)
-            playing = self.state.playing is not None
-            if self.state.mode != old_mode or playing != old_playing:
-                self._on_change(self.identity, {"mode": self.state.mode, "playing": playing})
+                changes["mode"] = self.state.mode
+            if changes:
+                self.record = self.record.with_changes(**changes)
+                self._store.update_later(self.identity, self.record.session_id, **changes)
+                self._on_change(self, "mode" if "mode" in changes else "playing")
 
     async def press(self, button: int, kind: int) -> None:
         await self.handle(ButtonPressed(button, kind))
+
+    async def select_mode(self, mode: int) -> None:
+        await self.handle(ModeSelected(mode))
 
     async def _sound_finished(self, sound_id: int) -> None:
         await self.handle(SoundFinished(sound_id))
@@ -98,10 +112,23 @@ class DeviceController:
         self.state = DeviceState(mode=record.mode % self._mode_count)
 
     def remember_status(self, battery_level: float, buttons: tuple[int, int, int, int]) -> None:
-        """Latest GET answer, in memory; the store gets it when the session ends (``save_telemetry``)."""
-        self.record = self.record.with_changes(
-            battery_level=battery_level, buttons=buttons, last_seen=time.time()
+        """Latest GET answer. Kept in memory; the store and watchers hear of it when it changes
+        noticeably (buttons, a battery step) or every ``TELEMETRY_EVERY_S``, and at the session's end."""
+        before, now = self.record, time.time()
+        self.record = before.with_changes(battery_level=battery_level, buttons=buttons, last_seen=now)
+        moved = before.battery_level is None or abs(battery_level - before.battery_level) >= BATTERY_STEP
+        if before.buttons != buttons or moved or now - self._telemetry_saved > TELEMETRY_EVERY_S:
+            self._telemetry_saved = now
+            self.save_telemetry()
+            self._on_change(self, "telemetry")
+
+    def disconnected(self, reason: str) -> None:
+        """The session ended with ``reason`` (a status code name): remembered, queued, told."""
+        self.record = self.record.with_changes(disconnect_reason=reason, playing=None, last_seen=time.time())
+        self._store.update_later(
+            self.identity, self.record.session_id, disconnect_reason=reason, playing=None
         )
+        self.save_telemetry()
 
     def save_telemetry(self) -> None:
         """Queue battery, buttons and last seen for the store (never raises: the guard retries)."""

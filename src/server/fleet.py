@@ -9,8 +9,11 @@ of the devices live here, and acts on what other nodes say:
 * certificates revoked (seen by whichever node reloaded the CRL first) ->
   every node refuses and ends them;
 * a command for a device -> applied by the node that holds it, through the
-  same state machine as the device's own buttons;
-* device changes -> delivered to watchers on every node (``watch``).
+  same state machine as the device's own buttons; that node answers (``reply``)
+  so the operator learns whether it landed;
+* a device revoked by an operator -> every node ends its streams;
+* device changes -> the device's whole view, delivered to watchers on every
+  node (``watch``).
 
 Bus and presence I/O runs on one outbox task, in order, so a device's
 "connected" can never overtake its "disconnected"; a failing Redis delays it,
@@ -22,20 +25,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 from auth.identity import Identity
 from comms.log_sampling import SampledLog
 from comms.tasks import cancel_and_wait
-from server.bus import CHANGED, COMMAND, REVOKED, SUPERSEDED, BusMessage, FleetBus
+from server.bus import CHANGED, COMMAND, REPLY, REVOKED, SUPERSEDED, BusMessage, FleetBus
+from server.commands import REVOKE, Command
+from server.controller import DeviceController
+from server.device_view import DeviceView
 from server.presence import Presence, keep_leases
 from server.registry import DeviceRegistry, RegistryListener
+from server.store import DeviceRecord
 from server.supervision import HealthCallback, supervise
 from server.trust import TrustState
 
 log = logging.getLogger(__name__)
 
 CLOSE_FLUSH_S = 1.0
+COMMAND_TIMEOUT_S = 2.0  # a holder that does not answer a command by then is treated as gone
 OUTBOX_LIMIT = 10_000  # bus/presence work waiting while Redis is slow; beyond it the oldest is dropped
 Work = Callable[[], Awaitable[object]]
 _io_failures = SampledLog()  # a Redis outage fails every queued message: a few lines, not thousands
@@ -56,6 +65,7 @@ class Fleet(RegistryListener):
         self.node_id = bus.node_id
         self._outbox: asyncio.Queue[Work] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._requests: dict[str, asyncio.Future[bool]] = {}  # commands sent to other nodes, by id
         registry.listener = self
 
     async def start(self, on_failing: HealthCallback | None = None) -> None:
@@ -118,13 +128,19 @@ class Fleet(RegistryListener):
 
     # --- what the registry tells us -------------------------------------------
 
-    def session_opened(self, identity: Identity, session_id: str) -> None:
-        self._later(lambda: self.presence.claim(identity))
-        self._publish(self._message(CHANGED, identity, online=True, node=self.node_id))
+    def view_of(self, controller: DeviceController) -> DeviceView:
+        session = controller.session
+        return DeviceView(controller.record, session is not None and not session.closed, self.node_id)
 
-    def session_closed(self, identity: Identity, why: str) -> None:
+    def session_opened(self, controller: DeviceController) -> None:
+        identity = controller.identity
+        self._later(lambda: self.presence.claim(identity))
+        self.publish_view(self.view_of(controller), "connected")
+
+    def session_closed(self, controller: DeviceController) -> None:
+        identity = controller.identity
         self._later(lambda: self.presence.release(identity))
-        self._publish(self._message(CHANGED, identity, online=False, reason=why))
+        self.publish_view(DeviceView(controller.record, online=False), "disconnected")
 
     def session_claimed(self, identity: Identity, session_id: str) -> None:
         async def tell_the_holder() -> None:
@@ -134,41 +150,84 @@ class Fleet(RegistryListener):
 
         self._later(tell_the_holder)
 
-    def device_changed(self, identity: Identity, fields: dict[str, object]) -> None:
-        self._publish(self._message(CHANGED, identity, **fields))
+    def device_changed(self, controller: DeviceController, change: str) -> None:
+        self.publish_view(self.view_of(controller), change)
+
+    def publish_view(self, view: DeviceView, change: str) -> None:
+        """Tell every watcher in the fleet (this node's too) how the device looks now."""
+        self._publish(self._message(CHANGED, view.identity, view=view.to_data(), change=change))
 
     def revoked_here(self, serials: frozenset[int]) -> None:
         """This node's CRL reload revoked ``serials``: every other node must know within a second."""
         message = BusMessage(REVOKED, self.node_id, data={"serials": [str(s) for s in sorted(serials)]})
         self._publish(message)
 
-    # --- commands and watchers ------------------------------------------------
+    # --- what operators see and do --------------------------------------------
 
-    async def command(self, identity: Identity, button: int, kind: int) -> str:
-        """Press ``button`` on the device wherever it is connected; the node that applied (or got) it."""
-        if await self.registry.press(identity, button, kind):
+    async def views(self, records: list[DeviceRecord]) -> list[DeviceView]:
+        """Records from the store with where (whether) each device is live; this node's own
+        live devices from memory (fresher than the store)."""
+        holders = await self.presence.holders([r.identity for r in records])
+        views = []
+        for record, holder in zip(records, holders, strict=True):
+            controller = self.registry.controller(record.identity)
+            if controller is not None and controller.session is not None and not controller.session.closed:
+                views.append(self.view_of(controller))
+            else:
+                views.append(DeviceView(record, holder is not None, holder or ""))
+        return views
+
+    async def command(self, identity: Identity, command: Command) -> str:
+        """Apply ``command`` to the device wherever it is connected; the node that applied it.
+
+        ``DeviceOffline`` when no node holds it (or its holder says it no longer does),
+        ``TimeoutError`` when the holder does not answer within ``COMMAND_TIMEOUT_S``.
+        """
+        if await self.registry.apply(identity, command):
             return self.node_id
         holder = await self.presence.holder(identity)
         if holder is None or holder == self.node_id:
             raise DeviceOffline(f"{identity} is offline")
-        await self.bus.publish(self._message(COMMAND, identity, button=button, type=kind), holder)
+        request = uuid.uuid4().hex
+        answer = asyncio.get_running_loop().create_future()
+        self._requests[request] = answer
+        try:
+            message = self._message(COMMAND, identity, command=command.to_data(), request=request)
+            await self.bus.publish(message, holder)
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                applied = await answer
+        finally:
+            self._requests.pop(request, None)
+        if not applied:
+            raise DeviceOffline(f"{identity} is offline")
         return holder
 
-    def watch(self, handler: Callable[[BusMessage], Awaitable[None]]) -> Callable[[], None]:
-        """Every device change in the fleet (connected, disconnected, mode, playing); returns the unwatch."""
+    async def revoke(self, identity: Identity) -> None:
+        """The device was put on the deny-list: every node ends its streams now."""
+        await self.registry.apply(identity, Command(REVOKE))
+        await self.bus.publish(self._message(REVOKED, identity))
+
+    def watch(self, handler: Callable[[DeviceView, str], Awaitable[None]]) -> Callable[[], None]:
+        """Every device change in the fleet (connected, disconnected, mode, playing, telemetry,
+        revoked, ...), as the device now looks; returns the unwatch."""
 
         async def changes_only(message: BusMessage) -> None:
-            if message.kind == CHANGED:
-                await handler(message)
+            if message.kind == CHANGED and "view" in message.data:
+                await handler(DeviceView.from_data(message.data["view"]), str(message.data.get("change", "")))
 
         return self.bus.subscribe(changes_only)
 
     # --- what other nodes tell us ---------------------------------------------
 
     async def _received(self, message: BusMessage) -> None:
+        if message.kind == REPLY:
+            answer = self._requests.get(str(message.data.get("request")))
+            if answer is not None and not answer.done():
+                answer.set_result(bool(message.data.get("applied")))
+            return
         if message.origin == self.node_id and message.kind != CHANGED:
             return
-        if message.kind == REVOKED:
+        if message.kind == REVOKED and not message.tenant:
             serials = frozenset(int(s) for s in message.data.get("serials", []))
             self.trust.deny(serials)
             self.registry.revoke(serials)
@@ -178,5 +237,11 @@ class Fleet(RegistryListener):
         identity = Identity(message.tenant, message.device)
         if message.kind == SUPERSEDED:
             await self.registry.superseded_elsewhere(identity, str(message.data["session"]))
+        elif message.kind == REVOKED:
+            await self.registry.apply(identity, Command(REVOKE))
         elif message.kind == COMMAND:
-            await self.registry.press(identity, int(message.data["button"]), int(message.data["type"]))
+            applied = await self.registry.apply(identity, Command.from_data(message.data["command"]))
+            reply = BusMessage(
+                REPLY, self.node_id, data={"request": message.data.get("request"), "applied": applied}
+            )
+            await self.bus.publish(reply, message.origin)

@@ -8,6 +8,11 @@ unary ones. Methods listed as mTLS-only (CreateSession) need the client
 certificate; every other method also needs a valid session token. Handlers
 read the verified facts from ``current_auth()``, which fails closed if unset.
 
+The operator API's listener has its own instance with an ``OperatorPolicy``:
+there every call needs an operator certificate (device certificates are
+refused, ``cert_not_an_operator``), the operator's signed role must reach the
+method's least role (``role_insufficient``), and every refusal is audited.
+
 Request bytes are parsed only after authentication (the wrapped handler gets
 raw bytes), so an unauthenticated caller learns nothing but UNAUTHENTICATED,
 and bytes that do not parse are the client's fault: INVALID_ARGUMENT, counted.
@@ -19,16 +24,19 @@ import contextlib
 import contextvars
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 
-from auth.errors import AuthError, CertificateRevoked, IdentityError, TokenError
+from auth.errors import AuthError, CertificateRevoked, IdentityError, RoleInsufficient, TokenError
+from auth.operators import OperatorIdentity, Role
 from auth.tokens import bearer_token
 from comms.log_sampling import SampledLog
 from server import metrics
-from server.authn import Authenticator, CallAuth
+from server.authn import Authenticator, CallAuth, OperatorAuth
 from server.errors import STORE_UNAVAILABLE_TEXT, MalformedRequest, StoreUnavailable
 from server.handshakes import HandshakeMonitor
 from server.limits import CallLimiter
@@ -43,6 +51,10 @@ _bad_messages_log = SampledLog()
 
 LEGACY_DEVICE_ID_KEY = "device_id"
 _call_auth: contextvars.ContextVar[CallAuth | None] = contextvars.ContextVar("call_auth", default=None)
+_operator_auth: contextvars.ContextVar[OperatorCall | None] = contextvars.ContextVar(
+    "operator_auth", default=None
+)
+REQUEST_ID_KEY = "x-request-id"
 
 
 def current_auth() -> CallAuth:
@@ -51,6 +63,38 @@ def current_auth() -> CallAuth:
     if auth is None:
         raise RuntimeError("no authenticated identity: handler ran outside the auth interceptor")
     return auth
+
+
+@dataclass(frozen=True)
+class OperatorCall:
+    """An authenticated operator call: who, and the request id its audit events carry."""
+
+    auth: OperatorAuth
+    request_id: str
+
+    @property
+    def operator(self) -> OperatorIdentity:
+        return self.auth.operator
+
+
+def current_operator() -> OperatorCall:
+    """The operator of the running call. Raises if the operator interceptor did not run."""
+    call = _operator_auth.get()
+    if call is None:
+        raise RuntimeError("no authenticated operator: handler ran outside the operator interceptor")
+    return call
+
+
+Refused = Callable[[str, "Rejected", OperatorAuth | None, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class OperatorPolicy:
+    """How the operator API's listener authorises: the least role per method, and who hears of
+    refusals (the audit log: method, rejection, the operator if known, request id)."""
+
+    roles: Mapping[str, Role]
+    on_refused: Refused
 
 
 class Rejected(Exception):
@@ -106,18 +150,48 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         limiter: CallLimiter,
         mtls_only_methods: frozenset[str],
         handshakes: HandshakeMonitor | None = None,
+        operators: OperatorPolicy | None = None,
     ) -> None:
         self._handshakes = handshakes
         self._authenticator = authenticator
         self._limiter = limiter
         self._mtls_only = mtls_only_methods
+        self._operators = operators
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
+    def _peer_pem(self, context: grpc.aio.ServicerContext) -> bytes:
         pems = context.auth_context().get("x509_pem_cert") or []
         if len(pems) != 1:
             raise Rejected(
                 grpc.StatusCode.UNAUTHENTICATED, "no_client_cert", "a client certificate is required"
             )
+        return bytes(pems[0])
+
+    def _authenticate_operator(self, context: grpc.aio.ServicerContext, method: str) -> OperatorAuth:
+        pem = self._peer_pem(context)
+        try:
+            return self._authenticator.operator(pem)
+        except AuthError as exc:
+            raise rejection(exc) from None
+        except Exception:
+            log.exception("auth.error", extra={"method": method})
+            raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_internal", AUTH_FAILED_TEXT) from None
+
+    def _authorise(self, auth: OperatorAuth, method: str) -> None:
+        assert self._operators is not None
+        needed = self._operators.roles.get(method)
+        if needed is None:  # a method nobody listed: nobody may call it
+            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "method_not_allowed", "method not allowed")
+        if auth.operator.role < needed:
+            name = method.rsplit("/", 1)[-1]
+            raise Rejected(
+                grpc.StatusCode.PERMISSION_DENIED,
+                RoleInsufficient.reason,
+                f"permission denied: {name} needs the {needed.label} role; "
+                f"you are {auth.operator.role.label}",
+            )
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
+        pems = [self._peer_pem(context)]
         try:
             peer = self._authenticator.peer(pems[0])
             if method in self._mtls_only:
@@ -147,7 +221,36 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 )
 
     @contextlib.asynccontextmanager
+    async def _admit_operator(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        assert self._operators is not None
+        request_id = uuid.uuid4().hex
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        auth: OperatorAuth | None = None
+        try:
+            auth = self._authenticate_operator(context, method)
+            self._authorise(auth, method)
+            if not self._limiter.acquire(auth.spiffe_id):
+                raise Rejected(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too_many_calls",
+                    f"too many concurrent calls for this operator (limit {self._limiter.limit})",
+                )
+        except Rejected as rejected:
+            await self._operators.on_refused(method, rejected, auth, request_id)
+            fields = {"operator": auth.spiffe_id} if auth is not None else {}
+            await abort_rejected(context, rejected, method=method, peer=context.peer(), **fields)
+        _operator_auth.set(OperatorCall(auth, request_id))
+        try:
+            yield
+        finally:
+            self._limiter.release(auth.spiffe_id)
+
+    @contextlib.asynccontextmanager
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        if self._operators is not None:
+            async with self._admit_operator(context, method):
+                yield
+            return
         if self._handshakes is not None:
             self._handshakes.call_from(str(context.peer()))
         try:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-
-from auth.identity import Identity
+from collections.abc import Callable, Hashable
 
 
 class TokenBucket:
@@ -34,21 +32,21 @@ class CallLimiter:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._active: dict[Identity, int] = {}
+        self._active: dict[Hashable, int] = {}
 
-    def acquire(self, identity: Identity) -> bool:
+    def acquire(self, identity: Hashable) -> bool:
         count = self._active.get(identity, 0)
         if count >= self.limit:
             return False
         self._active[identity] = count + 1
         return True
 
-    def release(self, identity: Identity) -> None:
+    def release(self, identity: Hashable) -> None:
         count = self._active.get(identity, 0) - 1
         if count > 0:
             self._active[identity] = count
         else:
             self._active.pop(identity, None)
 
-    def active(self, identity: Identity) -> int:
+    def active(self, identity: Hashable) -> int:
         return self._active.get(identity, 0)

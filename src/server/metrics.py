@@ -141,6 +141,11 @@ TLS_HANDSHAKES = Counter(
 POSSIBLE_CLONES = Counter(
     "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
 )
+ADMIN_CALLS = Counter(
+    "audio_admin_calls_total",
+    "Operator API (FleetService) calls, by method and status code",
+    ["method", "code"],
+)
 SESSIONS_ENDED = Counter("audio_sessions_ended_total", "Sessions ended, by why", ["reason"])
 
 

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 DEVICE_SERVICE = "com.opalcamera.test.DeviceService"
 SESSION_SERVICE = "audio.session.v1.SessionService"
-HEALTH_SERVICE_NAMES = ("", DEVICE_SERVICE, SESSION_SERVICE)
+FLEET_SERVICE = "audio.admin.v1.FleetService"
+HEALTH_SERVICE_NAMES = ("", DEVICE_SERVICE, SESSION_SERVICE, FLEET_SERVICE)
 
 
 @dataclass

@@ -50,6 +50,9 @@ class LocalPresence:
     async def holder(self, identity: Identity) -> str | None:
         return self.node_id if identity in self._held else None
 
+    async def holders(self, identities: list[Identity]) -> list[str | None]:
+        return [self.node_id if identity in self._held else None for identity in identities]
+
 
 class RedisPresence:
     def __init__(self, node_id: str, client: aioredis.Redis, lease_s: float = DEFAULT_LEASE_S) -> None:
@@ -77,6 +80,13 @@ class RedisPresence:
     async def holder(self, identity: Identity) -> str | None:
         value = await self._redis.get(presence_key(identity))
         return str(value) if value is not None else None
+
+    async def holders(self, identities: list[Identity]) -> list[str | None]:
+        """Each device's holder, in one round trip."""
+        if not identities:
+            return []
+        values = await self._redis.mget([presence_key(identity) for identity in identities])
+        return [str(value) if value is not None else None for value in values]
 
 
 Presence = LocalPresence | RedisPresence

@@ -34,14 +34,13 @@ from auth.errors import DeviceRevoked, SessionSuperseded
 from auth.identity import Identity
 from comms.tasks import cancel_and_wait
 from server import metrics
-from server.audio_library import AudioLibrary
+from server.audio_library import ClipSource
 from server.audio_player import FrameClock
+from server.commands import DISCONNECT, MODE, PRESS, REVOKE, Command
 from server.controller import DeviceController
 from server.device_session import DeviceSession
 from server.errors import DEVICE_REVOKED_TEXT
-from server.state_machine import (
-    ConnectionLost,
-)
+from server.state_machine import ConnectionLost, Press
 from server.store import DeviceRecord
 from server.store_guard import StoreGuard
 from server.supervision import HealthCallback, supervise
@@ -61,21 +60,22 @@ WATCHDOG_INTERVAL_S = 1.0
 SHUTDOWN_MESSAGE = "server is shutting down; reconnect"
 REVOKED_MESSAGE = "device certificate revoked"
 ENDED_MESSAGE = "session ended"
+OPERATOR_DISCONNECT_MESSAGE = "disconnected by an operator; reconnect"
 
 
 class RegistryListener:
     """What the rest of the fleet hears from this registry (``server.fleet.Fleet``); no-ops here."""
 
-    def session_opened(self, identity: Identity, session_id: str) -> None:
+    def session_opened(self, controller: DeviceController) -> None:
         return None
 
-    def session_closed(self, identity: Identity, why: str) -> None:
+    def session_closed(self, controller: DeviceController) -> None:
         return None
 
     def session_claimed(self, identity: Identity, session_id: str) -> None:
         return None
 
-    def device_changed(self, identity: Identity, fields: dict[str, object]) -> None:
+    def device_changed(self, controller: DeviceController, change: str) -> None:
         return None
 
 
@@ -93,7 +93,7 @@ class DeviceRegistry:
     def __init__(
         self,
         store: StoreGuard,
-        library: AudioLibrary,
+        sounds: ClipSource,
         mode_count: int,
         clock: FrameClock,
         event_limit: tuple[float, int] = (10.0, 20),
@@ -104,7 +104,7 @@ class DeviceRegistry:
         self._event_limit = event_limit
         self._write_timeout_s = write_timeout_s
         self._store = store
-        self._library = library
+        self._sounds = sounds
         self._mode_count = mode_count
         self._clock = clock
         self._controllers: dict[Identity, DeviceController] = {}
@@ -153,12 +153,12 @@ class DeviceRegistry:
             record = await self._store.load(identity) or DeviceRecord(identity)  # may raise StoreUnavailable
             controller = DeviceController(
                 record,
-                self._library,
+                self._sounds,
                 self._store,
                 self._mode_count,
                 self._clock,
                 self._event_limit,
-                self.listener.device_changed,
+                lambda changed, change: self.listener.device_changed(changed, change),
             )
             self._controllers[identity] = controller
             self._empty.clear()
@@ -280,7 +280,7 @@ class DeviceRegistry:
                 controller.session = session
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
-                self.listener.session_opened(identity, session_id)
+                self.listener.session_opened(controller)
             session.active_rpcs += 1
             session.streams[kind] = session.streams.get(kind, 0) + 1
             return controller, session
@@ -344,12 +344,24 @@ class DeviceRegistry:
                 return False
             return await self._supersede(controller, session)
 
-    async def press(self, identity: Identity, button: int, kind: int) -> bool:
-        """A command for a device live on this node, through the same state machine as its buttons."""
+    async def apply(self, identity: Identity, command: Command) -> bool:
+        """An operator's command for a device live on this node; False if it is not live here."""
         controller = self._controllers.get(identity)
         if controller is None or controller.session is None or controller.session.closed:
             return False
-        await controller.press(button, kind)
+        if command.op == PRESS:
+            await controller.press(command.button, Press.PRESS)
+        elif command.op == MODE:
+            await controller.select_mode(command.mode)
+        elif command.op == DISCONNECT:
+            return await self.end_session(
+                identity, grpc.StatusCode.UNAVAILABLE, OPERATOR_DISCONNECT_MESSAGE, "operator"
+            )
+        elif command.op == REVOKE:
+            controller.record = controller.record.with_changes(revoked=True)
+            return await self.end_session(
+                identity, grpc.StatusCode.PERMISSION_DENIED, DEVICE_REVOKED_TEXT, "revoked"
+            )
         return True
 
     def revoke(self, serials: frozenset[int]) -> None:
@@ -382,9 +394,9 @@ class DeviceRegistry:
             await self._end(controller, session, grpc.StatusCode.CANCELLED, ENDED_MESSAGE, "disconnected")
             controller.session = None
             await controller.player.close()
-            controller.save_telemetry()  # queued: a failing store never keeps a device in memory
+            controller.disconnected(session.close_code.name)  # queued: a failing store never blocks this
             self._evict(controller)
-            self.listener.session_closed(identity, session.close_code.name)
+            self.listener.session_closed(controller)
             log.info("session.end", extra={**session.log_fields, "status": session.close_code.name})
 
     async def close_all(self, code: grpc.StatusCode, message: str) -> int:

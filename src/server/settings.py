@@ -76,6 +76,25 @@ class ServerSettings(BaseSettings):
         "0.0.0.0:8081", description="Plaintext gRPC health service HOST:PORT (nothing else); empty disables"
     )
     metrics_bind: str = Field("0.0.0.0:9464", description="Prometheus metrics HTTP HOST:PORT; empty disables")
+
+    # --- operator API ---
+    admin_bind: str = Field(
+        "127.0.0.1:50052",
+        description="Operator API (FleetService) HOST:PORT, mTLS with operator certificates; never the "
+        "device port; empty disables",
+    )
+    audit_keep_count: int = Field(
+        10_000, ge=100, le=1_000_000, description="Audit events kept per tenant (and in the platform log)"
+    )
+    audit_keep_days: float = Field(
+        90.0, gt=0, le=3650, description="Audit events older than this are dropped"
+    )
+    sound_max_bytes: int = Field(
+        20 * KIB * KIB, ge=64 * KIB, le=200 * KIB * KIB, description="Largest sound file UploadSound accepts"
+    )
+    sound_max_seconds: float = Field(
+        600.0, gt=0, le=3600, description="Longest sound (in seconds) UploadSound accepts"
+    )
     reflection: bool = Field(False, description="Serve gRPC reflection on the mTLS port (for grpcurl)")
     drain_delay_s: float = Field(
         0.0, ge=0, le=60, description="On SIGTERM, keep serving this long after health turns NOT_SERVING"
@@ -180,7 +199,7 @@ class ServerSettings(BaseSettings):
     def _trust_domain(cls, value: str) -> str:
         return validate_trust_domain(value)
 
-    @field_validator("bind", "health_bind", "metrics_bind")
+    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind")
     @classmethod
     def _bind(cls, value: str, info: ValidationInfo) -> str:
         if value == "" and info.field_name != "bind":

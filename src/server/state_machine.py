@@ -56,6 +56,13 @@ class ButtonPressed:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeSelected:
+    """An operator chose the mode (SetMode): like presses of Mode until it shows ``mode``."""
+
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
 class SoundFinished:
     sound_id: int
 
@@ -65,7 +72,7 @@ class ConnectionLost:
     """The device's session ended: nobody is listening, so a running sound stops."""
 
 
-Event = ButtonPressed | SoundFinished | ConnectionLost
+Event = ButtonPressed | ModeSelected | SoundFinished | ConnectionLost
 
 
 # --- effects ---------------------------------------------------------------
@@ -99,6 +106,13 @@ def transition(state: DeviceState, event: Event, mode_count: int) -> tuple[Devic
         if state.playing != event.sound_id:
             return state, []  # a stale finish of a sound already stopped or preempted
         new = replace(state, playing=None)
+        return new, [SetLeds(new.leds)]
+    if isinstance(event, ModeSelected):
+        if not 0 <= event.mode < mode_count:
+            raise ValueError(f"mode {event.mode} outside 0..{mode_count - 1}")
+        if event.mode == state.mode:
+            return state, []
+        new = replace(state, mode=event.mode)
         return new, [SetLeds(new.leds)]
     if isinstance(event, ConnectionLost):
         if state.playing is None:

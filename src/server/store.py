@@ -330,6 +330,11 @@ class SqliteStore:
             raise sqlite3.ProgrammingError("state store is closed")
         return self._conn
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The one connection, for code that runs on the store's thread (``run``)."""
+        return self._db
+
     def _read(self, identity: Identity) -> DeviceRecord | None:
         row = self._db.execute(
             "SELECT state FROM devices WHERE tenant = ? AND device_id = ?",

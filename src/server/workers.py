@@ -128,6 +128,8 @@ class Supervisor:
 
     async def run(self) -> None:
         ensure_bindable(self.settings.bind, "device mTLS")  # once, before workers share it
+        if self.settings.admin_bind:
+            ensure_bindable(self.settings.admin_bind, "operator API")
         metrics_server = self._serve_metrics()
         if self.settings.health_bind:
             self.health = await start_health_server(self.settings.health_bind)

@@ -1,0 +1,1 @@
+"""The operator side: a FleetService client and the ``audio-admin`` command line."""

@@ -1,0 +1,489 @@
+"""FleetService: the operator API. Each tenant sees and commands its own fleet, nothing else.
+
+The interceptor has already authenticated the operator and checked its role
+for the method (``METHOD_ROLES``); here every device and tenant a request
+names is scoped to the operator (``_scope``): another tenant's device is
+NOT_FOUND, exactly like a device that does not exist. Commands go to the
+device's live session wherever it is connected (``Fleet.command``), through
+the same state machine as its buttons. Every call that changes something, and
+every refused call, is an audit event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+
+from auth.errors import InvalidIdentifier
+from auth.identity import Identity, validate_id
+from auth.operators import Role
+from comms import admin_pb2 as apb
+from comms import admin_pb2_grpc as apb_grpc
+from server import metrics
+from server.audit import AuditEvent, AuditFilter, AuditLog, BadPageToken
+from server.commands import DISCONNECT, Command
+from server.device_view import DeviceView
+from server.errors import StoreUnavailable
+from server.fleet import DeviceOffline, Fleet
+from server.interceptor import OperatorCall, OperatorPolicy, Rejected, current_operator
+from server.state_machine import Button
+from server.store_guard import StoreGuard
+from server.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SERVICE = "audio.admin.v1.FleetService"
+_LEAST_ROLE = {
+    "ListDevices": Role.VIEWER,
+    "GetDevice": Role.VIEWER,
+    "WatchDevices": Role.VIEWER,
+    "ListAuditEvents": Role.VIEWER,
+    "ListSounds": Role.VIEWER,
+    "SetMode": Role.OPERATOR,
+    "Play": Role.OPERATOR,
+    "Stop": Role.OPERATOR,
+    "Disconnect": Role.OPERATOR,
+    "UploadSound": Role.OPERATOR,
+    "ResetSound": Role.OPERATOR,
+    "RevokeDevice": Role.ADMIN,
+    "UnrevokeDevice": Role.ADMIN,
+}
+METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in _LEAST_ROLE.items()}
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+WATCH_BACKLOG = 10_000  # changes a slow watcher may fall behind before its stream ends
+OFFLINE_TEXT = "device offline"
+
+
+class ApiError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(grpc.StatusCode.NOT_FOUND, f"{what} not found")
+
+
+@dataclass
+class Note:
+    """What an audit event says about the call; filled in as the request is understood."""
+
+    tenant: str = ""
+    target: str = ""
+    parameters: dict[str, object] = field(default_factory=dict)
+
+
+def page_size(requested: int) -> int:
+    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+def sound_proto(info: SoundInfo) -> apb.Sound:
+    return apb.Sound(
+        tenant=info.tenant,
+        mode=info.mode,
+        source=info.source,
+        filename=info.filename,
+        length_s=info.length_s,
+        sha256=info.sha256,
+        uploaded_unix=info.uploaded_at,
+        uploaded_by=info.uploaded_by,
+    )
+
+
+class FleetAdmin(apb_grpc.FleetServiceServicer):
+    def __init__(
+        self, fleet: Fleet, store: StoreGuard, audit: AuditLog, sounds: TenantSounds, mode_count: int
+    ) -> None:
+        self._fleet = fleet
+        self._store = store
+        self._audit = audit
+        self._sounds = sounds
+        self._mode_count = mode_count
+
+    def policy(self) -> OperatorPolicy:
+        return OperatorPolicy(METHOD_ROLES, self._refused)
+
+    # --- auditing ----------------------------------------------------------------
+
+    async def _refused(self, method: str, rejected: Rejected, auth: object | None, request_id: str) -> None:
+        """The interceptor refused an operator call: audited (under the operator's tenant, if known)."""
+        operator = getattr(auth, "operator", None)
+        await self._audit.record(
+            AuditEvent(
+                operator=getattr(auth, "spiffe_id", ""),
+                role=operator.role.label if operator is not None else "",
+                tenant=(operator.tenant or "") if operator is not None else "",
+                action=method.rsplit("/", 1)[-1],
+                target="",
+                parameters={"reason": rejected.reason},
+                result=rejected.code.name,
+                message=rejected.message,
+                request_id=request_id,
+            )
+        )
+        metrics.ADMIN_CALLS.labels(method=method.rsplit("/", 1)[-1], code=rejected.code.name).inc()
+
+    async def _record(
+        self, call: OperatorCall, action: str, note: Note, code: grpc.StatusCode, message: str
+    ) -> None:
+        await self._audit.record(
+            AuditEvent(
+                operator=call.auth.spiffe_id,
+                role=call.operator.role.label,
+                tenant=note.tenant or (call.operator.tenant or ""),
+                action=action,
+                target=note.target,
+                parameters=note.parameters,
+                result=code.name,
+                message=message,
+                request_id=call.request_id,
+            )
+        )
+
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        action: str,
+        work: Callable[[OperatorCall, Note], Awaitable[T]],
+        changes: bool,
+    ) -> T:
+        """Run one call: refusals become their status (audited); changes are audited when done."""
+        call, note = current_operator(), Note()
+        try:
+            result = await work(call, note)
+        except ApiError as exc:
+            await self._record(call, action, note, exc.code, exc.message)
+            metrics.ADMIN_CALLS.labels(method=action, code=exc.code.name).inc()
+            await context.abort(exc.code, exc.message)
+            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
+        except StoreUnavailable:
+            await self._record(call, action, note, grpc.StatusCode.UNAVAILABLE, "state store unavailable")
+            metrics.ADMIN_CALLS.labels(method=action, code="UNAVAILABLE").inc()
+            raise
+        if changes:
+            await self._record(call, action, note, grpc.StatusCode.OK, "")
+        metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()
+        return result
+
+    # --- scope ---------------------------------------------------------------------
+
+    def _tenant(self, call: OperatorCall, requested: str, *, all_allowed: bool = False) -> str | None:
+        """The tenant a request may act on: a tenant operator's own; for a platform operator the
+        one named (or every tenant, None, where ``all_allowed``)."""
+        operator = call.operator
+        if operator.tenant is not None:
+            if requested and requested != operator.tenant:
+                raise not_found(f"tenant {requested}")  # like one that does not exist
+            return operator.tenant
+        if not requested:
+            if all_allowed:
+                return None
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "a platform operator must name the tenant")
+        try:
+            return validate_id(requested, "tenant")
+        except InvalidIdentifier as exc:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+    async def _device(self, call: OperatorCall, ref: apb.DeviceRef, note: Note) -> DeviceView:
+        """The device a request names, if the operator may see it and it has ever been seen."""
+        note.target = ref.device_id[:64]
+        tenant = self._tenant(call, ref.tenant)
+        assert tenant is not None
+        note.tenant = tenant if call.operator.platform else ""
+        try:
+            identity = Identity(tenant, validate_id(ref.device_id, "device id"))
+        except InvalidIdentifier as exc:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        record = await self._store.load(identity)
+        if record is None or record.epoch == 0:
+            raise not_found(f"device {tenant}/{identity.device_id}")
+        (view,) = await self._fleet.views([record])
+        return view
+
+    async def _fresh(self, identity: Identity) -> DeviceView:
+        record = await self._store.load(identity)
+        assert record is not None
+        (view,) = await self._fleet.views([record])
+        return view
+
+    # --- reading -------------------------------------------------------------------
+
+    async def _matching(self, tenant: str | None, request: apb.ListDevicesRequest) -> list[DeviceView]:
+        records = await self._store.list_devices(tenant)
+        if request.search:
+            records = [r for r in records if request.search.lower() in r.identity.device_id]
+        views = await self._fleet.views(records)
+        if request.online == apb.ListDevicesRequest.ONLINE:
+            views = [v for v in views if v.online]
+        elif request.online == apb.ListDevicesRequest.OFFLINE:
+            views = [v for v in views if not v.online]
+        if request.HasField("mode"):
+            views = [v for v in views if v.record.mode == request.mode]
+        return views
+
+    async def ListDevices(
+        self, request: apb.ListDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> apb.ListDevicesResponse:
+        async def work(call: OperatorCall, note: Note) -> apb.ListDevicesResponse:
+            tenant = self._tenant(call, request.tenant, all_allowed=True)
+            views = await self._matching(tenant, request)
+            after = request.page_token
+            page = [v for v in views if f"{v.identity.tenant}/{v.identity.device_id}" > after][
+                : page_size(request.page_size)
+            ]
+            more = page and page[-1] is not views[-1]
+            last = page[-1].identity if more else None
+            return apb.ListDevicesResponse(
+                devices=[v.to_proto() for v in page],
+                next_page_token=f"{last.tenant}/{last.device_id}" if last else "",
+                total=len(views),
+            )
+
+        return await self._run(context, "ListDevices", work, changes=False)
+
+    async def GetDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
+        async def work(call: OperatorCall, note: Note) -> apb.Device:
+            return (await self._device(call, request, note)).to_proto()
+
+        return await self._run(context, "GetDevice", work, changes=False)
+
+    async def WatchDevices(
+        self, request: apb.WatchDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[apb.DeviceUpdate]:
+        """A snapshot, then every change anywhere in the fleet, for the operator's tenant(s)."""
+        changes: asyncio.Queue[tuple[DeviceView, str] | None] = asyncio.Queue()
+        scope: list[str | None] = []
+
+        async def on_change(view: DeviceView, change: str) -> None:
+            if scope and scope[0] not in (None, view.identity.tenant):
+                return
+            if changes.qsize() >= WATCH_BACKLOG:
+                changes.put_nowait(None)  # too far behind: end the stream, the operator watches again
+                return
+            changes.put_nowait((view, change))
+
+        async def snapshot(call: OperatorCall, note: Note) -> list[DeviceView]:
+            scope.append(self._tenant(call, request.tenant, all_allowed=True))
+            return await self._matching(scope[0], apb.ListDevicesRequest())
+
+        unwatch = self._fleet.watch(on_change)  # before the snapshot: no change falls between them
+        try:
+            views = await self._run(context, "WatchDevices", snapshot, changes=False)
+            for view in views:
+                yield apb.DeviceUpdate(kind=apb.DeviceUpdate.SNAPSHOT, device=view.to_proto())
+            yield apb.DeviceUpdate(kind=apb.DeviceUpdate.SNAPSHOT_END)
+            while True:
+                item = await changes.get()
+                if item is None:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "watcher fell too far behind; watch again"
+                    )
+                    return
+                view, change = item
+                yield apb.DeviceUpdate(kind=apb.DeviceUpdate.CHANGED, device=view.to_proto(), change=change)
+        finally:
+            unwatch()
+
+    async def ListAuditEvents(
+        self, request: apb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> apb.ListAuditEventsResponse:
+        async def work(call: OperatorCall, note: Note) -> apb.ListAuditEventsResponse:
+            tenant = self._tenant(call, request.tenant, all_allowed=True)
+            where = AuditFilter(request.action, request.device_id, request.operator, request.refused_only)
+            try:
+                events, token = await self._audit.list(
+                    tenant, page_size(request.page_size), request.page_token, where
+                )
+            except BadPageToken as exc:
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            return apb.ListAuditEventsResponse(
+                events=[
+                    apb.AuditEvent(
+                        id=e.id,
+                        time_unix=e.time,
+                        operator=e.operator,
+                        role=e.role,
+                        tenant=e.tenant,
+                        action=e.action,
+                        target=e.target,
+                        parameters=_json(e.parameters),
+                        result=e.result,
+                        message=e.message,
+                        request_id=e.request_id,
+                    )
+                    for e in events
+                ],
+                next_page_token=token,
+            )
+
+        return await self._run(context, "ListAuditEvents", work, changes=False)
+
+    # --- commands ------------------------------------------------------------------
+
+    async def _command(
+        self, call: OperatorCall, ref: apb.DeviceRef, note: Note, command: Command
+    ) -> apb.CommandResult:
+        view = await self._device(call, ref, note)
+        try:
+            node = await self._fleet.command(view.identity, command)
+        except DeviceOffline:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, OFFLINE_TEXT) from None
+        except TimeoutError:
+            raise ApiError(
+                grpc.StatusCode.UNAVAILABLE, "the server node holding the device did not answer; try again"
+            ) from None
+        return apb.CommandResult(device=(await self._fresh(view.identity)).to_proto(), node=node)
+
+    async def Play(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.CommandResult:
+        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
+            return await self._command(call, request, note, Command.press(Button.PLAY))
+
+        return await self._run(context, "Play", work, changes=True)
+
+    async def Stop(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.CommandResult:
+        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
+            return await self._command(call, request, note, Command.press(Button.STOP))
+
+        return await self._run(context, "Stop", work, changes=True)
+
+    async def Disconnect(
+        self, request: apb.DeviceRef, context: grpc.aio.ServicerContext
+    ) -> apb.CommandResult:
+        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
+            return await self._command(call, request, note, Command(DISCONNECT))
+
+        return await self._run(context, "Disconnect", work, changes=True)
+
+    async def SetMode(
+        self, request: apb.SetModeRequest, context: grpc.aio.ServicerContext
+    ) -> apb.CommandResult:
+        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
+            note.parameters["mode"] = request.mode
+            view = await self._device(call, request.device, note)
+            if request.mode >= self._mode_count:
+                raise ApiError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"mode {request.mode} is outside 0..{self._mode_count - 1}",
+                )
+            with contextlib.suppress(DeviceOffline):
+                try:
+                    node = await self._fleet.command(view.identity, Command.select_mode(request.mode))
+                except TimeoutError:
+                    raise ApiError(
+                        grpc.StatusCode.UNAVAILABLE, "the server node holding the device did not answer"
+                    ) from None
+                return apb.CommandResult(device=(await self._fresh(view.identity)).to_proto(), node=node)
+            await self._store.update_now(view.identity, {"mode": request.mode})  # its next connection
+            fresh = await self._fresh(view.identity)
+            self._fleet.publish_view(fresh, "mode")
+            return apb.CommandResult(device=fresh.to_proto(), stored_only=True)
+
+        return await self._run(context, "SetMode", work, changes=True)
+
+    async def RevokeDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
+        async def work(call: OperatorCall, note: Note) -> apb.Device:
+            view = await self._device(call, request, note)
+            serial = view.record.cert_serial
+            note.parameters["cert_serial"] = f"{serial:x}" if serial is not None else ""
+            await self._store.update_now(view.identity, {"revoked": True, "revoked_serial": serial})
+            await self._fleet.revoke(view.identity)  # every node ends its streams now
+            fresh = await self._fresh(view.identity)
+            self._fleet.publish_view(fresh, "revoked")
+            return fresh.to_proto()
+
+        return await self._run(context, "RevokeDevice", work, changes=True)
+
+    async def UnrevokeDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
+        async def work(call: OperatorCall, note: Note) -> apb.Device:
+            view = await self._device(call, request, note)
+            await self._store.update_now(view.identity, {"revoked": False, "revoked_serial": None})
+            fresh = await self._fresh(view.identity)
+            self._fleet.publish_view(fresh, "unrevoked")
+            return fresh.to_proto()
+
+        return await self._run(context, "UnrevokeDevice", work, changes=True)
+
+    # --- sounds --------------------------------------------------------------------
+
+    def _sound_tenant(self, call: OperatorCall, requested: str, note: Note) -> str:
+        tenant = self._tenant(call, requested)
+        assert tenant is not None
+        note.tenant = tenant if call.operator.platform else ""
+        return tenant
+
+    async def ListSounds(
+        self, request: apb.ListSoundsRequest, context: grpc.aio.ServicerContext
+    ) -> apb.ListSoundsResponse:
+        async def work(call: OperatorCall, note: Note) -> apb.ListSoundsResponse:
+            tenant = self._sound_tenant(call, request.tenant, note)
+            sounds = await self._guarded(self._sounds.list(tenant))
+            return apb.ListSoundsResponse(sounds=[sound_proto(s) for s in sounds])
+
+        return await self._run(context, "ListSounds", work, changes=False)
+
+    async def UploadSound(
+        self, request_iterator: AsyncIterator[apb.UploadSoundChunk], context: grpc.aio.ServicerContext
+    ) -> apb.Sound:
+        async def work(call: OperatorCall, note: Note) -> apb.Sound:
+            data, first = bytearray(), None
+            async for chunk in request_iterator:
+                if first is None:
+                    first = chunk
+                    note.parameters.update(mode=chunk.mode, filename=chunk.filename[:200])
+                    note.target = f"mode {chunk.mode}"
+                    tenant = self._sound_tenant(call, chunk.tenant, note)
+                data += chunk.data
+                if len(data) > self._sounds.max_bytes:
+                    raise ApiError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the file is larger than {self._sounds.max_bytes} bytes",
+                    )
+            if first is None:
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "no data: send the mode and the file")
+            note.parameters["bytes"] = len(data)
+            try:
+                info = await self._guarded(
+                    self._sounds.upload(tenant, first.mode, first.filename, bytes(data), call.auth.spiffe_id)
+                )
+            except SoundRejected as exc:
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            note.parameters["sha256"] = info.sha256
+            return sound_proto(info)
+
+        return await self._run(context, "UploadSound", work, changes=True)
+
+    async def ResetSound(
+        self, request: apb.ResetSoundRequest, context: grpc.aio.ServicerContext
+    ) -> apb.Sound:
+        async def work(call: OperatorCall, note: Note) -> apb.Sound:
+            tenant = self._sound_tenant(call, request.tenant, note)
+            note.target, note.parameters["mode"] = f"mode {request.mode}", request.mode
+            try:
+                info = await self._guarded(self._sounds.reset(tenant, request.mode))
+            except SoundRejected as exc:
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            return sound_proto(info)
+
+        return await self._run(context, "ResetSound", work, changes=True)
+
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records'."""
+        try:
+            return await work
+        except (SoundRejected, ApiError):
+            raise
+        except Exception as exc:
+            log.warning("admin.store_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            raise StoreUnavailable("state store unavailable") from None
+
+
+def _json(parameters: dict[str, object]) -> str:
+    return json.dumps(parameters, separators=(",", ":"), sort_keys=True)
