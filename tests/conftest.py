@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from admin.client import FleetClient
 from auth.tls import TlsMaterial
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
@@ -110,3 +111,23 @@ def connect(pki: EphemeralPki) -> Connect:
             await client.close()
 
     return _connect
+
+
+Admin = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+@pytest.fixture
+def admin(pki: EphemeralPki) -> Admin:
+    """``async with admin(app, "acme", role="viewer") as stub`` -> a FleetService stub as that operator."""
+
+    @asynccontextmanager
+    async def _admin(
+        app: AudioServer, tenant: str | None = "acme", role: str = "admin", name: str = "ops",
+        tls: TlsMaterial | None = None,
+    ) -> AsyncIterator[Any]:  # fmt: skip
+        async with FleetClient(
+            f"127.0.0.1:{app.admin_port}", tls or pki.operator_tls(tenant, name, role)
+        ) as c:
+            yield c.stub
+
+    return _admin

@@ -6,8 +6,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from comms.audio_format import SAMPLE_RATE
 from device.audio_sink import RecordingSink
 from server.admin_service import METHOD_ROLES
 from server.app import AudioServer
-from tests.conftest import Connect, ServerFactory
+from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import (
     MODE,
     EphemeralPki,
@@ -36,25 +35,6 @@ from tests.helpers import (
     wait_for,
 )
 from tests.test_security import create_session
-
-Admin = Callable[..., Any]
-
-
-@pytest.fixture
-def admin(pki: EphemeralPki) -> Callable[..., Any]:
-    """``async with admin(app, "acme", role="viewer") as stub`` -> a FleetService stub as that operator."""
-
-    @asynccontextmanager
-    async def _admin(
-        app: AudioServer, tenant: str | None = "acme", role: str = "admin", name: str = "ops",
-        tls: TlsMaterial | None = None,
-    ) -> AsyncIterator[Any]:  # fmt: skip
-        async with FleetClient(
-            f"127.0.0.1:{app.admin_port}", tls or pki.operator_tls(tenant, name, role)
-        ) as c:
-            yield c.stub
-
-    return _admin
 
 
 def ref(device: str, tenant: str = "") -> apb.DeviceRef:

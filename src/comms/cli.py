@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -107,8 +107,15 @@ def _metavar(name: str) -> str:
     return _UNIT_METAVARS.get(last, last.upper())
 
 
+Configure = Callable[[argparse.ArgumentParser], None]
+
+
 def build_parser(
-    cls: type[BaseSettings], prog: str, description: str, extra: Sequence[tuple[str, str]] = ()
+    cls: type[BaseSettings],
+    prog: str,
+    description: str,
+    extra: Sequence[tuple[str, str]] = (),
+    configure: Configure | None = None,
 ) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
@@ -137,6 +144,8 @@ def build_parser(
         else:
             kwargs["metavar"] = "JSON" if _is_json(field) else _metavar(name)
         parser.add_argument(flag(name), **kwargs)
+    if configure is not None:  # a program's own arguments (e.g. audio-admin's commands)
+        configure(parser)
     return parser
 
 
@@ -166,10 +175,15 @@ def _where(cls: type[BaseSettings], name: str, given: set[str], dotenv: Mapping[
 
 
 def load_settings(
-    cls: type[S], prog: str, argv: Sequence[str], description: str = "", extra: Sequence[tuple[str, str]] = ()
+    cls: type[S],
+    prog: str,
+    argv: Sequence[str],
+    description: str = "",
+    extra: Sequence[tuple[str, str]] = (),
+    configure: Configure | None = None,
 ) -> tuple[S, argparse.Namespace]:
     """Parse ``argv`` into ``cls``; raise ``SettingsError`` with one clear line on any problem."""
-    parser = build_parser(cls, prog, description, extra)
+    parser = build_parser(cls, prog, description, extra, configure)
     namespace = parser.parse_args(list(argv))
     env_file = Path(ENV_FILE)
     dotenv = {k.upper(): v for k, v in dotenv_values(env_file).items()} if env_file.is_file() else {}
@@ -197,11 +211,12 @@ def parse_settings(
     argv: Sequence[str] | None,
     description: str = "",
     extra: Sequence[tuple[str, str]] = (),
+    configure: Configure | None = None,
 ) -> tuple[S, argparse.Namespace] | None:
     """``load_settings`` for a program's ``main``: on a problem print one line and return None."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return load_settings(cls, prog, args, description, extra)
+        return load_settings(cls, prog, args, description, extra, configure)
     except SettingsError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return None

@@ -1,0 +1,339 @@
+"""``audio-admin``: the operator API from a terminal. Tables for people, ``--json`` for scripts.
+
+    audio-admin --tenant acme --operator alice devices list [--watch]
+    audio-admin ... devices show|play|stop|disconnect|revoke|unrevoke DEVICE
+    audio-admin ... devices mode DEVICE N
+    audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
+    audio-admin ... audit list [--device D] [--action A] [--refused]
+
+Every failure is one line on stderr (offline device, not found, permission
+denied with the role needed, an unreachable server) and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from admin.client import FleetClient
+from admin.settings import AdminSettings
+from auth.errors import PkiError
+from comms import admin_pb2 as apb
+from comms.cli import parse_settings
+
+PROG = "audio-admin"
+CHUNK = 256 * 1024
+EXIT_FAILED = 1
+_CODE_WORDS = {
+    grpc.StatusCode.NOT_FOUND: "not found",
+    grpc.StatusCode.PERMISSION_DENIED: "",  # the server's text already says "permission denied: ..."
+    grpc.StatusCode.FAILED_PRECONDITION: "",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid",
+    grpc.StatusCode.UNAUTHENTICATED: "not accepted as an operator",
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "no answer in time",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="Print JSON (one object per line for --watch)")
+    topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit}")
+    devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
+        dest="action", required=True
+    )
+    listing = devices.add_parser("list", help="the tenant's devices (every tenant's for a platform operator)")
+    listing.add_argument("--watch", action="store_true", help="then print every change as it happens")
+    online = listing.add_mutually_exclusive_group()
+    online.add_argument("--online", action="store_true", help="only devices online now")
+    online.add_argument("--offline", action="store_true", help="only devices offline now")
+    listing.add_argument("--mode", type=int, help="only devices in this mode")
+    listing.add_argument("--search", default="", help="device ids containing this")
+    for name, text in (
+        ("show", "everything about one device"),
+        ("play", "press Play on the device (like its button)"),
+        ("stop", "press Stop on the device"),
+        ("disconnect", "end the device's session (it reconnects)"),
+        ("revoke", "deny the device at once, on every replica, until unrevoked (admin)"),
+        ("unrevoke", "lift a revocation (admin)"),
+    ):
+        devices.add_parser(name, help=text).add_argument("device")
+    mode = devices.add_parser("mode", help="set the mode (stored for its next connection when offline)")
+    mode.add_argument("device")
+    mode.add_argument("mode", type=int)
+    sounds = topics.add_parser("sounds", help="the tenant's sounds per mode").add_subparsers(
+        dest="action", required=True
+    )
+    sounds.add_parser("list", help="the sound of every mode")
+    upload = sounds.add_parser("upload", help="use FILE (any format libsndfile reads) for a mode")
+    upload.add_argument("--mode", type=int, required=True)
+    upload.add_argument("file", type=Path)
+    reset = sounds.add_parser("reset", help="back to the built-in sound")
+    reset.add_argument("--mode", type=int, required=True)
+    audit = topics.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    events = audit.add_parser("list", help="newest first")
+    events.add_argument("--device", default="")
+    events.add_argument("--action", dest="audit_action", default="")
+    events.add_argument("--by", default="", help="operator name")
+    events.add_argument("--refused", action="store_true", help="only refused calls")
+    events.add_argument("--limit", type=int, default=50)
+
+
+# --- output -------------------------------------------------------------------------
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def when(unix: float) -> str:
+    if not unix:
+        return "-"
+    ago = time.time() - unix
+    if ago < 120:
+        return f"{ago:.0f} s ago"
+    if ago < 7200:
+        return f"{ago / 60:.0f} min ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+DEVICE_HEADER = ("DEVICE", "STATE", "NODE", "MODE", "PLAYING", "BATTERY", "LAST SEEN", "CERT", "LAST END")
+
+
+def device_row(device: apb.Device, with_tenant: bool) -> list[str]:
+    state = "revoked" if device.revoked else ("online" if device.online else "offline")
+    playing = (
+        f"mode {device.playing.mode} {device.playing.position_s:.0f}/{device.playing.length_s:.0f} s"
+        if device.HasField("playing")
+        else "-"
+    )
+    battery = f"{device.battery_level:.0%}" if device.HasField("battery_level") else "-"
+    cert = f"{device.cert_days_left} d" if device.HasField("cert_days_left") else "-"
+    if device.HasField("cert_days_left") and device.cert_days_left < 30:
+        cert += " (renew)"
+    name = f"{device.tenant}/{device.device_id}" if with_tenant else device.device_id
+    last_seen = "now" if device.online else when(device.last_seen_unix)
+    return [name, state, device.node or "-", str(device.mode), playing, battery, last_seen, cert,
+            device.last_disconnect_reason or "-"]  # fmt: skip
+
+
+def show_device(device: apb.Device) -> str:
+    lines = [f"{device.tenant}/{device.device_id}"]
+    facts = dict(zip(DEVICE_HEADER[1:], device_row(device, False)[1:], strict=True))
+    facts["CONNECTED SINCE"] = when(device.connected_since_unix) if device.online else "-"
+    facts["SESSION"] = device.session_id or "-"
+    facts["CERT SERIAL"] = device.cert_serial or "-"
+    facts["BUTTONS"] = ", ".join(device.buttons) or "-"
+    facts["LEDS"] = ", ".join(f"{led.index}: {led.label}" for led in device.leds)
+    lines += [f"  {name.lower():<16} {value}" for name, value in facts.items()]
+    return "\n".join(lines)
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+class Cli:
+    def __init__(self, settings: AdminSettings, args: argparse.Namespace, client: FleetClient) -> None:
+        self.settings = settings
+        self.args = args
+        self.stub = client.stub
+        self.tenant = settings.tenant or ""
+        self.json = bool(args.json)
+
+    def out(self, message: Message, text: str) -> None:
+        print(json.dumps(as_dict(message)) if self.json else text, flush=True)
+
+    def ref(self) -> apb.DeviceRef:
+        return apb.DeviceRef(tenant=self.tenant, device_id=self.args.device)
+
+    async def run(self) -> None:
+        handler = getattr(self, f"{self.args.topic}_{self.args.action}")
+        await handler()
+
+    async def devices_list(self) -> None:
+        request = apb.ListDevicesRequest(tenant=self.tenant, search=self.args.search, page_size=1000)
+        if self.args.online:
+            request.online = apb.ListDevicesRequest.ONLINE
+        elif self.args.offline:
+            request.online = apb.ListDevicesRequest.OFFLINE
+        if self.args.mode is not None:
+            request.mode = self.args.mode
+        if self.args.watch:
+            await self.watch()
+            return
+        devices: list[apb.Device] = []
+        while True:
+            page = await self.stub.ListDevices(request, timeout=self.settings.timeout_s)
+            devices += page.devices
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+        if self.json:
+            print(json.dumps([as_dict(d) for d in devices]))
+            return
+        many_tenants = len({d.tenant for d in devices}) > 1
+        print(table([device_row(d, many_tenants) for d in devices], DEVICE_HEADER))
+        online = sum(d.online for d in devices)
+        print(f"{len(devices)} devices, {online} online")
+
+    async def watch(self) -> None:
+        call = self.stub.WatchDevices(apb.WatchDevicesRequest(tenant=self.tenant))
+        rows: list[list[str]] = []
+        async for update in call:
+            if self.json:
+                print(json.dumps(as_dict(update)), flush=True)
+            elif update.kind == apb.DeviceUpdate.SNAPSHOT:
+                rows.append(device_row(update.device, not self.tenant))
+            elif update.kind == apb.DeviceUpdate.SNAPSHOT_END:
+                print(table(rows, DEVICE_HEADER), flush=True)
+                print("-- watching; Ctrl-C stops --", flush=True)
+            else:
+                row = "  ".join(device_row(update.device, True))
+                print(f"{time.strftime('%H:%M:%S')} {update.change:<12} {row}", flush=True)
+
+    async def devices_show(self) -> None:
+        device = await self.stub.GetDevice(self.ref(), timeout=self.settings.timeout_s)
+        self.out(device, show_device(device))
+
+    async def _command(self, method: str, what: str) -> None:
+        result = await getattr(self.stub, method)(self.ref(), timeout=self.settings.timeout_s)
+        self.out(result, f"{what} {self.args.device} (on {result.node})")
+
+    async def devices_play(self) -> None:
+        await self._command("Play", "played on")
+
+    async def devices_stop(self) -> None:
+        await self._command("Stop", "stopped")
+
+    async def devices_disconnect(self) -> None:
+        await self._command("Disconnect", "disconnected")
+
+    async def devices_revoke(self) -> None:
+        device = await self.stub.RevokeDevice(self.ref(), timeout=self.settings.timeout_s)
+        self.out(device, f"revoked {self.args.device}: its streams are ended and every call refused")
+
+    async def devices_unrevoke(self) -> None:
+        device = await self.stub.UnrevokeDevice(self.ref(), timeout=self.settings.timeout_s)
+        self.out(device, f"unrevoked {self.args.device}: it may connect again")
+
+    async def devices_mode(self) -> None:
+        request = apb.SetModeRequest(device=self.ref(), mode=self.args.mode)
+        result = await self.stub.SetMode(request, timeout=self.settings.timeout_s)
+        where = "stored for its next connection (offline)" if result.stored_only else f"on {result.node}"
+        self.out(result, f"mode {self.args.mode} for {self.args.device}: {where}")
+
+    async def sounds_list(self) -> None:
+        sounds = (await self.stub.ListSounds(apb.ListSoundsRequest(tenant=self.tenant))).sounds
+        if self.json:
+            print(json.dumps([as_dict(s) for s in sounds]))
+            return
+        rows = [
+            [str(s.mode), s.source, f"{s.length_s:.1f} s", s.filename or "-", when(s.uploaded_unix),
+             s.uploaded_by.rsplit("/", 1)[-1] or "-"]
+            for s in sounds
+        ]  # fmt: skip
+        print(table(rows, ("MODE", "SOURCE", "LENGTH", "FILE", "UPLOADED", "BY")))
+
+    async def sounds_upload(self) -> None:
+        path: Path = self.args.file
+        try:
+            data = path.read_bytes()  # noqa: ASYNC240 - one file, before anything is sent
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+        async def chunks() -> AsyncIterator[apb.UploadSoundChunk]:
+            yield apb.UploadSoundChunk(tenant=self.tenant, mode=self.args.mode, filename=path.name)
+            for start in range(0, len(data), CHUNK):
+                yield apb.UploadSoundChunk(data=data[start : start + CHUNK])
+
+        sound = await self.stub.UploadSound(chunks(), timeout=max(self.settings.timeout_s, 120))
+        self.out(sound, f"mode {sound.mode}: {path.name} ({sound.length_s:.1f} s) from the next Play on")
+
+    async def sounds_reset(self) -> None:
+        request = apb.ResetSoundRequest(tenant=self.tenant, mode=self.args.mode)
+        sound = await self.stub.ResetSound(request, timeout=self.settings.timeout_s)
+        self.out(sound, f"mode {sound.mode}: back to the built-in sound ({sound.length_s:.1f} s)")
+
+    async def audit_list(self) -> None:
+        request = apb.ListAuditEventsRequest(
+            tenant=self.tenant,
+            page_size=self.args.limit,
+            device_id=self.args.device,
+            action=self.args.audit_action,
+            operator=self.args.by,
+            refused_only=self.args.refused,
+        )
+        events = (await self.stub.ListAuditEvents(request, timeout=self.settings.timeout_s)).events
+        if self.json:
+            print(json.dumps([as_dict(e) for e in events]))
+            return
+        rows = [
+            [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time_unix)), e.operator.split("/", 3)[-1],
+             e.role, e.action, e.target or "-", e.result, e.message or e.parameters]
+            for e in events
+        ]  # fmt: skip
+        print(table(rows, ("TIME", "OPERATOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL")))
+
+
+class CliError(Exception):
+    """A failure to print as one line."""
+
+
+def explain(error: grpc.aio.AioRpcError, settings: AdminSettings) -> str:
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and (
+        "connect" in details.lower() or "handshake" in details.lower()
+    ):
+        return f"cannot reach the operator API at {settings.server}: {details}"
+    words = _CODE_WORDS.get(code, code.name.lower().replace("_", " "))
+    return f"{words}: {details}" if words else details
+
+
+async def run(settings: AdminSettings, args: argparse.Namespace) -> int:
+    try:
+        material = settings.material()
+    except PkiError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    async with FleetClient(settings.server, material, settings.server_name) as client:
+        try:
+            await Cli(settings, args, client).run()
+        except grpc.aio.AioRpcError as exc:
+            print(f"{PROG}: {explain(exc, settings)}", file=sys.stderr)
+            return EXIT_FAILED
+        except CliError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parsed = parse_settings(AdminSettings, PROG, argv, __doc__ or "", configure=configure)
+    if parsed is None:
+        return EXIT_FAILED
+    settings, args = parsed
+    try:
+        return asyncio.run(run(settings, args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
