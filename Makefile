@@ -7,12 +7,13 @@ DEV_PKI := certs/dev
 BIND   ?= 127.0.0.1:50051
 HEALTH_BIND  ?= 127.0.0.1:8081
 METRICS_BIND ?= 127.0.0.1:9464
+ADMIN_BIND   ?= 127.0.0.1:50052
 VAR    := var# make run keeps device state and the clip cache here, inside the checkout (make clean resets it)
 ARGS   ?=#    extra flags for make run / make sim, e.g. make run ARGS="--mode-count 8"
 TENANT ?= acme
 DEVICE ?= dev-1
 
-.PHONY: help demo run sim test lint proto bench pki clean
+.PHONY: help demo run sim admin test lint proto bench pki clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 16
@@ -31,18 +32,26 @@ $(DEV_PKI)/ca.crt: | $(STAMP)
 $(DEV_PKI)/signing: | $(DEV_PKI)/ca.crt
 	$(PY) scripts/gen_certs.py signing-key --out $(DEV_PKI)
 
-pki: $(DEV_PKI)/ca.crt $(DEV_PKI)/signing  ## the development PKI (CA, localhost server, 3 devices, signing key)
+# A dev PKI made before the operator API lacks the dev operator: add it.
+$(DEV_PKI)/operators/acme/dev-admin.crt: | $(DEV_PKI)/ca.crt
+	$(PY) scripts/gen_certs.py operator --out $(DEV_PKI) --tenant acme --name dev-admin --role admin
+
+pki: $(DEV_PKI)/ca.crt $(DEV_PKI)/signing $(DEV_PKI)/operators/acme/dev-admin.crt  ## the development PKI (CA, localhost server, 3 devices, operator acme/dev-admin, signing key)
 
 demo: $(STAMP) pki  ## end to end: server + headless device, prints a report
 	$(PY) scripts/demo.py --pki-dir $(DEV_PKI)
 
 run: $(STAMP) pki  ## the server on 127.0.0.1:50051 with the dev PKI, state in var/ (ARGS="..." adds flags)
 	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND) --health-bind $(HEALTH_BIND) --metrics-bind $(METRICS_BIND) \
+		--admin-bind $(ADMIN_BIND) \
 		--state-path $(VAR)/devices.sqlite3 --cache-dir $(VAR)/cache $(ARGS)
 
 sim: $(STAMP) pki  ## a simulated device (TENANT=acme DEVICE=dev-1) against make run, in this terminal
 	$(PY) -m device --simulate --pki-dir $(DEV_PKI) --server $(BIND) --tenant $(TENANT) --device $(DEVICE) \
 		--record-dir $(VAR)/recordings $(ARGS)
+
+admin: $(STAMP) pki  ## audio-admin as the dev operator against make run, e.g. make admin ARGS="devices list"
+	$(PY) -m admin --server $(ADMIN_BIND) --pki-dir $(DEV_PKI) --tenant acme --operator dev-admin $(ARGS)
 
 lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/ruff check src tests scripts bench

@@ -3,8 +3,10 @@
 
 Provisions a development PKI if absent, starts the real server (mTLS) on
 127.0.0.1, connects a headless device with its certificate and walks it
-through Mode, Play, Stop (mid long sound), Play, Mode, Play (preempt). Prints
-what the device saw and heard; exits 0 only if every check passed.
+through Mode, Play, Stop (mid long sound), Play, Mode, Play (preempt). Then
+the operator side: ``audio-admin`` (the dev operator's certificate) lists the
+device, plays on it, and shows the audit line. Prints what the device saw and
+heard; exits 0 only if every check passed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ SHAPES = ("square", "rhomboid", "triangle", "circle")
 COLOURS = ("white", "amber", "magenta", "cyan")
 START_TIMEOUT_S = 120.0
 STEP_TIMEOUT_S = 10.0
+DEV_OPERATOR = "dev-admin"
 
 
 def free_port() -> int:
@@ -163,6 +166,40 @@ async def scenario(target: str, pki_dir: Path, out_dir: Path) -> list[Check]:
     return checks
 
 
+def admin_cli(admin_target: str, pki_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "admin", "--server", admin_target, "--pki-dir", str(pki_dir),
+               "--tenant", "acme", "--operator", DEV_OPERATOR, *args]  # fmt: skip
+    print(f"\n$ audio-admin --tenant acme --operator {DEV_OPERATOR} {' '.join(args)}")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    print(result.stdout.rstrip() or result.stderr.rstrip())
+    return result
+
+
+async def operator_side(target: str, admin_target: str, pki_dir: Path) -> list[Check]:
+    """The dev operator lists the device, plays on it from the CLI, and reads the audit log."""
+    tls = load_tls_material(
+        pki_dir / "devices/acme/dev-1.crt", pki_dir / "devices/acme/dev-1.key", pki_dir / "ca.crt"
+    )
+    sink = RecordingSink()
+    checks: list[Check] = []
+    async with DeviceClient(target, tls, sink) as device:
+        await until(lambda: device.status_requests >= 1)
+        listing = await asyncio.to_thread(admin_cli, admin_target, pki_dir, "devices", "list")
+        row = next((line for line in listing.stdout.splitlines() if line.startswith("dev-1 ")), "")
+        checks.append(
+            Check("operator lists acme/dev-1 as online", listing.returncode == 0 and "online" in row)
+        )
+        played = await asyncio.to_thread(admin_cli, admin_target, pki_dir, "devices", "play", "dev-1")
+        heard = await until(lambda: bool(sink.sounds) and sink.sounds[0].packets > 0)
+        checks.append(Check("audio-admin devices play -> the device plays", played.returncode == 0 and heard))
+        audit = await asyncio.to_thread(admin_cli, admin_target, pki_dir, "audit", "list", "--limit", "1")
+        line = audit.stdout.splitlines()[-1] if audit.stdout else ""
+        checks.append(
+            Check("the play is in the audit log", "Play" in line and "OK" in line and DEV_OPERATOR in line)
+        )
+    return checks
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pki-dir", type=Path, default=ROOT / "certs" / "dev")
@@ -174,6 +211,9 @@ def main() -> int:
         subprocess.run([*gen_certs, "dev", "--out", str(args.pki_dir)], check=True)
     if not (args.pki_dir / "signing").exists():  # a dev PKI from before session tokens
         subprocess.run([*gen_certs, "signing-key", "--out", str(args.pki_dir)], check=True)
+    if not (args.pki_dir / "operators" / "acme" / f"{DEV_OPERATOR}.crt").exists():  # from before operators
+        operator = ["operator", "--tenant", "acme", "--name", DEV_OPERATOR, "--role", "admin"]
+        subprocess.run([*gen_certs, *operator, "--out", str(args.pki_dir)], check=True)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     port, admin_port = free_port(), free_port()
@@ -214,6 +254,8 @@ def main() -> int:
                 time.sleep(0.1)
             print("device acme/dev-1 connecting with its client certificate ...")
             checks = asyncio.run(scenario(f"127.0.0.1:{port}", args.pki_dir, args.out))
+            print("\nthe operator side, with the dev operator's certificate:")
+            checks += asyncio.run(operator_side(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", args.pki_dir))
         finally:
             server.send_signal(signal.SIGTERM)
             try:

@@ -44,6 +44,7 @@ from auth.operators import OperatorIdentity, Role  # noqa: E402
 from auth.revocation import CRL_FILE, revoke  # noqa: E402
 
 DEV_DEVICES = (("acme", "dev-1"), ("acme", "dev-2"), ("globex", "dev-1"))
+DEV_OPERATORS = (("acme", "dev-admin", "admin"),)  # make run / make admin / make demo use it
 DEV_DNS = ("localhost",)
 DEV_IPS = ("127.0.0.1", "::1")
 SIGNING_DIR = "signing"
@@ -194,6 +195,8 @@ def cmd_dev(out: Path, trust_domain: str, force: bool) -> None:
     cmd_server(out, DEV_DNS, DEV_IPS, force)
     for tenant, device in DEV_DEVICES:
         cmd_device(out, tenant, device, trust_domain, force)
+    for tenant, name, role in DEV_OPERATORS:
+        cmd_operator(out, tenant, name, role, trust_domain, force)
     cmd_signing_key(out)
 
 
@@ -229,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="the operator's name (a-z, 0-9, - and _)")
     p.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
-    p = sub.add_parser("dev", help="a complete development PKI (CA, localhost server, 3 devices)")
+    p = sub.add_parser(
+        "dev", help="a complete development PKI (CA, localhost server, 3 devices, operator acme/dev-admin)"
+    )
     common(p)
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
     p = sub.add_parser("signing-key", help="a new Ed25519 token signing key in DIR/signing")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from admin.settings import AdminSettings
 from device.settings import DeviceSettings
 from server import leds
 from server.settings import ServerSettings
@@ -16,7 +17,8 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 @pytest.mark.parametrize(
     ("prefix", "name"),
     [("AUDIO_SERVER_", n) for n in ServerSettings.model_fields]
-    + [("AUDIO_DEVICE_", n) for n in DeviceSettings.model_fields],
+    + [("AUDIO_DEVICE_", n) for n in DeviceSettings.model_fields]
+    + [("AUDIO_ADMIN_", n) for n in AdminSettings.model_fields],
 )
 def test_every_setting_is_documented(prefix: str, name: str) -> None:
     assert f"`{prefix}{name.upper()}`" in README

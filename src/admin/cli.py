@@ -286,10 +286,14 @@ class Cli:
             return
         rows = [
             [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time_unix)), e.operator.split("/", 3)[-1],
-             e.role, e.action, e.target or "-", e.result, e.message or e.parameters]
+             e.role, e.action, e.target or "-", e.result, e.message or _params(e.parameters)]
             for e in events
         ]  # fmt: skip
         print(table(rows, ("TIME", "OPERATOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL")))
+
+
+def _params(parameters: str) -> str:
+    return "-" if parameters in ("", "{}") else parameters
 
 
 class CliError(Exception):
