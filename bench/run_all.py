@@ -16,7 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from auth.tls import TlsMaterial  # noqa: E402
-from bench import bench_device, bench_latency, bench_scale, bench_sessions, bench_streams  # noqa: E402
+from bench import (  # noqa: E402
+    bench_admin,
+    bench_device,
+    bench_latency,
+    bench_scale,
+    bench_sessions,
+    bench_streams,
+)
 from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 
@@ -35,6 +42,7 @@ def main() -> int:
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         with server_process(pki_dir, Path(tmp) / "cache") as server:
             asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
+    bench_admin.run()
     if not args.no_scale:
         bench_scale.run()
     return 0
