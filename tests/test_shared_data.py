@@ -1,0 +1,61 @@
+"""Operator data primitives on every backend: blobs, tables, logs kept by count and age."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from server.redis_store import RedisStore
+from server.shared_data import SharedData, shared_data_for
+from server.store import DeviceStore, MemoryStore, SqliteStore
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def data(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedData]:
+    store: DeviceStore
+    if request.param == "memory":
+        store = MemoryStore()
+    elif request.param == "sqlite":
+        store = await SqliteStore.open(tmp_path / "state.sqlite3")
+    else:
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        store = await RedisStore.open(redis_server.url)
+    yield await shared_data_for(store)
+    await store.close()
+
+
+async def test_blobs_round_trip_bytes(data: SharedData) -> None:
+    blob = bytes(range(256)) * 100
+    await data.put_blob("sound:abc", blob)
+    assert await data.get_blob("sound:abc") == blob
+    assert await data.get_blob("sound:missing") is None
+
+
+async def test_tables_set_replace_and_delete(data: SharedData) -> None:
+    await data.set_entry("sounds:acme", "1", '{"a": 1}')
+    await data.set_entry("sounds:acme", "1", '{"a": 2}')
+    await data.set_entry("sounds:acme", "2", "{}")
+    await data.set_entry("sounds:globex", "1", "{}")
+    assert await data.entries("sounds:acme") == {"1": '{"a": 2}', "2": "{}"}
+    await data.set_entry("sounds:acme", "2", None)
+    assert await data.entries("sounds:acme") == {"1": '{"a": 2}'}
+    assert await data.entries("sounds:nobody") == {}
+
+
+async def test_logs_are_newest_first_paged_and_kept_by_count(data: SharedData) -> None:
+    ids = [await data.append("audit:x", f"e{i}", keep=5, max_age_s=3600) for i in range(8)]
+    newest = await data.recent("audit:x", 3, None)
+    assert [e for _, e in newest] == ["e7", "e6", "e5"]
+    rest = await data.recent("audit:x", 10, newest[-1][0])
+    assert [e for _, e in rest] == ["e4", "e3"]  # only 5 kept
+    assert [i for i, _ in [*newest, *rest]] == list(reversed(ids))[:5]
+    assert await data.recent("audit:other", 10, None) == []
+
+
+async def test_logs_drop_what_is_older_than_the_age(data: SharedData) -> None:
+    await data.append("audit:y", "old", keep=100, max_age_s=3600)
+    await data.append("audit:y", "new", keep=100, max_age_s=-1)  # everything is "older" now
+    assert [e for _, e in await data.recent("audit:y", 10, None)] == []
