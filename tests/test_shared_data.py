@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from server.redis_store import RedisStore
 from server.shared_data import SharedData, shared_data_for
-from server.store import DeviceStore, MemoryStore, SqliteStore
-from tests.redis_server import RedisServer
+from server.store import DeviceStore
+from tests.test_store import store
+
+__all__ = ["store"]  # the fixture, shared with the device store's tests
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def data(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedData]:
-    store: DeviceStore
-    if request.param == "memory":
-        store = MemoryStore()
-    elif request.param == "sqlite":
-        store = await SqliteStore.open(tmp_path / "state.sqlite3")
-    else:
-        redis_server: RedisServer = request.getfixturevalue("redis_server")
-        store = await RedisStore.open(redis_server.url)
-    yield await shared_data_for(store)
-    await store.close()
+@pytest.fixture
+async def data(store: DeviceStore) -> SharedData:
+    """The operator data of each backend, beside its device store (the ``store`` fixture's three)."""
+    return await shared_data_for(store)
 
 
 async def test_blobs_round_trip_bytes(data: SharedData) -> None:

@@ -25,7 +25,7 @@ import contextvars
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -220,6 +220,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     },
                 )
 
+    def _acquire(self, who: Hashable, kind: str) -> None:
+        """One more concurrent call of ``who``, or RESOURCE_EXHAUSTED (released by the caller)."""
+        if not self._limiter.acquire(who):
+            raise Rejected(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too_many_calls",
+                f"too many concurrent calls for this {kind} (limit {self._limiter.limit})",
+            )
+
     @contextlib.asynccontextmanager
     async def _admit_operator(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
         assert self._operators is not None
@@ -229,12 +238,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             auth = self._authenticate_operator(context, method)
             self._authorise(auth, method)
-            if not self._limiter.acquire(auth.spiffe_id):
-                raise Rejected(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "too_many_calls",
-                    f"too many concurrent calls for this operator (limit {self._limiter.limit})",
-                )
+            self._acquire(auth.spiffe_id, "operator")
         except Rejected as rejected:
             await self._operators.on_refused(method, rejected, auth, request_id)
             fields = {"operator": auth.spiffe_id} if auth is not None else {}
@@ -255,12 +259,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._handshakes.call_from(str(context.peer()))
         try:
             auth = await self._authenticate(context, method)
-            if not self._limiter.acquire(auth.identity):
-                raise Rejected(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "too_many_calls",
-                    f"too many concurrent calls for this device (limit {self._limiter.limit})",
-                )
+            self._acquire(auth.identity, "device")
         except Rejected as rejected:
             await abort_rejected(context, rejected, method=method, peer=context.peer())
         self._check_legacy_metadata(context, auth, method)
