@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the Debian packages the service needs are present: libopus0 (Opus
 # codec used through opuslib) and a Python >= 3.11 with venv; with WITH_REDIS=1
-# also redis-server (for the tests). Installs them
+# also redis-server, with WITH_BROWSER=1 Debian's chromium (both for the tests). Installs them
 # with apt-get when run as root; otherwise says exactly what to run.
 set -euo pipefail
 
@@ -18,6 +18,9 @@ elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
 fi
 if [ "${WITH_REDIS:-0}" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
     missing+=(redis-server)  # the tests start their own on free ports (state_backend=redis)
+fi
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    missing+=(chromium)  # the console's browser tests drive it headless (Playwright)
 fi
 if [ "${WITH_PORTAUDIO:-0}" = 1 ] && ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'; then
     missing+=(libportaudio2)

@@ -67,6 +67,7 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
     return {
         "ListDevices": stub.ListDevices(apb.ListDevicesRequest(tenant=tenant)),
         "GetDevice": stub.GetDevice(target),
+        "ListDeviceEvents": stub.ListDeviceEvents(target),
         "WatchDevices": _first(stub.WatchDevices(apb.WatchDevicesRequest(tenant=tenant))),
         "ListAuditEvents": stub.ListAuditEvents(apb.ListAuditEventsRequest(tenant=tenant)),
         "ListSounds": stub.ListSounds(apb.ListSoundsRequest(tenant=tenant)),
@@ -152,7 +153,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 5), ("operator", 11)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 12)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:
@@ -221,6 +222,9 @@ async def test_commands_act_like_the_devices_own_buttons(
         await wait_for(lambda: sink.sounds[0].ended)
         got = await ops.GetDevice(ref("dev-1"))
         assert not got.HasField("playing") and got.mode == 2
+        await server.fleet.idle()
+        history = [e.what for e in (await ops.ListDeviceEvents(ref("dev-1"))).events]
+        assert history[:4] == ["sound ended", "playing mode 2", "mode 2", "connected"]
         await ops.Disconnect(ref("dev-1"))
         await wait_for(lambda: "status" in device.ends)
         assert device.ends["status"].code == grpc.StatusCode.UNAVAILABLE

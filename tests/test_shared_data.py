@@ -49,3 +49,11 @@ async def test_logs_drop_what_is_older_than_the_age(data: SharedData) -> None:
     await data.append("audit:y", "old", keep=100, max_age_s=3600)
     await data.append("audit:y", "new", keep=100, max_age_s=-1)  # everything is "older" now
     assert [e for _, e in await data.recent("audit:y", 10, None)] == []
+
+
+async def test_an_entry_is_taken_once(data: SharedData) -> None:
+    await data.set_entry("logins", "t1", "alice")
+    assert await data.get_entry("logins", "t1") == "alice"
+    assert await data.take_entry("logins", "t1") == "alice"
+    assert await data.take_entry("logins", "t1") is None
+    assert await data.get_entry("logins", "t1") is None

@@ -250,3 +250,31 @@ class ResetSoundRequest(_message.Message):
     tenant: str
     mode: int
     def __init__(self, tenant: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class DeviceEvent(_message.Message):
+    __slots__ = ("time_unix", "what", "node")
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    time_unix: float
+    what: str
+    node: str
+    def __init__(self, time_unix: _Optional[float] = ..., what: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class ListDeviceEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[DeviceEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[DeviceEvent, _Mapping]]] = ...) -> None: ...
+
+class CreateConsoleLoginRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ConsoleLogin(_message.Message):
+    __slots__ = ("url", "expires_unix")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expires_unix: float
+    def __init__(self, url: _Optional[str] = ..., expires_unix: _Optional[float] = ...) -> None: ...

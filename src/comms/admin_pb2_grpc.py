@@ -49,6 +49,11 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.WatchDevicesRequest.SerializeToString,
                 response_deserializer=admin__pb2.DeviceUpdate.FromString,
                 _registered_method=True)
+        self.ListDeviceEvents = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ListDeviceEvents',
+                request_serializer=admin__pb2.DeviceRef.SerializeToString,
+                response_deserializer=admin__pb2.ListDeviceEventsResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/audio.admin.v1.FleetService/ListAuditEvents',
                 request_serializer=admin__pb2.ListAuditEventsRequest.SerializeToString,
@@ -58,6 +63,11 @@ class FleetServiceStub:
                 '/audio.admin.v1.FleetService/ListSounds',
                 request_serializer=admin__pb2.ListSoundsRequest.SerializeToString,
                 response_deserializer=admin__pb2.ListSoundsResponse.FromString,
+                _registered_method=True)
+        self.CreateConsoleLogin = channel.unary_unary(
+                '/audio.admin.v1.FleetService/CreateConsoleLogin',
+                request_serializer=admin__pb2.CreateConsoleLoginRequest.SerializeToString,
+                response_deserializer=admin__pb2.ConsoleLogin.FromString,
                 _registered_method=True)
         self.SetMode = channel.unary_unary(
                 '/audio.admin.v1.FleetService/SetMode',
@@ -123,6 +133,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeviceEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -131,6 +147,13 @@ class FleetServiceServicer:
 
     def ListSounds(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConsoleLogin(self, request, context):
+        """A one-time link that opens a console session as the caller (same identity, tenant, role).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -203,6 +226,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     request_deserializer=admin__pb2.WatchDevicesRequest.FromString,
                     response_serializer=admin__pb2.DeviceUpdate.SerializeToString,
             ),
+            'ListDeviceEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeviceEvents,
+                    request_deserializer=admin__pb2.DeviceRef.FromString,
+                    response_serializer=admin__pb2.ListDeviceEventsResponse.SerializeToString,
+            ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
                     request_deserializer=admin__pb2.ListAuditEventsRequest.FromString,
@@ -212,6 +240,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ListSounds,
                     request_deserializer=admin__pb2.ListSoundsRequest.FromString,
                     response_serializer=admin__pb2.ListSoundsResponse.SerializeToString,
+            ),
+            'CreateConsoleLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConsoleLogin,
+                    request_deserializer=admin__pb2.CreateConsoleLoginRequest.FromString,
+                    response_serializer=admin__pb2.ConsoleLogin.SerializeToString,
             ),
             'SetMode': grpc.unary_unary_rpc_method_handler(
                     servicer.SetMode,
@@ -346,6 +379,33 @@ class FleetService:
             _registered_method=True)
 
     @staticmethod
+    def ListDeviceEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ListDeviceEvents',
+            admin__pb2.DeviceRef.SerializeToString,
+            admin__pb2.ListDeviceEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListAuditEvents(request,
             target,
             options=(),
@@ -389,6 +449,33 @@ class FleetService:
             '/audio.admin.v1.FleetService/ListSounds',
             admin__pb2.ListSoundsRequest.SerializeToString,
             admin__pb2.ListSoundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConsoleLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/CreateConsoleLogin',
+            admin__pb2.CreateConsoleLoginRequest.SerializeToString,
+            admin__pb2.ConsoleLogin.FromString,
             options,
             channel_credentials,
             insecure,

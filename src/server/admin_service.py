@@ -17,9 +17,10 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from auth.errors import InvalidIdentifier
 from auth.identity import Identity, validate_id
@@ -29,10 +30,18 @@ from comms import admin_pb2_grpc as apb_grpc
 from server import metrics
 from server.audit import AuditEvent, AuditFilter, AuditLog, BadPageToken
 from server.commands import DISCONNECT, Command
+from server.console.sessions import ConsoleSessions
 from server.device_view import DeviceView
 from server.errors import StoreUnavailable
-from server.fleet import DeviceOffline, Fleet
-from server.interceptor import OperatorCall, OperatorPolicy, Rejected, current_operator
+from server.fleet import DeviceOffline, Fleet, history_log
+from server.interceptor import (
+    OperatorCall,
+    OperatorPolicy,
+    Rejected,
+    acting_as,
+    check_role,
+    current_operator,
+)
 from server.state_machine import Button
 from server.store_guard import StoreGuard
 from server.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
@@ -45,8 +54,10 @@ _LEAST_ROLE = {
     "ListDevices": Role.VIEWER,
     "GetDevice": Role.VIEWER,
     "WatchDevices": Role.VIEWER,
+    "ListDeviceEvents": Role.VIEWER,
     "ListAuditEvents": Role.VIEWER,
     "ListSounds": Role.VIEWER,
+    "CreateConsoleLogin": Role.VIEWER,
     "SetMode": Role.OPERATOR,
     "Play": Role.OPERATOR,
     "Stop": Role.OPERATOR,
@@ -66,6 +77,17 @@ class ApiError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
+
+
+class LocalContext:
+    """What a handler needs of a ``ServicerContext`` when called in-process (the console):
+    ``abort`` raises ``ApiError`` instead of ending an RPC."""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise ApiError(code, details)
+
+    def peer(self) -> str:
+        return "console"
 
 
 def not_found(what: str) -> ApiError:
@@ -100,16 +122,55 @@ def sound_proto(info: SoundInfo) -> apb.Sound:
 
 class FleetAdmin(apb_grpc.FleetServiceServicer):
     def __init__(
-        self, fleet: Fleet, store: StoreGuard, audit: AuditLog, sounds: TenantSounds, mode_count: int
+        self,
+        fleet: Fleet,
+        store: StoreGuard,
+        audit: AuditLog,
+        sounds: TenantSounds,
+        mode_count: int,
+        console: ConsoleSessions | None = None,
+        console_url: str = "",
     ) -> None:
         self._fleet = fleet
         self._store = store
         self._audit = audit
+        self.sounds = sounds
         self._sounds = sounds
+        self.mode_count = mode_count
         self._mode_count = mode_count
+        self._console = console
+        self._console_url = console_url.rstrip("/")
 
     def policy(self) -> OperatorPolicy:
         return OperatorPolicy(METHOD_ROLES, self._refused)
+
+    # --- in-process callers (the console) ----------------------------------------
+
+    async def authorise(self, call: OperatorCall, action: str) -> None:
+        """The interceptor's role check for callers that do not come through it; refusals are
+        counted and audited the same way."""
+        try:
+            check_role(call.operator, _LEAST_ROLE[action], action)
+        except Rejected as rejected:
+            metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
+            await self._refused(f"/{SERVICE}/{action}", rejected, call.auth, call.request_id)
+            raise ApiError(rejected.code, rejected.message) from None
+
+    async def invoke(self, call: OperatorCall, action: str, request: Message) -> Any:
+        """Call a FleetService method in-process as ``call``'s operator: the same role check,
+        scoping and audit as over gRPC. Raises ``ApiError``."""
+        await self.authorise(call, action)
+        with acting_as(call):
+            return await getattr(self, action)(request, LocalContext())
+
+    async def watch(
+        self, call: OperatorCall, request: apb.WatchDevicesRequest
+    ) -> AsyncIterator[apb.DeviceUpdate]:
+        """``WatchDevices`` in-process; iterate it in the task that called it."""
+        await self.authorise(call, "WatchDevices")
+        with acting_as(call):
+            async for update in self.WatchDevices(request, LocalContext()):
+                yield update
 
     # --- auditing ----------------------------------------------------------------
 
@@ -292,6 +353,27 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         finally:
             unwatch()
 
+    async def ListDeviceEvents(
+        self, request: apb.DeviceRef, context: grpc.aio.ServicerContext
+    ) -> apb.ListDeviceEventsResponse:
+        async def work(call: OperatorCall, note: Note) -> apb.ListDeviceEventsResponse:
+            view = await self._device(call, request, note)
+            history = self._fleet.history
+            rows = (
+                await self._guarded(history.recent(history_log(view.identity), 50, None)) if history else []
+            )
+            events = []
+            for _, raw in rows:
+                entry = json.loads(raw)
+                events.append(
+                    apb.DeviceEvent(
+                        time_unix=float(entry["time"]), what=str(entry["what"]), node=str(entry["node"])
+                    )
+                )
+            return apb.ListDeviceEventsResponse(events=events)
+
+        return await self._run(context, "ListDeviceEvents", work, changes=False)
+
     async def ListAuditEvents(
         self, request: apb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> apb.ListAuditEventsResponse:
@@ -473,6 +555,19 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             return sound_proto(info)
 
         return await self._run(context, "ResetSound", work, changes=True)
+
+    async def CreateConsoleLogin(
+        self, request: apb.CreateConsoleLoginRequest, context: grpc.aio.ServicerContext
+    ) -> apb.ConsoleLogin:
+        async def work(call: OperatorCall, note: Note) -> apb.ConsoleLogin:
+            if self._console is None:
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION, "the console is off on this server (--console-bind)"
+                )
+            token, expires = await self._guarded(self._console.create_login(call.auth))
+            return apb.ConsoleLogin(url=f"{self._console_url}/login/{token}", expires_unix=expires)
+
+        return await self._run(context, "CreateConsoleLogin", work, changes=True)
 
     async def _guarded(self, work: Awaitable[T]) -> T:
         """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records'."""

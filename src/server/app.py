@@ -241,7 +241,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     trust.on_revoked(registry.revoke)
     bus, presence = fleet_links(settings, opened)
-    fleet = Fleet(registry, bus, presence, trust)
+    fleet = Fleet(registry, bus, presence, trust, data)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_record)
     mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -37,6 +39,7 @@ from server.controller import DeviceController
 from server.device_view import DeviceView
 from server.presence import Presence, keep_leases
 from server.registry import DeviceRegistry, RegistryListener
+from server.shared_data import SharedData
 from server.store import DeviceRecord
 from server.supervision import HealthCallback, supervise
 from server.trust import TrustState
@@ -44,10 +47,16 @@ from server.trust import TrustState
 log = logging.getLogger(__name__)
 
 CLOSE_FLUSH_S = 1.0
+HISTORY_KEEP = 50  # recent events kept per device
+HISTORY_MAX_AGE_S = 7 * 86_400.0
 COMMAND_TIMEOUT_S = 2.0  # a holder that does not answer a command by then is treated as gone
 OUTBOX_LIMIT = 10_000  # bus/presence work waiting while Redis is slow; beyond it the oldest is dropped
 Work = Callable[[], Awaitable[object]]
 _io_failures = SampledLog()  # a Redis outage fails every queued message: a few lines, not thousands
+
+
+def history_log(identity: Identity) -> str:
+    return f"events:{identity.tenant}:{identity.device_id}"
 
 
 class DeviceOffline(LookupError):
@@ -56,8 +65,14 @@ class DeviceOffline(LookupError):
 
 class Fleet(RegistryListener):
     def __init__(
-        self, registry: DeviceRegistry, bus: FleetBus, presence: Presence, trust: TrustState
+        self,
+        registry: DeviceRegistry,
+        bus: FleetBus,
+        presence: Presence,
+        trust: TrustState,
+        history: SharedData | None = None,
     ) -> None:
+        self.history = history  # each device's recent events (connects, presses, modes, sounds)
         self.registry = registry
         self.bus = bus
         self.presence = presence
@@ -136,11 +151,22 @@ class Fleet(RegistryListener):
         identity = controller.identity
         self._later(lambda: self.presence.claim(identity))
         self.publish_view(self.view_of(controller), "connected")
+        self.device_event(controller, "connected")
 
     def session_closed(self, controller: DeviceController) -> None:
         identity = controller.identity
         self._later(lambda: self.presence.release(identity))
         self.publish_view(DeviceView(controller.record, online=False), "disconnected")
+        self.device_event(controller, f"disconnected ({controller.record.disconnect_reason or 'ended'})")
+
+    def device_event(self, controller: DeviceController, what: str) -> None:
+        """Remember ``what`` happened to the device (its recent events, for operators)."""
+        history = self.history
+        if history is None:
+            return
+        entry = json.dumps({"time": time.time(), "what": what, "node": self.node_id})
+        log_name = history_log(controller.identity)
+        self._later(lambda: history.append(log_name, entry, HISTORY_KEEP, HISTORY_MAX_AGE_S))
 
     def session_claimed(self, identity: Identity, session_id: str) -> None:
         async def tell_the_holder() -> None:
@@ -152,6 +178,13 @@ class Fleet(RegistryListener):
 
     def device_changed(self, controller: DeviceController, change: str) -> None:
         self.publish_view(self.view_of(controller), change)
+        record = controller.record
+        if change == "mode":
+            self.device_event(controller, f"mode {record.mode}")
+        elif change == "playing":
+            self.device_event(
+                controller, f"playing mode {record.playing[0]}" if record.playing else "sound ended"
+            )
 
     def publish_view(self, view: DeviceView, change: str) -> None:
         """Tell every watcher in the fleet (this node's too) how the device looks now."""

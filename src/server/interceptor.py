@@ -25,7 +25,7 @@ import contextvars
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -75,6 +75,27 @@ class OperatorCall:
     @property
     def operator(self) -> OperatorIdentity:
         return self.auth.operator
+
+
+def check_role(operator: OperatorIdentity, needed: Role, action: str) -> None:
+    """``Rejected`` (PERMISSION_DENIED, naming the role needed) unless ``operator`` may ``action``."""
+    if operator.role < needed:
+        raise Rejected(
+            grpc.StatusCode.PERMISSION_DENIED,
+            RoleInsufficient.reason,
+            f"permission denied: {action} needs the {needed.label} role; you are {operator.role.label}",
+        )
+
+
+@contextlib.contextmanager
+def acting_as(call: OperatorCall) -> Iterator[None]:
+    """Run FleetService handlers in-process (the console) as ``call``'s operator; the caller has
+    authenticated and authorised it (``FleetAdmin.invoke``)."""
+    token = _operator_auth.set(call)
+    try:
+        yield
+    finally:
+        _operator_auth.reset(token)
 
 
 def current_operator() -> OperatorCall:
@@ -181,14 +202,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         needed = self._operators.roles.get(method)
         if needed is None:  # a method nobody listed: nobody may call it
             raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "method_not_allowed", "method not allowed")
-        if auth.operator.role < needed:
-            name = method.rsplit("/", 1)[-1]
-            raise Rejected(
-                grpc.StatusCode.PERMISSION_DENIED,
-                RoleInsufficient.reason,
-                f"permission denied: {name} needs the {needed.label} role; "
-                f"you are {auth.operator.role.label}",
-            )
+        check_role(auth.operator, needed, method.rsplit("/", 1)[-1])
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
         pems = [self._peer_pem(context)]

@@ -78,6 +78,9 @@ class RegistryListener:
     def device_changed(self, controller: DeviceController, change: str) -> None:
         return None
 
+    def device_event(self, controller: DeviceController, what: str) -> None:
+        return None
+
 
 class _IdentityLock:
     __slots__ = ("lock", "users")

@@ -273,6 +273,9 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
                     },
                 )
                 await controller.press(button.button_id, button.event)
+                if button.event == pb.ButtonEvent.PRESS:
+                    name = BUTTON_NAMES.get(button.button_id, "unknown")
+                    self._registry.listener.device_event(controller, f"press {name}")
             else:
                 log.warning("event.empty", extra=session.log_fields)
             await write_whole(context, pb.DeviceEventResponse(ack=True))  # one ack per event, in order

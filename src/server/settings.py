@@ -83,6 +83,18 @@ class ServerSettings(BaseSettings):
         description="Operator API (FleetService) HOST:PORT, mTLS with operator certificates; never the "
         "device port; empty disables",
     )
+    console_bind: str = Field(
+        "",
+        description="Web console HOST:PORT (HTTPS, the server certificate); empty disables (make run: on)",
+    )
+    console_url: str = Field(
+        "",
+        description="Base URL of the console in sign-in links",
+        json_schema_extra={"default_text": "https://<console-bind host>:<port>"},
+    )
+    console_session_ttl_s: float = Field(
+        8 * 3600.0, ge=60, le=7 * 86_400, description="How long a console sign-in lasts (seconds)"
+    )
     audit_keep_count: int = Field(
         10_000, ge=100, le=1_000_000, description="Audit events kept per tenant (and in the platform log)"
     )
@@ -199,7 +211,7 @@ class ServerSettings(BaseSettings):
     def _trust_domain(cls, value: str) -> str:
         return validate_trust_domain(value)
 
-    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind")
+    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind", "console_bind")
     @classmethod
     def _bind(cls, value: str, info: ValidationInfo) -> str:
         if value == "" and info.field_name != "bind":
@@ -259,6 +271,15 @@ class ServerSettings(BaseSettings):
         self.crl_path = self.crl_path or self.pki_dir / "crl.pem"
         self.signing_key_dir = self.signing_key_dir or self.pki_dir / "signing"
         return self
+
+    @property
+    def console_base_url(self) -> str:
+        """Where sign-in links point: ``console_url``, else the console's own address."""
+        if self.console_url:
+            return self.console_url.rstrip("/")
+        host, _, port = self.console_bind.rpartition(":")
+        host = "localhost" if host in ("", "0.0.0.0", "[::]", "::") else host  # noqa: S104 - a name to dial
+        return f"https://{host}:{port}"
 
     @property
     def audio_lead_s(self) -> float:

@@ -35,6 +35,10 @@ class SharedData(Protocol):
         """Set (or, with None, delete) one entry of a table."""
 
     async def entries(self, table: str) -> dict[str, str]: ...
+    async def get_entry(self, table: str, key: str) -> str | None: ...
+    async def take_entry(self, table: str, key: str) -> str | None:
+        """Remove one entry and return it, atomically: of two callers only one gets it."""
+
     async def append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:
         """Append; drop what is beyond ``keep`` entries or older than ``max_age_s``; the new id."""
 
@@ -66,6 +70,12 @@ class MemoryData:
 
     async def entries(self, table: str) -> dict[str, str]:
         return dict(self._tables.get(table, {}))
+
+    async def get_entry(self, table: str, key: str) -> str | None:
+        return self._tables.get(table, {}).get(key)
+
+    async def take_entry(self, table: str, key: str) -> str | None:
+        return self._tables.get(table, {}).pop(key, None)
 
     async def append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:
         now = time.time()
@@ -140,6 +150,22 @@ class SqliteData:
         )
         return {str(k): str(v) for k, v in rows}
 
+    async def get_entry(self, table: str, key: str) -> str | None:
+        row = await self._store.run(
+            lambda: self._db.execute(
+                "SELECT value FROM entries WHERE tbl = ? AND key = ?", (table, key)
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
+
+    async def take_entry(self, table: str, key: str) -> str | None:
+        row = await self._store.run(
+            lambda: self._db.execute(
+                "DELETE FROM entries WHERE tbl = ? AND key = ? RETURNING value", (table, key)
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
+
     def _append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:
         now = time.time()
         db = self._db
@@ -171,6 +197,14 @@ class SqliteData:
         return [(str(i), str(e)) for i, e in rows]
 
 
+# KEYS[1] = table hash, ARGV[1] = key: the value, deleted in the same step (nil when absent).
+_TAKE = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return value
+"""
+
+
 class RedisData:
     """Keys beside the device records: ``blob:<key>`` (base64: the client decodes replies as
     text), ``table:<name>`` hashes, ``log:<name>`` streams trimmed by count and age (stream ids
@@ -178,6 +212,7 @@ class RedisData:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
+        self._take = client.register_script(_TAKE)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         await self._redis.set(f"{KEY_PREFIX}blob:{key}", base64.b64encode(data).decode())
@@ -196,6 +231,14 @@ class RedisData:
     async def entries(self, table: str) -> dict[str, str]:
         rows = await self._redis.hgetall(f"{KEY_PREFIX}table:{table}")
         return {str(k): str(v) for k, v in rows.items()}
+
+    async def get_entry(self, table: str, key: str) -> str | None:
+        value = await self._redis.hget(f"{KEY_PREFIX}table:{table}", key)
+        return str(value) if value is not None else None
+
+    async def take_entry(self, table: str, key: str) -> str | None:
+        value = await self._take(keys=[f"{KEY_PREFIX}table:{table}"], args=[key])
+        return str(value) if value is not None else None
 
     async def append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:
         name = f"{KEY_PREFIX}log:{log}"
