@@ -5,6 +5,7 @@
     audio-admin ... devices mode DEVICE N
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
+    audio-admin ... console login
 
 Every failure is one line on stderr (offline device, not found, permission
 denied with the role needed, an unreachable server) and exit status 1.
@@ -47,7 +48,7 @@ _CODE_WORDS = {
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print JSON (one object per line for --watch)")
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit}")
+    topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit,console}")
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
     )
@@ -79,6 +80,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     upload.add_argument("file", type=Path)
     reset = sounds.add_parser("reset", help="back to the built-in sound")
     reset.add_argument("--mode", type=int, required=True)
+    console = topics.add_parser("console", help="the web console").add_subparsers(
+        dest="action", required=True
+    )
+    login = console.add_parser("login", help="print a one-time sign-in link (5 minutes, usable once)")
+    login.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the server to come up")
     audit = topics.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     events = audit.add_parser("list", help="newest first")
     events.add_argument("--device", default="")
@@ -270,6 +276,20 @@ class Cli:
         request = apb.ResetSoundRequest(tenant=self.tenant, mode=self.args.mode)
         sound = await self.stub.ResetSound(request, timeout=self.settings.timeout_s)
         self.out(sound, f"mode {sound.mode}: back to the built-in sound ({sound.length_s:.1f} s)")
+
+    async def console_login(self) -> None:
+        request = apb.CreateConsoleLoginRequest()
+        deadline = time.monotonic() + self.args.wait
+        while True:
+            try:
+                login = await self.stub.CreateConsoleLogin(request, timeout=self.settings.timeout_s)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        valid = time.strftime("%H:%M:%S", time.localtime(login.expires_unix))
+        self.out(login, f"console sign-in link (once, until {valid}):\n{login.url}")
 
     async def audit_list(self) -> None:
         request = apb.ListAuditEventsRequest(

@@ -139,7 +139,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         self.mode_count = mode_count
         self._mode_count = mode_count
         self._console = console
-        self._console_url = console_url.rstrip("/")
+        self.console_url = console_url.rstrip("/")  # where sign-in links point
 
     def policy(self) -> OperatorPolicy:
         return OperatorPolicy(METHOD_ROLES, self._refused)
@@ -155,6 +155,22 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
             await self._refused(f"/{SERVICE}/{action}", rejected, call.auth, call.request_id)
             raise ApiError(rejected.code, rejected.message) from None
+
+    async def refused_in_console(self, call: OperatorCall, action: str, reason: str) -> None:
+        """A console request refused before reaching a method (a missing CSRF token): audited."""
+        await self._audit.record(
+            AuditEvent(
+                operator=call.auth.spiffe_id,
+                role=call.operator.role.label,
+                tenant=call.operator.tenant or "",
+                action=action[:80],
+                target="",
+                parameters={"reason": reason},
+                result=grpc.StatusCode.PERMISSION_DENIED.name,
+                message=f"refused: {reason}",
+                request_id=call.request_id,
+            )
+        )
 
     async def invoke(self, call: OperatorCall, action: str, request: Message) -> Any:
         """Call a FleetService method in-process as ``call``'s operator: the same role check,
@@ -565,7 +581,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                     grpc.StatusCode.FAILED_PRECONDITION, "the console is off on this server (--console-bind)"
                 )
             token, expires = await self._guarded(self._console.create_login(call.auth))
-            return apb.ConsoleLogin(url=f"{self._console_url}/login/{token}", expires_unix=expires)
+            return apb.ConsoleLogin(url=f"{self.console_url}/login/{token}", expires_unix=expires)
 
         return await self._run(context, "CreateConsoleLogin", work, changes=True)
 

@@ -23,6 +23,8 @@ from server.audio_player import FrameClock
 from server.audit import AuditLog
 from server.authn import Authenticator
 from server.bus import FleetBus, InProcessBus, RedisBus
+from server.console.sessions import ConsoleSessions
+from server.console.web import Console, server_tls
 from server.fleet import Fleet
 from server.handshakes import HandshakeMonitor
 from server.interceptor import AuthInterceptor
@@ -169,6 +171,8 @@ class AudioServer:
     admin_port: int = 0
     sounds: TenantSounds | None = None
     audit: AuditLog | None = None
+    console: Console | None = None
+    console_port: int = 0
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -187,6 +191,8 @@ class AudioServer:
         await self.server.stop(grace=min(grace, 1.0))
         if self.admin is not None:
             await self.admin.stop(grace=0.5)  # ends watches too
+        if self.console is not None:
+            await self.console.stop()
         await self.registry.close()
         await self.fleet.close()
         await cancel_and_wait(*self.background)
@@ -314,10 +320,26 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     app.sounds = sounds
     app.audit = AuditLog(data, settings.audit_keep_count, settings.audit_keep_days * 86_400)
+    sessions = ConsoleSessions(data, settings.console_session_ttl_s) if settings.console_bind else None
+    admin = FleetAdmin(
+        fleet, store, app.audit, sounds, settings.mode_count, sessions, settings.console_base_url
+    )
     try:
         if settings.admin_bind:
-            admin = FleetAdmin(fleet, store, app.audit, sounds, settings.mode_count)
             app.admin, app.admin_port = await start_admin_server(settings, tls, authenticator, admin)
+        if sessions is not None:
+            app.console = Console(admin, sessions)
+            if settings.worker_index < 0:
+                ensure_bindable(settings.console_bind, "console")
+            assert settings.server_cert and settings.server_key
+            app.console_port = await app.console.start(
+                settings.console_bind,
+                server_tls(settings.server_cert, settings.server_key),
+                reuse_port=settings.worker_index >= 0,
+            )
+            if not settings.console_url:  # the port may have been picked by the system (port 0)
+                host = settings.console_base_url.rpartition(":")[0]
+                admin.console_url = f"{host}:{app.console_port}"
         if settings.metrics_bind:
             app.metrics = start_metrics_server(settings.metrics_bind)
         if settings.health_bind:

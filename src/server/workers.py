@@ -130,6 +130,8 @@ class Supervisor:
         ensure_bindable(self.settings.bind, "device mTLS")  # once, before workers share it
         if self.settings.admin_bind:
             ensure_bindable(self.settings.admin_bind, "operator API")
+        if self.settings.console_bind:
+            ensure_bindable(self.settings.console_bind, "console")
         metrics_server = self._serve_metrics()
         if self.settings.health_bind:
             self.health = await start_health_server(self.settings.health_bind)
