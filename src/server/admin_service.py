@@ -272,6 +272,8 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     async def _device(self, call: OperatorCall, ref: apb.DeviceRef, note: Note) -> DeviceView:
         """The device a request names, if the operator may see it and it has ever been seen."""
         note.target = ref.device_id[:64]
+        if call.operator.tenant is not None and ref.tenant not in ("", call.operator.tenant):
+            raise not_found(f"device {ref.tenant[:64]}/{ref.device_id[:64]}")  # word for word a missing one
         tenant = self._tenant(call, ref.tenant)
         assert tenant is not None
         note.tenant = tenant if call.operator.platform else ""
