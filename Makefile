@@ -8,6 +8,7 @@ BIND   ?= 127.0.0.1:50051
 HEALTH_BIND  ?= 127.0.0.1:8081
 METRICS_BIND ?= 127.0.0.1:9464
 ADMIN_BIND   ?= 127.0.0.1:50052
+CONSOLE_BIND ?= 127.0.0.1:8443
 VAR    := var# make run keeps device state and the clip cache here, inside the checkout (make clean resets it)
 ARGS   ?=#    extra flags for make run / make sim, e.g. make run ARGS="--mode-count 8"
 TENANT ?= acme
@@ -41,9 +42,11 @@ pki: $(DEV_PKI)/ca.crt $(DEV_PKI)/signing $(DEV_PKI)/operators/acme/dev-admin.cr
 demo: $(STAMP) pki  ## end to end: server + headless device, prints a report
 	$(PY) scripts/demo.py --pki-dir $(DEV_PKI)
 
-run: $(STAMP) pki  ## the server on 127.0.0.1:50051 with the dev PKI, state in var/ (ARGS="..." adds flags)
+run: $(STAMP) pki  ## the server on 127.0.0.1:50051 with the dev PKI, state in var/, the console on; prints a sign-in link
+	@$(PY) -m admin --server $(ADMIN_BIND) --pki-dir $(DEV_PKI) --tenant acme --operator dev-admin \
+		console login --wait 60 & \
 	$(PY) -m server --pki-dir $(DEV_PKI) --bind $(BIND) --health-bind $(HEALTH_BIND) --metrics-bind $(METRICS_BIND) \
-		--admin-bind $(ADMIN_BIND) \
+		--admin-bind $(ADMIN_BIND) --console-bind $(CONSOLE_BIND) \
 		--state-path $(VAR)/devices.sqlite3 --cache-dir $(VAR)/cache $(ARGS)
 
 sim: $(STAMP) pki  ## a simulated device (TENANT=acme DEVICE=dev-1) against make run, in this terminal

@@ -18,6 +18,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from auth.tls import TlsMaterial  # noqa: E402
 from bench import (  # noqa: E402
     bench_admin,
+    bench_console,
     bench_device,
     bench_latency,
     bench_scale,
@@ -43,6 +44,7 @@ def main() -> int:
         with server_process(pki_dir, Path(tmp) / "cache") as server:
             asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
     bench_admin.run()
+    bench_console.run()
     if not args.no_scale:
         bench_scale.run()
     return 0
