@@ -193,8 +193,8 @@ async def test_another_tenants_device_is_404_like_a_missing_one_and_never_stream
 async def test_sign_in_through_the_link_the_cli_prints(
     console: AudioServer, connect: Connect, pki: EphemeralPki, browser: Browser
 ) -> None:
-    provision(pki, "acme", "alice", Role.OPERATOR)
-    code, out, err = await cli(console, pki, "console", "login")
+    provision(pki, "acme", "olga", Role.OPERATOR)
+    code, out, err = await cli(console, pki, "console", "login", who="olga")
     assert code == 0, err
     link = out.strip().splitlines()[-1]
     assert link.startswith(f"https://127.0.0.1:{console.console_port}/login/")
@@ -203,7 +203,7 @@ async def test_sign_in_through_the_link_the_cli_prints(
         context = await browser.new_context(ignore_https_errors=True)
         page = await context.new_page()
         await page.goto(link)
-        assert await page.locator('[data-testid="who"]').inner_text() == "alice · acme · operator"
+        assert await page.locator('[data-testid="who"]').inner_text() == "olga · acme · operator"
         assert await page.locator('[data-device="acme/dev-1"] [data-field="state"]').inner_text() == "online"
         await shot(page, "signed-in-from-cli")
 
