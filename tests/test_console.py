@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,16 +18,18 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from cryptography import x509
 from playwright.async_api import Browser, Page, async_playwright
 
 from admin.client import FleetClient
+from auth import pki as pki_lib
 from auth.operators import Role
 from comms import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
 from server.console import sessions as console_sessions
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, EphemeralPki, best_correlation, mode_of, wait_for
+from tests.helpers import MODE, EphemeralPki, best_correlation, mode_of, reload_attempt, wait_for
 from tests.test_admin_api import wav_bytes
 from tests.test_admin_cli import cli, provision
 
@@ -316,3 +319,25 @@ def _csrf(body: str) -> str:
     marker = 'name="csrf" value="'
     start = body.index(marker) + len(marker)
     return body[start : body.index('"', start)]
+
+
+async def test_the_console_follows_a_rotated_server_certificate(
+    server_factory: ServerFactory, pki: EphemeralPki, tmp_path: Path
+) -> None:
+    own = tmp_path / "pki"
+    shutil.copytree(pki.root, own)
+    app = await server_factory(pki_dir=own, console_bind="127.0.0.1:0", reload_interval_s=0.05)
+
+    def served_serial() -> int:
+        pem = ssl.get_server_certificate(("127.0.0.1", app.console_port))
+        return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+    assert await asyncio.to_thread(served_serial) == pki.server.cert.serial_number
+    fresh = pki_lib.issue_server_cert(pki.ca, ["localhost"], ["127.0.0.1"])
+    await reload_attempt(
+        app.watchers,
+        "server-tls",
+        lambda: pki_lib.write_certified_key(fresh, own / "server.crt", own / "server.key", force=True),
+        ok=True,
+    )
+    assert await asyncio.to_thread(served_serial) == fresh.cert.serial_number

@@ -156,8 +156,9 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             await self._refused(f"/{SERVICE}/{action}", rejected, call.auth, call.request_id)
             raise ApiError(rejected.code, rejected.message) from None
 
-    async def refused_in_console(self, call: OperatorCall, action: str, reason: str) -> None:
-        """A console request refused before reaching a method (a missing CSRF token): audited."""
+    async def console_event(self, call: OperatorCall, action: str, refused_because: str = "") -> None:
+        """What the console does outside the methods (sign-in, sign-out) or refuses before one
+        (a missing CSRF token): audited like the rest."""
         await self._audit.record(
             AuditEvent(
                 operator=call.auth.spiffe_id,
@@ -165,9 +166,9 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                 tenant=call.operator.tenant or "",
                 action=action[:80],
                 target="",
-                parameters={"reason": reason},
-                result=grpc.StatusCode.PERMISSION_DENIED.name,
-                message=f"refused: {reason}",
+                parameters={"reason": refused_because} if refused_because else {},
+                result=grpc.StatusCode.PERMISSION_DENIED.name if refused_because else "OK",
+                message=f"refused: {refused_because}" if refused_because else "",
                 request_id=call.request_id,
             )
         )

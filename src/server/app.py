@@ -281,9 +281,14 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             str(exc) if isinstance(exc, OSError) else f"cannot listen on {settings.bind}: {exc}"
         ) from None
 
+    console_tls = server_tls(settings.server_cert, settings.server_key) if settings.console_bind else None
+
     def reload_tls() -> None:
-        tls.reload()
+        tls.reload()  # refuses a bad pair (raises) before anything changes
         trust.reload_issuers()  # device certificates must be issued directly by the new bundle
+        if console_tls is not None:  # the console's next handshakes use the new certificate too
+            assert settings.server_cert and settings.server_key
+            console_tls.load_cert_chain(str(settings.server_cert), str(settings.server_key))
 
     watchers = [
         FileWatcher("server-tls", tls.paths, reload_tls, settings.reload_interval_s),
@@ -331,11 +336,9 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             app.console = Console(admin, sessions)
             if settings.worker_index < 0:
                 ensure_bindable(settings.console_bind, "console")
-            assert settings.server_cert and settings.server_key
+            assert console_tls is not None
             app.console_port = await app.console.start(
-                settings.console_bind,
-                server_tls(settings.server_cert, settings.server_key),
-                reuse_port=settings.worker_index >= 0,
+                settings.console_bind, console_tls, reuse_port=settings.worker_index >= 0
             )
             if not settings.console_url:  # the port may have been picked by the system (port 0)
                 host = settings.console_base_url.rpartition(":")[0]

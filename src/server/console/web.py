@@ -153,7 +153,7 @@ class Console:
             form = await request.post()
             request[FORM] = form
             if not session.csrf_ok(str(form.get("csrf", ""))):
-                await self.admin.refused_in_console(request[CALL], "console:" + request.path, "csrf")
+                await self.admin.console_event(request[CALL], "console:" + request.path, "csrf")
                 return self._page("message.html", 403, title="Refused", message=CSRF_TEXT)
         return await handler(request)
 
@@ -208,6 +208,7 @@ class Console:
             return self._page("message.html", 403, title="Link not valid", message=USED_LINK_TEXT)
         session_id, session = opened
         log.info("console.login", extra={"operator": session.spiffe_id, "role": session.role})
+        await self.admin.console_event(OperatorCall(session.auth, uuid.uuid4().hex), "console:sign-in")
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
@@ -222,6 +223,7 @@ class Console:
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         await self.sessions.end(request.cookies.get(COOKIE, ""))
+        await self.admin.console_event(request[CALL], "console:sign-out")
         response = self._page("message.html", title="Signed out", message="You are signed out.")
         response.del_cookie(COOKIE, path="/")
         return response
