@@ -22,8 +22,8 @@ from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from comms.audio_format import SAMPLE_RATE
 from device.audio_sink import RecordingSink
-from server.admin_service import METHOD_ROLES
 from server.app import AudioServer
+from server.operator_calls import METHOD_ROLES
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import (
     MODE,

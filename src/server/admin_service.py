@@ -1,8 +1,8 @@
 """FleetService: the operator API. Each tenant sees and commands its own fleet, nothing else.
 
 The interceptor has already authenticated the operator and checked its role
-for the method (``METHOD_ROLES``); here every device and tenant a request
-names is scoped to the operator (``_scope``): another tenant's device is
+for the method (``operator_calls.METHOD_ROLES``); here every device and tenant a
+request names is scoped to the operator (``_tenant``, ``_device``): another tenant's device is
 NOT_FOUND, exactly like a device that does not exist. Commands go to the
 device's live session wherever it is connected (``Fleet.command``), through
 the same state machine as its buttons. Every call that changes something, and
@@ -15,33 +15,24 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from auth.errors import InvalidIdentifier
 from auth.identity import Identity, validate_id
-from auth.operators import Role
 from comms import admin_pb2 as apb
 from comms import admin_pb2_grpc as apb_grpc
-from server import metrics
-from server.audit import AuditEvent, AuditFilter, AuditLog, BadPageToken
+from server.audit import AuditFilter, AuditLog, BadPageToken
 from server.commands import DISCONNECT, Command
 from server.console.sessions import ConsoleSessions
 from server.device_view import DeviceView
 from server.errors import StoreUnavailable
 from server.fleet import DeviceOffline, Fleet, history_log
-from server.interceptor import (
-    OperatorCall,
-    OperatorPolicy,
-    Rejected,
-    acting_as,
-    check_role,
-    current_operator,
-)
+from server.interceptor import OperatorCall, OperatorPolicy, acting_as
+from server.operator_calls import ApiError, LocalContext, Note, OperatorCalls, not_found
 from server.state_machine import Button
 from server.store_guard import StoreGuard
 from server.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
@@ -49,58 +40,9 @@ from server.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SERVICE = "audio.admin.v1.FleetService"
-_LEAST_ROLE = {
-    "ListDevices": Role.VIEWER,
-    "GetDevice": Role.VIEWER,
-    "WatchDevices": Role.VIEWER,
-    "ListDeviceEvents": Role.VIEWER,
-    "ListAuditEvents": Role.VIEWER,
-    "ListSounds": Role.VIEWER,
-    "CreateConsoleLogin": Role.VIEWER,
-    "SetMode": Role.OPERATOR,
-    "Play": Role.OPERATOR,
-    "Stop": Role.OPERATOR,
-    "Disconnect": Role.OPERATOR,
-    "UploadSound": Role.OPERATOR,
-    "ResetSound": Role.OPERATOR,
-    "RevokeDevice": Role.ADMIN,
-    "UnrevokeDevice": Role.ADMIN,
-}
-METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in _LEAST_ROLE.items()}
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 WATCH_BACKLOG = 10_000  # changes a slow watcher may fall behind before its stream ends
 OFFLINE_TEXT = "device offline"
-
-
-class ApiError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class LocalContext:
-    """What a handler needs of a ``ServicerContext`` when called in-process (the console):
-    ``abort`` raises ``ApiError`` instead of ending an RPC."""
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise ApiError(code, details)
-
-    def peer(self) -> str:
-        return "console"
-
-
-def not_found(what: str) -> ApiError:
-    return ApiError(grpc.StatusCode.NOT_FOUND, f"{what} not found")
-
-
-@dataclass
-class Note:
-    """What an audit event says about the call; filled in as the request is understood."""
-
-    tenant: str = ""
-    target: str = ""
-    parameters: dict[str, object] = field(default_factory=dict)
 
 
 def page_size(requested: int) -> int:
@@ -134,49 +76,21 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         self._fleet = fleet
         self._store = store
         self._audit = audit
+        self.calls = OperatorCalls(audit)
         self.sounds = sounds
-        self._sounds = sounds
         self.mode_count = mode_count
-        self._mode_count = mode_count
         self._console = console
         self.console_url = console_url.rstrip("/")  # where sign-in links point
 
     def policy(self) -> OperatorPolicy:
-        return OperatorPolicy(METHOD_ROLES, self._refused)
+        return self.calls.policy()
 
     # --- in-process callers (the console) ----------------------------------------
-
-    async def authorise(self, call: OperatorCall, action: str) -> None:
-        """The interceptor's role check for callers that do not come through it; refusals are
-        counted and audited the same way."""
-        try:
-            check_role(call.operator, _LEAST_ROLE[action], action)
-        except Rejected as rejected:
-            metrics.AUTH_FAILURES.labels(reason=rejected.reason).inc()
-            await self._refused(f"/{SERVICE}/{action}", rejected, call.auth, call.request_id)
-            raise ApiError(rejected.code, rejected.message) from None
-
-    async def console_event(self, call: OperatorCall, action: str, refused_because: str = "") -> None:
-        """What the console does outside the methods (sign-in, sign-out) or refuses before one
-        (a missing CSRF token): audited like the rest."""
-        await self._audit.record(
-            AuditEvent(
-                operator=call.auth.spiffe_id,
-                role=call.operator.role.label,
-                tenant=call.operator.tenant or "",
-                action=action[:80],
-                target="",
-                parameters={"reason": refused_because} if refused_because else {},
-                result=grpc.StatusCode.PERMISSION_DENIED.name if refused_because else "OK",
-                message=f"refused: {refused_because}" if refused_because else "",
-                request_id=call.request_id,
-            )
-        )
 
     async def invoke(self, call: OperatorCall, action: str, request: Message) -> Any:
         """Call a FleetService method in-process as ``call``'s operator: the same role check,
         scoping and audit as over gRPC. Raises ``ApiError``."""
-        await self.authorise(call, action)
+        await self.calls.authorise(call, action)
         with acting_as(call):
             return await getattr(self, action)(request, LocalContext())
 
@@ -184,72 +98,10 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         self, call: OperatorCall, request: apb.WatchDevicesRequest
     ) -> AsyncIterator[apb.DeviceUpdate]:
         """``WatchDevices`` in-process; iterate it in the task that called it."""
-        await self.authorise(call, "WatchDevices")
+        await self.calls.authorise(call, "WatchDevices")
         with acting_as(call):
             async for update in self.WatchDevices(request, LocalContext()):
                 yield update
-
-    # --- auditing ----------------------------------------------------------------
-
-    async def _refused(self, method: str, rejected: Rejected, auth: object | None, request_id: str) -> None:
-        """The interceptor refused an operator call: audited (under the operator's tenant, if known)."""
-        operator = getattr(auth, "operator", None)
-        await self._audit.record(
-            AuditEvent(
-                operator=getattr(auth, "spiffe_id", ""),
-                role=operator.role.label if operator is not None else "",
-                tenant=(operator.tenant or "") if operator is not None else "",
-                action=method.rsplit("/", 1)[-1],
-                target="",
-                parameters={"reason": rejected.reason},
-                result=rejected.code.name,
-                message=rejected.message,
-                request_id=request_id,
-            )
-        )
-        metrics.ADMIN_CALLS.labels(method=method.rsplit("/", 1)[-1], code=rejected.code.name).inc()
-
-    async def _record(
-        self, call: OperatorCall, action: str, note: Note, code: grpc.StatusCode, message: str
-    ) -> None:
-        await self._audit.record(
-            AuditEvent(
-                operator=call.auth.spiffe_id,
-                role=call.operator.role.label,
-                tenant=note.tenant or (call.operator.tenant or ""),
-                action=action,
-                target=note.target,
-                parameters=note.parameters,
-                result=code.name,
-                message=message,
-                request_id=call.request_id,
-            )
-        )
-
-    async def _run(
-        self,
-        context: grpc.aio.ServicerContext,
-        action: str,
-        work: Callable[[OperatorCall, Note], Awaitable[T]],
-        changes: bool,
-    ) -> T:
-        """Run one call: refusals become their status (audited); changes are audited when done."""
-        call, note = current_operator(), Note()
-        try:
-            result = await work(call, note)
-        except ApiError as exc:
-            await self._record(call, action, note, exc.code, exc.message)
-            metrics.ADMIN_CALLS.labels(method=action, code=exc.code.name).inc()
-            await context.abort(exc.code, exc.message)
-            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
-        except StoreUnavailable:
-            await self._record(call, action, note, grpc.StatusCode.UNAVAILABLE, "state store unavailable")
-            metrics.ADMIN_CALLS.labels(method=action, code="UNAVAILABLE").inc()
-            raise
-        if changes:
-            await self._record(call, action, note, grpc.StatusCode.OK, "")
-        metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()
-        return result
 
     # --- scope ---------------------------------------------------------------------
 
@@ -327,13 +179,13 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                 total=len(views),
             )
 
-        return await self._run(context, "ListDevices", work, changes=False)
+        return await self.calls.run(context, "ListDevices", work, changes=False)
 
     async def GetDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
         async def work(call: OperatorCall, note: Note) -> apb.Device:
             return (await self._device(call, request, note)).to_proto()
 
-        return await self._run(context, "GetDevice", work, changes=False)
+        return await self.calls.run(context, "GetDevice", work, changes=False)
 
     async def WatchDevices(
         self, request: apb.WatchDevicesRequest, context: grpc.aio.ServicerContext
@@ -356,7 +208,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
 
         unwatch = self._fleet.watch(on_change)  # before the snapshot: no change falls between them
         try:
-            views = await self._run(context, "WatchDevices", snapshot, changes=False)
+            views = await self.calls.run(context, "WatchDevices", snapshot, changes=False)
             for view in views:
                 yield apb.DeviceUpdate(kind=apb.DeviceUpdate.SNAPSHOT, device=view.to_proto())
             yield apb.DeviceUpdate(kind=apb.DeviceUpdate.SNAPSHOT_END)
@@ -391,7 +243,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                 )
             return apb.ListDeviceEventsResponse(events=events)
 
-        return await self._run(context, "ListDeviceEvents", work, changes=False)
+        return await self.calls.run(context, "ListDeviceEvents", work, changes=False)
 
     async def ListAuditEvents(
         self, request: apb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
@@ -425,7 +277,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                 next_page_token=token,
             )
 
-        return await self._run(context, "ListAuditEvents", work, changes=False)
+        return await self.calls.run(context, "ListAuditEvents", work, changes=False)
 
     # --- commands ------------------------------------------------------------------
 
@@ -447,13 +299,13 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
             return await self._command(call, request, note, Command.press(Button.PLAY))
 
-        return await self._run(context, "Play", work, changes=True)
+        return await self.calls.run(context, "Play", work, changes=True)
 
     async def Stop(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.CommandResult:
         async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
             return await self._command(call, request, note, Command.press(Button.STOP))
 
-        return await self._run(context, "Stop", work, changes=True)
+        return await self.calls.run(context, "Stop", work, changes=True)
 
     async def Disconnect(
         self, request: apb.DeviceRef, context: grpc.aio.ServicerContext
@@ -461,7 +313,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
             return await self._command(call, request, note, Command(DISCONNECT))
 
-        return await self._run(context, "Disconnect", work, changes=True)
+        return await self.calls.run(context, "Disconnect", work, changes=True)
 
     async def SetMode(
         self, request: apb.SetModeRequest, context: grpc.aio.ServicerContext
@@ -469,10 +321,10 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
             note.parameters["mode"] = request.mode
             view = await self._device(call, request.device, note)
-            if request.mode >= self._mode_count:
+            if request.mode >= self.mode_count:
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"mode {request.mode} is outside 0..{self._mode_count - 1}",
+                    f"mode {request.mode} is outside 0..{self.mode_count - 1}",
                 )
             with contextlib.suppress(DeviceOffline):
                 try:
@@ -487,7 +339,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             self._fleet.publish_view(fresh, "mode")
             return apb.CommandResult(device=fresh.to_proto(), stored_only=True)
 
-        return await self._run(context, "SetMode", work, changes=True)
+        return await self.calls.run(context, "SetMode", work, changes=True)
 
     async def RevokeDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
         async def work(call: OperatorCall, note: Note) -> apb.Device:
@@ -500,7 +352,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             self._fleet.publish_view(fresh, "revoked")
             return fresh.to_proto()
 
-        return await self._run(context, "RevokeDevice", work, changes=True)
+        return await self.calls.run(context, "RevokeDevice", work, changes=True)
 
     async def UnrevokeDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
         async def work(call: OperatorCall, note: Note) -> apb.Device:
@@ -510,7 +362,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             self._fleet.publish_view(fresh, "unrevoked")
             return fresh.to_proto()
 
-        return await self._run(context, "UnrevokeDevice", work, changes=True)
+        return await self.calls.run(context, "UnrevokeDevice", work, changes=True)
 
     # --- sounds --------------------------------------------------------------------
 
@@ -525,10 +377,10 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     ) -> apb.ListSoundsResponse:
         async def work(call: OperatorCall, note: Note) -> apb.ListSoundsResponse:
             tenant = self._sound_tenant(call, request.tenant, note)
-            sounds = await self._guarded(self._sounds.list(tenant))
+            sounds = await self._guarded(self.sounds.list(tenant))
             return apb.ListSoundsResponse(sounds=[sound_proto(s) for s in sounds])
 
-        return await self._run(context, "ListSounds", work, changes=False)
+        return await self.calls.run(context, "ListSounds", work, changes=False)
 
     async def UploadSound(
         self, request_iterator: AsyncIterator[apb.UploadSoundChunk], context: grpc.aio.ServicerContext
@@ -542,24 +394,24 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                     note.target = f"mode {chunk.mode}"
                     tenant = self._sound_tenant(call, chunk.tenant, note)
                 data += chunk.data
-                if len(data) > self._sounds.max_bytes:
+                if len(data) > self.sounds.max_bytes:
                     raise ApiError(
                         grpc.StatusCode.INVALID_ARGUMENT,
-                        f"the file is larger than {self._sounds.max_bytes} bytes",
+                        f"the file is larger than {self.sounds.max_bytes} bytes",
                     )
             if first is None:
                 raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "no data: send the mode and the file")
             note.parameters["bytes"] = len(data)
             try:
                 info = await self._guarded(
-                    self._sounds.upload(tenant, first.mode, first.filename, bytes(data), call.auth.spiffe_id)
+                    self.sounds.upload(tenant, first.mode, first.filename, bytes(data), call.auth.spiffe_id)
                 )
             except SoundRejected as exc:
                 raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             note.parameters["sha256"] = info.sha256
             return sound_proto(info)
 
-        return await self._run(context, "UploadSound", work, changes=True)
+        return await self.calls.run(context, "UploadSound", work, changes=True)
 
     async def ResetSound(
         self, request: apb.ResetSoundRequest, context: grpc.aio.ServicerContext
@@ -568,12 +420,12 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             tenant = self._sound_tenant(call, request.tenant, note)
             note.target, note.parameters["mode"] = f"mode {request.mode}", request.mode
             try:
-                info = await self._guarded(self._sounds.reset(tenant, request.mode))
+                info = await self._guarded(self.sounds.reset(tenant, request.mode))
             except SoundRejected as exc:
                 raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             return sound_proto(info)
 
-        return await self._run(context, "ResetSound", work, changes=True)
+        return await self.calls.run(context, "ResetSound", work, changes=True)
 
     async def CreateConsoleLogin(
         self, request: apb.CreateConsoleLoginRequest, context: grpc.aio.ServicerContext
@@ -586,7 +438,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             token, expires = await self._guarded(self._console.create_login(call.auth))
             return apb.ConsoleLogin(url=f"{self.console_url}/login/{token}", expires_unix=expires)
 
-        return await self._run(context, "CreateConsoleLogin", work, changes=True)
+        return await self.calls.run(context, "CreateConsoleLogin", work, changes=True)
 
     async def _guarded(self, work: Awaitable[T]) -> T:
         """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records'."""

@@ -35,11 +35,12 @@ from aiohttp import web
 from auth.operators import Role
 from comms import admin_pb2 as apb
 from comms.audio_format import SAMPLE_RATE
-from server.admin_service import ApiError, FleetAdmin
+from server.admin_service import FleetAdmin
 from server.console.present import present
 from server.console.sessions import ConsoleSession, ConsoleSessions
 from server.interceptor import OperatorCall
 from server.limits import TokenBucket
+from server.operator_calls import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class Console:
             form = await request.post()
             request[FORM] = form
             if not session.csrf_ok(str(form.get("csrf", ""))):
-                await self.admin.console_event(request[CALL], "console:" + request.path, "csrf")
+                await self.admin.calls.console_event(request[CALL], "console:" + request.path, "csrf")
                 return self._page("message.html", 403, title="Refused", message=CSRF_TEXT)
         return await handler(request)
 
@@ -208,7 +209,7 @@ class Console:
             return self._page("message.html", 403, title="Link not valid", message=USED_LINK_TEXT)
         session_id, session = opened
         log.info("console.login", extra={"operator": session.spiffe_id, "role": session.role})
-        await self.admin.console_event(OperatorCall(session.auth, uuid.uuid4().hex), "console:sign-in")
+        await self.admin.calls.console_event(OperatorCall(session.auth, uuid.uuid4().hex), "console:sign-in")
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
@@ -223,7 +224,7 @@ class Console:
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         await self.sessions.end(request.cookies.get(COOKIE, ""))
-        await self.admin.console_event(request[CALL], "console:sign-out")
+        await self.admin.calls.console_event(request[CALL], "console:sign-out")
         response = self._page("message.html", title="Signed out", message="You are signed out.")
         response.del_cookie(COOKIE, path="/")
         return response
