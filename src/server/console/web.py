@@ -406,6 +406,8 @@ class Console:
                     async with asyncio.timeout(HEARTBEAT_S):
                         update = await anext(updates)
                 except TimeoutError:
+                    if await self.sessions.get(request.cookies.get(COOKIE, "")) is None:
+                        break  # signed out or expired: the stream ends with the session
                     await response.write(b": keep-alive\n\n")  # a gone browser shows up here
                     continue
                 if update.kind != apb.DeviceUpdate.CHANGED:

@@ -123,7 +123,7 @@
     const message = JSON.parse(event.data);
     const d = message.device;
     let root = document.querySelector('[data-device="' + CSS.escape(d.key) + '"]');
-    if (!root && live.dataset.live === "fleet") root = newRow(d);
+    if (!root && live.dataset.live === "fleet" && !location.search) root = newRow(d);  // filtered: reload shows it
     if (root) update(root, d);
     if (live.dataset.live === "fleet") recount();
     document.body.dataset.lastChange = message.change;
