@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,8 +19,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from auth.tls import TlsMaterial  # noqa: E402
 from bench import (  # noqa: E402
-    bench_admin,
-    bench_console,
     bench_device,
     bench_latency,
     bench_scale,
@@ -43,8 +43,13 @@ def main() -> int:
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         with server_process(pki_dir, Path(tmp) / "cache") as server:
             asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
-    bench_admin.run()
-    bench_console.run()
+    for own_process in ("bench_admin", "bench_console"):  # grpc.aio binds to the first event loop
+        subprocess.run(
+            [sys.executable, "-m", f"bench.{own_process}"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"},
+            check=False,
+        )
     if not args.no_scale:
         bench_scale.run()
     return 0
