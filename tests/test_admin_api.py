@@ -360,3 +360,18 @@ async def test_watch_sees_a_button_press_within_a_second(
             assert time.monotonic() - pressed < 1.0
             assert update.device.mode == 1 and update.device.leds[2].label == "white"
         watch.cancel()
+
+
+async def test_every_call_gets_a_request_id_that_its_audit_event_carries(
+    server: AudioServer, connect: Connect, admin: Admin
+) -> None:
+    async with connect(server, "acme", "dev-1"), admin(server, "acme", role="viewer") as viewer:
+        call = viewer.Play(ref("dev-1"))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        refused_id = dict(info.value.trailing_metadata() or ())["x-request-id"]
+        ok = viewer.GetDevice(ref("dev-1"))
+        await ok
+        assert len(dict(await ok.trailing_metadata())["x-request-id"]) == 32
+    events, _ = await server.audit.list("acme", 10)  # type: ignore[union-attr]
+    assert [(e.action, e.request_id) for e in events] == [("Play", refused_id)]
