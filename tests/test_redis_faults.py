@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from auth.identity import Identity
+from server.device_view import DeviceView
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
 from tests.redis_server import RedisServer
@@ -36,6 +37,13 @@ async def test_redis_killed_and_restarted_under_live_devices(
             for device in devices:
                 await device.press(MODE)
             await wait_for(lambda: app.store.pending == 0 and all(mode_of(d.view.leds) == 1 for d in devices))
+            seen: dict[str, int] = {}
+
+            async def watcher(view: DeviceView, change: str) -> None:
+                if change != "telemetry":  # (a battery report would carry the mode too, by luck)
+                    seen[view.identity.device_id] = view.record.mode
+
+            app.fleet.watch(watcher)
 
             redis.stop(kill=True)
             for device in devices:
@@ -52,6 +60,8 @@ async def test_redis_killed_and_restarted_under_live_devices(
             assert await health_status(app.health.port) == SERVING
             await create_session(app.port, pki.device_tls("acme", "newcomer"))  # accepted again
             assert not any(device.ends for device in devices)  # no stream was cut
+            # the mode changes published while the bus was down were lost; the resync catches up
+            await wait_for(lambda: seen == {f"live-{n}": 2 for n in range(DEVICES)}, timeout=5)
             for n in range(DEVICES):
                 stored = await app.store.load(Identity("acme", f"live-{n}"))
                 assert stored is not None and stored.mode == 2  # the presses made meanwhile landed

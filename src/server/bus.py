@@ -8,8 +8,10 @@ device changed (for watchers: connected, disconnected, mode, playing, battery).
 * ``InProcessBus``: one process; delivers to its own subscribers.
 * ``RedisBus``: Redis pub/sub, one channel per node plus one broadcast channel
   (never one per device). The subscriber loop is supervised and resubscribes by
-  itself after Redis comes back; what was published meanwhile is lost, which
-  the shared store makes harmless (the session check of every call asks it).
+  itself after Redis comes back. What was published meanwhile is lost: the
+  shared store makes that harmless for sessions (the session check of every
+  call asks it), and ``on_restored`` lets each node re-announce its live
+  devices so watchers catch up.
 
 Every node has an id (``node_id``: host and pid by default, so replicas and
 worker processes differ); messages carry their origin so a node can ignore
@@ -76,6 +78,11 @@ class FleetBus:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self._handlers: list[Handler] = []
+        self._restored: list[Callable[[], None]] = []
+
+    def on_restored(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the bus is back after an outage (messages were lost)."""
+        self._restored.append(callback)
 
     def subscribe(self, handler: Handler) -> Callable[[], None]:
         """Call ``handler`` for every message this node receives; returns the unsubscribe."""
@@ -141,6 +148,8 @@ class RedisBus(FleetBus):
             self.subscribed.set()
             if was_lost:
                 log.warning("bus.restored", extra={"node": self.node_id})
+                for callback in self._restored:
+                    callback()
             while True:
                 raw = await pubsub.get_message(timeout=1.0)
                 if raw is None or raw.get("type") != "message":

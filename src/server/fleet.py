@@ -85,6 +85,7 @@ class Fleet(RegistryListener):
 
     async def start(self, on_failing: HealthCallback | None = None) -> None:
         self.bus.subscribe(self._received)
+        self.bus.on_restored(self._resync)
         self.trust.on_revoked(self.revoked_here)
         await self.bus.start(on_failing)
         self._tasks = [
@@ -185,6 +186,14 @@ class Fleet(RegistryListener):
             self.device_event(
                 controller, f"playing mode {record.playing[0]}" if record.playing else "sound ended"
             )
+
+    def _resync(self) -> None:
+        """The bus was down: changes published meanwhile are lost. Say again how every live
+        device looks, so every watcher in the fleet catches up."""
+        for session in self.registry.live_sessions():
+            controller = self.registry.controller(session.identity)
+            if controller is not None:
+                self.publish_view(self.view_of(controller), "resync")
 
     def publish_view(self, view: DeviceView, change: str) -> None:
         """Tell every watcher in the fleet (this node's too) how the device looks now."""
