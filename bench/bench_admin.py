@@ -119,6 +119,16 @@ async def measure(
         )
 
 
+def server_pki(root: Path) -> pki.CertifiedKey:
+    """A CA, a localhost server certificate and a signing key under ``root``; the CA, to issue more."""
+    ca = pki.create_ca("Bench CA")
+    pki.write_certified_key(ca, root / pki.CA_CERT, root / pki.CA_KEY)
+    server = pki.issue_server_cert(ca, ["localhost"], ["127.0.0.1"])
+    pki.write_certified_key(server, root / pki.SERVER_CERT, root / pki.SERVER_KEY)
+    create_signing_key(root / "signing")
+    return ca
+
+
 def start_server(
     pki_dir: Path, redis_url: str, node: str, port: int, admin_port: int
 ) -> subprocess.Popen[bytes]:
@@ -138,11 +148,7 @@ def run() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ca = pki.create_ca("Bench CA")
-        pki.write_certified_key(ca, root / pki.CA_CERT, root / pki.CA_KEY)
-        server = pki.issue_server_cert(ca, ["localhost"], ["127.0.0.1"])
-        pki.write_certified_key(server, root / pki.SERVER_CERT, root / pki.SERVER_KEY)
-        create_signing_key(root / "signing")
+        ca = server_pki(root)
         device = pki.issue_device_cert(ca, Identity("acme", "admin-1"), DEFAULT_TRUST_DOMAIN)
         operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.OPERATOR, "acme"))
         redis_port = free_port()

@@ -18,10 +18,9 @@ from pathlib import Path
 from admin.client import FleetClient
 from auth import pki
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
-from auth.keys import create_signing_key
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
-from bench.bench_admin import until
+from bench.bench_admin import server_pki, until
 from comms import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
@@ -42,11 +41,7 @@ def percentile(values: list[float], q: float) -> float:
 async def measure(root: Path, chromium: str) -> list[float]:
     from playwright.async_api import async_playwright
 
-    ca = pki.create_ca("Bench CA")
-    pki.write_certified_key(ca, root / pki.CA_CERT, root / pki.CA_KEY)
-    server_cert = pki.issue_server_cert(ca, ["localhost"], ["127.0.0.1"])
-    pki.write_certified_key(server_cert, root / pki.SERVER_CERT, root / pki.SERVER_KEY)
-    create_signing_key(root / "signing")
+    ca = server_pki(root)
     device = pki.issue_device_cert(ca, Identity("acme", "dev-1"), DEFAULT_TRUST_DOMAIN)
     operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.VIEWER, "acme"))
     settings = ServerSettings(

@@ -402,12 +402,9 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             if first is None:
                 raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "no data: send the mode and the file")
             note.parameters["bytes"] = len(data)
-            try:
-                info = await self._guarded(
-                    self.sounds.upload(tenant, first.mode, first.filename, bytes(data), call.auth.spiffe_id)
-                )
-            except SoundRejected as exc:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            info = await self._guarded(
+                self.sounds.upload(tenant, first.mode, first.filename, bytes(data), call.auth.spiffe_id)
+            )
             note.parameters["sha256"] = info.sha256
             return sound_proto(info)
 
@@ -419,11 +416,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         async def work(call: OperatorCall, note: Note) -> apb.Sound:
             tenant = self._sound_tenant(call, request.tenant, note)
             note.target, note.parameters["mode"] = f"mode {request.mode}", request.mode
-            try:
-                info = await self._guarded(self.sounds.reset(tenant, request.mode))
-            except SoundRejected as exc:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            return sound_proto(info)
+            return sound_proto(await self._guarded(self.sounds.reset(tenant, request.mode)))
 
         return await self.calls.run(context, "ResetSound", work, changes=True)
 
@@ -441,10 +434,13 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         return await self.calls.run(context, "CreateConsoleLogin", work, changes=True)
 
     async def _guarded(self, work: Awaitable[T]) -> T:
-        """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records'."""
+        """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records';
+        a sound the operator got wrong is INVALID_ARGUMENT with the reason."""
         try:
             return await work
-        except (SoundRejected, ApiError):
+        except SoundRejected as exc:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        except ApiError:
             raise
         except Exception as exc:
             log.warning("admin.store_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
