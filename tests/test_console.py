@@ -23,7 +23,8 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from admin.client import FleetClient
 from auth import pki as pki_lib
-from auth.operators import Role
+from auth.operators import OperatorIdentity, Role
+from auth.revocation import revoke
 from comms import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
@@ -341,3 +342,26 @@ async def test_the_console_follows_a_rotated_server_certificate(
         ok=True,
     )
     assert await asyncio.to_thread(served_serial) == fresh.cert.serial_number
+
+
+async def test_revoking_the_operators_certificate_ends_the_console_session(
+    server_factory: ServerFactory, pki: EphemeralPki, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    crl = tmp_path / "crl.pem"
+    app = await server_factory(console_bind="127.0.0.1:0", crl_path=crl, reload_interval_s=0.05)
+    operator = OperatorIdentity("mallory", Role.ADMIN, "acme")
+    material = pki_lib.issue_operator_cert(pki.ca, operator)
+    tls = pki.tls(material)
+    async with FleetClient(f"127.0.0.1:{app.admin_port}", tls) as client:
+        link = (await client.stub.CreateConsoleLogin(apb.CreateConsoleLoginRequest())).url
+        spare = (await client.stub.CreateConsoleLogin(apb.CreateConsoleLoginRequest())).url
+    async with http.get(link, ssl=False) as signed_in_page:
+        assert signed_in_page.status == 200
+    base = link.split("/login/")[0]
+    await reload_attempt(
+        app.watchers, "crl", lambda: revoke(pki.ca, crl, [material.cert.serial_number]), ok=True
+    )
+    async with http.get(base + "/", ssl=False) as after:
+        assert after.status == 401  # the open session ended with the certificate
+    async with http.get(spare, ssl=False) as unused_link:
+        assert unused_link.status == 403  # and a link it made before is no good either

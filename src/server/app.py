@@ -325,7 +325,11 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     app.sounds = sounds
     app.audit = AuditLog(data, settings.audit_keep_count, settings.audit_keep_days * 86_400)
-    sessions = ConsoleSessions(data, settings.console_session_ttl_s) if settings.console_bind else None
+    sessions = (
+        ConsoleSessions(data, settings.console_session_ttl_s, trust.is_revoked)
+        if settings.console_bind
+        else None
+    )
     admin = FleetAdmin(
         fleet, store, app.audit, sounds, settings.mode_count, sessions, settings.console_base_url
     )

@@ -17,6 +17,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from auth.operators import OperatorIdentity, Role
@@ -40,11 +41,12 @@ class ConsoleSession:
     tenant: str | None
     expires: float
     csrf: str
+    cert_serial: int = 0  # the certificate the link was made with: revoking it ends the session
 
     @property
     def auth(self) -> OperatorAuth:
         return OperatorAuth(
-            OperatorIdentity(self.name, Role.parse(self.role), self.tenant), 0, self.spiffe_id
+            OperatorIdentity(self.name, Role.parse(self.role), self.tenant), self.cert_serial, self.spiffe_id
         )
 
     def csrf_ok(self, given: str) -> bool:
@@ -63,13 +65,17 @@ class ConsoleSession:
             data.get("tenant") or None,
             float(data["expires"]),
             str(data["csrf"]),
+            int(data.get("cert_serial") or 0),
         )
 
 
 class ConsoleSessions:
-    def __init__(self, data: SharedData, session_ttl_s: float) -> None:
+    def __init__(
+        self, data: SharedData, session_ttl_s: float, is_revoked: Callable[[int], bool] = lambda serial: False
+    ) -> None:
         self._data = data
         self.session_ttl_s = session_ttl_s
+        self._is_revoked = is_revoked  # the operator certificate, in the CRL since sign-in?
 
     async def create_login(self, auth: OperatorAuth) -> tuple[str, float]:
         """A one-time token for ``auth``'s operator and when it expires."""
@@ -82,6 +88,7 @@ class ConsoleSessions:
             "role": operator.role.label,
             "tenant": operator.tenant,
             "expires": expires,
+            "cert_serial": auth.cert_serial,
         }
         await self._data.set_entry(LOGINS, _digest(token), json.dumps(record))
         return token, expires
@@ -92,7 +99,8 @@ class ConsoleSessions:
         if raw is None:
             return None
         login = json.loads(raw)
-        if float(login["expires"]) < time.time():
+        serial = int(login.get("cert_serial") or 0)
+        if float(login["expires"]) < time.time() or self._is_revoked(serial):
             return None
         session_id = secrets.token_urlsafe(32)
         session = ConsoleSession(
@@ -102,6 +110,7 @@ class ConsoleSessions:
             login.get("tenant") or None,
             time.time() + self.session_ttl_s,
             secrets.token_urlsafe(24),
+            serial,
         )
         await self._data.set_entry(SESSIONS, _digest(session_id), session.encode())
         return session_id, session
@@ -113,7 +122,7 @@ class ConsoleSessions:
         if raw is None:
             return None
         session = ConsoleSession.decode(raw)
-        if session.expires < time.time():
+        if session.expires < time.time() or self._is_revoked(session.cert_serial):
             await self._data.take_entry(SESSIONS, _digest(session_id))
             return None
         return session
