@@ -365,3 +365,18 @@ async def test_revoking_the_operators_certificate_ends_the_console_session(
         assert after.status == 401  # the open session ended with the certificate
     async with http.get(spare, ssl=False) as unused_link:
         assert unused_link.status == 403  # and a link it made before is no good either
+
+
+async def test_a_platform_operator_sees_every_tenant_and_picks_one_for_sounds(
+    console: AudioServer, connect: Connect, pki: EphemeralPki, browser: Browser
+) -> None:
+    async with connect(console, "acme", "dev-1") as mine, connect(console, "globex", "dev-9") as theirs:
+        await wait_for(lambda: mine.status_requests >= 1 and theirs.status_requests >= 1)
+        page = await signed_in(browser, console, pki, role="viewer", tenant=None)
+        assert await page.locator('[data-device="globex/dev-9"]').count() == 1
+        assert await page.locator('[data-device="acme/dev-1"]').count() == 1
+        await page.click('a:has-text("Sounds")')
+        await page.fill('input[name="tenant"]', "globex")
+        await page.click('button:has-text("Show its sounds")')
+        assert await page.locator("table.sounds tbody tr").count() == 5
+        await shot(page, "platform-sounds")

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import grpc
 import jinja2
@@ -305,16 +306,18 @@ class Console:
                 raise web.HTTPNotFound()
         except ApiError as exc:
             return self._error(request, exc)
-        raise web.HTTPSeeOther(f"/devices/{tenant}/{device}?done={done.replace(' ', '+')}")
+        raise web.HTTPSeeOther(f"/devices/{quote(tenant)}/{quote(device)}?" + urlencode({"done": done}))
 
     async def sounds(self, request: web.Request) -> web.StreamResponse:
         tenant = request.query.get("tenant", "")[:64]
+        if request[SESSION].tenant is None and not tenant:  # a platform operator picks the tenant first
+            return self._render(request, "sounds.html", sounds=[], done="", ask_tenant=True)
         try:
             listing = await self._invoke(request, "ListSounds", apb.ListSoundsRequest(tenant=tenant))
         except ApiError as exc:
             return self._error(request, exc)
         done = request.query.get("done", "")[:60]
-        return self._render(request, "sounds.html", sounds=list(listing.sounds), done=done)
+        return self._render(request, "sounds.html", sounds=list(listing.sounds), done=done, ask_tenant=False)
 
     async def preview(self, request: web.Request) -> web.StreamResponse:
         """The sound a mode plays for the tenant, as WAV the browser can play."""
@@ -356,7 +359,7 @@ class Console:
                 raise web.HTTPNotFound()
         except ApiError as exc:
             return self._error(request, exc)
-        raise web.HTTPSeeOther(f"/sounds?done={done.replace(' ', '+')}")
+        raise web.HTTPSeeOther("/sounds?" + urlencode({"tenant": tenant, "done": done}))
 
     async def audit(self, request: web.Request) -> web.StreamResponse:
         query = request.query
