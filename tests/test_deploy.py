@@ -102,6 +102,11 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
         "auth/tokens.py",
         "server/app.py",
         "device/client.py",
+        "comms/admin_pb2.py",
+        "admin/cli.py",
+        "server/console/templates/fleet.html",  # the console's templates and static files ship too
+        "server/console/static/console.js",
+        "server/console/static/console.css",
     ):
         assert package in names, package
     assert not [n for n in names if n.endswith((".key", ".pem"))]
@@ -124,6 +129,8 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
     (site / "deps.pth").write_text(deps + "\n")
     result = subprocess.run([clean / "bin" / "audio-server", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--pki-dir" in result.stdout
+    admin = subprocess.run([clean / "bin" / "audio-admin", "--help"], capture_output=True, text=True)
+    assert admin.returncode == 0 and "console" in admin.stdout
     imported = subprocess.run(
         [python, "-c", "import server.app, sys; print(server.app.__file__)"],
         capture_output=True,
