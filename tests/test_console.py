@@ -31,6 +31,7 @@ from server.app import AudioServer
 from server.console import sessions as console_sessions
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, best_correlation, mode_of, reload_attempt, wait_for
+from tests.redis_server import RedisServer
 from tests.test_admin_api import wav_bytes
 from tests.test_admin_cli import cli, provision
 
@@ -380,3 +381,26 @@ async def test_a_platform_operator_sees_every_tenant_and_picks_one_for_sounds(
         await page.click('button:has-text("Show its sounds")')
         assert await page.locator("table.sounds tbody tr").count() == 5
         await shot(page, "platform-sounds")
+
+
+async def test_a_store_outage_is_a_clear_503_not_an_error(
+    server_factory: ServerFactory, pki: EphemeralPki, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    redis = RedisServer(tmp_path / "redis", durable=True).start()
+    try:
+        app = await server_factory(
+            console_bind="127.0.0.1:0", state_backend="redis", redis_url=redis.url, store_retry_s=0.05
+        )
+        link = await login_link(app, pki, "acme", "viewer", "val")
+        async with http.get(link, ssl=False) as page:
+            assert page.status == 200
+        base = link.split("/login/")[0]
+        redis.stop(kill=True)
+        for path in ("/", "/login/anything"):
+            async with http.get(base + path, ssl=False) as down:
+                assert down.status == 503 and "try again shortly" in (await down.text()).lower()
+        redis.start()
+        async with http.get(base + "/", ssl=False) as back:
+            assert back.status == 200  # the same session, once the store is back
+    finally:
+        redis.stop()

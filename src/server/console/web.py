@@ -39,6 +39,7 @@ from comms.audio_format import SAMPLE_RATE
 from server.admin_service import FleetAdmin
 from server.console.present import present
 from server.console.sessions import ConsoleSession, ConsoleSessions
+from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable
 from server.interceptor import OperatorCall
 from server.limits import TokenBucket
 from server.operator_calls import ApiError
@@ -146,7 +147,10 @@ class Console:
     async def _session(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(("/login/", "/static/")):
             return await handler(request)
-        session = await self.sessions.get(request.cookies.get(COOKIE, ""))
+        try:
+            session = await self.sessions.get(request.cookies.get(COOKIE, ""))
+        except Exception as exc:  # sessions live in the shared store: its outage is a 503, not a bug
+            return self._store_down(exc)
         if session is None:
             return self._page("message.html", 401, title="Sign in", message=SIGN_IN_TEXT)
         request[SESSION] = session
@@ -178,17 +182,20 @@ class Console:
         )
 
     async def _invoke(self, request: web.Request, action: str, message: Any) -> Any:
-        return await self.admin.invoke(request[CALL], action, message)
+        try:
+            return await self.admin.invoke(request[CALL], action, message)
+        except StoreUnavailable:  # audited by the call; the page says "try again", not a bug
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) from None
+
+    def _store_down(self, exc: Exception) -> web.Response:
+        log.warning("console.store_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+        return self._page("message.html", 503, title="Try again shortly", message=STORE_UNAVAILABLE_TEXT)
 
     def _error(self, request: web.Request, exc: ApiError) -> web.Response:
         status = HTTP_STATUS.get(exc.code, 500)
         title = {404: "Not found", 403: "Not allowed", 409: "Not now"}.get(status, "Could not do that")
         session = request.get(SESSION)
         return self._page("message.html", status, title=title, message=exc.message, session=session)
-
-    def _tenant_of(self, request: web.Request) -> str:
-        """The tenant a URL names; a tenant operator's own is implied, any other is not found."""
-        return str(request.match_info.get("tenant", ""))
 
     # --- sign-in ---------------------------------------------------------------------
 
@@ -204,7 +211,10 @@ class Console:
         if not self._admit_login(request):
             log.warning("console.login_rate_limited", extra={"client": request.remote})
             return self._page("message.html", 429, title="Slow down", message="Too many sign-in attempts.")
-        opened = await self.sessions.redeem(request.match_info["token"])
+        try:
+            opened = await self.sessions.redeem(request.match_info["token"])
+        except Exception as exc:
+            return self._store_down(exc)
         if opened is None:
             log.warning("console.login_refused", extra={"client": request.remote})
             return self._page("message.html", 403, title="Link not valid", message=USED_LINK_TEXT)
@@ -257,7 +267,7 @@ class Console:
         return self._render(request, "fleet.html", devices=devices, counts=counts, filters=filters)
 
     async def device(self, request: web.Request) -> web.StreamResponse:
-        ref = apb.DeviceRef(tenant=self._tenant_of(request), device_id=request.match_info["device"])
+        ref = apb.DeviceRef(tenant=request.match_info["tenant"], device_id=request.match_info["device"])
         try:
             device = await self._invoke(request, "GetDevice", ref)
             history = await self._invoke(request, "ListDeviceEvents", ref)
