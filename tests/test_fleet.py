@@ -142,3 +142,16 @@ async def test_one_process_alone_has_the_same_fleet_operations(server: AudioServ
     await server.fleet.idle()
     with pytest.raises(DeviceOffline):
         await server.fleet.command(Identity("acme", "solo"), Command.press(MODE))
+
+
+async def test_after_a_bus_outage_a_device_revoked_meanwhile_is_ended(
+    replicas: tuple[AudioServer, AudioServer], connect: Connect
+) -> None:
+    a, _ = replicas
+    async with connect(a, "acme", "fleet-1") as device:
+        await held_by(a, device)
+        await a.store.update_now(DEVICE, {"revoked": True})  # written, but its broadcast "lost"
+        assert not device.ends
+        a.fleet._resync()  # what the bus does when it is back
+        await wait_for(lambda: len(device.ends) == 3, timeout=2)
+        assert {end.code for end in device.ends.values()} == {grpc.StatusCode.PERMISSION_DENIED}

@@ -28,7 +28,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from redis.exceptions import RedisError
 
 from auth.identity import Identity
 from comms.log_sampling import SampledLog
@@ -37,6 +39,7 @@ from server.bus import CHANGED, COMMAND, REPLY, REVOKED, SUPERSEDED, BusMessage,
 from server.commands import REVOKE, Command
 from server.controller import DeviceController
 from server.device_view import DeviceView
+from server.errors import StoreUnavailable
 from server.presence import Presence, keep_leases
 from server.registry import DeviceRegistry, RegistryListener
 from server.shared_data import SharedData
@@ -53,6 +56,15 @@ COMMAND_TIMEOUT_S = 2.0  # a holder that does not answer a command by then is tr
 OUTBOX_LIMIT = 10_000  # bus/presence work waiting while Redis is slow; beyond it the oldest is dropped
 Work = Callable[[], Awaitable[object]]
 _io_failures = SampledLog()  # a Redis outage fails every queued message: a few lines, not thousands
+
+
+@contextlib.asynccontextmanager
+async def shared_io() -> AsyncIterator[None]:
+    """Presence and the bus live in Redis: their failure is the shared store's (UNAVAILABLE)."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"shared store unavailable ({type(exc).__name__})") from None
 
 
 def history_log(identity: Identity) -> str:
@@ -188,12 +200,20 @@ class Fleet(RegistryListener):
             )
 
     def _resync(self) -> None:
-        """The bus was down: changes published meanwhile are lost. Say again how every live
-        device looks, so every watcher in the fleet catches up."""
+        """The bus was down: messages published meanwhile are lost. Say again how every live
+        device looks, so every watcher in the fleet catches up, and end any live device an
+        operator revoked meanwhile (its broadcast may be among the lost)."""
         for session in self.registry.live_sessions():
             controller = self.registry.controller(session.identity)
             if controller is not None:
                 self.publish_view(self.view_of(controller), "resync")
+        self._later(self._end_revoked)
+
+    async def _end_revoked(self) -> None:
+        for session in self.registry.live_sessions():
+            record = await self.registry.current_record(session.identity)
+            if record is not None and record.revoked:
+                await self.registry.apply(session.identity, Command(REVOKE))
 
     def publish_view(self, view: DeviceView, change: str) -> None:
         """Tell every watcher in the fleet (this node's too) how the device looks now."""
@@ -209,7 +229,8 @@ class Fleet(RegistryListener):
     async def views(self, records: list[DeviceRecord]) -> list[DeviceView]:
         """Records from the store with where (whether) each device is live; this node's own
         live devices from memory (fresher than the store)."""
-        holders = await self.presence.holders([r.identity for r in records])
+        async with shared_io():
+            holders = await self.presence.holders([r.identity for r in records])
         views = []
         for record, holder in zip(records, holders, strict=True):
             controller = self.registry.controller(record.identity)
@@ -227,7 +248,8 @@ class Fleet(RegistryListener):
         """
         if await self.registry.apply(identity, command):
             return self.node_id
-        holder = await self.presence.holder(identity)
+        async with shared_io():
+            holder = await self.presence.holder(identity)
         if holder is None or holder == self.node_id:
             raise DeviceOffline(f"{identity} is offline")
         request = uuid.uuid4().hex
@@ -235,7 +257,8 @@ class Fleet(RegistryListener):
         self._requests[request] = answer
         try:
             message = self._message(COMMAND, identity, command=command.to_data(), request=request)
-            await self.bus.publish(message, holder)
+            async with shared_io():
+                await self.bus.publish(message, holder)
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 applied = await answer
         finally:
@@ -247,7 +270,7 @@ class Fleet(RegistryListener):
     async def revoke(self, identity: Identity) -> None:
         """The device was put on the deny-list: every node ends its streams now."""
         await self.registry.apply(identity, Command(REVOKE))
-        await self.bus.publish(self._message(REVOKED, identity))
+        self._publish(self._message(REVOKED, identity))  # lost in a bus outage? the resync after it ends it
 
     def watch(self, handler: Callable[[DeviceView, str], Awaitable[None]]) -> Callable[[], None]:
         """Every device change in the fleet (connected, disconnected, mode, playing, telemetry,
