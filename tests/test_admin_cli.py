@@ -65,6 +65,11 @@ async def test_the_cli_lists_plays_uploads_revokes_and_audits(
         code, out, err = await cli(server, pki, "devices", "play", "dev-1")
         assert code == 0 and out.startswith("played on dev-1"), err
         await wait_for(lambda: bool(sink.sounds))
+        await server.fleet.idle()
+        code, out, err = await cli(server, pki, "devices", "events", "dev-1")
+        assert code == 0, err
+        whats = [line.split(None, 2)[2].rsplit(None, 1)[0] for line in out.splitlines()[1:]]
+        assert whats[:2] == ["playing mode 0", "connected"]
 
         sound = tmp_path / "chime.wav"
         sound.write_bytes(wav_bytes(0.5))

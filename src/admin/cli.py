@@ -1,7 +1,7 @@
 """``audio-admin``: the operator API from a terminal. Tables for people, ``--json`` for scripts.
 
     audio-admin --tenant acme --operator alice devices list [--watch]
-    audio-admin ... devices show|play|stop|disconnect|revoke|unrevoke DEVICE
+    audio-admin ... devices show|events|play|stop|disconnect|revoke|unrevoke DEVICE
     audio-admin ... devices mode DEVICE N
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
@@ -61,6 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--search", default="", help="device ids containing this")
     for name, text in (
         ("show", "everything about one device"),
+        ("events", "its recent events: connects, presses, modes, sounds (newest first)"),
         ("play", "press Play on the device (like its button)"),
         ("stop", "press Stop on the device"),
         ("disconnect", "end the device's session (it reconnects)"),
@@ -217,6 +218,16 @@ class Cli:
     async def devices_show(self) -> None:
         device = await self.stub.GetDevice(self.ref(), timeout=self.settings.timeout_s)
         self.out(device, show_device(device))
+
+    async def devices_events(self) -> None:
+        events = (await self.stub.ListDeviceEvents(self.ref(), timeout=self.settings.timeout_s)).events
+        if self.json:
+            print(json.dumps([as_dict(e) for e in events]))
+            return
+        rows = [
+            [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time_unix)), e.what, e.node] for e in events
+        ]
+        print(table(rows, ("TIME", "WHAT", "NODE")))
 
     async def _command(self, method: str, what: str) -> None:
         result = await getattr(self.stub, method)(self.ref(), timeout=self.settings.timeout_s)
