@@ -162,6 +162,21 @@ async def abort_rejected(
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
+@contextlib.contextmanager
+def _refusals(method: str) -> Iterator[None]:
+    """What authenticating a call may raise, as the ``Rejected`` that answers it."""
+    try:
+        yield
+    except AuthError as exc:
+        raise rejection(exc) from None
+    except StoreUnavailable:
+        raise Rejected(grpc.StatusCode.UNAVAILABLE, "store_unavailable", STORE_UNAVAILABLE_TEXT) from None
+    except Exception:
+        # A bug in our checks: fail closed, keep the story in our log, say nothing on the wire.
+        log.exception("auth.error", extra={"method": method})
+        raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_internal", AUTH_FAILED_TEXT) from None
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticate every call; hand the handler a ``CallAuth``; cap concurrent calls per identity."""
 
@@ -189,13 +204,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _authenticate_operator(self, context: grpc.aio.ServicerContext, method: str) -> OperatorAuth:
         pem = self._peer_pem(context)
-        try:
+        with _refusals(method):
             return self._authenticator.operator(pem)
-        except AuthError as exc:
-            raise rejection(exc) from None
-        except Exception:
-            log.exception("auth.error", extra={"method": method})
-            raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_internal", AUTH_FAILED_TEXT) from None
+        raise AssertionError("unreachable: the block returns or raises")  # pragma: no cover
 
     def _authorise(self, auth: OperatorAuth, method: str) -> None:
         assert self._operators is not None
@@ -205,20 +216,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         check_role(auth.operator, needed, method.rsplit("/", 1)[-1])
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
-        pems = [self._peer_pem(context)]
-        try:
-            peer = self._authenticator.peer(pems[0])
+        pem = self._peer_pem(context)
+        with _refusals(method):
+            peer = self._authenticator.peer(pem)
             if method in self._mtls_only:
                 return peer
             return await self._authenticator.session(peer, bearer_token(context.invocation_metadata()))
-        except AuthError as exc:
-            raise rejection(exc) from None
-        except StoreUnavailable:
-            raise Rejected(grpc.StatusCode.UNAVAILABLE, "store_unavailable", STORE_UNAVAILABLE_TEXT) from None
-        except Exception:
-            # A bug in our checks: fail closed, keep the story in our log, say nothing on the wire.
-            log.exception("auth.error", extra={"method": method})
-            raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_internal", AUTH_FAILED_TEXT) from None
+        raise AssertionError("unreachable: the block returns or raises")  # pragma: no cover
 
     def _check_legacy_metadata(self, context: grpc.aio.ServicerContext, auth: CallAuth, method: str) -> None:
         """Old firmware sends ``device_id``: never an identity; a mismatch is only logged."""

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auth.identity import Identity
-from server.store import UPDATABLE, DeviceRecord, StateFileError, Telemetry, stored_value
+from server.store import DeviceRecord, StateFileError, Telemetry, checked_changes, stored_value
 
 KEY_PREFIX = "audio:v1:"
 CONNECT_TIMEOUT_S = 3.0
@@ -154,14 +154,12 @@ class RedisStore:
         self, identity: Identity, session_id: str, facts: dict[str, object] | None = None
     ) -> int:
         keys = [device_key(identity), tenant_devices_key(identity.tenant), TENANTS_KEY]
-        args = [session_id, _field(time.time()), identity.device_id, identity.tenant, *_pairs(facts or {})]
+        args = [session_id, _field(time.time()), identity.device_id, identity.tenant]
+        args += _pairs(checked_changes(facts or {}))
         return int(await self._claim(keys=keys, args=args))
 
     async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
-        unknown = set(changes) - UPDATABLE
-        if unknown:
-            raise ValueError(f"not updatable: {sorted(unknown)}")
-        return await self._set_if(identity, session_id, changes)
+        return await self._set_if(identity, session_id, checked_changes(changes))
 
     async def _set_if(self, identity: Identity, session_id: str | None, values: dict[str, object]) -> bool:
         pairs = _pairs({**values, "updated_at": time.time()})

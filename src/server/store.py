@@ -169,10 +169,11 @@ def _claimed(
     base = record or DeviceRecord(identity)
     if base.revoked:
         return None
-    return base.with_changes(session_id=session_id, epoch=base.epoch + 1, **_checked(facts or {}))
+    return base.with_changes(session_id=session_id, epoch=base.epoch + 1, **checked_changes(facts or {}))
 
 
-def _checked(changes: dict[str, object]) -> dict[str, object]:
+def checked_changes(changes: dict[str, object]) -> dict[str, object]:
+    """``changes`` if every name is an ``UPDATABLE`` field, else ``ValueError`` (a bug, not input)."""
     unknown = set(changes) - UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -213,7 +214,7 @@ class MemoryStore:
         record = self._records.get(identity)
         if not _applies(record, session_id):
             return False
-        self._records[identity] = (record or DeviceRecord(identity)).with_changes(**_checked(changes))
+        self._records[identity] = (record or DeviceRecord(identity)).with_changes(**checked_changes(changes))
         return True
 
     async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
@@ -406,7 +407,7 @@ class SqliteStore:
         def change(record: DeviceRecord | None) -> DeviceRecord | None:
             if not _applies(record, session_id):
                 return None
-            return (record or DeviceRecord(identity)).with_changes(**_checked(changes))
+            return (record or DeviceRecord(identity)).with_changes(**checked_changes(changes))
 
         return await self.run(self._transaction, identity, change)
 
