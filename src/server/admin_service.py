@@ -286,9 +286,14 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     ) -> apb.CommandResult:
         view = await self._device(call, ref, note)
         try:
-            node = await self._fleet.command(view.identity, command)
+            return await self._deliver(view, command)
         except DeviceOffline:
             raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, OFFLINE_TEXT) from None
+
+    async def _deliver(self, view: DeviceView, command: Command) -> apb.CommandResult:
+        """``command`` to the live device wherever it is; ``DeviceOffline`` passes through."""
+        try:
+            node = await self._fleet.command(view.identity, command)
         except TimeoutError:
             raise ApiError(
                 grpc.StatusCode.UNAVAILABLE, "the server node holding the device did not answer; try again"
@@ -327,13 +332,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                     f"mode {request.mode} is outside 0..{self.mode_count - 1}",
                 )
             with contextlib.suppress(DeviceOffline):
-                try:
-                    node = await self._fleet.command(view.identity, Command.select_mode(request.mode))
-                except TimeoutError:
-                    raise ApiError(
-                        grpc.StatusCode.UNAVAILABLE, "the server node holding the device did not answer"
-                    ) from None
-                return apb.CommandResult(device=(await self._fresh(view.identity)).to_proto(), node=node)
+                return await self._deliver(view, Command.select_mode(request.mode))
             await self._store.update_now(view.identity, {"mode": request.mode})  # its next connection
             fresh = await self._fresh(view.identity)
             self._fleet.publish_view(fresh, "mode")

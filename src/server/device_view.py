@@ -18,22 +18,27 @@ from comms import admin_pb2 as apb
 from server.leds import LED1_IDLE, LED1_PLAYING, MODE_PALETTE, OFF, leds_for
 from server.store import DeviceRecord
 
-BUTTON_NAMES = ("connect", "mode", "play", "stop")
 BUTTON_STATES = {0: "pressed", 1: "released"}
-_COLOUR_WORDS = {
-    OFF: "off",
-    LED1_IDLE: "dim green (connected, idle)",
-    LED1_PLAYING: "blue (playing)",
-    MODE_PALETTE[0]: "white",
-    MODE_PALETTE[1]: "amber",
-    MODE_PALETTE[2]: "magenta",
-    MODE_PALETTE[3]: "cyan",
+LED_COLOURS = {  # rgba -> (a short name, e.g. a CSS class; words for people)
+    OFF: ("off", "off"),
+    LED1_IDLE: ("idle", "dim green (connected, idle)"),
+    LED1_PLAYING: ("playing", "blue (playing)"),
+    MODE_PALETTE[0]: ("white", "white"),
+    MODE_PALETTE[1]: ("amber", "amber"),
+    MODE_PALETTE[2]: ("magenta", "magenta"),
+    MODE_PALETTE[3]: ("cyan", "cyan"),
 }
+
+
+def colour_name(rgba: int) -> str:
+    """A short name for an LED colour of the LED table ("other" for any else)."""
+    return LED_COLOURS.get(rgba, ("other", ""))[0]
 
 
 def colour_words(rgba: int) -> str:
     """Words for an LED colour, so state is never shown by colour alone."""
-    return _COLOUR_WORDS.get(rgba) or f"#{rgba >> 8:06x}"
+    known = LED_COLOURS.get(rgba)
+    return known[1] if known else f"#{rgba >> 8:06x}"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auth.identity import Identity
-from server.store import DeviceRecord, StateFileError, Telemetry, checked_changes, stored_value
+from server.store import DeviceRecord, Intents, StateFileError, checked_changes, stored_value
 
 KEY_PREFIX = "audio:v1:"
 CONNECT_TIMEOUT_S = 3.0
@@ -92,7 +92,7 @@ def _record(identity: Identity, data: dict[Any, Any]) -> DeviceRecord | None:
     return DeviceRecord.from_fields(identity, fields)
 
 
-class RedisStore:
+class RedisStore(Intents):
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self.client = client  # shared with the bus and presence (their own connections from its pool)
@@ -165,19 +165,6 @@ class RedisStore:
         pairs = _pairs({**values, "updated_at": time.time()})
         applied = await self._set(keys=[device_key(identity)], args=[session_id or "", *pairs])
         return bool(applied)
-
-    async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
-        return await self._set_if(identity, session_id, {"mode": mode})
-
-    async def record_telemetry(
-        self, identity: Identity, telemetry: Telemetry, session_id: str | None
-    ) -> bool:
-        buttons = list(telemetry.buttons) if telemetry.buttons is not None else None
-        return await self._set_if(
-            identity,
-            session_id,
-            {"battery_level": telemetry.battery_level, "buttons": buttons, "last_seen": telemetry.last_seen},
-        )
 
     async def probe(self) -> None:
         await self._redis.set(f"{KEY_PREFIX}probe", _field(time.time()))

@@ -175,10 +175,6 @@ class DeviceRegistry:
             return controller.record
         return await self._store.load(identity)
 
-    async def current_session_id(self, identity: Identity) -> str | None:
-        record = await self.current_record(identity)
-        return record.session_id if record else None
-
     async def _adopt_from_store(self, controller: DeviceController, session_id: str) -> None:
         """Another replica claimed the device for ``session_id`` (the token says so and the store
         agrees): end what this replica still holds of the device and take the store's state."""

@@ -133,6 +133,10 @@ class Telemetry:
     buttons: Buttons | None
     last_seen: float
 
+    def fields(self) -> dict[str, object]:
+        """As ``DeviceRecord`` fields (for ``update``)."""
+        return {"battery_level": self.battery_level, "buttons": self.buttons, "last_seen": self.last_seen}
+
 
 class DeviceStore(Protocol):
     async def load(self, identity: Identity) -> DeviceRecord | None: ...
@@ -180,13 +184,22 @@ def checked_changes(changes: dict[str, object]) -> dict[str, object]:
     return changes
 
 
-def _with_telemetry(record: DeviceRecord | None, identity: Identity, telemetry: Telemetry) -> DeviceRecord:
-    return (record or DeviceRecord(identity)).with_changes(
-        battery_level=telemetry.battery_level, buttons=telemetry.buttons, last_seen=telemetry.last_seen
-    )
+class Intents:
+    """``set_mode`` and ``record_telemetry`` for every backend: both are ``update``s."""
+
+    async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
+        raise NotImplementedError
+
+    async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
+        return await self.update(identity, {"mode": mode}, session_id)
+
+    async def record_telemetry(
+        self, identity: Identity, telemetry: Telemetry, session_id: str | None
+    ) -> bool:
+        return await self.update(identity, telemetry.fields(), session_id)
 
 
-class MemoryStore:
+class MemoryStore(Intents):
     """Records in a dict; each intent is atomic because nothing awaits inside it."""
 
     def __init__(self) -> None:
@@ -215,22 +228,6 @@ class MemoryStore:
         if not _applies(record, session_id):
             return False
         self._records[identity] = (record or DeviceRecord(identity)).with_changes(**checked_changes(changes))
-        return True
-
-    async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
-        record = self._records.get(identity)
-        if not _applies(record, session_id):
-            return False
-        self._records[identity] = (record or DeviceRecord(identity)).with_changes(mode=mode)
-        return True
-
-    async def record_telemetry(
-        self, identity: Identity, telemetry: Telemetry, session_id: str | None
-    ) -> bool:
-        record = self._records.get(identity)
-        if not _applies(record, session_id):
-            return False
-        self._records[identity] = _with_telemetry(record, identity, telemetry)
         return True
 
     async def probe(self) -> None:
@@ -270,7 +267,7 @@ def _unusable(path: Path, exc: BaseException) -> StateFileError:
     return StateFileError(f"state file {path}: {text}; {hint}")
 
 
-class SqliteStore:
+class SqliteStore(Intents):
     """One connection, owned by one worker thread; every intent is one transaction on it."""
 
     def __init__(self, path: Path) -> None:
@@ -408,22 +405,6 @@ class SqliteStore:
             if not _applies(record, session_id):
                 return None
             return (record or DeviceRecord(identity)).with_changes(**checked_changes(changes))
-
-        return await self.run(self._transaction, identity, change)
-
-    async def set_mode(self, identity: Identity, mode: int, session_id: str | None) -> bool:
-        def change(record: DeviceRecord | None) -> DeviceRecord | None:
-            if not _applies(record, session_id):
-                return None
-            return (record or DeviceRecord(identity)).with_changes(mode=mode)
-
-        return await self.run(self._transaction, identity, change)
-
-    async def record_telemetry(
-        self, identity: Identity, telemetry: Telemetry, session_id: str | None
-    ) -> bool:
-        def change(record: DeviceRecord | None) -> DeviceRecord | None:
-            return _with_telemetry(record, identity, telemetry) if _applies(record, session_id) else None
 
         return await self.run(self._transaction, identity, change)
 

@@ -109,13 +109,7 @@ class StoreGuard:
         self.update_later(identity, session_id, mode=mode)
 
     def telemetry_later(self, identity: Identity, session_id: str | None, telemetry: Telemetry) -> None:
-        self.update_later(
-            identity,
-            session_id,
-            battery_level=telemetry.battery_level,
-            buttons=telemetry.buttons,
-            last_seen=telemetry.last_seen,
-        )
+        self.update_later(identity, session_id, **telemetry.fields())
 
     def update_later(self, identity: Identity, session_id: str | None, **changes: object) -> None:
         """Queue ``changes`` (DeviceRecord fields) made in ``session_id``; never raises."""

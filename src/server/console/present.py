@@ -11,18 +11,9 @@ import time
 from typing import Any
 
 from comms import admin_pb2 as apb
-from server.leds import LED1_IDLE, LED1_PLAYING, MODE_PALETTE, OFF
+from server.device_view import colour_name
 
 CERT_WARN_DAYS = 30
-_LED_CLASSES = {
-    OFF: "off",
-    LED1_IDLE: "idle",
-    LED1_PLAYING: "playing",
-    MODE_PALETTE[0]: "white",
-    MODE_PALETTE[1]: "amber",
-    MODE_PALETTE[2]: "magenta",
-    MODE_PALETTE[3]: "cyan",
-}
 
 
 def ago(unix: float, now: float) -> str:
@@ -79,7 +70,6 @@ def present(device: apb.Device, now: float | None = None) -> dict[str, Any]:
         "session_id": device.session_id or "-",
         "buttons": ", ".join(device.buttons) or "unknown",
         "leds": [
-            {"index": led.index, "cls": _LED_CLASSES.get(led.rgba, "other"), "label": led.label}
-            for led in device.leds
+            {"index": led.index, "cls": colour_name(led.rgba), "label": led.label} for led in device.leds
         ],
     }
