@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import soundfile
 import soxr
 
@@ -97,13 +98,21 @@ def read_audio_file(path: Path) -> Int16Pcm:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
         raise ContentError(f"{path}: unreadable audio ({exc})") from None
-    if data.size == 0:
-        raise ContentError(f"{path}: file holds no audio samples")
-    mono = data.mean(axis=1)
+    try:
+        return playable(data, rate)
+    except ContentError as exc:
+        raise ContentError(f"{path}: {exc}") from None
+
+
+def playable(samples: npt.NDArray[np.float32], rate: int) -> Int16Pcm:
+    """Decoded samples (frames x channels) as 48 kHz mono PCM: mixed, resampled (soxr), checked."""
+    if samples.size == 0:
+        raise ContentError("the file holds no audio samples")
+    mono = samples.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     if not np.isfinite(mono).all():
-        raise ContentError(f"{path}: audio holds NaN or infinite samples")
+        raise ContentError("the audio holds NaN or infinite samples")
     return to_int16(mono)
 
 

@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import opuslib
 import soundfile
-import soxr
 
 from comms.audio_format import CHANNELS, FRAME_DURATIONS_MS, FRAME_MS, SAMPLE_RATE, samples_per_frame
-from server.audio_library import AudioLibrary, Clip, Encoding
-from server.opus_codec import Int16Pcm, encode, to_int16
+from server.audio_library import AudioLibrary, Clip, ContentError, Encoding, playable
+from server.opus_codec import Int16Pcm, encode
 from server.shared_data import SharedData
 
 log = logging.getLogger(__name__)
@@ -86,14 +85,10 @@ def decode_upload(data: bytes, max_seconds: float) -> Int16Pcm:
         if isinstance(exc, SoundRejected):
             raise
         raise SoundRejected(f"not a readable audio file ({str(exc)[:120]})") from None
-    if samples.size == 0:
-        raise SoundRejected("the file holds no audio samples")
-    mono = samples.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-    if not np.isfinite(mono).all():
-        raise SoundRejected("the audio holds NaN or infinite samples")
-    return to_int16(mono)
+    try:
+        return playable(samples, rate)
+    except ContentError as exc:
+        raise SoundRejected(str(exc)) from None
 
 
 def encode_blob(pcm: Int16Pcm, bitrate: int) -> bytes:
