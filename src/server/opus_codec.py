@@ -72,6 +72,27 @@ def cache_key(pcm: Int16Pcm, bitrate: int, spf: int = SAMPLES_PER_FRAME) -> str:
     return digest.hexdigest()
 
 
+def packed(packets: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """Packets, each prefixed with its length: how encoded clips are kept (cache, shared store)."""
+    return b"".join(_LEN.pack(len(p)) + p for p in packets)
+
+
+def unpacked(blob: bytes, pos: int, count: int | None = None) -> tuple[list[bytes], int]:
+    """``count`` packets (or all up to the end) from ``packed`` bytes at ``pos``, and where they end;
+    ``ValueError`` if the bytes are not that."""
+    packets: list[bytes] = []
+    while (count is None and pos < len(blob)) or (count is not None and len(packets) < count):
+        if pos + _LEN.size > len(blob):
+            raise ValueError("truncated packet length")
+        (size,) = _LEN.unpack_from(blob, pos)
+        pos += _LEN.size
+        if not 0 < size <= MAX_OPUS_PACKET or pos + size > len(blob):
+            raise ValueError("bad packet length")
+        packets.append(blob[pos : pos + size])
+        pos += size
+    return packets, pos
+
+
 def _read_cache(path: Path) -> list[bytes] | None:
     try:
         blob = path.read_bytes()
@@ -79,22 +100,16 @@ def _read_cache(path: Path) -> list[bytes] | None:
         return None
     if not blob.startswith(CACHE_FORMAT):
         return None
-    packets, pos = [], len(CACHE_FORMAT)
-    while pos < len(blob):
-        if pos + _LEN.size > len(blob):
-            return None
-        (size,) = _LEN.unpack_from(blob, pos)
-        pos += _LEN.size
-        if not 0 < size <= MAX_OPUS_PACKET or pos + size > len(blob):
-            return None
-        packets.append(blob[pos : pos + size])
-        pos += size
+    try:
+        packets, _ = unpacked(blob, len(CACHE_FORMAT))
+    except ValueError:
+        return None
     return packets or None
 
 
 def _write_cache(path: Path, packets: list[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = CACHE_FORMAT + b"".join(_LEN.pack(len(p)) + p for p in packets)
+    blob = CACHE_FORMAT + packed(packets)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".clip.")
     try:
         with os.fdopen(fd, "wb") as fh:

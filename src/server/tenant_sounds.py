@@ -30,14 +30,13 @@ import soundfile
 
 from comms.audio_format import CHANNELS, FRAME_DURATIONS_MS, FRAME_MS, SAMPLE_RATE, samples_per_frame
 from server.audio_library import AudioLibrary, Clip, ContentError, Encoding, playable
-from server.opus_codec import Int16Pcm, encode
+from server.opus_codec import Int16Pcm, encode, packed, unpacked
 from server.shared_data import SharedData
 
 log = logging.getLogger(__name__)
 
 BLOB_FORMAT = b"TSOUND1\n"
 _HEADER = struct.Struct("<HI")  # frame ms, packet count
-_LEN = struct.Struct("<H")
 TABLE_READ_S = 0.25  # a Play never waits longer than this for the store; the last answer is used
 BLOB_READ_S = 5.0
 CACHED_CLIPS = 16
@@ -96,8 +95,7 @@ def encode_blob(pcm: Int16Pcm, bitrate: int) -> bytes:
     parts = [BLOB_FORMAT]
     for frame_ms in FRAME_DURATIONS_MS:
         packets = encode(pcm, bitrate, samples_per_frame(frame_ms))
-        parts.append(_HEADER.pack(frame_ms, len(packets)))
-        parts += [_LEN.pack(len(p)) + p for p in packets]
+        parts += [_HEADER.pack(frame_ms, len(packets)), packed(packets)]
     return b"".join(parts)
 
 
@@ -108,13 +106,7 @@ def clip_from_blob(name: str, blob: bytes, bitrate: int) -> Clip:
     pos, encodings = len(BLOB_FORMAT), {}
     while pos < len(blob):
         frame_ms, count = _HEADER.unpack_from(blob, pos)
-        pos += _HEADER.size
-        packets = []
-        for _ in range(count):
-            (size,) = _LEN.unpack_from(blob, pos)
-            pos += _LEN.size
-            packets.append(blob[pos : pos + size])
-            pos += size
+        packets, pos = unpacked(blob, pos + _HEADER.size, count)
         encodings[frame_ms] = Encoding(frame_ms, tuple(packets))
     decoder = opuslib.Decoder(SAMPLE_RATE, CHANNELS)
     spf = samples_per_frame(FRAME_MS)
