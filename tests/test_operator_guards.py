@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 
-from auth.identity import DEFAULT_TRUST_DOMAIN
+from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from comms import admin_pb2 as apb
 from server.app import AudioServer
-from tests.conftest import Admin, Connect
+from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, wait_for
-from tests.test_admin_api import ref
+from tests.redis_server import RedisServer
+from tests.test_admin_api import ref, refused
+from tests.test_admin_replicas import shared
+from tests.test_fleet import held_by
 
 WATCH_S = 2.0  # a change reaches a watcher within a second; twice that before the test gives up
 
@@ -72,3 +76,36 @@ async def test_a_platform_operators_device_actions_are_in_the_tenants_audit_log(
         ("SetMode", "dev-1", "OK", "acme", "admin"),
     ]
     assert {e.operator for e in listing.events} == {f"spiffe://{DEFAULT_TRUST_DOMAIN}/platform/operator/root"}
+
+
+async def test_a_device_gone_between_the_lookup_and_the_delivery_is_offline_never_ok(
+    redis_server: RedisServer,
+    server_factory: ServerFactory,
+    connect: Connect,
+    admin: Admin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replica B finds the device on A, then the device leaves A before B's command gets there:
+    A answers "not applied", and the operator hears "device offline"."""
+    a = await server_factory(**shared(redis_server, "node-a"))
+    b = await server_factory(**shared(redis_server, "node-b"))
+    target = Identity("acme", "dev-1")
+    async with connect(a, "acme", "dev-1") as device, admin(b, role="operator") as ops:
+        await held_by(a, device)
+        looked_up = b.fleet.presence.holder
+        gone: list[str | None] = []
+
+        async def holder_then_gone(identity: Identity) -> str | None:
+            found = await looked_up(identity)
+            if identity == target and not gone:
+                await device.close()  # the device leaves A right after B's lookup
+                await wait_for(lambda: a.registry.controller(target) is None)
+                gone.append(found)
+            return found
+
+        monkeypatch.setattr(b.fleet.presence, "holder", holder_then_gone)
+        error = await refused(ops.Play(ref("dev-1")))
+        assert gone == ["node-a"]  # the race happened: B looked the device up on A, then it left
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error.details() == "device offline"
+    events, _ = await b.audit.list("acme", 10)  # type: ignore[union-attr]
+    assert [(e.action, e.result) for e in events] == [("Play", "FAILED_PRECONDITION")]
