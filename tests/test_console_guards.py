@@ -5,6 +5,8 @@ browser would add."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from server.console import web as console_web
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, wait_for
 from tests.test_console import _csrf, login_link
+from tests.test_operator_guards import DEFAULT_SOUND_MAX_BYTES, wav_of_size
 
 STREAM_END_S = 5.0  # an open live stream ends within a few heartbeats once its session expired
 
@@ -130,3 +133,29 @@ async def test_a_quiet_live_stream_outlives_its_heartbeats(
             await device.press(MODE)
             while b'"change":"mode"' not in (line := await asyncio.wait_for(stream.content.readline(), 5)):
                 assert line, "the stream ended"
+
+
+async def test_a_console_upload_at_the_size_limit_is_accepted_and_one_byte_more_refused(
+    console: AudioServer, pki: EphemeralPki, http: aiohttp.ClientSession
+) -> None:
+    limit = console.sounds.max_bytes  # type: ignore[union-attr]
+    assert limit == DEFAULT_SOUND_MAX_BYTES
+    at_limit = wav_of_size(limit, freq=440.0)
+    base, cookie, csrf = await sign_in(http, console, pki, "acme", role="operator")
+
+    async def upload(data: bytes) -> aiohttp.ClientResponse:
+        form = aiohttp.FormData()
+        form.add_field("csrf", csrf)
+        form.add_field("file", io.BytesIO(data), filename="limit.wav", content_type="audio/wav")
+        url = base + "/sounds/acme/3/upload"
+        async with http.post(url, data=form, ssl=False, headers=cookie, allow_redirects=False) as response:
+            await response.read()
+            return response
+
+    over = await upload(at_limit + b"\0")
+    assert over.status == 400
+    assert (await console.sounds.table("acme")) == {}  # type: ignore[union-attr]  # nothing changed
+    accepted = await upload(at_limit)
+    assert accepted.status == 303 and "limit.wav" in accepted.headers["Location"]
+    stored = (await console.sounds.table("acme"))[3]  # type: ignore[union-attr]
+    assert stored.sha256 == hashlib.sha256(at_limit).hexdigest()  # all of it, not a truncated copy

@@ -5,9 +5,13 @@ and refusals during a store outage."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 
 import grpc
+import numpy as np
 import pytest
+import soundfile
 
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from comms import admin_pb2 as apb
@@ -15,10 +19,12 @@ from server.app import AudioServer
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, wait_for
 from tests.redis_server import RedisServer
-from tests.test_admin_api import ref, refused
+from tests.test_admin_api import _upload_chunks, ref, refused
 from tests.test_admin_replicas import shared
 from tests.test_fleet import held_by
 
+DEFAULT_SOUND_MAX_BYTES = 20 * 1024 * 1024  # the README's default for AUDIO_SERVER_SOUND_MAX_BYTES
+WAV_HEADER = 80  # libsndfile's WAV header for 64-bit float samples
 WATCH_S = 2.0  # a change reaches a watcher within a second; twice that before the test gives up
 
 
@@ -109,3 +115,30 @@ async def test_a_device_gone_between_the_lookup_and_the_delivery_is_offline_neve
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error.details() == "device offline"
     events, _ = await b.audit.list("acme", 10)  # type: ignore[union-attr]
     assert [(e.action, e.result) for e in events] == [("Play", "FAILED_PRECONDITION")]
+
+
+def wav_of_size(size: int, freq: float = 330.0) -> bytes:
+    """A valid 48 kHz mono WAV (64-bit float samples: few seconds per byte) of exactly ``size`` bytes."""
+    frames, odd = divmod(size - WAV_HEADER, 8)
+    assert odd == 0, size
+    t = np.arange(frames) / 48_000
+    buffer = io.BytesIO()
+    soundfile.write(buffer, 0.3 * np.sin(2 * np.pi * freq * t), 48_000, format="WAV", subtype="DOUBLE")
+    data = buffer.getvalue()
+    assert len(data) == size
+    return data
+
+
+async def test_an_upload_at_the_size_limit_is_accepted_and_one_byte_more_refused(
+    server: AudioServer, admin: Admin
+) -> None:
+    limit = server.sounds.max_bytes  # type: ignore[union-attr]
+    assert limit == DEFAULT_SOUND_MAX_BYTES
+    at_limit = wav_of_size(limit)
+    async with admin(server, role="operator") as ops:
+        over = await refused(ops.UploadSound(_upload_chunks(2, at_limit + b"\0")))
+        assert over.code() == grpc.StatusCode.INVALID_ARGUMENT and str(limit) in over.details()
+        assert (await ops.ListSounds(apb.ListSoundsRequest())).sounds[2].source == "builtin"  # unchanged
+        sound = await ops.UploadSound(_upload_chunks(2, at_limit))
+        assert sound.source == "uploaded" and sound.sha256 == hashlib.sha256(at_limit).hexdigest()
+        assert (await ops.ListSounds(apb.ListSoundsRequest())).sounds[2].sha256 == sound.sha256
