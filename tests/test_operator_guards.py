@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -142,3 +144,27 @@ async def test_an_upload_at_the_size_limit_is_accepted_and_one_byte_more_refused
         sound = await ops.UploadSound(_upload_chunks(2, at_limit))
         assert sound.source == "uploaded" and sound.sha256 == hashlib.sha256(at_limit).hexdigest()
         assert (await ops.ListSounds(apb.ListSoundsRequest())).sounds[2].sha256 == sound.sha256
+
+
+async def test_a_call_refused_because_the_store_is_down_is_audited_in_the_log_and_later_in_the_store(
+    server_factory: ServerFactory, admin: Admin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="server.audit")
+    redis = RedisServer(tmp_path / "redis", durable=True).start()
+    try:
+        app = await server_factory(state_backend="redis", redis_url=redis.url, store_retry_s=0.05)
+        async with admin(app, "acme", role="operator", name="olga") as ops:
+            redis.stop(kill=True)
+            down = await refused(ops.Play(ref("dev-1")))
+            assert down.code() == grpc.StatusCode.UNAVAILABLE
+            (line,) = [r for r in caplog.records if r.getMessage() == "audit" and r.action == "Play"]
+            assert (line.result, line.tenant, line.target) == ("UNAVAILABLE", "acme", "dev-1")
+            assert line.operator.endswith("/tenant/acme/operator/olga")
+            assert app.audit.pending == 2  # type: ignore[union-attr]  # its tenant's log and the platform's
+            redis.start()
+            await wait_for(lambda: app.audit.pending == 0, timeout=10)  # type: ignore[union-attr]
+            listing = await ops.ListAuditEvents(apb.ListAuditEventsRequest())
+        assert [(e.action, e.result, e.target) for e in listing.events] == [("Play", "UNAVAILABLE", "dev-1")]
+        assert listing.events[0].request_id == line.request_id
+    finally:
+        redis.stop()
