@@ -5,6 +5,7 @@ browser would add."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -159,3 +160,33 @@ async def test_a_console_upload_at_the_size_limit_is_accepted_and_one_byte_more_
     assert accepted.status == 303 and "limit.wav" in accepted.headers["Location"]
     stored = (await console.sounds.table("acme"))[3]  # type: ignore[union-attr]
     assert stored.sha256 == hashlib.sha256(at_limit).hexdigest()  # all of it, not a truncated copy
+
+
+async def test_a_busy_live_stream_still_ends_when_its_session_expires(
+    console: AudioServer, connect: Connect, pki: EphemeralPki, http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Changes every 0.1 s, a heartbeat of 0.3 s: never a quiet spell, yet the session is rechecked."""
+    monkeypatch.setattr(console_web, "HEARTBEAT_S", 0.3)
+    base, cookie, _ = await sign_in(http, console, pki, "acme", role="viewer")
+    async with connect(console, "acme", "dev-1") as device:
+
+        async def keep_pressing() -> None:
+            while True:
+                await device.press(MODE)
+                await asyncio.sleep(0.1)
+
+        presser = asyncio.create_task(keep_pressing())
+        try:
+            async with http.get(base + "/events", ssl=False, headers=cookie) as stream:
+                while b'"change":"mode"' not in await asyncio.wait_for(stream.content.readline(), 5):
+                    pass
+                fast_forward(monkeypatch, console.settings.console_session_ttl_s + 1)
+                async with asyncio.timeout(STREAM_END_S):
+                    while await stream.content.readline():
+                        pass
+            assert not presser.done()  # the fleet stayed busy throughout
+        finally:
+            presser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presser
