@@ -324,7 +324,10 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         owned,
     )
     app.sounds = sounds
-    app.audit = AuditLog(data, settings.audit_keep_count, settings.audit_keep_days * 86_400)
+    app.audit = AuditLog(
+        data, settings.audit_keep_count, settings.audit_keep_days * 86_400, settings.store_retry_s
+    )
+    app.background.append(asyncio.create_task(supervise("audit-backlog", app.audit.keep_storing)))
     sessions = (
         ConsoleSessions(data, settings.console_session_ttl_s, trust.is_revoked)
         if settings.console_bind

@@ -3,15 +3,22 @@
 Append-only in the shared store (``SharedData`` logs), one log per tenant plus
 one for the platform (every event, for platform operators), each kept for
 ``keep`` events and ``max_age_s``. Every event is also one ``audit`` log line,
-so an event survives even when the store is down at that moment.
+so an event survives even when the store is down at that moment; the stored copy
+then waits in memory (``BACKLOG_LIMIT`` entries, oldest first) and is written once
+the store is back (``keep_storing``, or before the next listing), so the audit log
+also shows what was refused during the outage. A restart meanwhile loses only the
+stored copy of what waited; the log lines remain.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from server.shared_data import SharedData
@@ -21,6 +28,7 @@ log = logging.getLogger(__name__)
 PLATFORM_LOG = "audit:_platform"
 _PAGE_TOKEN = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 SCAN_LIMIT = 20_000  # entries a filtered listing reads at most per page
+BACKLOG_LIMIT = 10_000  # log entries waiting for the store; beyond it the oldest go (their log lines stay)
 
 
 class BadPageToken(ValueError):
@@ -89,31 +97,70 @@ def tenant_log(tenant: str) -> str:
 
 
 class AuditLog:
-    def __init__(self, data: SharedData, keep: int, max_age_s: float) -> None:
+    def __init__(self, data: SharedData, keep: int, max_age_s: float, retry_s: float = 1.0) -> None:
         self._data = data
         self._keep = keep
         self._max_age_s = max_age_s
+        self._retry_s = retry_s
+        self._backlog: deque[tuple[str, str]] = deque()  # (log name, entry) not stored yet, oldest first
+        self._storing = asyncio.Lock()  # one writer: each waiting entry is stored once, in order
+
+    @property
+    def pending(self) -> int:
+        """Log entries waiting for the store."""
+        return len(self._backlog)
 
     async def record(self, event: AuditEvent) -> None:
         """Log the event, then append it to its tenant's log and the platform log.
 
-        A failing store costs the stored copy only (logged loudly); the action itself
-        was already decided and the log line holds the event.
+        A failing store delays the stored copy (logged loudly; ``keep_storing`` writes it
+        later); the action itself was already decided and the log line holds the event.
         """
         level = logging.WARNING if event.refused else logging.INFO
         fields = asdict(event)
         fields["detail"] = fields.pop("message")  # ``message`` is the log record's own
         log.log(level, "audit", extra=fields)
         entry = event.encode()
+        for name in ([tenant_log(event.tenant)] if event.tenant else []) + [PLATFORM_LOG]:
+            self._wait(name, entry)
         try:
-            if event.tenant:
-                await self._data.append(tenant_log(event.tenant), entry, self._keep, self._max_age_s)
-            await self._data.append(PLATFORM_LOG, entry, self._keep, self._max_age_s)
+            await self._store_waiting()
         except Exception as exc:
             log.error(
                 "audit.store_failed",
-                extra={"request_id": event.request_id, "error": f"{type(exc).__name__}: {exc}"[:200]},
+                extra={
+                    "request_id": event.request_id,
+                    "pending": len(self._backlog),
+                    "error": f"{type(exc).__name__}: {exc}"[:200],
+                },
             )
+
+    def _wait(self, name: str, entry: str) -> None:
+        if len(self._backlog) >= BACKLOG_LIMIT:
+            self._backlog.popleft()
+            log.error("audit.backlog_full", extra={"dropped": 1, "limit": BACKLOG_LIMIT})
+        self._backlog.append((name, entry))
+
+    async def _store_waiting(self) -> int:
+        """Store the waiting entries, oldest first; how many. Raises on the first store failure."""
+        stored = 0
+        async with self._storing:
+            while self._backlog:
+                name, entry = self._backlog[0]
+                await self._data.append(name, entry, self._keep, self._max_age_s)
+                self._backlog.popleft()
+                stored += 1
+        return stored
+
+    async def keep_storing(self) -> None:
+        """Background loop (owned by the server): store what waited out a store outage."""
+        while True:
+            await asyncio.sleep(self._retry_s)
+            if not self._backlog:
+                continue
+            with contextlib.suppress(Exception):  # still down: record() logged it; try again later
+                stored = await self._store_waiting()
+                log.info("audit.stored_late", extra={"entries": stored})
 
     async def list(
         self, tenant: str | None, limit: int, page_token: str = "", where: AuditFilter | None = None
@@ -122,6 +169,9 @@ class AuditLog:
         if page_token and not _PAGE_TOKEN.fullmatch(page_token):
             raise BadPageToken("page_token was not issued by this audit log")
         where = where or AuditFilter()
+        if self._backlog:  # what waited out an outage first, so the listing shows it
+            with contextlib.suppress(Exception):
+                await self._store_waiting()
         name = PLATFORM_LOG if tenant is None else tenant_log(tenant)
         found: list[AuditEvent] = []
         before, scanned = page_token or None, 0

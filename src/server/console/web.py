@@ -15,7 +15,6 @@ as the API, as the operator the session was opened for. Security:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -36,6 +35,7 @@ from aiohttp import web
 from auth.operators import Role
 from comms import admin_pb2 as apb
 from comms.audio_format import SAMPLE_RATE
+from comms.tasks import cancel_and_wait
 from server.admin_service import FleetAdmin
 from server.console.present import present
 from server.console.sessions import ConsoleSession, ConsoleSessions
@@ -407,22 +407,37 @@ class Console:
     # --- live ------------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: every change of the operator's devices (optionally one device)."""
+        """Server-sent events: every change of the operator's devices (optionally one device).
+
+        The watch runs in a task of its own: a heartbeat's timeout must never cancel it mid-read
+        (that would close the watch and end the stream after the first quiet spell). The session
+        is checked again at least every heartbeat, busy or not: an expired, revoked or signed-out
+        session ends the stream."""
         only = request.query.get("device", "")
+        cookie = request.cookies.get(COOKIE, "")
         response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
         await response.prepare(request)
-        watch = self.admin.watch(request[CALL], apb.WatchDevicesRequest())
-        updates = aiter(watch)
+        updates: asyncio.Queue[apb.DeviceUpdate | None] = asyncio.Queue(maxsize=1)  # WATCH_BACKLOG rules
+        feeder = asyncio.create_task(self._feed(request[CALL], updates), name="console-events")
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         try:
             while True:
+                update, quiet = None, False
                 try:
                     async with asyncio.timeout(HEARTBEAT_S):
-                        update = await anext(updates)
+                        update = await updates.get()
                 except TimeoutError:
-                    if await self.sessions.get(request.cookies.get(COOKIE, "")) is None:
-                        break  # signed out or expired: the stream ends with the session
+                    quiet = True
+                if quiet or loop.time() - checked >= HEARTBEAT_S:
+                    if await self.sessions.get(cookie) is None:
+                        break  # signed out, expired or revoked: the stream ends with the session
+                    checked = loop.time()
+                if quiet:
                     await response.write(b": keep-alive\n\n")  # a gone browser shows up here
                     continue
+                if update is None:
+                    break  # the watch ended (refused, or fell too far behind): the page reconnects
                 if update.kind != apb.DeviceUpdate.CHANGED:
                     continue
                 shown = present(update.device)
@@ -430,12 +445,22 @@ class Console:
                     continue
                 payload = json.dumps({"change": update.change, "device": shown}, separators=(",", ":"))
                 await response.write(f"event: device\ndata: {payload}\n\n".encode())
-        except (ApiError, ConnectionResetError, StopAsyncIteration):
+        except ConnectionResetError:
             pass
         finally:
-            with contextlib.suppress(Exception):
-                await watch.aclose()  # type: ignore[attr-defined]
+            await cancel_and_wait(feeder)
         return response
+
+    async def _feed(self, call: OperatorCall, updates: asyncio.Queue[apb.DeviceUpdate | None]) -> None:
+        """``WatchDevices`` into ``updates`` (iterated in this one task), then None when it ends."""
+        try:
+            async for update in self.admin.watch(call, apb.WatchDevicesRequest()):
+                await updates.put(update)
+        except (ApiError, StoreUnavailable):
+            pass  # refused (audited by the call) or the store is away: the stream ends
+        except Exception:
+            log.exception("console.events_failed")
+        await updates.put(None)
 
 
 async def _chunks(tenant: str, mode: int, filename: str, data: bytes) -> AsyncIterator[apb.UploadSoundChunk]:
