@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM_LOG = "audit:_platform"
 _PAGE_TOKEN = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
+MAX_ENTRY_ID = 2**63 - 1
 SCAN_LIMIT = 20_000  # entries a filtered listing reads at most per page
 
 
@@ -84,6 +85,19 @@ class AuditFilter:
         )
 
 
+def valid_page_token(token: str) -> bool:
+    """An entry id as the logs hand them out: ``N`` (SQLite, memory) or ``MS-SEQ`` (a Redis stream),
+    each part within a signed 64-bit integer, so no backend ever sees a number it cannot hold."""
+    return bool(_PAGE_TOKEN.fullmatch(token)) and all(int(part) <= MAX_ENTRY_ID for part in token.split("-"))
+
+
+def audit_log_fields(event: AuditEvent) -> dict[str, object]:
+    """The event as log fields: ``message`` is the log record's own, so it is logged as ``detail``."""
+    fields = asdict(event)
+    fields["detail"] = fields.pop("message")
+    return fields
+
+
 def tenant_log(tenant: str) -> str:
     return f"audit:tenant:{tenant}"
 
@@ -101,9 +115,7 @@ class AuditLog:
         was already decided and the log line holds the event.
         """
         level = logging.WARNING if event.refused else logging.INFO
-        fields = asdict(event)
-        fields["detail"] = fields.pop("message")  # ``message`` is the log record's own
-        log.log(level, "audit", extra=fields)
+        log.log(level, "audit", extra=audit_log_fields(event))
         entry = event.encode()
         try:
             if event.tenant:
@@ -119,7 +131,7 @@ class AuditLog:
         self, tenant: str | None, limit: int, page_token: str = "", where: AuditFilter | None = None
     ) -> tuple[list[AuditEvent], str]:
         """Newest first: (events, next page token or ""). ``tenant`` None: every tenant's."""
-        if page_token and not _PAGE_TOKEN.fullmatch(page_token):
+        if page_token and not valid_page_token(page_token):
             raise BadPageToken("page_token was not issued by this audit log")
         where = where or AuditFilter()
         name = PLATFORM_LOG if tenant is None else tenant_log(tenant)

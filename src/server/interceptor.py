@@ -259,11 +259,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._acquire(auth.spiffe_id, "operator")
         except Rejected as rejected:
             await self._operators.on_refused(method, rejected, auth, request_id)
-            fields = {"operator": auth.spiffe_id} if auth is not None else {}
-            await abort_rejected(context, rejected, method=method, peer=context.peer(), **fields)
+            operator = auth.spiffe_id if auth is not None else ""
+            await abort_rejected(context, rejected, method=method, peer=context.peer(), operator=operator)
         _operator_auth.set(OperatorCall(auth, request_id))
         try:
             yield
+        except MalformedRequest as exc:  # bytes that do not parse: refused, counted and audited too
+            if not exc.audited:
+                malformed = Rejected(grpc.StatusCode.INVALID_ARGUMENT, "malformed_request", BAD_MESSAGE_TEXT)
+                await self._operators.on_refused(method, malformed, auth, request_id)
+            raise
         finally:
             self._limiter.release(auth.spiffe_id)
 
@@ -362,14 +367,14 @@ def _wrap(handler: grpc.RpcMethodHandler, admit: Admit, method: str) -> grpc.Rpc
         if inspect.isasyncgenfunction(behavior):
 
             async def stream_out(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with admit(context), _answering_client_faults(context, method):
+                async with _answering_client_faults(context, method), admit(context):
                     async for response in behavior(requests(raw), context):
                         yield response
 
             return stream_out
 
         async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with admit(context), _answering_client_faults(context, method):
+            async with _answering_client_faults(context, method), admit(context):  # admit sees faults first
                 return await behavior(requests(raw), context)
             raise AssertionError("unreachable: the block returns or aborts")  # pragma: no cover
 

@@ -19,8 +19,15 @@ from auth.operators import Role
 from server import metrics
 from server.audit import AuditEvent, AuditLog
 from server.authn import OperatorAuth
-from server.errors import StoreUnavailable
-from server.interceptor import OperatorCall, OperatorPolicy, Rejected, check_role, current_operator
+from server.errors import MalformedRequest, StoreUnavailable
+from server.interceptor import (
+    BAD_MESSAGE_TEXT,
+    OperatorCall,
+    OperatorPolicy,
+    Rejected,
+    check_role,
+    current_operator,
+)
 
 T = TypeVar("T")
 SERVICE = "audio.admin.v1.FleetService"
@@ -41,6 +48,7 @@ LEAST_ROLE = {
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
 }
+INTERNAL_TEXT = "internal error; the server log has the details"
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 
 
@@ -158,6 +166,18 @@ class OperatorCalls:
                 call.auth, action, unavailable, "state store unavailable", call.request_id, note
             )
             metrics.ADMIN_CALLS.labels(method=action, code=unavailable.name).inc()
+            raise
+        except MalformedRequest as exc:  # a streamed request message that does not parse
+            invalid = grpc.StatusCode.INVALID_ARGUMENT
+            note.parameters["reason"] = "malformed_request"
+            await self._write(call.auth, action, invalid, BAD_MESSAGE_TEXT, call.request_id, note)
+            metrics.ADMIN_CALLS.labels(method=action, code=invalid.name).inc()
+            exc.audited = True
+            raise
+        except Exception:  # a bug, perhaps after the change landed: still exactly one audit event
+            internal = grpc.StatusCode.INTERNAL
+            await self._write(call.auth, action, internal, INTERNAL_TEXT, call.request_id, note)
+            metrics.ADMIN_CALLS.labels(method=action, code=internal.name).inc()
             raise
         if changes:
             await self._write(call.auth, action, grpc.StatusCode.OK, "", call.request_id, note)
