@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 BAD_MESSAGE_TEXT = "request message could not be parsed"
 AUTH_FAILED_TEXT = "authentication failed"
+INTERNAL_ERROR_TEXT = "internal error; the server logged the details"
 # One client refused hundreds of times writes a few lines a minute; the metric counts every one.
 _rejections_log = SampledLog()
 _bad_messages_log = SampledLog()
@@ -349,6 +350,11 @@ async def _answering_client_faults(context: grpc.aio.ServicerContext, method: st
         await _refuse_malformed(context, method)
     except StoreUnavailable:
         await _store_unavailable(context, method)
+    except grpc.aio.AbortError:
+        raise  # the handler answered on purpose
+    except Exception:  # a bug the handler did not catch: our words on the wire, the story in the log
+        log.exception("request.internal_error", extra={"method": method})
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_TEXT)
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:

@@ -9,6 +9,7 @@ audited and answered with its status; a change is audited once it is done.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
@@ -29,6 +30,7 @@ from server.interceptor import (
     current_operator,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVICE = "audio.admin.v1.FleetService"
 LEAST_ROLE = {
@@ -175,10 +177,12 @@ class OperatorCalls:
             exc.audited = True
             raise
         except Exception:  # a bug, perhaps after the change landed: still exactly one audit event
+            log.exception("admin.internal_error", extra={"method": action, "request_id": call.request_id})
             internal = grpc.StatusCode.INTERNAL
             await self._write(call.auth, action, internal, INTERNAL_TEXT, call.request_id, note)
             metrics.ADMIN_CALLS.labels(method=action, code=internal.name).inc()
-            raise
+            await context.abort(internal, INTERNAL_TEXT)  # our words on the wire, the story in the log
+            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
         if changes:
             await self._write(call.auth, action, grpc.StatusCode.OK, "", call.request_id, note)
         metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()
