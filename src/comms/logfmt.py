@@ -19,6 +19,41 @@ LogFormat = Literal["json", "text", "auto"]
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+class FieldSafeLogger(logging.Logger):
+    """A logger whose ``extra`` can never make the log call raise.
+
+    ``logging`` raises ``KeyError`` when an ``extra`` key names a ``LogRecord`` attribute
+    (``filename``, ``module``, ``message``...): inside a handler that turns a change already made
+    into an error answer. Such a key is kept, renamed ``<key>_``; the test suite (which runs without
+    this class) still fails on it, so the rename is a last line of defence, not a habit.
+    """
+
+    def makeRecord(
+        self,
+        name: str,
+        level: int,
+        fn: str,
+        lno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        extra: Any = None,
+        sinfo: str | None = None,
+    ) -> logging.LogRecord:
+        if extra:
+            extra = {(f"{k}_" if k in _STANDARD else k): v for k, v in extra.items()}
+        return super().makeRecord(name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
+
+
+def _make_loggers_field_safe() -> None:
+    """Loggers are created at import (``getLogger(__name__)``), before logging is configured."""
+    logging.setLoggerClass(FieldSafeLogger)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if type(logger) is logging.Logger:
+            logger.__class__ = FieldSafeLogger
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
@@ -67,6 +102,7 @@ def configure_logging(
     level: str = "INFO", fmt: LogFormat = "auto", static: dict[str, object] | None = None
 ) -> None:
     """Install one stderr handler on the root logger (idempotent)."""
+    _make_loggers_field_safe()
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)

@@ -101,7 +101,7 @@ class ConnectionManager:
                     event,
                     extra={
                         "code": reason.code.name,
-                        **({"cause": cause} if cause else {}),
+                        "cause": cause or "",
                         "detail": reason.details[-300:],  # the end says why; the start is boilerplate
                         "connected_for_s": round(connected_for, 1),
                         "retry_in_s": round(delay, 2),

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM_LOG = "audit:_platform"
 _PAGE_TOKEN = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
+MAX_ENTRY_ID = 2**63 - 1
 SCAN_LIMIT = 20_000  # entries a filtered listing reads at most per page
 BACKLOG_LIMIT = 10_000  # log entries waiting for the store; beyond it the oldest go (their log lines stay)
 
@@ -92,6 +93,19 @@ class AuditFilter:
         )
 
 
+def valid_page_token(token: str) -> bool:
+    """An entry id as the logs hand them out: ``N`` (SQLite, memory) or ``MS-SEQ`` (a Redis stream),
+    each part within a signed 64-bit integer, so no backend ever sees a number it cannot hold."""
+    return bool(_PAGE_TOKEN.fullmatch(token)) and all(int(part) <= MAX_ENTRY_ID for part in token.split("-"))
+
+
+def audit_log_fields(event: AuditEvent) -> dict[str, object]:
+    """The event as log fields: ``message`` is the log record's own, so it is logged as ``detail``."""
+    fields = asdict(event)
+    fields["detail"] = fields.pop("message")
+    return fields
+
+
 def tenant_log(tenant: str) -> str:
     return f"audit:tenant:{tenant}"
 
@@ -117,9 +131,7 @@ class AuditLog:
         later); the action itself was already decided and the log line holds the event.
         """
         level = logging.WARNING if event.refused else logging.INFO
-        fields = asdict(event)
-        fields["detail"] = fields.pop("message")  # ``message`` is the log record's own
-        log.log(level, "audit", extra=fields)
+        log.log(level, "audit", extra=audit_log_fields(event))
         entry = event.encode()
         for name in ([tenant_log(event.tenant)] if event.tenant else []) + [PLATFORM_LOG]:
             self._wait(name, entry)
@@ -166,7 +178,7 @@ class AuditLog:
         self, tenant: str | None, limit: int, page_token: str = "", where: AuditFilter | None = None
     ) -> tuple[list[AuditEvent], str]:
         """Newest first: (events, next page token or ""). ``tenant`` None: every tenant's."""
-        if page_token and not _PAGE_TOKEN.fullmatch(page_token):
+        if page_token and not valid_page_token(page_token):
             raise BadPageToken("page_token was not issued by this audit log")
         where = where or AuditFilter()
         if self._backlog:  # what waited out an outage first, so the listing shows it

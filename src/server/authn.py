@@ -46,6 +46,7 @@ class OperatorAuth:
     operator: OperatorIdentity
     cert_serial: int
     spiffe_id: str
+    cert_expires: float = 0.0  # notAfter, wall clock (0: unknown): a console session never outlives it
 
 
 class Authenticator:
@@ -80,7 +81,12 @@ class Authenticator:
         operator = operator_identity(cert, self._trust.issuers, self._trust_domain)
         if self._trust.is_revoked(cert.serial_number):
             raise CertificateRevoked("operator certificate is revoked")
-        return OperatorAuth(operator, cert.serial_number, operator.spiffe_id(self._trust_domain))
+        return OperatorAuth(
+            operator,
+            cert.serial_number,
+            operator.spiffe_id(self._trust_domain),
+            cert.not_valid_after_utc.timestamp(),
+        )
 
     async def session(self, peer: CallAuth, token: str | None) -> CallAuth:
         """The token must verify, belong to this certificate, and name the device's current session;

@@ -14,6 +14,8 @@ class ServerError(Exception):
 class MalformedRequest(ServerError, ValueError):
     """A request message that does not parse: the client's fault (INVALID_ARGUMENT), never a bug."""
 
+    audited = False  # set once an operator call's audit event records it (exactly one event per call)
+
 
 class StoreUnavailable(ServerError, ConnectionError):
     """The state store cannot be read or written right now (UNAVAILABLE; the caller may retry)."""

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 BAD_MESSAGE_TEXT = "request message could not be parsed"
 AUTH_FAILED_TEXT = "authentication failed"
+INTERNAL_ERROR_TEXT = "internal error; the server logged the details"
 # One client refused hundreds of times writes a few lines a minute; the metric counts every one.
 _rejections_log = SampledLog()
 _bad_messages_log = SampledLog()
@@ -259,11 +260,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._acquire(auth.spiffe_id, "operator")
         except Rejected as rejected:
             await self._operators.on_refused(method, rejected, auth, request_id)
-            fields = {"operator": auth.spiffe_id} if auth is not None else {}
-            await abort_rejected(context, rejected, method=method, peer=context.peer(), **fields)
+            operator = auth.spiffe_id if auth is not None else ""
+            await abort_rejected(context, rejected, method=method, peer=context.peer(), operator=operator)
         _operator_auth.set(OperatorCall(auth, request_id))
         try:
             yield
+        except MalformedRequest as exc:  # bytes that do not parse: refused, counted and audited too
+            if not exc.audited:
+                malformed = Rejected(grpc.StatusCode.INVALID_ARGUMENT, "malformed_request", BAD_MESSAGE_TEXT)
+                await self._operators.on_refused(method, malformed, auth, request_id)
+            raise
         finally:
             self._limiter.release(auth.spiffe_id)
 
@@ -344,6 +350,11 @@ async def _answering_client_faults(context: grpc.aio.ServicerContext, method: st
         await _refuse_malformed(context, method)
     except StoreUnavailable:
         await _store_unavailable(context, method)
+    except grpc.aio.AbortError:
+        raise  # the handler answered on purpose
+    except Exception:  # a bug the handler did not catch: our words on the wire, the story in the log
+        log.exception("request.internal_error", extra={"method": method})
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_TEXT)
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -362,14 +373,14 @@ def _wrap(handler: grpc.RpcMethodHandler, admit: Admit, method: str) -> grpc.Rpc
         if inspect.isasyncgenfunction(behavior):
 
             async def stream_out(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with admit(context), _answering_client_faults(context, method):
+                async with _answering_client_faults(context, method), admit(context):
                     async for response in behavior(requests(raw), context):
                         yield response
 
             return stream_out
 
         async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with admit(context), _answering_client_faults(context, method):
+            async with _answering_client_faults(context, method), admit(context):  # admit sees faults first
                 return await behavior(requests(raw), context)
             raise AssertionError("unreachable: the block returns or aborts")  # pragma: no cover
 

@@ -9,6 +9,7 @@ audited and answered with its status; a change is audited once it is done.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
@@ -19,9 +20,17 @@ from auth.operators import Role
 from server import metrics
 from server.audit import AuditEvent, AuditLog
 from server.authn import OperatorAuth
-from server.errors import StoreUnavailable
-from server.interceptor import OperatorCall, OperatorPolicy, Rejected, check_role, current_operator
+from server.errors import MalformedRequest, StoreUnavailable
+from server.interceptor import (
+    BAD_MESSAGE_TEXT,
+    OperatorCall,
+    OperatorPolicy,
+    Rejected,
+    check_role,
+    current_operator,
+)
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVICE = "audio.admin.v1.FleetService"
 LEAST_ROLE = {
@@ -41,6 +50,7 @@ LEAST_ROLE = {
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
 }
+INTERNAL_TEXT = "internal error; the server log has the details"
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 
 
@@ -159,6 +169,20 @@ class OperatorCalls:
             )
             metrics.ADMIN_CALLS.labels(method=action, code=unavailable.name).inc()
             raise
+        except MalformedRequest as exc:  # a streamed request message that does not parse
+            invalid = grpc.StatusCode.INVALID_ARGUMENT
+            note.parameters["reason"] = "malformed_request"
+            await self._write(call.auth, action, invalid, BAD_MESSAGE_TEXT, call.request_id, note)
+            metrics.ADMIN_CALLS.labels(method=action, code=invalid.name).inc()
+            exc.audited = True
+            raise
+        except Exception:  # a bug, perhaps after the change landed: still exactly one audit event
+            log.exception("admin.internal_error", extra={"method": action, "request_id": call.request_id})
+            internal = grpc.StatusCode.INTERNAL
+            await self._write(call.auth, action, internal, INTERNAL_TEXT, call.request_id, note)
+            metrics.ADMIN_CALLS.labels(method=action, code=internal.name).inc()
+            await context.abort(internal, INTERNAL_TEXT)  # our words on the wire, the story in the log
+            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
         if changes:
             await self._write(call.auth, action, grpc.StatusCode.OK, "", call.request_id, note)
         metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()

@@ -40,6 +40,10 @@ _HEADER = struct.Struct("<HI")  # frame ms, packet count
 TABLE_READ_S = 0.25  # a Play never waits longer than this for the store; the last answer is used
 BLOB_READ_S = 5.0
 CACHED_CLIPS = 16
+MIN_RATE, MAX_RATE = 8_000, 384_000  # sample rates an upload may have (Hz): telephone to studio
+MAX_CHANNELS = 8
+MIN_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # one frame at 48 kHz: anything shorter is no sound
+UNREADABLE_TEXT = "not a readable audio file (use WAV, FLAC, Ogg Vorbis/Opus or MP3)"
 
 
 class SoundRejected(ValueError):
@@ -68,26 +72,41 @@ class SoundInfo:
 
 
 def decode_upload(data: bytes, max_seconds: float) -> Int16Pcm:
-    """The file as 48 kHz mono PCM, or ``SoundRejected`` with the reason."""
+    """The file as 48 kHz mono PCM, or ``SoundRejected`` with the reason in our own words.
+
+    The header is checked before anything is decoded (a 2 GHz "sample rate" would otherwise
+    pass the length check and resample to nothing), and the result after resampling.
+    """
     if not data:
         raise SoundRejected("the file is empty")
     try:
         info = soundfile.info(io.BytesIO(data))
-        if info.frames <= 0 or info.samplerate <= 0:
-            raise SoundRejected("the file holds no audio samples")
-        if info.frames / info.samplerate > max_seconds:
-            raise SoundRejected(
-                f"the sound is {info.frames / info.samplerate:.0f} s long; at most {max_seconds:.0f} s"
-            )
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        if isinstance(exc, SoundRejected):
-            raise
-        raise SoundRejected(f"not a readable audio file ({str(exc)[:120]})") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        raise SoundRejected(UNREADABLE_TEXT) from None
+    check_header(info.samplerate, info.channels, info.frames, max_seconds)
     try:
-        return playable(samples, rate)
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError):
+        raise SoundRejected(UNREADABLE_TEXT) from None
+    try:
+        pcm = playable(samples, rate)
     except ContentError as exc:
         raise SoundRejected(str(exc)) from None
+    if len(pcm) < MIN_SAMPLES:
+        raise SoundRejected("the file holds less than one audio frame once converted to 48 kHz")
+    return pcm
+
+
+def check_header(rate: int, channels: int, frames: int, max_seconds: float) -> None:
+    """What the file says it holds, refused before decoding when it cannot be a sound we play."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise SoundRejected(f"the sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise SoundRejected(f"the file has {channels} channels; at most {MAX_CHANNELS}")
+    if frames <= 0:
+        raise SoundRejected("the file holds no audio samples")
+    if frames / rate > max_seconds:
+        raise SoundRejected(f"the sound is {frames / rate:.0f} s long; at most {max_seconds:.0f} s")
 
 
 def encode_blob(pcm: Int16Pcm, bitrate: int) -> bytes:
@@ -184,7 +203,18 @@ class TenantSounds:
         )
         await self._data.set_entry(sounds_table(tenant), str(mode), info.encode())
         self._tables.setdefault(tenant, {})[mode] = info
-        log.info("sounds.uploaded", extra={**asdict(info), "bytes": len(data)})
+        log.info(
+            "sounds.uploaded",
+            extra={
+                "tenant": tenant,
+                "mode": mode,
+                "sound_file": info.filename,
+                "sha256": digest,
+                "length_s": info.length_s,
+                "bytes": len(data),
+                "uploaded_by": uploaded_by,
+            },
+        )
         return info
 
     async def reset(self, tenant: str, mode: int) -> SoundInfo:

@@ -29,6 +29,11 @@ LOGINS = "console:logins"
 SESSIONS = "console:sessions"
 
 
+def _capped(expires: float, cert_expires: float) -> float:
+    """A login or session ends when its operator certificate does, if that comes first."""
+    return min(expires, cert_expires) if cert_expires > 0 else expires
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -42,11 +47,15 @@ class ConsoleSession:
     expires: float
     csrf: str
     cert_serial: int = 0  # the certificate the link was made with: revoking it ends the session
+    cert_expires: float = 0.0  # and its notAfter: the session ends then at the latest (0: unknown)
 
     @property
     def auth(self) -> OperatorAuth:
         return OperatorAuth(
-            OperatorIdentity(self.name, Role.parse(self.role), self.tenant), self.cert_serial, self.spiffe_id
+            OperatorIdentity(self.name, Role.parse(self.role), self.tenant),
+            self.cert_serial,
+            self.spiffe_id,
+            self.cert_expires,
         )
 
     def csrf_ok(self, given: str) -> bool:
@@ -66,6 +75,7 @@ class ConsoleSession:
             float(data["expires"]),
             str(data["csrf"]),
             int(data.get("cert_serial") or 0),
+            float(data.get("cert_expires") or 0.0),
         )
 
 
@@ -80,7 +90,7 @@ class ConsoleSessions:
     async def create_login(self, auth: OperatorAuth) -> tuple[str, float]:
         """A one-time token for ``auth``'s operator and when it expires."""
         token = secrets.token_urlsafe(32)
-        expires = time.time() + LOGIN_TTL_S
+        expires = _capped(time.time() + LOGIN_TTL_S, auth.cert_expires)
         operator = auth.operator
         record = {
             "spiffe_id": auth.spiffe_id,
@@ -89,6 +99,7 @@ class ConsoleSessions:
             "tenant": operator.tenant,
             "expires": expires,
             "cert_serial": auth.cert_serial,
+            "cert_expires": auth.cert_expires,
         }
         await self._data.set_entry(LOGINS, _digest(token), json.dumps(record))
         return token, expires
@@ -103,14 +114,16 @@ class ConsoleSessions:
         if float(login["expires"]) < time.time() or self._is_revoked(serial):
             return None
         session_id = secrets.token_urlsafe(32)
+        cert_expires = float(login.get("cert_expires") or 0.0)
         session = ConsoleSession(
             str(login["spiffe_id"]),
             str(login["name"]),
             str(login["role"]),
             login.get("tenant") or None,
-            time.time() + self.session_ttl_s,
+            _capped(time.time() + self.session_ttl_s, cert_expires),
             secrets.token_urlsafe(24),
             serial,
+            cert_expires,
         )
         await self._data.set_entry(SESSIONS, _digest(session_id), session.encode())
         return session_id, session
@@ -122,7 +135,9 @@ class ConsoleSessions:
         if raw is None:
             return None
         session = ConsoleSession.decode(raw)
-        if session.expires < time.time() or self._is_revoked(session.cert_serial):
+        now = time.time()
+        expired = session.expires < now or 0 < session.cert_expires <= now
+        if expired or self._is_revoked(session.cert_serial):
             await self._data.take_entry(SESSIONS, _digest(session_id))
             return None
         return session

@@ -15,6 +15,7 @@ as the API, as the operator the session was opened for. Security:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import aiohttp
 import grpc
 import jinja2
 import soundfile
@@ -37,6 +39,8 @@ from comms import admin_pb2 as apb
 from comms.audio_format import SAMPLE_RATE
 from comms.tasks import cancel_and_wait
 from server.admin_service import FleetAdmin
+from server.console.live import LIVE_LIMIT_TEXT, LiveStreams
+from server.console.params import BadParameter, whole_number
 from server.console.present import present
 from server.console.sessions import ConsoleSession, ConsoleSessions
 from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable
@@ -51,6 +55,8 @@ COOKIE = "audio_console"
 LOGIN_RATE = (0.1, 10)  # sign-in attempts per second and burst, per client address
 LOGIN_TRACKED = 10_000
 HEARTBEAT_S = 15.0
+RECHECK_S = 0.5  # a live stream re-checks its session this often, whatever the traffic
+LIVE_BACKLOG = 10_000  # updates a slow page may fall behind before its stream ends (it reconnects)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -93,6 +99,7 @@ class Console:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        self._live = LiveStreams()
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -134,11 +141,18 @@ class Console:
 
     @web.middleware
     async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every answer carries the security headers, error pages included; a bad value in the
+        request is a 400 that says what was wrong; a bug is a 500 page (traceback in the log only)."""
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             exc.headers.update(SECURITY_HEADERS)
             raise
+        except BadParameter as exc:
+            response = self._page("message.html", 400, title="Could not do that", message=str(exc))
+        except Exception:
+            log.exception("console.error", extra={"method": request.method, "path": request.path[:200]})
+            response = self._page("message.html", 500, title="Something went wrong", message=BUG_TEXT)
         if not response.prepared:
             response.headers.update(SECURITY_HEADERS)
         return response
@@ -156,7 +170,10 @@ class Console:
         request[SESSION] = session
         request[CALL] = OperatorCall(session.auth, uuid.uuid4().hex)
         if request.method == "POST":
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeError, aiohttp.ClientPayloadError) as exc:
+                raise BadParameter("the form could not be read; reload the page and try again") from exc
             request[FORM] = form
             if not session.csrf_ok(str(form.get("csrf", ""))):
                 await self.admin.calls.console_event(request[CALL], "console:" + request.path, "csrf")
@@ -225,7 +242,7 @@ class Console:
         response.set_cookie(
             COOKIE,
             session_id,
-            max_age=int(self.sessions.session_ttl_s),
+            max_age=max(1, int(session.expires - time.time())),
             httponly=True,
             secure=True,
             samesite="Strict",
@@ -250,8 +267,8 @@ class Console:
             "online": apb.ListDevicesRequest.ONLINE,
             "offline": apb.ListDevicesRequest.OFFLINE,
         }.get(online, apb.ListDevicesRequest.ANY)
-        if query.get("mode", "").isdigit():
-            listing.mode = int(query["mode"])
+        if query.get("mode", ""):
+            listing.mode = whole_number(query["mode"], "mode", below=self.admin.mode_count)
         try:
             response = await self._invoke(request, "ListDevices", listing)
         except ApiError as exc:
@@ -302,12 +319,10 @@ class Console:
         form = request[FORM]
         try:
             if action == "mode":
-                mode = str(form.get("mode", ""))
-                if not mode.isdigit():
+                if not form.get("mode", ""):
                     raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "choose a mode")
-                result = await self._invoke(
-                    request, "SetMode", apb.SetModeRequest(device=ref, mode=int(mode))
-                )
+                mode = whole_number(str(form["mode"]), "mode", below=self.admin.mode_count)
+                result = await self._invoke(request, "SetMode", apb.SetModeRequest(device=ref, mode=mode))
                 done = f"mode {mode}" + (" (stored: offline)" if result.stored_only else "")
             elif action in ACTIONS:
                 method, done = ACTIONS[action]
@@ -331,14 +346,13 @@ class Console:
 
     async def preview(self, request: web.Request) -> web.StreamResponse:
         """The sound a mode plays for the tenant, as WAV the browser can play."""
-        tenant, mode = request.match_info["tenant"], request.match_info["mode"]
-        if not mode.isdigit() or int(mode) >= self.admin.mode_count:
-            raise web.HTTPNotFound()
+        tenant = request.match_info["tenant"]
+        mode = whole_number(request.match_info["mode"], "mode", below=self.admin.mode_count)
         try:  # the same scope and role as listing the sounds
             await self._invoke(request, "ListSounds", apb.ListSoundsRequest(tenant=tenant))
         except ApiError as exc:
             return self._error(request, exc)
-        clip = await self.admin.sounds.clip(tenant, int(mode))
+        clip = await self.admin.sounds.clip(tenant, mode)
         buffer = io.BytesIO()
         await asyncio.to_thread(
             soundfile.write, buffer, clip.pcm, SAMPLE_RATE, format="WAV", subtype="PCM_16"
@@ -346,15 +360,12 @@ class Console:
         return web.Response(body=buffer.getvalue(), content_type="audio/wav", headers=SECURITY_HEADERS)
 
     async def sound_action(self, request: web.Request) -> web.StreamResponse:
-        tenant, mode, action = (request.match_info[k] for k in ("tenant", "mode", "action"))
-        if not mode.isdigit():
-            raise web.HTTPNotFound()
+        tenant, action = request.match_info["tenant"], request.match_info["action"]
+        mode = whole_number(request.match_info["mode"], "mode", below=self.admin.mode_count)
         form = request[FORM]
         try:
             if action == "reset":
-                await self._invoke(
-                    request, "ResetSound", apb.ResetSoundRequest(tenant=tenant, mode=int(mode))
-                )
+                await self._invoke(request, "ResetSound", apb.ResetSoundRequest(tenant=tenant, mode=mode))
                 done = f"mode {mode}: built-in sound"
             elif action == "upload":
                 upload = form.get("file")
@@ -362,7 +373,7 @@ class Console:
                     raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "choose a file")
                 data = upload.file.read(self.admin.sounds.max_bytes + 1)
                 sound = await self._invoke(
-                    request, "UploadSound", _chunks(tenant, int(mode), upload.filename, data)
+                    request, "UploadSound", _chunks(tenant, mode, upload.filename, data)
                 )
                 done = f"mode {mode}: {sound.filename} ({sound.length_s:.1f} s)"
             else:
@@ -409,35 +420,46 @@ class Console:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: every change of the operator's devices (optionally one device).
 
-        The watch runs in a task of its own: a heartbeat's timeout must never cancel it mid-read
-        (that would close the watch and end the stream after the first quiet spell). The session
-        is checked again at least every heartbeat, busy or not: an expired, revoked or signed-out
-        session ends the stream."""
-        only = request.query.get("device", "")
+        The watch runs in a task of its own (``_pump``): a timeout here must never cancel it
+        mid-read, which would close the watch after the first quiet spell. The session is checked
+        again every ``RECHECK_S`` whatever the traffic, so the stream ends within about a second of
+        sign-out, expiry or revocation even while the fleet is busy."""
+        session: ConsoleSession = request[SESSION]
         cookie = request.cookies.get(COOKIE, "")
+        if not self._live.open(cookie, session.spiffe_id):
+            log.warning("console.live_limit", extra={"operator": session.spiffe_id})
+            return self._page("message.html", 429, title="Too many live pages", message=LIVE_LIMIT_TEXT)
+        try:
+            return await self._stream(request, cookie)
+        finally:
+            self._live.close(cookie, session.spiffe_id)
+
+    async def _stream(self, request: web.Request, cookie: str) -> web.StreamResponse:
+        only = request.query.get("device", "")
         response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
         await response.prepare(request)
-        updates: asyncio.Queue[apb.DeviceUpdate | None] = asyncio.Queue(maxsize=1)  # WATCH_BACKLOG rules
-        feeder = asyncio.create_task(self._feed(request[CALL], updates), name="console-events")
+        updates: asyncio.Queue[apb.DeviceUpdate | None] = asyncio.Queue(LIVE_BACKLOG)
+        pump = asyncio.create_task(self._pump(request[CALL], updates), name="console-live")
         loop = asyncio.get_running_loop()
-        checked = loop.time()
+        next_check = loop.time() + RECHECK_S
+        quiet_since = loop.time()
         try:
             while True:
-                update, quiet = None, False
-                try:
-                    async with asyncio.timeout(HEARTBEAT_S):
+                update: apb.DeviceUpdate | None = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_check - loop.time())):
                         update = await updates.get()
-                except TimeoutError:
-                    quiet = True
-                if quiet or loop.time() - checked >= HEARTBEAT_S:
-                    if await self.sessions.get(cookie) is None:
+                        if update is None:
+                            break  # the watch ended (fell behind, or the server is stopping)
+                if loop.time() >= next_check:
+                    if not await self._still_signed_in(cookie):
                         break  # signed out, expired or revoked: the stream ends with the session
-                    checked = loop.time()
-                if quiet:
-                    await response.write(b": keep-alive\n\n")  # a gone browser shows up here
-                    continue
+                    next_check = loop.time() + RECHECK_S
                 if update is None:
-                    break  # the watch ended (refused, or fell too far behind): the page reconnects
+                    if loop.time() - quiet_since >= HEARTBEAT_S:
+                        await response.write(b": keep-alive\n\n")  # a gone browser shows up here
+                        quiet_since = loop.time()
+                    continue
                 if update.kind != apb.DeviceUpdate.CHANGED:
                     continue
                 shown = present(update.device)
@@ -445,22 +467,38 @@ class Console:
                     continue
                 payload = json.dumps({"change": update.change, "device": shown}, separators=(",", ":"))
                 await response.write(f"event: device\ndata: {payload}\n\n".encode())
+                quiet_since = loop.time()
         except ConnectionResetError:
             pass
         finally:
-            await cancel_and_wait(feeder)
+            await cancel_and_wait(pump)
         return response
 
-    async def _feed(self, call: OperatorCall, updates: asyncio.Queue[apb.DeviceUpdate | None]) -> None:
-        """``WatchDevices`` into ``updates`` (iterated in this one task), then None when it ends."""
+    async def _pump(self, call: OperatorCall, updates: asyncio.Queue[apb.DeviceUpdate | None]) -> None:
+        """Iterates the in-process watch in a task of its own (its context stays in one task)."""
+        watch = self.admin.watch(call, apb.WatchDevicesRequest())
         try:
-            async for update in self.admin.watch(call, apb.WatchDevicesRequest()):
-                await updates.put(update)
+            async for update in watch:
+                if updates.full():
+                    log.warning("console.live_behind", extra={"operator": call.auth.spiffe_id})
+                    break  # the page reconnects and gets a fresh snapshot
+                updates.put_nowait(update)
         except (ApiError, StoreUnavailable):
             pass  # refused (audited by the call) or the store is away: the stream ends
         except Exception:
             log.exception("console.events_failed")
-        await updates.put(None)
+        finally:
+            with contextlib.suppress(Exception):
+                await watch.aclose()  # type: ignore[attr-defined]
+            with contextlib.suppress(asyncio.QueueFull):
+                updates.put_nowait(None)
+
+    async def _still_signed_in(self, cookie: str) -> bool:
+        try:
+            return await self.sessions.get(cookie) is not None
+        except Exception as exc:  # the store is away: end the stream; the page's reconnect gets a 503
+            log.warning("console.live_check_failed", extra={"error": type(exc).__name__})
+            return False
 
 
 async def _chunks(tenant: str, mode: int, filename: str, data: bytes) -> AsyncIterator[apb.UploadSoundChunk]:
@@ -482,6 +520,7 @@ SIGN_IN_TEXT = (
 CSRF_TEXT = (
     "The form was not sent by this console (its CSRF token is missing or wrong); reload and try again."
 )
+BUG_TEXT = "The console hit an internal error; it is in the server log. Reload to try again."
 USED_LINK_TEXT = (
     "This sign-in link was used already or has expired (links last 5 minutes and work once). "
     "Run `audio-admin ... console login` for a new one."

@@ -1,0 +1,378 @@
+"""Bad input on the operator API and the console gets a clear answer, every call leaves its audit
+event, and no console session outlives its right (issue 18)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import logging
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import numpy as np
+import pytest
+import soundfile
+from cryptography import x509
+
+from admin.client import FleetClient
+from auth import pki as pki_lib
+from auth.identity import DEFAULT_TRUST_DOMAIN
+from auth.operators import OperatorIdentity, Role, operator_subject
+from comms import admin_pb2 as apb
+from server.admin_service import FleetAdmin
+from server.app import AudioServer
+from server.console import live
+from server.console.web import SECURITY_HEADERS
+from server.interceptor import BAD_MESSAGE_TEXT
+from tests.conftest import Admin, Connect, ServerFactory
+from tests.helpers import MODE, EphemeralPki, sample, wait_for
+from tests.test_admin_api import refused, wav_bytes
+from tests.test_console import _csrf, login_link
+
+SERVICE = "/audio.admin.v1.FleetService/"
+GARBAGE = b"\xff\xff\xff"  # a truncated varint: no protobuf message parses from it
+TWENTY_DIGITS = "9" * 20
+REQUEST_CLASSES = {
+    method.name: (method.client_streaming, method.server_streaming)
+    for method in apb.DESCRIPTOR.services_by_name["FleetService"].methods
+}
+
+
+@pytest.fixture
+async def console(server_factory: ServerFactory) -> AudioServer:
+    return await server_factory(console_bind="127.0.0.1:0")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
+async def audit_events(app: AudioServer, tenant: str = "acme") -> list[Any]:
+    assert app.audit is not None
+    events, _ = await app.audit.list(tenant, 1000)
+    return events
+
+
+# --- the operator API ------------------------------------------------------------------------------
+
+
+async def _send_garbage(channel: grpc.aio.Channel, name: str) -> grpc.aio.AioRpcError:
+    client_streaming, server_streaming = REQUEST_CLASSES[name]
+    path = SERVICE + name
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        if client_streaming:
+
+            async def requests() -> AsyncIterator[bytes]:
+                yield GARBAGE
+
+            await channel.stream_unary(path)(requests())
+        elif server_streaming:
+            async for _ in channel.unary_stream(path)(GARBAGE):
+                pass
+        else:
+            await channel.unary_unary(path)(GARBAGE)
+    return info.value
+
+
+async def test_unparseable_bytes_on_every_method_are_refused_counted_and_audited(
+    console: AudioServer, pki: EphemeralPki
+) -> None:
+    before = {
+        name: sample("audio_admin_calls_total", method=name, code="INVALID_ARGUMENT")
+        for name in REQUEST_CLASSES
+    }
+    async with FleetClient(
+        f"127.0.0.1:{console.admin_port}", pki.operator_tls("acme", "fuzz", "admin")
+    ) as client:
+        for name in REQUEST_CLASSES:
+            error = await _send_garbage(client.channel, name)
+            assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, BAD_MESSAGE_TEXT), (
+                name
+            )
+    events = await audit_events(console)
+    refusals = [e for e in events if e.result == "INVALID_ARGUMENT" and e.operator.endswith("/operator/fuzz")]
+    assert sorted(e.action for e in refusals) == sorted(REQUEST_CLASSES)  # exactly one event per call
+    assert all(e.parameters.get("reason") == "malformed_request" for e in refusals)
+    for name in REQUEST_CLASSES:
+        counted = sample("audio_admin_calls_total", method=name, code="INVALID_ARGUMENT") - before[name]
+        assert counted == 1, name
+
+
+async def test_a_bug_after_a_change_landed_still_leaves_one_audit_event(
+    server: AudioServer, connect: Connect, admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bookkeeping bug")
+
+    async with connect(server, "acme", "dev-1"), admin(server, "acme") as ops:
+        monkeypatch.setattr(FleetAdmin, "_fresh", broken)  # runs after the revocation is stored
+        error = await refused(ops.RevokeDevice(apb.DeviceRef(device_id="dev-1")))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "bookkeeping" not in error.details()
+    revocations = [e for e in await audit_events(server) if e.action == "RevokeDevice"]
+    assert [e.result for e in revocations] == ["INTERNAL"]
+
+
+@pytest.mark.parametrize(
+    "token", [TWENTY_DIGITS, f"{TWENTY_DIGITS}-0", "1-" + TWENTY_DIGITS, "²", "-1", "1-2-3"]
+)
+async def test_a_page_token_never_handed_out_is_invalid_argument(
+    server: AudioServer, admin: Admin, token: str
+) -> None:
+    async with admin(server, "acme") as ops:
+        error = await refused(ops.ListAuditEvents(apb.ListAuditEventsRequest(page_token=token)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "page_token was not issued by this audit log"
+    refusals = [e for e in await audit_events(server) if e.action == "ListAuditEvents"]
+    assert [e.result for e in refusals] == ["INVALID_ARGUMENT"]
+
+
+def _wav_claiming_rate(rate: int, seconds: float = 1.0) -> bytes:
+    """A valid 44.1 kHz WAV whose header then claims ``rate``."""
+    data = bytearray(wav_bytes(seconds))
+    struct.pack_into("<II", data, 24, rate, rate * 2)  # fmt chunk: sample rate, byte rate (mono, 16 bit)
+    return bytes(data)
+
+
+async def _upload(ops: Any, data: bytes, mode: int = 1) -> Any:
+    async def chunks() -> AsyncIterator[apb.UploadSoundChunk]:
+        yield apb.UploadSoundChunk(mode=mode, filename="odd.wav", data=data)
+
+    return await ops.UploadSound(chunks())
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (_wav_claiming_rate(2_000_000_000), "sample rate 2000000000 Hz is outside"),
+        (_wav_claiming_rate(1), "sample rate 1 Hz is outside"),
+        (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", "not a readable audio file"),
+        (b"\x00" * 4096, "not a readable audio file"),
+    ],
+    ids=["2 GHz", "1 Hz", "broken header", "zeros"],
+)
+async def test_an_upload_that_is_no_sound_is_refused_in_our_words(
+    server: AudioServer, admin: Admin, data: bytes, says: str
+) -> None:
+    async with admin(server, "acme") as ops:
+        error = await refused(_upload(ops, data))
+        listing = await ops.ListSounds(apb.ListSoundsRequest())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert says in error.details()
+    for internal in ("0x", "BytesIO", "Error opening", "Format not recognised", "libsndfile"):
+        assert internal not in error.details()
+    assert [s.source for s in listing.sounds] == ["builtin"] * len(listing.sounds)  # nothing changed
+
+
+async def test_a_sound_that_resamples_to_nothing_is_refused(server: AudioServer, admin: Admin) -> None:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(3, dtype=np.float32), 8_000, format="WAV", subtype="PCM_16")
+    async with admin(server, "acme") as ops:
+        error = await refused(_upload(ops, buffer.getvalue()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "less than one audio frame" in error.details()
+
+
+async def test_a_good_upload_is_answered_ok_and_audited_ok(
+    server: AudioServer, admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once answered UNAVAILABLE (its log line could not be written) though the sound was stored."""
+    caplog.set_level(logging.INFO)
+    async with admin(server, "acme") as ops:
+        sound = await _upload(ops, wav_bytes(1.0))
+    assert sound.filename == "odd.wav" and sound.length_s == pytest.approx(1.0, abs=0.01)
+    uploads = [e for e in await audit_events(server) if e.action == "UploadSound"]
+    assert [e.result for e in uploads] == ["OK"]
+    assert any(r.getMessage() == "sounds.uploaded" for r in caplog.records)
+
+
+# --- the console ---------------------------------------------------------------------------------------
+
+
+async def _signed_in(
+    app: AudioServer, pki: EphemeralPki, http: aiohttp.ClientSession, **kw: Any
+) -> tuple[str, str]:
+    """Sign ``http`` in as an acme admin: (base URL, CSRF token)."""
+    link = await login_link(
+        app, pki, kw.get("tenant", "acme"), kw.get("role", "admin"), kw.get("name", "eve")
+    )
+    base = link.split("/login/")[0]
+    async with http.get(link, ssl=False) as page:
+        assert page.status == 200
+        return base, _csrf(await page.text())
+
+
+def _has_security_headers(response: aiohttp.ClientResponse) -> bool:
+    return all(response.headers.get(name) == value for name, value in SECURITY_HEADERS.items())
+
+
+BAD_NUMBERS = ["²", "٣", TWENTY_DIGITS, "-1", "1.5", " 1", "0x1", "99999"]
+
+
+async def test_every_console_route_answers_bad_numbers_with_400_and_the_headers(
+    console: AudioServer,
+    connect: Connect,
+    pki: EphemeralPki,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with connect(console, "acme", "dev-1"):
+        base, csrf = await _signed_in(console, pki, http)
+        for bad in BAD_NUMBERS:
+            quoted = aiohttp.helpers.quote(bad, safe="")  # type: ignore[attr-defined]
+            probes = [
+                http.get(f"{base}/?mode={quoted}", ssl=False),
+                http.get(f"{base}/sounds/acme/{quoted}/preview.wav", ssl=False),
+                http.post(f"{base}/devices/acme/dev-1/mode", data={"csrf": csrf, "mode": bad}, ssl=False),
+                http.post(f"{base}/sounds/acme/{quoted}/reset", data={"csrf": csrf}, ssl=False),
+                http.post(f"{base}/sounds/acme/{quoted}/upload", data={"csrf": csrf}, ssl=False),
+            ]
+            for probe in probes:
+                async with probe as response:
+                    assert response.status == 400, (bad, response.url)
+                    assert _has_security_headers(response), response.url
+                    text = await response.text()
+                    assert "mode" in text and "Traceback" not in text
+        async with http.get(f"{base}/audit?page={TWENTY_DIGITS}", ssl=False) as response:
+            assert response.status == 400 and _has_security_headers(response)
+            assert "page_token was not issued" in await response.text()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_every_error_page_carries_the_security_headers(
+    console: AudioServer, pki: EphemeralPki, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = f"https://127.0.0.1:{console.console_port}"
+    async with http.get(f"{base}/", ssl=False) as unsigned:
+        assert unsigned.status == 401 and _has_security_headers(unsigned)
+    async with http.get(f"{base}/login/nope", ssl=False) as used:
+        assert used.status == 403 and _has_security_headers(used)
+    base, _ = await _signed_in(console, pki, http)
+    async with http.get(f"{base}/no/such/page", ssl=False) as missing:
+        assert missing.status == 404 and _has_security_headers(missing)
+    async with http.post(f"{base}/logout", data={"csrf": "wrong"}, ssl=False) as forged:
+        assert forged.status == 403 and _has_security_headers(forged)
+
+    async def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    assert console.console is not None
+    monkeypatch.setattr(console.console.admin, "invoke", bug)
+    async with http.get(f"{base}/", ssl=False) as broken:
+        assert broken.status == 500 and _has_security_headers(broken)
+        text = await broken.text()
+        assert "internal error" in text and "a bug in a handler" not in text and "Traceback" not in text
+    monkeypatch.undo()
+    assert console.console is not None
+    for attempt in range(20):
+        async with http.get(f"{base}/login/guess-{attempt}", ssl=False) as limited:
+            if limited.status == 429:
+                assert _has_security_headers(limited)
+                break
+    else:
+        pytest.fail("sign-in attempts were never rate-limited")
+
+
+async def test_a_console_session_ends_when_its_operator_certificate_expires(
+    console: AudioServer, pki: EphemeralPki, http: aiohttp.ClientSession
+) -> None:
+    operator = OperatorIdentity("brief", Role.ADMIN, "acme")
+    uri = x509.UniformResourceIdentifier(operator.spiffe_id(DEFAULT_TRUST_DOMAIN))
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=4)
+    short = pki_lib.issue_certificate(
+        pki.ca, str(operator), [uri], server=False, subject=operator_subject(operator), not_after=expires
+    )
+    async with FleetClient(f"127.0.0.1:{console.admin_port}", pki.tls(short)) as client:
+        login = await client.stub.CreateConsoleLogin(apb.CreateConsoleLoginRequest())
+    assert login.expires_unix <= expires.timestamp()
+    async with http.get(login.url, ssl=False, allow_redirects=False) as opened:
+        cookie = opened.headers["Set-Cookie"]
+    max_age = int(cookie.split("Max-Age=")[1].split(";")[0])
+    assert 0 < max_age <= 4  # the browser drops it with the certificate...
+    base = login.url.split("/login/")[0]
+    async with http.get(f"{base}/", ssl=False) as page:
+        assert page.status == 200
+    statuses: list[int] = []
+
+    async def refused_now() -> bool:
+        async with http.get(f"{base}/", ssl=False) as again:  # ...and the server refuses it after that
+            statuses.append(again.status)
+            return again.status == 401
+
+    for _ in range(150):
+        if await refused_now():
+            break
+        await asyncio.sleep(0.1)
+    assert statuses[-1] == 401 and set(statuses) <= {200, 401}
+
+
+async def _stream_lines(http: aiohttp.ClientSession, url: str, lines: list[bytes]) -> int:
+    async with http.get(url, ssl=False) as stream:
+        if stream.status != 200:
+            return stream.status
+        async for line in stream.content:
+            lines.append(line)
+    return 200
+
+
+async def test_the_live_stream_ends_at_sign_out_while_the_fleet_is_busy(
+    console: AudioServer, connect: Connect, pki: EphemeralPki, http: aiohttp.ClientSession
+) -> None:
+    """Once re-checked only after 15 s without an update: a steady fleet kept it open for ever."""
+    async with connect(console, "acme", "dev-1") as device:
+        base, csrf = await _signed_in(console, pki, http)
+        lines: list[bytes] = []
+        stream = asyncio.create_task(_stream_lines(http, f"{base}/events", lines))
+        stop_pressing = asyncio.Event()
+
+        async def busy_fleet() -> None:
+            for _ in range(2_000):  # bounded: about 100 s at most
+                if stop_pressing.is_set():
+                    return
+                await device.press(MODE)
+                await asyncio.sleep(0.05)
+
+        presser = asyncio.create_task(busy_fleet())
+        try:
+            await wait_for(lambda: sum(line.startswith(b"data: ") for line in lines) >= 5, timeout=10)
+            async with http.post(f"{base}/logout", data={"csrf": csrf}, ssl=False) as out:
+                assert out.status == 200
+            seen_at_sign_out = len(lines)
+            assert await asyncio.wait_for(stream, timeout=10) == 200  # the stream ended by itself
+            assert not presser.done()  # while the fleet was still busy
+            assert len(lines) - seen_at_sign_out < 100
+        finally:
+            stop_pressing.set()
+            await presser
+
+
+async def test_live_streams_are_capped_per_session(
+    console: AudioServer, pki: EphemeralPki, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert console.console is not None
+    monkeypatch.setattr(console.console, "_live", live.LiveStreams(per_session=2, per_operator=3))
+    base, _ = await _signed_in(console, pki, http)
+    opened = [await http.get(f"{base}/events", ssl=False) for _ in range(2)]
+    try:
+        assert [r.status for r in opened] == [200, 200]
+        async with http.get(f"{base}/events", ssl=False) as third:
+            assert third.status == 429 and _has_security_headers(third)
+            assert "Too many live pages" in await third.text()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other_browser:
+            await _signed_in(console, pki, other_browser)  # the same operator, a second session
+            async with other_browser.get(f"{base}/events", ssl=False) as fourth:
+                assert fourth.status == 200  # its own session's first: the operator's third
+                async with other_browser.get(f"{base}/events", ssl=False) as fifth:
+                    assert fifth.status == 429  # the operator's cap
+    finally:
+        for response in opened:
+            response.close()
+    # closing streams frees their places
+    await wait_for(lambda: console.console is not None and console.console._live.open("x", "y"), timeout=5)
