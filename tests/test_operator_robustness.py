@@ -376,3 +376,73 @@ async def test_live_streams_are_capped_per_session(
             response.close()
     # closing streams frees their places
     await wait_for(lambda: console.console is not None and console.console._live.open("x", "y"), timeout=5)
+
+
+HUGE = 2**32 - 1
+LONG = "x" * 10_000
+
+
+def _odd_requests(ops: Any) -> dict[str, list[Any]]:
+    """Per FleetService method: calls with oversized values and enum numbers protobuf does not know."""
+    long_ref = apb.DeviceRef(device_id=LONG)
+    bad_refs = [long_ref, apb.DeviceRef(device_id=""), apb.DeviceRef(device_id="DEV 1")]
+
+    async def chunks(mode: int) -> AsyncIterator[apb.UploadSoundChunk]:
+        yield apb.UploadSoundChunk(mode=mode, filename="a.wav", data=wav_bytes(0.1))
+
+    async def first(call: Any) -> Any:
+        async for update in call:
+            return update
+        return None
+
+    return {
+        "ListDevices": [
+            ops.ListDevices(apb.ListDevicesRequest(online=99)),  # type: ignore[arg-type]
+            ops.ListDevices(apb.ListDevicesRequest(search=LONG)),
+            ops.ListDevices(apb.ListDevicesRequest(page_token=LONG)),
+            ops.ListDevices(apb.ListDevicesRequest(tenant=LONG)),
+        ],
+        "GetDevice": [ops.GetDevice(r) for r in bad_refs],
+        "ListDeviceEvents": [ops.ListDeviceEvents(r) for r in bad_refs],
+        "WatchDevices": [first(ops.WatchDevices(apb.WatchDevicesRequest(tenant=LONG)))],
+        "ListAuditEvents": [
+            ops.ListAuditEvents(apb.ListAuditEventsRequest(action=LONG)),
+            ops.ListAuditEvents(apb.ListAuditEventsRequest(device_id=LONG)),
+            ops.ListAuditEvents(apb.ListAuditEventsRequest(operator=LONG)),
+            ops.ListAuditEvents(apb.ListAuditEventsRequest(page_token=LONG)),
+        ],
+        "ListSounds": [ops.ListSounds(apb.ListSoundsRequest(tenant=LONG))],
+        "SetMode": [
+            ops.SetMode(apb.SetModeRequest(device=apb.DeviceRef(device_id="dev-1"), mode=HUGE)),
+            ops.SetMode(apb.SetModeRequest(device=long_ref, mode=1)),
+        ],
+        "Play": [ops.Play(r) for r in bad_refs],
+        "Stop": [ops.Stop(r) for r in bad_refs],
+        "Disconnect": [ops.Disconnect(r) for r in bad_refs],
+        "UploadSound": [ops.UploadSound(chunks(HUGE))],
+        "ResetSound": [ops.ResetSound(apb.ResetSoundRequest(mode=HUGE))],
+        "RevokeDevice": [ops.RevokeDevice(r) for r in bad_refs],
+        "UnrevokeDevice": [ops.UnrevokeDevice(r) for r in bad_refs],
+        "CreateConsoleLogin": [],  # takes no values
+    }
+
+
+async def test_oversized_and_unknown_values_on_every_method_are_refused_in_our_words(
+    console: AudioServer, connect: Connect, admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with connect(console, "acme", "dev-1"), admin(console, "acme", name="odd") as ops:
+        requests = _odd_requests(ops)
+        assert set(requests) == set(REQUEST_CLASSES)  # a new method must be listed here
+        refusals = 0
+        for name, calls in requests.items():
+            for call in calls:
+                error = await refused(call)
+                refusals += 1
+                # another tenant's (or a malformed) tenant is NOT_FOUND, like one that does not exist
+                assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), name
+                for internal in ("Traceback", "Exception", "Error", "0x", "<"):
+                    assert internal not in error.details(), (name, error.details())
+                assert len(error.details()) < 300
+    events = [e for e in await audit_events(console) if e.operator.endswith("/operator/odd")]
+    assert len(events) == refusals  # one audit event per refused call
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.message import Message
 
 from auth.errors import InvalidIdentifier
-from auth.identity import Identity, validate_id
+from auth.identity import MAX_ID_LENGTH, Identity, validate_id
 from comms import admin_pb2 as apb
 from comms import admin_pb2_grpc as apb_grpc
 from server.audit import AuditFilter, AuditLog, BadPageToken
@@ -43,10 +43,27 @@ T = TypeVar("T")
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 WATCH_BACKLOG = 10_000  # changes a slow watcher may fall behind before its stream ends
 OFFLINE_TEXT = "device offline"
+MAX_FILTER_CHARS = 80  # search and audit filters: longer than any id, action or operator name
 
 
 def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+def bounded(text: str, what: str, limit: int = MAX_FILTER_CHARS) -> str:
+    """A free-text filter, refused (not cut) when longer than anything it could match."""
+    if len(text) > limit:
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is {len(text)} characters; at most {limit}")
+    return text
+
+
+def online_filter(value: int) -> int:
+    """Protobuf keeps enum numbers it does not know: refuse them rather than read them as ANY."""
+    if value not in apb.ListDevicesRequest.Online.values():
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"online must be ANY, ONLINE or OFFLINE, not {value}"
+        )
+    return value
 
 
 def sound_proto(info: SoundInfo) -> apb.Sound:
@@ -111,7 +128,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         operator = call.operator
         if operator.tenant is not None:
             if requested and requested != operator.tenant:
-                raise not_found(f"tenant {requested}")  # like one that does not exist
+                raise not_found(f"tenant {requested[:MAX_ID_LENGTH]}")  # like one that does not exist
             return operator.tenant
         if not requested:
             if all_allowed:
@@ -149,13 +166,14 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     # --- reading -------------------------------------------------------------------
 
     async def _matching(self, tenant: str | None, request: apb.ListDevicesRequest) -> list[DeviceView]:
+        search, online = bounded(request.search, "search"), online_filter(request.online)
         records = await self._store.list_devices(tenant)
-        if request.search:
-            records = [r for r in records if request.search.lower() in r.identity.device_id]
+        if search:
+            records = [r for r in records if search.lower() in r.identity.device_id]
         views = await self._fleet.views(records)
-        if request.online == apb.ListDevicesRequest.ONLINE:
+        if online == apb.ListDevicesRequest.ONLINE:
             views = [v for v in views if v.online]
-        elif request.online == apb.ListDevicesRequest.OFFLINE:
+        elif online == apb.ListDevicesRequest.OFFLINE:
             views = [v for v in views if not v.online]
         if request.HasField("mode"):
             views = [v for v in views if v.record.mode == request.mode]
@@ -167,7 +185,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         async def work(call: OperatorCall, note: Note) -> apb.ListDevicesResponse:
             tenant = self._tenant(call, request.tenant, all_allowed=True)
             views = await self._matching(tenant, request)
-            after = request.page_token
+            after = bounded(request.page_token, "page_token", 2 * MAX_ID_LENGTH + 1)  # "tenant/device"
             page = [v for v in views if f"{v.identity.tenant}/{v.identity.device_id}" > after][
                 : page_size(request.page_size)
             ]
@@ -250,7 +268,12 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     ) -> apb.ListAuditEventsResponse:
         async def work(call: OperatorCall, note: Note) -> apb.ListAuditEventsResponse:
             tenant = self._tenant(call, request.tenant, all_allowed=True)
-            where = AuditFilter(request.action, request.device_id, request.operator, request.refused_only)
+            where = AuditFilter(
+                bounded(request.action, "action"),
+                bounded(request.device_id, "device_id"),
+                bounded(request.operator, "operator"),
+                request.refused_only,
+            )
             try:
                 events, token = await self._audit.list(
                     tenant, page_size(request.page_size), request.page_token, where
