@@ -446,3 +446,56 @@ async def test_oversized_and_unknown_values_on_every_method_are_refused_in_our_w
     events = [e for e in await audit_events(console) if e.operator.endswith("/operator/odd")]
     assert len(events) == refusals  # one audit event per refused call
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_headers(
+    console: AudioServer,
+    connect: Connect,
+    pki: EphemeralPki,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert console.console is not None
+    routes = {r.resource.canonical for r in console.console.app().router.routes() if r.resource is not None}
+    async with connect(console, "acme", "dev-1"):
+        base, csrf = await _signed_in(console, pki, http)
+        long = "d" * 5000
+        odd = {  # every route, with values it was not made for
+            "/login/{token}": [("GET", f"/login/{long}", None)],
+            "/logout": [("POST", "/logout", {"csrf": "x" * 5000})],
+            "/": [("GET", f"/?online=sideways&q={long}&mode=1e9", None)],
+            "/events": [("GET", f"/events?device={long}", None)],
+            "/devices/{tenant}/{device}": [
+                ("GET", f"/devices/acme/{long}", None),
+                ("GET", "/devices/ACME/DEV%201", None),
+                ("GET", "/devices/globex/dev-9", None),
+            ],
+            "/devices/{tenant}/{device}/confirm/{action}": [
+                ("GET", "/devices/acme/dev-1/confirm/explode", None)
+            ],
+            "/devices/{tenant}/{device}/{action}": [
+                ("POST", "/devices/acme/dev-1/explode", {"csrf": csrf}),
+                ("POST", f"/devices/acme/{long}/play", {"csrf": csrf}),
+                ("POST", "/devices/acme/dev-1/mode", {"csrf": csrf}),
+            ],
+            "/sounds": [("GET", f"/sounds?tenant={long}", None)],
+            "/sounds/{tenant}/{mode}/preview.wav": [("GET", f"/sounds/{long}/1/preview.wav", None)],
+            "/sounds/{tenant}/{mode}/{action}": [
+                ("POST", "/sounds/acme/1/explode", {"csrf": csrf}),
+                ("POST", "/sounds/acme/1/upload", {"csrf": csrf, "file": "not a file"}),
+            ],
+            "/audit": [("GET", f"/audit?action={long}&page=abc&refused=maybe", None)],
+        }
+        assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed
+        for route, probes in odd.items():
+            for method, path, form in probes:
+                async with http.request(
+                    method, base + path, data=form, ssl=False, allow_redirects=False
+                ) as r:
+                    if route == "/events" and r.status == 200:
+                        continue  # a device filter that matches nothing: a quiet stream, closed here
+                    assert 400 <= r.status < 500, (path[:80], r.status)
+                    assert _has_security_headers(r), path[:80]
+                    text = await r.text()
+                    assert "Traceback" not in text and long not in text, path[:80]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
