@@ -185,3 +185,60 @@ async def test_right_after_an_outage_longer_than_the_lease_operators_reach_live_
             assert played.node == "node-a"
     finally:
         redis.stop()
+
+
+async def test_every_operator_method_answers_unavailable_in_our_words_during_an_outage(
+    server_factory: ServerFactory, connect: Connect, admin: Admin, tmp_path: Path
+) -> None:
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
+    from comms import admin_pb2 as apb
+    from server.errors import STORE_UNAVAILABLE_TEXT
+    from server.operator_calls import LEAST_ROLE
+    from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes
+
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        app = await server_factory(
+            state_backend="redis", redis_url=redis.url, store_retry_s=0.05, console_bind="127.0.0.1:0"
+        )
+        async with connect(app, "acme", "dev-1"):
+            pass  # the device exists in the store
+        async with admin(app) as ops:
+            first_watch = ops.WatchDevices(apb.WatchDevicesRequest())
+
+            async def watch() -> Any:
+                return await ops.WatchDevices(apb.WatchDevicesRequest()).read()
+
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
+                "ListDevices": lambda: ops.ListDevices(apb.ListDevicesRequest()),
+                "GetDevice": lambda: ops.GetDevice(ref("dev-1")),
+                "WatchDevices": watch,
+                "ListDeviceEvents": lambda: ops.ListDeviceEvents(ref("dev-1")),
+                "ListAuditEvents": lambda: ops.ListAuditEvents(apb.ListAuditEventsRequest()),
+                "ListSounds": lambda: ops.ListSounds(apb.ListSoundsRequest()),
+                "CreateConsoleLogin": lambda: ops.CreateConsoleLogin(apb.CreateConsoleLoginRequest()),
+                "SetMode": lambda: ops.SetMode(apb.SetModeRequest(device=ref("dev-1"), mode=1)),
+                "Play": lambda: ops.Play(ref("dev-1")),
+                "Stop": lambda: ops.Stop(ref("dev-1")),
+                "Disconnect": lambda: ops.Disconnect(ref("dev-1")),
+                "UploadSound": lambda: ops.UploadSound(_upload_chunks(0, wav_bytes(0.5))),
+                "ResetSound": lambda: ops.ResetSound(apb.ResetSoundRequest(mode=0)),
+                "RevokeDevice": lambda: ops.RevokeDevice(ref("dev-1")),
+                "UnrevokeDevice": lambda: ops.UnrevokeDevice(ref("dev-1")),
+            }
+            assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
+            while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before
+                pass
+            first_watch.cancel()
+            redis.stop(kill=True)
+            answers = {}
+            for name, call in calls.items():
+                error = await refused(call())
+                answers[name] = (error.code(), error.details())
+            assert answers == {
+                name: (grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) for name in calls
+            }  # our words: no address, no exception text
+    finally:
+        redis.stop()
