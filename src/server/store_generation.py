@@ -36,7 +36,7 @@ from auth.identity import Identity
 from server import metrics
 from server.audit import AuditEvent, AuditLog
 from server.device_view import DeviceView
-from server.errors import StoreResetting, StoreUnavailable
+from server.errors import STORE_UNAVAILABLE_TEXT, StoreResetting, StoreUnavailable
 from server.fleet import Fleet
 from server.redis_store import KEY_PREFIX, TENANTS_KEY, device_key, tenant_devices_key
 from server.registry import DeviceRegistry
@@ -49,7 +49,6 @@ GENERATION_KEY = f"{KEY_PREFIX}generation"
 CHECK_INTERVAL_S = 2.0
 PROBLEM = "store-reset"  # the readiness flag while the deny-list is being restored
 RESET_ACTION = "store:reset"
-RESETTING_TEXT = "state store unavailable; try again shortly"
 _KEPT_BY_CLAIM = ("session_id", "epoch")
 
 # KEYS[1] = device hash, KEYS[2] = the tenant's device index, KEYS[3] = the tenant index.
@@ -148,18 +147,22 @@ class StoreGeneration:
 
     async def check(self) -> bool:
         """True if the marker is this node's; otherwise restore (the store lost its data)."""
-        try:
-            found = await self._redis.get(GENERATION_KEY)
-        except Exception:
-            raise StoreUnavailable("state store unavailable") from None
+        found = await self._marker()
         if found is not None and str(found) == self.generation and not self.resetting:
             return True
         async with self._lock:
-            found = await self._redis.get(GENERATION_KEY)
+            found = await self._marker()
             if found is not None and str(found) == self.generation and not self.resetting:
                 return True  # another check of this node restored it meanwhile
             await self._reset(None if found is None else str(found))
         return False
+
+    async def _marker(self) -> str | None:
+        try:
+            found = await self._redis.get(GENERATION_KEY)
+        except Exception:
+            raise StoreUnavailable(STORE_UNAVAILABLE_TEXT) from None
+        return None if found is None else str(found)
 
     async def _reset(self, found: str | None) -> None:
         if not self.resetting:
@@ -183,8 +186,8 @@ class StoreGeneration:
             await self._redis.set(GENERATION_KEY, uuid.uuid4().hex, nx=True)  # the first node's wins
             self.generation = str(await self._redis.get(GENERATION_KEY))
         except Exception:
-            raise StoreUnavailable("state store unavailable") from None
-        await self._audit(found, revoked, live)
+            raise StoreUnavailable(STORE_UNAVAILABLE_TEXT) from None
+        await self._audit(found, revoked)
         self.resetting = False
         self._on_problem(PROBLEM, False)
         log.warning(
@@ -212,11 +215,12 @@ class StoreGeneration:
             restored += int(await self._restore_script(keys=keys, args=_restore_args(kind, record)))
         return restored
 
-    async def _audit(self, found: str | None, revoked: int, live: int) -> None:
+    async def _audit(self, found: str | None, revoked: int) -> None:
         """Say in every affected tenant's audit log (and the platform's) what was lost."""
         if self.audit is None:
             return
-        tenants = sorted({i.tenant for i in self.denied} | {r.identity.tenant for r in self._live_records()})
+        live = [r.identity for r in self._live_records()]
+        tenants = sorted({i.tenant for i in self.denied} | {i.tenant for i in live})
         for tenant in tenants or [""]:
             await self.audit.record(
                 AuditEvent(
@@ -227,7 +231,7 @@ class StoreGeneration:
                     target="",
                     parameters={
                         "revocations_restored": sum(1 for i in self.denied if i.tenant == tenant),
-                        "live_devices_restored": live,
+                        "live_devices_restored": sum(1 for i in live if i.tenant == tenant),
                         "node": self._fleet.node_id,
                         "marker_found": found or "",
                     },
@@ -249,7 +253,7 @@ class StoreGeneration:
         if self.resetting:
             if identity in self.denied:
                 return False
-            raise StoreResetting(RESETTING_TEXT)
+            raise StoreResetting(STORE_UNAVAILABLE_TEXT)
         return True
 
 
