@@ -118,3 +118,24 @@ async def test_a_flushall_without_an_outage_is_caught_at_the_revoked_devices_nex
     finally:
         await client.aclose()
     await _still_refused_and_listed_revoked((a, b), admin, pki)
+
+
+async def test_a_node_starting_on_devices_without_a_marker_says_data_may_be_lost(
+    redis_server: RedisServer,
+    server_factory: ServerFactory,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = await server_factory(**shared(redis_server, "node-a"))
+    async with connect(a, "acme", "dev-live"):
+        pass
+    await a.stop(grace_s=0.5)
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await client.delete(GENERATION_KEY)  # lost while no node ran (the devices' records were not)
+    finally:
+        await client.aclose()
+    assert not [r for r in caplog.records if r.getMessage() == "store.generation_missing"]
+    await server_factory(**shared(redis_server, "node-b"))
+    missing = [r for r in caplog.records if r.getMessage() == "store.generation_missing"]
+    assert len(missing) == 1 and missing[0].levelno == logging.ERROR
