@@ -10,7 +10,7 @@ import pytest
 
 from auth.identity import Identity
 from server.device_view import DeviceView
-from tests.conftest import Connect, ServerFactory
+from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
 from tests.redis_server import RedisServer
 from tests.test_ops import NOT_SERVING, SERVING, health_status
@@ -150,3 +150,95 @@ async def test_a_killed_nodes_devices_read_offline_within_the_lease(
         await client.close()
         await observer.aclose()
         log_file.close()
+
+
+async def test_right_after_an_outage_longer_than_the_lease_operators_reach_live_devices(
+    server_factory: ServerFactory, connect: Connect, admin: Admin, tmp_path: Path
+) -> None:
+    import redis.asyncio as aioredis
+
+    from comms import admin_pb2 as apb
+    from server.presence import presence_key
+    from tests.test_admin_api import ref
+    from tests.test_fleet import held_by
+
+    redis = RedisServer(tmp_path / "redis", durable=True).start()
+    lease = {"presence_lease_s": 60.0}  # no scheduled refresh during the test: only the recovery's
+    shared = {"state_backend": "redis", "redis_url": redis.url, "store_retry_s": 0.05, **lease}
+    try:
+        a = await server_factory(node_id="node-a", **shared)
+        b = await server_factory(node_id="node-b", **shared)
+        async with connect(a, "acme", "dev-1") as device, admin(b, role="operator") as ops:
+            await held_by(a, device)
+            observer = aioredis.Redis.from_url(redis.url, decode_responses=True)
+            await observer.delete(presence_key(Identity("acme", "dev-1")))  # as if it expired in the outage
+            await observer.aclose()
+            redis.stop(kill=True)
+            await wait_for(lambda: not a.fleet.bus.subscribed.is_set())  # type: ignore[attr-defined]
+            redis.start()  # its append-only file reloaded: the lease is gone, as after a long outage
+            await wait_for(lambda: a.fleet.bus.subscribed.is_set(), timeout=10)  # type: ignore[attr-defined]
+            await a.fleet.idle()  # A's resync went out
+            moved = await ops.SetMode(apb.SetModeRequest(device=ref("dev-1"), mode=2))
+            assert not moved.stored_only and moved.node == "node-a"
+            await wait_for(lambda: mode_of(device.view.leds) == 2, timeout=2)
+            played = await ops.Play(ref("dev-1"))
+            assert played.node == "node-a"
+    finally:
+        redis.stop()
+
+
+async def test_every_operator_method_answers_unavailable_in_our_words_during_an_outage(
+    server_factory: ServerFactory, connect: Connect, admin: Admin, tmp_path: Path
+) -> None:
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
+    from comms import admin_pb2 as apb
+    from server.errors import STORE_UNAVAILABLE_TEXT
+    from server.operator_calls import LEAST_ROLE
+    from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes
+
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        app = await server_factory(
+            state_backend="redis", redis_url=redis.url, store_retry_s=0.05, console_bind="127.0.0.1:0"
+        )
+        async with connect(app, "acme", "dev-1"):
+            pass  # the device exists in the store
+        async with admin(app) as ops:
+            first_watch = ops.WatchDevices(apb.WatchDevicesRequest())
+
+            async def watch() -> Any:
+                return await ops.WatchDevices(apb.WatchDevicesRequest()).read()
+
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
+                "ListDevices": lambda: ops.ListDevices(apb.ListDevicesRequest()),
+                "GetDevice": lambda: ops.GetDevice(ref("dev-1")),
+                "WatchDevices": watch,
+                "ListDeviceEvents": lambda: ops.ListDeviceEvents(ref("dev-1")),
+                "ListAuditEvents": lambda: ops.ListAuditEvents(apb.ListAuditEventsRequest()),
+                "ListSounds": lambda: ops.ListSounds(apb.ListSoundsRequest()),
+                "CreateConsoleLogin": lambda: ops.CreateConsoleLogin(apb.CreateConsoleLoginRequest()),
+                "SetMode": lambda: ops.SetMode(apb.SetModeRequest(device=ref("dev-1"), mode=1)),
+                "Play": lambda: ops.Play(ref("dev-1")),
+                "Stop": lambda: ops.Stop(ref("dev-1")),
+                "Disconnect": lambda: ops.Disconnect(ref("dev-1")),
+                "UploadSound": lambda: ops.UploadSound(_upload_chunks(0, wav_bytes(0.5))),
+                "ResetSound": lambda: ops.ResetSound(apb.ResetSoundRequest(mode=0)),
+                "RevokeDevice": lambda: ops.RevokeDevice(ref("dev-1")),
+                "UnrevokeDevice": lambda: ops.UnrevokeDevice(ref("dev-1")),
+            }
+            assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
+            while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before
+                pass
+            first_watch.cancel()
+            redis.stop(kill=True)
+            answers = {}
+            for name, call in calls.items():
+                error = await refused(call())
+                answers[name] = (error.code(), error.details())
+            assert answers == {
+                name: (grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) for name in calls
+            }  # our words: no address, no exception text
+    finally:
+        redis.stop()

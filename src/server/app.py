@@ -47,6 +47,7 @@ from server.session_service import CREATE_SESSION_METHOD, SessionService
 from server.settings import ServerSettings
 from server.shared_data import shared_data_for
 from server.store import DeviceStore, MemoryStore, SqliteStore
+from server.store_generation import GenerationCheckedStore, StoreGeneration
 from server.store_guard import StoreGuard
 from server.supervision import supervise
 from server.tenant_sounds import TenantSounds
@@ -173,6 +174,7 @@ class AudioServer:
     audit: AuditLog | None = None
     console: Console | None = None
     console_port: int = 0
+    generation: StoreGeneration | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -226,8 +228,9 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     readiness = Readiness()
     opened = await open_store(settings)
     shared = isinstance(opened, RedisStore)  # other processes write it too: one decision, used twice below
+    generation = StoreGeneration(opened.client, readiness.flag) if isinstance(opened, RedisStore) else None
     store = StoreGuard(
-        opened,
+        GenerationCheckedStore(opened, generation) if generation is not None else opened,
         retry_s=settings.store_retry_s,
         on_health=lambda ok: readiness.flag("state-store", not ok),
     )
@@ -303,6 +306,9 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     await fleet.start(readiness.flag)
     handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
     owned = [handshake_reports]
+    if generation is not None:  # the shared store emptied under us: noticed, said, restored
+        await generation.start(opened, registry, fleet)
+        owned.append(asyncio.create_task(supervise("store-generation", generation.run, readiness.flag)))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker: its supervisor serves /metrics for all
         mirror = metrics.mirror_live_gauges()
         owned.append(asyncio.create_task(supervise("metrics-mirror", lambda: _every(1.0, mirror))))
@@ -328,6 +334,9 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         data, settings.audit_keep_count, settings.audit_keep_days * 86_400, settings.store_retry_s
     )
     app.background.append(asyncio.create_task(supervise("audit-backlog", app.audit.keep_storing)))
+    app.generation = generation
+    if generation is not None:
+        generation.audit = app.audit
     sessions = (
         ConsoleSessions(data, settings.console_session_ttl_s, trust.is_revoked)
         if settings.console_bind

@@ -21,6 +21,11 @@ class StoreUnavailable(ServerError, ConnectionError):
     """The state store cannot be read or written right now (UNAVAILABLE; the caller may retry)."""
 
 
+class StoreResetting(StoreUnavailable):
+    """The shared store lost its data and this node is restoring it: no new sessions yet
+    (UNAVAILABLE, but the store itself answers: not a store failure)."""
+
+
 class StreamEnded(ServerError):
     """The server ended one stream on purpose, with a status for the device (e.g. replaced)."""
 

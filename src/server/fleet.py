@@ -200,20 +200,34 @@ class Fleet(RegistryListener):
             )
 
     def _resync(self) -> None:
-        """The bus was down: messages published meanwhile are lost. Say again how every live
-        device looks, so every watcher in the fleet catches up, and end any live device an
-        operator revoked meanwhile (its broadcast may be among the lost)."""
+        """The bus was down: messages published meanwhile are lost, and presence leases may have
+        expired. Renew every live device's lease at once (else operators see it offline until the
+        next refresh), say again how every live device looks, so every watcher in the fleet catches
+        up, and end any live session an operator revoked or another node superseded meanwhile
+        (their broadcasts may be among the lost)."""
+        self._later(self._renew_leases)
         for session in self.registry.live_sessions():
             controller = self.registry.controller(session.identity)
             if controller is not None:
                 self.publish_view(self.view_of(controller), "resync")
-        self._later(self._end_revoked)
+        self._later(self._reconcile)
 
-    async def _end_revoked(self) -> None:
+    async def _renew_leases(self) -> None:
+        try:
+            await self.presence.refresh(self._live())
+        except (RedisError, OSError):  # a pooled connection from before the outage fails its first use
+            await self.presence.refresh(self._live())
+
+    async def _reconcile(self) -> None:
+        """End live sessions the store says are revoked or no longer the device's."""
         for session in self.registry.live_sessions():
             record = await self.registry.current_record(session.identity)
-            if record is not None and record.revoked:
+            if record is None:  # the store lost the record (a reset): its owner writes it back
+                continue
+            if record.revoked:
                 await self.registry.apply(session.identity, Command(REVOKE))
+            elif record.session_id is not None and record.session_id != session.id:
+                await self.registry.superseded_elsewhere(session.identity, record.session_id)
 
     def publish_view(self, view: DeviceView, change: str) -> None:
         """Tell every watcher in the fleet (this node's too) how the device looks now."""

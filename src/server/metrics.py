@@ -129,6 +129,9 @@ BAD_MESSAGES = Counter(
     "audio_bad_messages_total", "Request messages that did not parse (answered INVALID_ARGUMENT)", ["method"]
 )
 STORE_ERRORS = Counter("audio_store_errors_total", "State store operations that failed", ["op"])
+STORE_RESETS = Counter(
+    "audio_store_resets_total", "Times this node found the shared store emptied (generation marker gone)"
+)
 BACKGROUND_RESTARTS = Counter(
     "audio_background_restarts_total", "Background loops restarted after an error", ["task"]
 )

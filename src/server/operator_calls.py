@@ -10,11 +10,13 @@ audited and answered with its status; a change is audited once it is done.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 import grpc
+from redis.exceptions import RedisError
 
 from auth.operators import Role
 from server import metrics
@@ -31,7 +33,9 @@ from server.interceptor import (
 )
 
 log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+INTERNAL_TEXT = "internal error; the server's log has the details"
 SERVICE = "audio.admin.v1.FleetService"
 LEAST_ROLE = {
     "ListDevices": Role.VIEWER,
@@ -50,7 +54,6 @@ LEAST_ROLE = {
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
 }
-INTERNAL_TEXT = "internal error; the server log has the details"
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 
 
@@ -163,11 +166,7 @@ class OperatorCalls:
             await context.abort(exc.code, exc.message)
             raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
         except StoreUnavailable:
-            unavailable = grpc.StatusCode.UNAVAILABLE
-            await self._write(
-                call.auth, action, unavailable, "state store unavailable", call.request_id, note
-            )
-            metrics.ADMIN_CALLS.labels(method=action, code=unavailable.name).inc()
+            await self._unavailable(call, action, note)
             raise
         except MalformedRequest as exc:  # a streamed request message that does not parse
             invalid = grpc.StatusCode.INVALID_ARGUMENT
@@ -176,14 +175,25 @@ class OperatorCalls:
             metrics.ADMIN_CALLS.labels(method=action, code=invalid.name).inc()
             exc.audited = True
             raise
-        except Exception:  # a bug, perhaps after the change landed: still exactly one audit event
-            log.exception("admin.internal_error", extra={"method": action, "request_id": call.request_id})
+        except (RedisError, OSError, sqlite3.Error) as exc:  # a store use that skipped its mapping
+            log.warning("admin.store_failed", extra={"action": action, "error": type(exc).__name__})
+            await self._unavailable(call, action, note)
+            raise StoreUnavailable("state store unavailable") from None
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # a bug: the traceback in our log, nothing of it on the wire
+            log.exception("admin.internal_error", extra={"action": action, "request_id": call.request_id})
             internal = grpc.StatusCode.INTERNAL
             await self._write(call.auth, action, internal, INTERNAL_TEXT, call.request_id, note)
             metrics.ADMIN_CALLS.labels(method=action, code=internal.name).inc()
-            await context.abort(internal, INTERNAL_TEXT)  # our words on the wire, the story in the log
+            await context.abort(internal, INTERNAL_TEXT)
             raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
         if changes:
             await self._write(call.auth, action, grpc.StatusCode.OK, "", call.request_id, note)
         metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()
         return result
+
+    async def _unavailable(self, call: OperatorCall, action: str, note: Note) -> None:
+        unavailable = grpc.StatusCode.UNAVAILABLE
+        await self._write(call.auth, action, unavailable, "state store unavailable", call.request_id, note)
+        metrics.ADMIN_CALLS.labels(method=action, code=unavailable.name).inc()

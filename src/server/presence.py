@@ -2,8 +2,9 @@
 
 The holder writes ``audio:v1:presence:<tenant>:<device> = <node id>`` with a
 TTL of ``lease_s`` when the session opens, refreshes every live device's lease
-(one pipelined round trip) every third of it, and deletes it (only if still
-its own) when the device leaves. A node that dies stops refreshing: its
+(one script call per 500 devices) every third of it, extending only leases that
+are still its own or that nobody holds, and deletes it (only if still its own)
+when the device leaves. A node that dies stops refreshing: its
 devices read as offline within one lease. ``LocalPresence`` is the one-process
 version (a dict).
 """
@@ -26,6 +27,21 @@ _RELEASE_IF_MINE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS = presence keys, ARGV[1] = node id, ARGV[2] = lease ms. Extends each lease still ours (as
+# redis-py's Lock.extend does), or takes one nobody holds (it expired during an outage); never one
+# another node holds: the device moved there. Returns how many leases are ours now.
+_EXTEND_IF_MINE = """
+local ours = 0
+for _, key in ipairs(KEYS) do
+    local holder = redis.call('GET', key)
+    if holder == ARGV[1] or not holder then
+        redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+        ours = ours + 1
+    end
+end
+return ours
+"""
+REFRESH_BATCH = 500  # leases per script call: one long script would block Redis for everyone
 
 
 def presence_key(identity: Identity) -> str:
@@ -60,6 +76,7 @@ class RedisPresence:
         self.lease_s = lease_s
         self._redis = client
         self._release = client.register_script(_RELEASE_IF_MINE)
+        self._extend = client.register_script(_EXTEND_IF_MINE)
 
     @property
     def _lease_ms(self) -> int:
@@ -72,10 +89,11 @@ class RedisPresence:
         await self._release(keys=[presence_key(identity)], args=[self.node_id])
 
     async def refresh(self, identities: Iterable[Identity]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for identity in identities:
-                pipe.set(presence_key(identity), self.node_id, px=self._lease_ms)
-            await pipe.execute()
+        """Extend the leases of devices live here, never one another node holds now (a blind SET
+        would point presence back here after the device moved)."""
+        keys = [presence_key(identity) for identity in identities]
+        for start in range(0, len(keys), REFRESH_BATCH):
+            await self._extend(keys=keys[start : start + REFRESH_BATCH], args=[self.node_id, self._lease_ms])
 
     async def holder(self, identity: Identity) -> str | None:
         value = await self._redis.get(presence_key(identity))

@@ -16,16 +16,25 @@ backend implements only the primitives.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
+import logging
 import sqlite3
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from comms.log_sampling import SampledLog
+from server.errors import StoreUnavailable
 from server.redis_store import KEY_PREFIX, RedisStore
 from server.store import DeviceStore, MemoryStore, SqliteStore
+
+log = logging.getLogger(__name__)
+_failures = SampledLog()  # an outage fails every use: a few lines, not thousands
 
 
 class SharedData(Protocol):
@@ -255,12 +264,68 @@ class RedisData:
         return [(str(entry_id), str((fields or {}).get("e", ""))) for entry_id, fields in rows or []]
 
 
+class GuardedData:
+    """A backend whose failures are ``StoreUnavailable``, whoever uses it (audit, sounds, console
+    sessions, device history): one mapping for every path, and the backend's own text (addresses
+    included) stays in the log, never in an answer."""
+
+    def __init__(self, backend: SharedData) -> None:
+        self._backend = backend
+
+    @contextlib.asynccontextmanager
+    async def _mapped(self, op: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except (RedisError, OSError, sqlite3.Error) as exc:
+            held_back = _failures.admit(op)
+            if held_back is not None:
+                log.warning(
+                    "shared_data.unavailable",
+                    extra={"op": op, "error": f"{type(exc).__name__}: {exc}"[:200], "suppressed": held_back},
+                )
+            raise StoreUnavailable("state store unavailable") from None
+
+    async def put_blob(self, key: str, data: bytes) -> None:
+        async with self._mapped("put_blob"):
+            await self._backend.put_blob(key, data)
+
+    async def get_blob(self, key: str) -> bytes | None:
+        async with self._mapped("get_blob"):
+            return await self._backend.get_blob(key)
+
+    async def set_entry(self, table: str, key: str, value: str | None) -> None:
+        async with self._mapped("set_entry"):
+            await self._backend.set_entry(table, key, value)
+
+    async def entries(self, table: str) -> dict[str, str]:
+        async with self._mapped("entries"):
+            return await self._backend.entries(table)
+
+    async def get_entry(self, table: str, key: str) -> str | None:
+        async with self._mapped("get_entry"):
+            return await self._backend.get_entry(table, key)
+
+    async def take_entry(self, table: str, key: str) -> str | None:
+        async with self._mapped("take_entry"):
+            return await self._backend.take_entry(table, key)
+
+    async def append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:
+        async with self._mapped("append"):
+            return await self._backend.append(log, entry, keep, max_age_s)
+
+    async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
+        async with self._mapped("recent"):
+            return await self._backend.recent(log, limit, before)
+
+
 async def shared_data_for(store: DeviceStore) -> SharedData:
     """The operator data lives in the same backend as the device records."""
     if isinstance(store, RedisStore):
-        return RedisData(store.client)
+        return GuardedData(RedisData(store.client))
     if isinstance(store, SqliteStore):
-        return await SqliteData.open(store)
+        return GuardedData(await SqliteData.open(store))
     if isinstance(store, MemoryStore):
         return MemoryData()
     raise TypeError(f"no operator data for {type(store).__name__}")

@@ -27,7 +27,7 @@ from typing import TypeVar
 from auth.identity import Identity
 from comms.tasks import cancel_and_wait
 from server import metrics
-from server.errors import StoreUnavailable
+from server.errors import StoreResetting, StoreUnavailable
 from server.store import DeviceRecord, DeviceStore, Telemetry
 from server.supervision import supervise
 
@@ -149,6 +149,8 @@ class StoreGuard:
     async def _now(self, op: str, work: Awaitable[T]) -> T:
         try:
             return await work
+        except StoreResetting:
+            raise  # the store answers; it is being restored (store_generation), not failing
         except Exception as exc:
             self._failed(op, exc)
             raise StoreUnavailable("state store unavailable") from None
