@@ -270,7 +270,15 @@ async def test_every_error_page_carries_the_security_headers(
         text = await broken.text()
         assert "internal error" in text and "a bug in a handler" not in text and "Traceback" not in text
     monkeypatch.undo()
+
+    async def store_down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the store is away")
+
     assert console.console is not None
+    monkeypatch.setattr(console.console.sessions, "get", store_down)
+    async with http.get(f"{base}/", ssl=False) as unavailable:
+        assert unavailable.status == 503 and _has_security_headers(unavailable)
+    monkeypatch.undo()
     for attempt in range(20):
         async with http.get(f"{base}/login/guess-{attempt}", ssl=False) as limited:
             if limited.status == 429:
