@@ -5,7 +5,6 @@
     gen_certs.py server  --out DIR --dns NAME... --ip ADDR...
     gen_certs.py device  --out DIR --tenant T --device D
     gen_certs.py operator --out DIR --tenant T | --platform --name N --role viewer|operator|admin
-    gen_certs.py operator --out DIR --tenant T | --platform --name N --role viewer|operator|admin
     gen_certs.py dev     --out DIR          (a complete development PKI)
     gen_certs.py signing-key --out DIR      (a new Ed25519 token signing key in DIR/signing)
     gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from admin import cli as admin_cli
 from admin.cli import main
+from admin.settings import AdminSettings
 from auth import pki as pki_lib
 from auth.identity import DEFAULT_TRUST_DOMAIN
 from auth.operators import OperatorIdentity, Role
+from comms.cli import build_parser, load_settings
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
 from tests.conftest import Connect
@@ -132,3 +136,59 @@ def test_connection_settings_problems_are_one_line(
     assert main(missing) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("audio-admin: ") and len(err.splitlines()) == 1 and "nobody.crt" in err
+
+
+LEAF_COMMANDS = [
+    ["devices", "list"],
+    *[["devices", action, "dev-1"] for action in ("show", "events", "play", "stop", "disconnect")],
+    ["devices", "revoke", "dev-1"],
+    ["devices", "unrevoke", "dev-1"],
+    ["devices", "mode", "dev-1", "2"],
+    ["sounds", "list"],
+    ["sounds", "upload", "--mode", "1", "a.wav"],
+    ["sounds", "reset", "--mode", "1"],
+    ["audit", "list"],
+    ["console", "login"],
+]
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    found: set[tuple[str, ...]] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _leaves(sub, (*path, name)) or {(*path, name)}
+    return found
+
+
+def test_every_command_is_listed_for_the_global_option_test() -> None:
+    parser = build_parser(AdminSettings, "audio-admin", "", configure=admin_cli.configure)
+    assert _leaves(parser) == {tuple(c[:2]) for c in LEAF_COMMANDS}
+
+
+@pytest.mark.parametrize("command", LEAF_COMMANDS, ids=" ".join)
+def test_global_options_work_after_the_command_too(command: list[str], tmp_path: Path) -> None:
+    """Like kubectl and gh: ``audio-admin devices list --json`` once failed ("unrecognized arguments")."""
+    options = [
+        "--tenant",
+        "acme",
+        "--operator",
+        "alice",
+        "--pki-dir",
+        str(tmp_path),
+        "--timeout-s",
+        "3",
+        "--json",
+    ]
+    before, before_args = load_settings(
+        AdminSettings, "audio-admin", [*options, *command], configure=admin_cli.configure
+    )
+    after, after_args = load_settings(
+        AdminSettings, "audio-admin", [*command, *options], configure=admin_cli.configure
+    )
+    assert after == before and after.tenant == "acme" and after.timeout_s == 3
+    assert vars(after_args) == vars(before_args) and after_args.json is True
+    _, plain_args = load_settings(
+        AdminSettings, "audio-admin", [*options[:-1], *command], configure=admin_cli.configure
+    )
+    assert plain_args.json is False  # no --json anywhere: tables

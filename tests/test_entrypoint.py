@@ -265,3 +265,34 @@ def test_a_taken_port_stops_start_up_with_one_line(which: str, pki: EphemeralPki
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"audio-server: cannot start: cannot listen on {taken}"), result.stderr
     assert "address already in use" in line
+
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+WITHOUT_GPIOZERO = (  # as if gpiozero were not installed: importing it raises ImportError
+    "import sys; sys.modules['gpiozero'] = None; "
+    "from device.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_device_help_works_without_the_device_dependencies() -> None:
+    """The server image has no gpiozero: ``audio-device --help`` once only said it was missing."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    shown = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GPIOZERO, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "--simulate" in shown.stdout and "pi-audio-service[device]" in shown.stdout
+    refused = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GPIOZERO, "--simulate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert refused.returncode == 78
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]  # one line
+    assert "device dependencies are not installed" in refused.stderr

@@ -213,3 +213,11 @@ def test_group_lets_the_container_read_only_the_server_keys(tmp_path: Path) -> N
         assert mode(path) == 0o640 and path.stat().st_gid == gid
     for private in (tmp_path / "ca.key", *(tmp_path / "devices").rglob("*.key")):
         assert mode(private) == 0o600  # never shared
+
+
+def test_help_lists_each_command_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True
+    )
+    usage = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("    gen_certs.py ")]
+    assert len(usage) == len(set(usage)) and "operator" in usage, usage

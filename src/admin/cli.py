@@ -46,13 +46,22 @@ _CODE_WORDS = {
 }
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="Print JSON (one object per line for --watch)")
+JSON_HELP = "Print JSON (one object per line for --watch)"
+
+
+def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser) -> None:
+    """The commands; every global option (settings, ``--json``) also works after the command."""
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
+    common = argparse.ArgumentParser(add_help=False, parents=[options])
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    shared = [common]
     topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit,console}")
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
     )
-    listing = devices.add_parser("list", help="the tenant's devices (every tenant's for a platform operator)")
+    listing = devices.add_parser(
+        "list", help="the tenant's devices (every tenant's for a platform operator)", parents=shared
+    )
     listing.add_argument("--watch", action="store_true", help="then print every change as it happens")
     online = listing.add_mutually_exclusive_group()
     online.add_argument("--online", action="store_true", help="only devices online now")
@@ -68,26 +77,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("revoke", "deny the device at once, on every replica, until unrevoked (admin)"),
         ("unrevoke", "lift a revocation (admin)"),
     ):
-        devices.add_parser(name, help=text).add_argument("device")
-    mode = devices.add_parser("mode", help="set the mode (stored for its next connection when offline)")
+        devices.add_parser(name, help=text, parents=shared).add_argument("device")
+    mode = devices.add_parser(
+        "mode", help="set the mode (stored for its next connection when offline)", parents=shared
+    )
     mode.add_argument("device")
     mode.add_argument("mode", type=int)
     sounds = topics.add_parser("sounds", help="the tenant's sounds per mode").add_subparsers(
         dest="action", required=True
     )
-    sounds.add_parser("list", help="the sound of every mode")
-    upload = sounds.add_parser("upload", help="use FILE (any format libsndfile reads) for a mode")
+    sounds.add_parser("list", help="the sound of every mode", parents=shared)
+    upload = sounds.add_parser(
+        "upload", help="use FILE (any format libsndfile reads) for a mode", parents=shared
+    )
     upload.add_argument("--mode", type=int, required=True)
     upload.add_argument("file", type=Path)
-    reset = sounds.add_parser("reset", help="back to the built-in sound")
+    reset = sounds.add_parser("reset", help="back to the built-in sound", parents=shared)
     reset.add_argument("--mode", type=int, required=True)
     console = topics.add_parser("console", help="the web console").add_subparsers(
         dest="action", required=True
     )
-    login = console.add_parser("login", help="print a one-time sign-in link (5 minutes, usable once)")
+    login = console.add_parser(
+        "login", help="print a one-time sign-in link (5 minutes, usable once)", parents=shared
+    )
     login.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the server to come up")
     audit = topics.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    events = audit.add_parser("list", help="newest first")
+    events = audit.add_parser("list", help="newest first", parents=shared)
     events.add_argument("--device", default="")
     events.add_argument("--action", dest="audit_action", default="")
     events.add_argument("--by", default="", help="operator name")

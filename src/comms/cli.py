@@ -107,7 +107,9 @@ def _metavar(name: str) -> str:
     return _UNIT_METAVARS.get(last, last.upper())
 
 
-Configure = Callable[[argparse.ArgumentParser], None]
+Configure = Callable[[argparse.ArgumentParser, argparse.ArgumentParser], None]
+"""A program's own arguments: ``(parser, options)``, ``options`` holding every settings flag, for
+subcommands to take as a parent so those flags work after the subcommand too (as kubectl's do)."""
 
 
 def build_parser(
@@ -117,15 +119,9 @@ def build_parser(
     extra: Sequence[tuple[str, str]] = (),
     configure: Configure | None = None,
 ) -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=prog,
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"Every option can also be set as an environment variable or in {ENV_FILE} "
-        "(flag > environment > .env > default).",
-    )
+    options = _Parser(add_help=False)  # the settings flags, shared with subcommands (see Configure)
     for name, help_text in extra:
-        parser.add_argument(name, action="store_true", help=help_text)
+        options.add_argument(name, action="store_true", help=help_text)
     for name, field in cls.model_fields.items():
         what = (field.description or name).rstrip(".")
         parts = [f"{what}.", f"Default: {default_text(field)}."]
@@ -143,9 +139,17 @@ def build_parser(
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["metavar"] = "JSON" if _is_json(field) else _metavar(name)
-        parser.add_argument(flag(name), **kwargs)
+        options.add_argument(flag(name), **kwargs)
+    parser = _Parser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Every option can also be set as an environment variable or in {ENV_FILE} "
+        "(flag > environment > .env > default).",
+        parents=[options],
+    )
     if configure is not None:  # a program's own arguments (e.g. audio-admin's commands)
-        configure(parser)
+        configure(parser, options)
     return parser
 
 

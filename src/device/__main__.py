@@ -9,144 +9,35 @@ Enter; q quits), audio to the speakers if present, else to WAV files.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
-try:
-    from gpiozero.exc import GPIOZeroError, GPIOZeroWarning
-except ImportError:  # the server image (and a bare install) carries no device dependencies
-    sys.exit("audio-device: the device dependencies are not installed: pip install 'pi-audio-service[pi]'")
-
-from auth.device_credentials import CredentialError, load_device_credentials
 from comms.cli import parse_settings
 from comms.logfmt import configure_logging
-from device.app import DeviceApp
-from device.audio_sink import AudioSink, NullSink, RecordingSink
+from device.exits import EXIT_PERMANENT
 from device.settings import DeviceSettings
-from device.simview import View, meaning, status_line
-from device.speaker import Speaker, SpeakerUnavailable
 
-log = logging.getLogger("device")
-KEYS = {"c": 0, "m": 1, "s": 2, "p": 3}
-DEFAULT_SIM_RECORDINGS = Path("device-recordings")
-# EX_CONFIG: a permanent problem (bad setting, missing/expired/foreign certificate) that a restart
-# cannot fix. The systemd unit does not restart on it (RestartPreventExitStatus=78).
-EXIT_PERMANENT = 78
 SIMULATE_HELP = (
     "Run without a Raspberry Pi: mock pins, the LEDs drawn in the terminal, keys for the buttons "
     "(c Connect, m Mode, s Stop, p Play, then Enter; q quits), sound to the speaker or WAV files. "
-    "Command line only."
+    "Needs gpiozero (pip install 'pi-audio-service[device]'; on a Pi '[pi]'). Command line only."
+)
+MISSING_DEPENDENCIES = (
+    "audio-device: the device dependencies are not installed: pip install 'pi-audio-service[pi]' "
+    "on a Raspberry Pi, or 'pi-audio-service[device]' for --simulate"
 )
 
 
-def view_of(app: DeviceApp) -> View:
-    assert app.board is not None
-    attempts = app.manager.attempts if app.manager is not None else []
-    return View(
-        leds=tuple(app.board.led_rgba(i) for i in range(6)),
-        powered=app.powered,
-        link=app.link.value,
-        retry_in_s=attempts[-1].delay_s if attempts else None,
-        playing=app.player.playing,
-    )
-
-
-async def run(settings: DeviceSettings, simulate: bool) -> int:
-    assert settings.cert and settings.key and settings.ca
-    credentials = load_device_credentials(settings.cert, settings.key, settings.ca, settings.trust_domain)
-    for warning in credentials.warnings:
-        log.warning("device.credentials", extra={"warning": warning})
-    log.info(
-        "device.credentials_ok",
-        extra={
-            "tenant": credentials.identity.tenant,
-            "device": credentials.identity.device_id,
-            "cert_expires": credentials.not_after.isoformat(),
-        },
-    )
-    pin_factory = None
-    if simulate:
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-        pin_factory = MockFactory(pin_class=MockPWMPin)
-    record_dir = settings.record_dir or (DEFAULT_SIM_RECORDINGS if simulate else None)
-    label = f"{credentials.identity.tenant}-{credentials.identity.device_id}"
-    sink: AudioSink = RecordingSink(record_dir, label) if record_dir else NullSink()
-    app = DeviceApp(settings, credentials, sink, pin_factory=pin_factory)
-    speaker: Speaker | None = None
+def _device_dependencies_present() -> bool:
     try:
-        speaker = Speaker(app.player, settings.audio_device)
-    except SpeakerUnavailable as exc:
-        print(f"audio-device: {exc}; sounds go to {record_dir or 'nowhere'}", file=sys.stderr)
-    try:
-        with warnings.catch_warnings():
-            # gpiozero warns once per pin library it tries; our one line below says what matters.
-            warnings.simplefilter("ignore", GPIOZeroWarning)
-            await app.start()
-    except GPIOZeroError as exc:
-        print(
-            f"audio-device: no GPIO on this machine ({exc}); use --simulate off a Raspberry Pi",
-            file=sys.stderr,
-        )
-        return EXIT_PERMANENT
-    if speaker is not None:
-        await app.output.close()  # the speaker's clock drives playback instead
-        speaker.start()
-    try:
-        if simulate:
-            await simulate_terminal(app, pin_factory)
-        else:
-            await asyncio.Event().wait()  # until SIGTERM/SIGINT
-    finally:
-        await app.close()
-        if speaker is not None:
-            speaker.close()
-        if isinstance(sink, RecordingSink):
-            sink.close()
-    return 0
-
-
-async def simulate_terminal(app: DeviceApp, factory: object) -> None:
-    loop = asyncio.get_running_loop()
-    print("keys: c Connect  m Mode  s Stop  p Play  q quit (then Enter)")
-    in_place = sys.stdout.isatty()  # a terminal: one line redrawn; piped: one line per change
-    last = ""
-
-    async def redraw() -> None:
-        nonlocal last
-        while True:
-            view = view_of(app)
-            line = status_line(view)
-            key = line if in_place else meaning(view)  # piped: a line per change of meaning, not per blink
-            if key != last:
-                if in_place:
-                    print(f"\r\x1b[2K{line}", end="", flush=True)
-                else:
-                    print(line, flush=True)
-                last = key
-            await asyncio.sleep(0.1)
-
-    painter = asyncio.create_task(redraw())
-    try:
-        while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            key = line.strip().lower()[:1]
-            if not line or key == "q":
-                return
-            if key in KEYS:
-                pin = factory.pin(app.settings.button_pins[KEYS[key]])  # type: ignore[attr-defined]
-                pin.drive_low()
-                await asyncio.sleep(0.05)
-                pin.drive_high()
-    finally:
-        painter.cancel()
+        import gpiozero  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parsed = parse_settings(
+    parsed = parse_settings(  # --help ends here: it needs none of the device dependencies
         DeviceSettings,
         "audio-device",
         argv,
@@ -156,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed is None:
         return EXIT_PERMANENT
     settings, flags = parsed
+    if not _device_dependencies_present():  # the server image carries none of them
+        print(MISSING_DEPENDENCIES, file=sys.stderr)
+        return EXIT_PERMANENT
+    from auth.device_credentials import CredentialError
+    from device.runner import run
+
     simulate = bool(flags.simulate)
     configure_logging(settings.log_level, settings.log_format)
     try:
