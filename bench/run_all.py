@@ -21,6 +21,7 @@ from auth.tls import TlsMaterial  # noqa: E402
 from bench import (  # noqa: E402
     bench_device,
     bench_latency,
+    bench_outage,
     bench_scale,
     bench_sessions,
     bench_streams,
@@ -53,6 +54,7 @@ def main() -> int:
         )
     if not args.no_scale:
         bench_scale.run()
+        bench_outage.run()
     return 0
 
 
