@@ -9,6 +9,9 @@ behind their sound's own schedule.
 ``storm PKI TARGET FIRST COUNT SECONDS``: COUNT devices connected; after "go" (the server is
 being restarted) each reconnects with the device client's backoff (full jitter) whenever its
 streams end; reports when each was streaming again and how many attempts failed.
+``drop PKI TARGET FIRST COUNT SECONDS``: as ``storm``, but at "go" every device drops its
+connection itself (the server is fine, its store is not); wall-clock times of every
+reconnect and failure, and how long each successful reconnect (CreateSession and streams) took.
 """
 
 from __future__ import annotations
@@ -206,13 +209,18 @@ async def baseline(pki_dir: Path, target: str, first: int, count: int, seconds: 
     return {"packets": received, "elapsed": elapsed}
 
 
-async def storm(pki_dir: Path, target: str, first: int, count: int, seconds: float) -> dict:
+async def storm(
+    pki_dir: Path, target: str, first: int, count: int, seconds: float, drop_self: bool = False
+) -> dict:
     """Reconnect loops like the Pi client's: on any failure, back off with full jitter, retry."""
     from device.backoff import Backoff
 
     failures = 0
     reasons: dict[str, int] = {}
     back: list[float] = []
+    back_wall: list[float] = []
+    failed_wall: list[float] = []
+    connect_s: list[float] = []
     dropped = asyncio.Event()
 
     async def one(index: int) -> None:
@@ -227,22 +235,27 @@ async def storm(pki_dir: Path, target: str, first: int, count: int, seconds: flo
             all_ready.set()
         await dropped.wait()
         while True:  # wait for the drop, then come back
-            with contextlib.suppress(Exception):
-                await device.audio.code()
+            if not drop_self:
+                with contextlib.suppress(Exception):
+                    await device.audio.code()
             await device.close()
             while True:
                 await asyncio.sleep(backoff.next_delay(0.0))
                 device = Device(target, material, 20)
+                attempt = time.perf_counter()
                 try:
                     await asyncio.wait_for(device.start(), 10)
                     await asyncio.wait_for(device.streaming.wait(), 10)
                 except Exception as exc:
                     failures += 1
+                    failed_wall.append(time.time())
                     why = type(exc).__name__  # what failed, counted: the orchestrator prints it
                     reasons[why] = reasons.get(why, 0) + 1
                     await device.close()
                     continue
                 back.append(time.perf_counter())
+                back_wall.append(time.time())
+                connect_s.append(back[-1] - attempt)
                 await device.close()
                 return
 
@@ -259,7 +272,16 @@ async def storm(pki_dir: Path, target: str, first: int, count: int, seconds: flo
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     delays = sorted(t - started for t in back)
-    return {"devices": count, "back": len(back), "failures": failures, "delays": delays, "reasons": reasons}
+    return {
+        "devices": count,
+        "back": len(back),
+        "failures": failures,
+        "delays": delays,
+        "reasons": reasons,
+        "back_wall": back_wall,
+        "failed_wall": failed_wall,
+        "connect_s": connect_s,
+    }
 
 
 def main() -> None:
@@ -267,8 +289,8 @@ def main() -> None:
     args = (Path(pki_dir), target, int(first), int(count), float(seconds))
     if kind == "baseline":
         result = asyncio.run(baseline(*args))
-    elif kind == "storm":
-        result = asyncio.run(storm(*args))
+    elif kind in ("storm", "drop"):
+        result = asyncio.run(storm(*args, drop_self=kind == "drop"))
     else:
         probes = int(sys.argv[8]) if len(sys.argv) > 8 else 0
         result = asyncio.run(realtime(*args, int(sys.argv[7]), probes))

@@ -21,6 +21,7 @@ from auth.tls import TlsMaterial  # noqa: E402
 from bench import (  # noqa: E402
     bench_device,
     bench_latency,
+    bench_outage,
     bench_scale,
     bench_sessions,
     bench_streams,
@@ -43,7 +44,8 @@ def main() -> int:
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         with server_process(pki_dir, Path(tmp) / "cache") as server:
             asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
-    for own_process in ("bench_admin", "bench_console"):  # grpc.aio binds to the first event loop
+    own_processes = ("bench_admin", "bench_bus", "bench_console")  # grpc.aio binds to the first event loop
+    for own_process in own_processes:
         subprocess.run(
             [sys.executable, "-m", f"bench.{own_process}"],
             cwd=ROOT,
@@ -52,6 +54,7 @@ def main() -> int:
         )
     if not args.no_scale:
         bench_scale.run()
+        bench_outage.run()
     return 0
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import random
 
+import grpc
+import pytest
+
 from auth.identity import Identity
 from server.audio_library import AudioLibrary
 from server.audio_player import FrameClock
 from server.registry import DeviceRegistry
+from server.state_machine import ConnectionLost, Event
 from server.store import MemoryStore
 from server.store_guard import StoreGuard
 from tests.helpers import connected, sample
@@ -56,3 +60,25 @@ async def test_gauges_cannot_drift_when_two_clones_supersede_each_other(library:
         await registry.close_rpc(*item)
     assert gauge() == 0 and len(registry) == 0 and registry.locks_held() == 0
     assert sample("audio_open_streams", kind="status") == 0
+
+
+async def test_a_failing_fade_out_still_ends_the_session(
+    library: AudioLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection-lost step raising (a bug in the fade-out path) must not leave a session that
+    can never end: it closes anyway, and its last stream detaching evicts the device."""
+    registry = new_registry(library)
+    await registry.start_session(DEVICE, "a")
+    controller, session = await registry.open_rpc(DEVICE, "a", 1, "status")
+    real_handle = controller.handle
+
+    async def failing_handle(event: Event) -> None:
+        if isinstance(event, ConnectionLost):
+            raise RuntimeError("injected fade-out failure")
+        await real_handle(event)
+
+    monkeypatch.setattr(controller, "handle", failing_handle)
+    assert await registry.end_session(DEVICE, grpc.StatusCode.UNAVAILABLE, "bye", "operator")
+    assert session.closed and session.close_code == grpc.StatusCode.UNAVAILABLE
+    await registry.close_rpc(controller, session, "status")
+    assert len(registry) == 0 and registry.locks_held() == 0

@@ -113,6 +113,7 @@ class DeviceApp:
                 self.backoff,
                 self._on_link,
                 self.settings.revoked_retry_s,
+                self.settings.clone_retry_s,
                 sleep=self._sleep,
             )
             self._link_task = asyncio.create_task(self.manager.run(), name="connection")

@@ -3,7 +3,10 @@
 One loop, owned by the app: CONNECTING -> CONNECTED -> (failure) -> BACKOFF ->
 CONNECTING ... A revoked certificate is reported clearly and retried only
 slowly (it will not fix itself); a superseded session is reported and retried
-with the normal backoff.
+with the normal backoff, except when the server says another device seems to
+use this certificate (a clone): then this device stops taking the session over
+and waits ``clone_retry_s`` (an hour by default) for an operator to sort it
+out, so the one that holds the session keeps playing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from device.diagnose import explain
 log = logging.getLogger(__name__)
 
 DEFAULT_REVOKED_RETRY_S = 300.0
+DEFAULT_CLONE_RETRY_S = 3600.0
 
 
 class LinkState(enum.Enum):
@@ -32,6 +36,7 @@ class LinkState(enum.Enum):
     CONNECTED = "connected"
     BACKOFF = "backoff"
     REVOKED = "revoked"
+    CLONE = "clone"  # told another device uses this certificate: waiting for an operator
 
 
 @dataclass
@@ -48,6 +53,7 @@ class ConnectionManager:
     backoff: Backoff
     on_state: Callable[[LinkState, DeviceClient | None], None]
     revoked_retry_s: float = DEFAULT_REVOKED_RETRY_S
+    clone_retry_s: float = DEFAULT_CLONE_RETRY_S
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
     attempts: list[Attempt] = field(default_factory=list)
@@ -79,15 +85,20 @@ class ConnectionManager:
             superseded = reason.code == grpc.StatusCode.ABORTED and "superseded" in reason.details
             if superseded:
                 connected_for = 0.0  # not a stable connection: backoff grows, as for any failure
-            if superseded and "clone" in reason.details:
+            clone = superseded and "clone" in reason.details
+            if clone:  # taking the session back would cut the other device's sound, again and again
+                self.backoff.next_delay(connected_for)  # still a failure: the backoff keeps count
+                delay = self.clone_retry_s
                 log.error(
                     "device.possible_clone",
                     extra={
                         "detail": reason.details[:200],
                         "meaning": "another device seems to use this device's certificate",
+                        "retry_in_s": delay,
                     },
                 )
-            if revoked:
+                self.on_state(LinkState.CLONE, None)
+            elif revoked:
                 delay = self.revoked_retry_s
                 log.error("device.revoked", extra={"detail": reason.details, "retry_in_s": delay})
                 self.on_state(LinkState.REVOKED, None)

@@ -89,6 +89,9 @@ class DeviceSettings(BaseSettings):
     backoff_cap_s: float = Field(30.0, gt=0, description="Largest reconnect delay")
     backoff_stable_s: float = Field(10.0, gt=0, description="A connection up this long resets the backoff")
     revoked_retry_s: float = Field(300.0, gt=0, description="Retry interval once the certificate is revoked")
+    clone_retry_s: float = Field(
+        3600.0, gt=0, description="Retry interval once told another device uses this certificate (a clone)"
+    )
     ack_timeout_s: float = Field(5.0, gt=0, description="No ack within this: reconnect")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "text"] = Field("auto", description="Log format")

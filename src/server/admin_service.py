@@ -44,6 +44,8 @@ DEFAULT_PAGE, MAX_PAGE = 100, 1000
 WATCH_BACKLOG = 10_000  # changes a slow watcher may fall behind before its stream ends
 OFFLINE_TEXT = "device offline"
 MAX_FILTER_CHARS = 80  # search and audit filters: longer than any id, action or operator name
+STORED_MODE_ATTEMPTS = 3  # a device connecting again and again while an operator sets its mode
+CONNECTING_TEXT = "the device is connecting right now; try again"
 
 
 def page_size(requested: int) -> int:
@@ -354,14 +356,27 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"mode {request.mode} is outside 0..{self.mode_count - 1}",
                 )
-            with contextlib.suppress(DeviceOffline):
-                return await self._deliver(view, Command.select_mode(request.mode))
-            await self._store.update_now(view.identity, {"mode": request.mode})  # its next connection
-            fresh = await self._fresh(view.identity)
-            self._fleet.publish_view(fresh, "mode")
-            return apb.CommandResult(device=fresh.to_proto(), stored_only=True)
+            return await self._set_mode(view, request.mode)
 
         return await self.calls.run(context, "SetMode", work, changes=True)
+
+    async def _set_mode(self, view: DeviceView, mode: int) -> apb.CommandResult:
+        """To the live device; else stored for its next connection, compare-and-set on the session
+        the view was read with: a device that connected meanwhile gets it through its node instead
+        (its live mode would otherwise win over the stored one, and "stored" would be untrue)."""
+        command = Command.select_mode(mode)
+        for _ in range(STORED_MODE_ATTEMPTS):
+            with contextlib.suppress(DeviceOffline):
+                return await self._deliver(view, command)
+            session = view.record.session_id
+            if await self._store.update_now(view.identity, {"mode": mode}, session):
+                with contextlib.suppress(DeviceOffline):  # went live as we wrote: it may hold the old mode
+                    return await self._deliver(view, command)
+                fresh = await self._fresh(view.identity)
+                self._fleet.publish_view(fresh, "mode")
+                return apb.CommandResult(device=fresh.to_proto(), stored_only=True)
+            view = await self._fresh(view.identity)  # a new session was claimed: deliver to it
+        raise ApiError(grpc.StatusCode.UNAVAILABLE, CONNECTING_TEXT)
 
     async def RevokeDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
         async def work(call: OperatorCall, note: Note) -> apb.Device:

@@ -11,7 +11,8 @@ device changed (for watchers: connected, disconnected, mode, playing, battery).
   itself after Redis comes back. What was published meanwhile is lost: the
   shared store makes that harmless for sessions (the session check of every
   call asks it), and ``on_restored`` lets each node re-announce its live
-  devices so watchers catch up.
+  devices so watchers catch up. Received messages are handled per device
+  (``bus_dispatch``): in order for one device, concurrently across devices.
 
 Every node has an id (``node_id``: host and pid by default, so replicas and
 worker processes differ); messages carry their origin so a node can ignore
@@ -32,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from comms.tasks import cancel_and_wait
+from server.bus_dispatch import KeyedDispatcher
 from server.supervision import HealthCallback, supervise
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ class RedisBus(FleetBus):
         super().__init__(node_id)
         self._redis = client
         self._task: asyncio.Task[None] | None = None
+        # Handled per device, off the subscriber loop: a slow handler never stalls the others.
+        self.dispatch = KeyedDispatcher(self.deliver, lambda m: (m.tenant, m.device))
         self.subscribed = asyncio.Event()  # set while the subscription is live (tests wait on it)
 
     async def publish(self, message: BusMessage, node: str | None = None) -> None:
@@ -159,7 +163,7 @@ class RedisBus(FleetBus):
                 except (ValueError, KeyError, TypeError):
                     log.warning("bus.bad_message", extra={"channel": str(raw.get("channel"))[:80]})
                     continue
-                await self.deliver(message)
+                self.dispatch.submit(message)
         finally:
             self.subscribed.clear()
             with contextlib.suppress(RedisError, OSError):
@@ -167,3 +171,4 @@ class RedisBus(FleetBus):
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
+        await self.dispatch.close()

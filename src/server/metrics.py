@@ -141,6 +141,9 @@ TLS_HANDSHAKES = Counter(
     "TLS connections by outcome: used (made a call) or failed (never did: refused, mostly)",
     ["outcome"],
 )
+BUS_DROPPED = Counter(
+    "audio_bus_dropped_total", "Fleet bus messages refused because this node's bus queue was full"
+)
 POSSIBLE_CLONES = Counter(
     "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
 )

@@ -306,9 +306,13 @@ class DeviceRegistry:
         """
         if session.closed:
             return False
-        if controller.session is session:
-            await controller.handle(ConnectionLost())
-        session.close(code, message)
+        try:
+            if controller.session is session:
+                await controller.handle(ConnectionLost())  # the sound fades out, LEDs say so
+        except Exception:  # a failing fade-out must never leave a session that cannot end
+            log.exception("session.fade_out_failed", extra={**session.log_fields, "reason": why})
+        finally:
+            session.close(code, message)
         metrics.SESSIONS_ENDED.labels(reason=why).inc()
         if why == "superseded":
             metrics.SESSIONS_SUPERSEDED.inc()

@@ -13,6 +13,9 @@
   lands; readiness follows it (``on_health``).
 
 All writes are serialised by one lock so a change never overtakes another.
+The writer takes it for at most ``FLUSH_BATCH`` queued changes at a time: after
+an outage the backlog is long, and a CreateSession's claim (in the reconnect
+storm that follows) waits for one batch, not for the whole backlog.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_S = 1.0
 CLOSE_FLUSH_S = 2.0
+FLUSH_BATCH = 50  # queued changes landed per hold of the write lock; claims waiting go in between
 
 
 @dataclass
@@ -156,20 +160,28 @@ class StoreGuard:
             raise StoreUnavailable("state store unavailable") from None
 
     async def _flush(self) -> None:
-        """Land every queued change; stop at the first failure (the store is down for all)."""
-        async with self._write_lock:
-            for identity, change in list(self._pending.items()):
-                version, fields = change.version, dict(change.fields)
-                landed = await self.store.update(identity, fields, change.session_id) if fields else True
-                if not landed:  # another session (here or on another replica) owns the device now
-                    log.info(
-                        "store.change_superseded",
-                        extra={"tenant": identity.tenant, "device": identity.device_id},
-                    )
-                if self._pending.get(identity) is change and change.version == version:
-                    del self._pending[identity]
-            if not self.healthy:
+        """Land every queued change, ``FLUSH_BATCH`` per hold of the write lock (claims waiting for
+        it go between batches); stop at the first failure (the store is down for all)."""
+        queued = list(self._pending.items())
+        for start in range(0, len(queued), FLUSH_BATCH):
+            async with self._write_lock:
+                for identity, change in queued[start : start + FLUSH_BATCH]:
+                    await self._land(identity, change)
+        if not self.healthy:
+            async with self._write_lock:
                 await self.store.probe()  # nothing queued still has to prove writes work again
+
+    async def _land(self, identity: Identity, change: PendingChange) -> None:
+        if self._pending.get(identity) is not change:
+            return  # replaced by a newer session's change since this flush began: that one lands next
+        version, fields = change.version, dict(change.fields)
+        landed = await self.store.update(identity, fields, change.session_id) if fields else True
+        if not landed:  # another session (here or on another replica) owns the device now
+            log.info(
+                "store.change_superseded", extra={"tenant": identity.tenant, "device": identity.device_id}
+            )
+        if self._pending.get(identity) is change and change.version == version:
+            del self._pending[identity]
 
     async def _run(self) -> None:
         while True:
