@@ -181,7 +181,31 @@ class DeviceRevoked(CertificateRevoked):
 
 
 class RevocationListError(PkiError):
-    """A CRL cannot be used (unreadable, not signed by the CA)."""
+    """A CRL cannot be used. ``reason`` labels metrics and logs."""
+
+    reason = "unusable"
+
+
+class RevocationListMissing(RevocationListError):
+    reason = "missing"
+
+
+class RevocationListUnreadable(RevocationListError):
+    """The file cannot be read (permissions, a directory) or is not a PEM CRL."""
+
+    reason = "unreadable"
+
+
+class RevocationListUntrusted(RevocationListError):
+    """Not signed by a CA of the bundle (wrong CA, tampered)."""
+
+    reason = "signature"
+
+
+class RevocationListOlder(RevocationListError):
+    """Issued before the CRL in force (or the newest the fleet has seen): a rollback."""
+
+    reason = "older"
 
 
 class SigningKeyError(PkiError):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from auth.errors import RevocationListError
 from auth.tokens import TokenPolicy
 from comms import admin_pb2_grpc as apb_grpc
 from comms import comms_pb2_grpc as pb_grpc
@@ -24,7 +25,8 @@ from server.audit import AuditLog
 from server.authn import Authenticator
 from server.bus import FleetBus, InProcessBus, RedisBus
 from server.console.sessions import ConsoleSessions
-from server.console.web import Console, server_tls
+from server.console.web import Console
+from server.crl_record import CrlRecorder, check_crl_at_start
 from server.fleet import Fleet
 from server.handshakes import HandshakeMonitor
 from server.interceptor import AuthInterceptor
@@ -122,17 +124,19 @@ async def start_admin_server(
     tls: ReloadingServerTls,
     authenticator: Authenticator,
     admin: FleetAdmin,
+    handshakes: HandshakeMonitor | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """FleetService on its own mTLS listener (never the device port), operators only."""
     interceptor = AuthInterceptor(
-        authenticator, CallLimiter(ADMIN_CALLS_PER_OPERATOR), frozenset(), operators=admin.policy()
+        authenticator, CallLimiter(ADMIN_CALLS_PER_OPERATOR), frozenset(), handshakes, admin.policy()
     )
     server = grpc.aio.server(interceptors=[interceptor], options=admin_grpc_options(settings))
     apb_grpc.add_FleetServiceServicer_to_server(admin, server)
     try:
         if settings.worker_index < 0:
             ensure_bindable(settings.admin_bind, "operator API")
-        port = server.add_secure_port(settings.admin_bind, tls.credentials())
+        started = handshakes.handshake_started if handshakes is not None else None
+        port = server.add_secure_port(settings.admin_bind, tls.credentials(started))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {settings.admin_bind} (operator API): {exc}") from None
     await server.start()
@@ -215,7 +219,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     assert settings.crl_path and settings.signing_key_dir
     handshakes = HandshakeMonitor()
     tls = ReloadingServerTls(
-        settings.server_cert, settings.server_key, settings.client_ca, handshakes.handshake_started
+        settings.server_cert, settings.server_key, settings.client_ca, https=bool(settings.console_bind)
     )
     policy = TokenPolicy(
         settings.token_issuer, settings.token_audience, settings.token_ttl_s, settings.token_leeway_s
@@ -236,6 +240,11 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     clock = FrameClock(settings.audio_lead_s)
     data = await shared_data_for(opened)
+    try:
+        await check_crl_at_start(data, trust)  # a missing or rolled-back CRL must not un-revoke anyone
+    except RevocationListError:
+        await store.close()
+        raise
     sounds = TenantSounds(
         data, library, settings.opus_bitrate, settings.sound_max_bytes, settings.sound_max_seconds
     )
@@ -277,35 +286,41 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     try:
         if settings.worker_index < 0:  # workers share the port with their siblings on purpose
             ensure_bindable(settings.bind, "device mTLS")
-        port = server.add_secure_port(settings.bind, tls.credentials())
+        port = server.add_secure_port(settings.bind, tls.credentials(handshakes.handshake_started))
     except (OSError, RuntimeError) as exc:
         await store.close()
         raise OSError(
             str(exc) if isinstance(exc, OSError) else f"cannot listen on {settings.bind}: {exc}"
         ) from None
 
-    console_tls = server_tls(settings.server_cert, settings.server_key) if settings.console_bind else None
+    console_tls = tls.https_context() if settings.console_bind else None
 
     def reload_tls() -> None:
-        tls.reload()  # refuses a bad pair (raises) before anything changes
+        tls.reload()  # refuses a bad pair (raises) before anything changes; every listener follows
         trust.reload_issuers()  # device certificates must be issued directly by the new bundle
-        if console_tls is not None:  # the console's next handshakes use the new certificate too
-            assert settings.server_cert and settings.server_key
-            console_tls.load_cert_chain(str(settings.server_cert), str(settings.server_key))
 
     watchers = [
         FileWatcher("server-tls", tls.paths, reload_tls, settings.reload_interval_s),
         FileWatcher(
             "signing-keys", [settings.signing_key_dir], trust.reload_keys, settings.reload_interval_s
         ),
-        FileWatcher("crl", [settings.crl_path], trust.reload_revocations, settings.reload_interval_s),
+        FileWatcher(
+            "crl",
+            [settings.crl_path],
+            trust.reload_revocations,
+            settings.reload_interval_s,
+            every_interval=trust.check_crl_fresh,
+        ),
     ]
+    crl_record = CrlRecorder(data)  # the fleet remembers the newest CRL (see check_crl_at_start)
+    trust.on_crl_loaded(crl_record.note)
+    trust.report_crl_health(readiness.flag)
     clock.start(readiness.flag)
     store.start()
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
     handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
-    owned = [handshake_reports]
+    owned = [handshake_reports, asyncio.create_task(supervise("crl-record", crl_record.run, readiness.flag))]
     if generation is not None:  # the shared store emptied under us: noticed, said, restored
         await generation.start(opened, registry, fleet)
         owned.append(asyncio.create_task(supervise("store-generation", generation.run, readiness.flag)))
@@ -347,7 +362,9 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     )
     try:
         if settings.admin_bind:
-            app.admin, app.admin_port = await start_admin_server(settings, tls, authenticator, admin)
+            app.admin, app.admin_port = await start_admin_server(
+                settings, tls, authenticator, admin, handshakes
+            )
         if sessions is not None:
             app.console = Console(admin, sessions)
             if settings.worker_index < 0:

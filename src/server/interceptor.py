@@ -275,12 +275,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     @contextlib.asynccontextmanager
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        if self._handshakes is not None:  # this call's connection got through its handshake
+            self._handshakes.call_from(str(context.peer()))
         if self._operators is not None:
             async with self._admit_operator(context, method):
                 yield
             return
-        if self._handshakes is not None:
-            self._handshakes.call_from(str(context.peer()))
         try:
             auth = await self._authenticate(context, method)
             self._acquire(auth.identity, "device")

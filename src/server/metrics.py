@@ -136,6 +136,16 @@ BACKGROUND_RESTARTS = Counter(
     "audio_background_restarts_total", "Background loops restarted after an error", ["task"]
 )
 RELOADS = Counter("audio_reloads_total", "Reloads of watched files by outcome", ["what", "result"])
+CRL_RELOAD_FAILURES = Counter(
+    "audio_crl_reload_failures_total",
+    "CRL files refused (the previous CRL stays enforced), by reason",
+    ["reason"],
+)
+CRL_NEXT_UPDATE = Gauge(
+    "audio_crl_next_update_timestamp_seconds",
+    "nextUpdate of the CRL in force (Unix time; +Inf without one); past it the CRL is stale, still enforced",
+    multiprocess_mode="livemin",
+)
 TLS_HANDSHAKES = Counter(
     "audio_tls_handshakes_total",
     "TLS connections by outcome: used (made a call) or failed (never did: refused, mostly)",

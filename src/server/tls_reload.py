@@ -1,14 +1,19 @@
 """Server TLS that follows its files: new server certificate or CA bundle without a restart.
 
-gRPC asks ``_fetch`` before every new handshake; it returns the configuration
-prepared by the last successful reload (once), else None ("no change"). Live
-connections keep the material they were set up with. A bad new pair (key not
-matching the certificate, unreadable file) is refused and the old one kept.
+Every listener follows the rotation on its own: each gRPC listener gets its own
+fetcher (``credentials()``), which gRPC asks before every new handshake and
+which hands each new configuration to its listener once (a fetcher shared by
+two servers would give the new configuration to whichever asked first, and the
+other would keep the old one for good). The HTTPS console's context
+(``https_context()``) swaps the current certificate into each handshake.
+Live connections keep the material they were set up with. A bad new pair (key
+not matching the certificate, unreadable file) is refused and the old one kept.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +24,8 @@ from auth.tls import TlsMaterial, load_tls_material
 
 log = logging.getLogger(__name__)
 
+MIN_HTTPS_VERSION = ssl.TLSVersion.TLSv1_2
+
 
 def _configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration:
     return grpc.ssl_server_certificate_configuration(
@@ -26,34 +33,85 @@ def _configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration
     )
 
 
+def https_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """HTTPS with the server's own certificate (the one devices trust), TLS 1.2 or newer."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = MIN_HTTPS_VERSION
+    context.load_cert_chain(str(cert), str(key))  # checks that the key matches
+    return context
+
+
 class ReloadingServerTls:
-    def __init__(
-        self, cert: Path, key: Path, ca: Path, on_handshake: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, cert: Path, key: Path, ca: Path, https: bool = False) -> None:
         self.paths = [cert, key, ca]
         self._cert, self._key, self._ca = cert, key, ca
         self.material = load_tls_material(cert, key, ca)
-        self._pending: grpc.ServerCertificateConfiguration | None = None
-        self._lock = threading.Lock()  # _fetch runs on a gRPC core thread
-        self._on_handshake = on_handshake
+        self.generation = 0  # goes up with every reload; each fetcher remembers what it handed out
+        self._lock = threading.Lock()  # fetchers run on gRPC core threads
+        self._https: ssl.SSLContext | None = https_context(cert, key) if https else None
+        self._https_front: ssl.SSLContext | None = None
 
-    def credentials(self) -> grpc.ServerCredentials:
-        """mTLS credentials: a client certificate signed by the (current) CA bundle is required."""
+    def current(self) -> tuple[int, TlsMaterial]:
+        with self._lock:
+            return self.generation, self.material
+
+    def credentials(self, on_handshake: Callable[[], None] | None = None) -> grpc.ServerCredentials:
+        """mTLS credentials for one listener: a client certificate signed by the (current) CA
+        bundle is required. ``on_handshake`` is called before each handshake (counting them)."""
+        fetcher = _Fetcher(self, on_handshake)
         return grpc.dynamic_ssl_server_credentials(
-            _configuration(self.material), self._fetch, require_client_authentication=True
+            fetcher.initial(), fetcher, require_client_authentication=True
         )
+
+    def https_context(self) -> ssl.SSLContext:
+        """The HTTPS listener's context: each handshake is given the current certificate."""
+        assert self._https is not None, "ReloadingServerTls(https=True) for an HTTPS listener"
+        if self._https_front is None:
+            front = https_context(self._cert, self._key)
+            front.sni_callback = self._use_current  # runs for every ClientHello, SNI or not
+            self._https_front = front
+        return self._https_front
+
+    def _use_current(self, connection: ssl.SSLObject, _name: str | None, context: ssl.SSLContext) -> None:
+        current = self._https
+        if current is not None and current is not context:
+            connection.context = current
 
     def reload(self) -> None:
         material = load_tls_material(self._cert, self._key, self._ca)  # raises: old material stays
+        https = https_context(self._cert, self._key) if self._https is not None else None
         with self._lock:
             self.material = material
-            self._pending = _configuration(material)
-        log.info("tls.reloaded", extra={"cert": str(self._cert), "ca": str(self._ca)})
+            self.generation += 1
+            if https is not None:
+                self._https = https
+        log.info(
+            "tls.reloaded",
+            extra={"cert": str(self._cert), "ca": str(self._ca), "generation": self.generation},
+        )
 
-    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """Asked by gRPC before every handshake (so it also counts them)."""
+
+class _Fetcher:
+    """One listener's fetch callback: the newest configuration once, then None ("no change")."""
+
+    def __init__(self, source: ReloadingServerTls, on_handshake: Callable[[], None] | None) -> None:
+        self._source = source
+        self._on_handshake = on_handshake
+        self._lock = threading.Lock()
+        self._generation = -1
+
+    def initial(self) -> grpc.ServerCertificateConfiguration:
+        with self._lock:
+            self._generation, material = self._source.current()
+        return _configuration(material)
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        """Asked by gRPC before every handshake of this listener (so it also counts them)."""
         if self._on_handshake is not None:
             self._on_handshake()
+        generation, material = self._source.current()
         with self._lock:
-            pending, self._pending = self._pending, None
-        return pending
+            if generation == self._generation:
+                return None
+            self._generation = generation
+        return _configuration(material)

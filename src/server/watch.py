@@ -39,10 +39,18 @@ def signature(paths: list[Path]) -> Signature:
 class FileWatcher:
     """Calls ``reload()`` whenever the signature of ``paths`` changes. Owned by the app."""
 
-    def __init__(self, name: str, paths: list[Path], reload: Callable[[], None], interval_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        paths: list[Path],
+        reload: Callable[[], None],
+        interval_s: float,
+        every_interval: Callable[[], object] | None = None,
+    ) -> None:
         self.name = name
         self._paths = paths
         self._reload = reload
+        self._every_interval = every_interval  # checks that need no file change (a CRL going stale)
         self._interval_s = interval_s
         self._last = signature(paths)
         self._task: asyncio.Task[None] | None = None
@@ -66,7 +74,11 @@ class FileWatcher:
         try:
             self._reload()
         except Exception as exc:
-            log.error("reload.failed", extra={"what": self.name, "error": str(exc), "kept": "previous"})
+            reason = getattr(exc, "reason", type(exc).__name__)
+            log.error(
+                "reload.failed",
+                extra={"what": self.name, "reason": reason, "error": str(exc), "kept": "previous"},
+            )
             ok = False
         else:
             log.info("reload.done", extra={"what": self.name})
@@ -80,3 +92,5 @@ class FileWatcher:
         while True:
             await asyncio.sleep(self._interval_s)
             self.check()
+            if self._every_interval is not None:
+                self._every_interval()

@@ -505,14 +505,6 @@ async def _chunks(tenant: str, mode: int, filename: str, data: bytes) -> AsyncIt
     yield apb.UploadSoundChunk(tenant=tenant, mode=mode, filename=filename[:200], data=data)
 
 
-def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
-    """HTTPS with the server's own certificate (the one devices trust), TLS 1.2 or newer."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert), str(key))
-    return context
-
-
 SIGN_IN_TEXT = (
     "Sign in with a one-time link: run `audio-admin --tenant TENANT --operator NAME console login` "
     "and open the link it prints."
