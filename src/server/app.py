@@ -48,6 +48,7 @@ from server.settings import ServerSettings
 from server.shared_data import shared_data_for
 from server.store import DeviceStore, MemoryStore, SqliteStore
 from server.store_guard import StoreGuard
+from server.store_probe import StoreProbe, store_where
 from server.supervision import supervise
 from server.tenant_sounds import TenantSounds
 from server.tls_reload import ReloadingServerTls
@@ -93,7 +94,8 @@ async def open_store(settings: ServerSettings) -> DeviceStore:
     if settings.state_backend == "memory":
         return MemoryStore()
     if settings.state_backend == "redis":
-        return await RedisStore.open(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
+        # No PING here: a server started before its Redis waits for it (StoreProbe), unready.
+        return RedisStore.connect(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
     return await SqliteStore.open(settings.state_path)
 
 
@@ -173,6 +175,7 @@ class AudioServer:
     audit: AuditLog | None = None
     console: Console | None = None
     console_port: int = 0
+    store_probe: StoreProbe | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -231,6 +234,10 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         retry_s=settings.store_retry_s,
         on_health=lambda ok: readiness.flag("state-store", not ok),
     )
+    probe = StoreProbe(
+        store, store_where(settings), settings.store_probe_interval_s, settings.store_start_timeout_s
+    )
+    await probe.first()  # before anything is served: an unreached store starts the server unready
     clock = FrameClock(settings.audio_lead_s)
     data = await shared_data_for(opened)
     sounds = TenantSounds(
@@ -302,7 +309,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
     handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
-    owned = [handshake_reports]
+    owned = [handshake_reports, asyncio.create_task(supervise("store-probe", probe.run, readiness.flag))]
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker: its supervisor serves /metrics for all
         mirror = metrics.mirror_live_gauges()
         owned.append(asyncio.create_task(supervise("metrics-mirror", lambda: _every(1.0, mirror))))
@@ -324,6 +331,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         owned,
     )
     app.sounds = sounds
+    app.store_probe = probe
     app.audit = AuditLog(data, settings.audit_keep_count, settings.audit_keep_days * 86_400)
     sessions = (
         ConsoleSessions(data, settings.console_session_ttl_s, trust.is_revoked)
