@@ -3,7 +3,12 @@
 One loop, owned by the app: CONNECTING -> CONNECTED -> (failure) -> BACKOFF ->
 CONNECTING ... A revoked certificate is reported clearly and retried only
 slowly (it will not fix itself); a superseded session is reported and retried
-with the normal backoff.
+with the normal backoff. A refusal because the server's state store is away
+(UNAVAILABLE "state store unavailable") is a server that works and will take
+the device as soon as its store is back: it is retried on a short backoff of
+its own (full jitter, capped at ``STORE_RETRY_CAP_S``), not the long one, so the
+device is back within seconds of the store; still jittered and capped, so a
+fleet waiting on one server does not hammer it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from device.diagnose import explain
 log = logging.getLogger(__name__)
 
 DEFAULT_REVOKED_RETRY_S = 300.0
+STORE_RETRY_BASE_S = 0.25
+STORE_RETRY_CAP_S = 2.0
+STORE_REFUSAL_TEXT = "state store unavailable"  # the server's words (server.errors.STORE_UNAVAILABLE_TEXT)
 
 
 class LinkState(enum.Enum):
@@ -48,6 +56,9 @@ class ConnectionManager:
     backoff: Backoff
     on_state: Callable[[LinkState, DeviceClient | None], None]
     revoked_retry_s: float = DEFAULT_REVOKED_RETRY_S
+    store_backoff: Backoff = field(
+        default_factory=lambda: Backoff(base_s=STORE_RETRY_BASE_S, cap_s=STORE_RETRY_CAP_S)
+    )
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
     attempts: list[Attempt] = field(default_factory=list)
@@ -92,7 +103,14 @@ class ConnectionManager:
                 log.error("device.revoked", extra={"detail": reason.details, "retry_in_s": delay})
                 self.on_state(LinkState.REVOKED, None)
             else:
-                delay = self.backoff.next_delay(connected_for)
+                store_refused = (
+                    reason.code == grpc.StatusCode.UNAVAILABLE and STORE_REFUSAL_TEXT in reason.details
+                )
+                if store_refused:  # the server works, its store will be back: ask again soon (bounded)
+                    delay = self.store_backoff.next_delay()
+                else:
+                    self.store_backoff.failures = 0
+                    delay = self.backoff.next_delay(connected_for)
                 event = (
                     "device.superseded" if reason.code == grpc.StatusCode.ABORTED else "device.disconnected"
                 )
