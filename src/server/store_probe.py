@@ -28,7 +28,6 @@ from server.store_guard import StoreGuard
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.25
-RETRY_MAX_S = 5.0
 LOG_EVERY = 20  # attempts 1, 2, 4, 8, 16 are logged, then every 20th: a line per minute or two
 
 
@@ -45,8 +44,9 @@ def sampled(attempt: int) -> bool:
 
 
 def retry_delay(attempt: int, interval_s: float) -> float:
-    """After the ``attempt``-th failure in a row: doubling from RETRY_FIRST_S, capped."""
-    return min(RETRY_FIRST_S * 2 ** min(attempt - 1, 16), max(RETRY_MAX_S, interval_s))
+    """After the ``attempt``-th failure in a row: doubling from RETRY_FIRST_S, capped at the probe
+    interval (a longer pause would leave the next outage unnoticed for longer after a recovery)."""
+    return min(RETRY_FIRST_S * 2 ** min(attempt - 1, 16), interval_s)
 
 
 class StoreProbe:
