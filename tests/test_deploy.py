@@ -247,6 +247,18 @@ def test_probes_use_the_plaintext_health_port() -> None:
         assert container[probe]["grpc"]["port"] == health_port
 
 
+def test_liveness_never_follows_the_store() -> None:
+    """Startup and liveness ask the liveness name (a Redis outage must not restart every pod);
+    readiness asks the overall status, which does follow the store."""
+    from server.ops import HEALTH_SERVICE_NAMES, LIVENESS_SERVICE
+
+    (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    assert container["readinessProbe"]["grpc"].get("service", "") == ""
+    assert LIVENESS_SERVICE not in HEALTH_SERVICE_NAMES
+
+
 def test_secrets_are_read_only_files_not_env() -> None:
     pod = by_kind("Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -152,7 +152,7 @@ async def test_after_a_bus_outage_a_device_revoked_meanwhile_is_ended(
         await held_by(a, device)
         await a.store.update_now(DEVICE, {"revoked": True})  # written, but its broadcast "lost"
         assert not device.ends
-        a.fleet._resync()  # what the bus does when it is back
+        a.fleet.resync()  # what the bus does when it is back
         await wait_for(lambda: len(device.ends) == 3, timeout=2)
         assert {end.code for end in device.ends.values()} == {grpc.StatusCode.PERMISSION_DENIED}
 
@@ -165,7 +165,7 @@ async def test_after_a_bus_outage_a_session_superseded_elsewhere_meanwhile_is_en
         await held_by(a, device)
         await b.store.claim_now(DEVICE, "newer-session")  # claimed on B; the SUPERSEDED message "lost"
         assert not device.ends
-        a.fleet._resync()  # what the bus does when it is back
+        a.fleet.resync()  # what the bus does when it is back
         await wait_for(lambda: len(device.ends) == 3, timeout=2)
         assert {end.code for end in device.ends.values()} == {grpc.StatusCode.ABORTED}
         assert "superseded" in device.ends["status"].details

@@ -70,21 +70,6 @@ async def test_redis_killed_and_restarted_under_live_devices(
         redis.stop()
 
 
-def test_an_unreachable_redis_at_start_up_is_one_line_and_exit_1(pki: EphemeralPki) -> None:
-    from tests.helpers import free_port
-    from tests.test_entrypoint import run_server
-
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    result = run_server(
-        "--pki-dir", str(pki.root), "--bind", "127.0.0.1:0", "--health-bind", "", "--metrics-bind", "",
-        "--admin-bind", "",
-        "--state-backend", "redis", "--redis-url", url,
-    )  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"audio-server: cannot start: cannot reach the Redis state store at {url}"), line
-
-
 async def test_a_killed_nodes_devices_read_offline_within_the_lease(
     redis_server: RedisServer, pki: EphemeralPki, tmp_path: Path
 ) -> None:

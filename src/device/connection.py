@@ -6,7 +6,12 @@ slowly (it will not fix itself); a superseded session is reported and retried
 with the normal backoff, except when the server says another device seems to
 use this certificate (a clone): then this device stops taking the session over
 and waits ``clone_retry_s`` (an hour by default) for an operator to sort it
-out, so the one that holds the session keeps playing.
+out, so the one that holds the session keeps playing. A refusal because the server's state store is away
+(UNAVAILABLE "state store unavailable") is a server that works and will take
+the device as soon as its store is back: it is retried on a short backoff of
+its own (full jitter, capped at ``STORE_RETRY_CAP_S``), not the long one, so the
+device is back within seconds of the store; still jittered and capped, so a
+fleet waiting on one server does not hammer it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REVOKED_RETRY_S = 300.0
 DEFAULT_CLONE_RETRY_S = 3600.0
+STORE_RETRY_BASE_S = 0.25
+STORE_RETRY_CAP_S = 2.0
+STORE_REFUSAL_TEXT = "state store unavailable"  # the server's words (server.errors.STORE_UNAVAILABLE_TEXT)
 
 
 class LinkState(enum.Enum):
@@ -54,6 +62,9 @@ class ConnectionManager:
     on_state: Callable[[LinkState, DeviceClient | None], None]
     revoked_retry_s: float = DEFAULT_REVOKED_RETRY_S
     clone_retry_s: float = DEFAULT_CLONE_RETRY_S
+    store_backoff: Backoff = field(
+        default_factory=lambda: Backoff(base_s=STORE_RETRY_BASE_S, cap_s=STORE_RETRY_CAP_S)
+    )
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
     attempts: list[Attempt] = field(default_factory=list)
@@ -103,7 +114,14 @@ class ConnectionManager:
                 log.error("device.revoked", extra={"detail": reason.details, "retry_in_s": delay})
                 self.on_state(LinkState.REVOKED, None)
             else:
-                delay = self.backoff.next_delay(connected_for)
+                store_refused = (
+                    reason.code == grpc.StatusCode.UNAVAILABLE and STORE_REFUSAL_TEXT in reason.details
+                )
+                if store_refused:  # the server works, its store will be back: ask again soon (bounded)
+                    delay = self.store_backoff.next_delay()
+                else:
+                    self.store_backoff.failures = 0
+                    delay = self.backoff.next_delay(connected_for)
                 event = (
                     "device.superseded" if reason.code == grpc.StatusCode.ABORTED else "device.disconnected"
                 )

@@ -15,13 +15,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from auth.errors import AuthError
 from comms.cli import parse_settings
 from comms.logfmt import configure_logging
+from comms.tasks import cancel_and_wait
 from server.app import start_server
 from server.settings import ServerSettings
+from server.store import StateFileError
 from server.workers import HEALTH_LINE, Supervisor
 
 log = logging.getLogger("server")
@@ -40,9 +43,22 @@ async def serve(settings: ServerSettings) -> None:
     )
     if settings.worker_index >= 0 and app.health is not None:  # tell the supervisor where to ask
         print(f"{HEALTH_LINE}{app.health.port}", flush=True)
-    await stop.wait()
+    gave_up = app.store_probe.gave_up if app.store_probe is not None else asyncio.Event()
+    await first_of(stop.wait(), gave_up.wait())
+    if gave_up.is_set() and app.store_probe is not None:  # started without its store, waited long enough
+        await app.stop(grace_s=0)
+        raise StateFileError(app.store_probe.reason)
     log.info("server.draining", extra={"grace_s": settings.shutdown_grace_s})
     await app.stop()
+
+
+async def first_of(*waits: Coroutine[Any, Any, object]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.create_task(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(*tasks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

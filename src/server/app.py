@@ -51,6 +51,7 @@ from server.shared_data import shared_data_for
 from server.store import DeviceStore, MemoryStore, SqliteStore
 from server.store_generation import GenerationCheckedStore, StoreGeneration
 from server.store_guard import StoreGuard
+from server.store_probe import StoreProbe, store_where
 from server.supervision import supervise
 from server.tenant_sounds import TenantSounds
 from server.tls_reload import ReloadingServerTls
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 MS = 1000
 ADMIN_MAX_MESSAGE = 4 * 1024 * 1024
 ADMIN_CALLS_PER_OPERATOR = 32
+START_CHECKS = "store-start-checks"  # readiness problem while start-up reads wait for the store
 REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
@@ -96,7 +98,8 @@ async def open_store(settings: ServerSettings) -> DeviceStore:
     if settings.state_backend == "memory":
         return MemoryStore()
     if settings.state_backend == "redis":
-        return await RedisStore.open(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
+        # No PING here: a server started before its Redis waits for it (StoreProbe), unready.
+        return RedisStore.connect(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
     return await SqliteStore.open(settings.state_path)
 
 
@@ -179,6 +182,7 @@ class AudioServer:
     console: Console | None = None
     console_port: int = 0
     generation: StoreGeneration | None = None
+    store_probe: StoreProbe | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -238,13 +242,18 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         retry_s=settings.store_retry_s,
         on_health=lambda ok: readiness.flag("state-store", not ok),
     )
+    probe = StoreProbe(
+        store, store_where(settings), settings.store_probe_interval_s, settings.store_start_timeout_s
+    )
+    reached = await probe.first()  # before anything is served: an unreached store starts the server unready
     clock = FrameClock(settings.audio_lead_s)
     data = await shared_data_for(opened)
-    try:
-        await check_crl_at_start(data, trust)  # a missing or rolled-back CRL must not un-revoke anyone
-    except RevocationListError:
-        await store.close()
-        raise
+    if reached:
+        try:
+            await check_crl_at_start(data, trust)  # a missing or rolled-back CRL must not un-revoke anyone
+        except RevocationListError:
+            await store.close()
+            raise
     sounds = TenantSounds(
         data, library, settings.opus_bitrate, settings.sound_max_bytes, settings.sound_max_seconds
     )
@@ -320,10 +329,31 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
     handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
-    owned = [handshake_reports, asyncio.create_task(supervise("crl-record", crl_record.run, readiness.flag))]
+    owned = [
+        handshake_reports,
+        asyncio.create_task(supervise("crl-record", crl_record.run, readiness.flag)),
+        asyncio.create_task(supervise("store-probe", probe.run, readiness.flag)),
+    ]
     if generation is not None:  # the shared store emptied under us: noticed, said, restored
-        await generation.start(opened, registry, fleet)
         owned.append(asyncio.create_task(supervise("store-generation", generation.run, readiness.flag)))
+    if reached:
+        if generation is not None:
+            await generation.start(opened, registry, fleet)
+    else:  # started before its store: what start-up reads from it runs once it answers
+        readiness.flag(START_CHECKS, True)
+
+        async def once_reached() -> None:
+            await probe.reached.wait()
+            try:
+                await check_crl_at_start(data, trust)
+            except RevocationListError as exc:
+                probe.give_up(str(exc))  # the entry point exits 1 with this line
+                return
+            if generation is not None:
+                await generation.start(opened, registry, fleet)
+            readiness.flag(START_CHECKS, False)
+
+        owned.append(asyncio.create_task(supervise(START_CHECKS, once_reached, readiness.flag)))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker: its supervisor serves /metrics for all
         mirror = metrics.mirror_live_gauges()
         owned.append(asyncio.create_task(supervise("metrics-mirror", lambda: _every(1.0, mirror))))
@@ -345,6 +375,7 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         owned,
     )
     app.sounds = sounds
+    app.store_probe = probe
     app.audit = AuditLog(
         data, settings.audit_keep_count, settings.audit_keep_days * 86_400, settings.store_retry_s
     )

@@ -123,6 +123,7 @@ class RedisBus(FleetBus):
         # Handled per device, off the subscriber loop: a slow handler never stalls the others.
         self.dispatch = KeyedDispatcher(self.deliver, lambda m: (m.tenant, m.device))
         self.subscribed = asyncio.Event()  # set while the subscription is live (tests wait on it)
+        self._first_try = asyncio.Event()  # the first subscription attempt is over, either way
 
     async def publish(self, message: BusMessage, node: str | None = None) -> None:
         channel = BROADCAST if node is None else node_channel(node)
@@ -130,8 +131,8 @@ class RedisBus(FleetBus):
 
     async def start(self, on_failing: HealthCallback | None = None) -> None:
         self._task = asyncio.create_task(supervise("bus", self._listen, on_failing), name="bus")
-        async with asyncio.timeout(5):
-            await self.subscribed.wait()
+        async with asyncio.timeout(5):  # subscribed, or Redis is away: the server starts unready, retrying
+            await self._first_try.wait()
 
     async def _listen(self) -> None:
         """Subscribe and deliver; a lost Redis is one warning, retried every second, one on return."""
@@ -143,6 +144,7 @@ class RedisBus(FleetBus):
                 if not lost:
                     log.warning("bus.lost", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
                 lost = True
+                self._first_try.set()
                 await asyncio.sleep(RESUBSCRIBE_S)
 
     async def _subscribed_loop(self, was_lost: bool) -> None:
@@ -150,6 +152,7 @@ class RedisBus(FleetBus):
         try:
             await pubsub.subscribe(BROADCAST, node_channel(self.node_id))
             self.subscribed.set()
+            self._first_try.set()
             if was_lost:
                 log.warning("bus.restored", extra={"node": self.node_id})
                 for callback in self._restored:

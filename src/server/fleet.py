@@ -97,7 +97,7 @@ class Fleet(RegistryListener):
 
     async def start(self, on_failing: HealthCallback | None = None) -> None:
         self.bus.subscribe(self._received)
-        self.bus.on_restored(self._resync)
+        self.bus.on_restored(self.resync)
         self.trust.on_revoked(self.revoked_here)
         await self.bus.start(on_failing)
         self._tasks = [
@@ -199,7 +199,7 @@ class Fleet(RegistryListener):
                 controller, f"playing mode {record.playing[0]}" if record.playing else "sound ended"
             )
 
-    def _resync(self) -> None:
+    def resync(self) -> None:
         """The bus was down: messages published meanwhile are lost, and presence leases may have
         expired. Renew every live device's lease at once (else operators see it offline until the
         next refresh), say again how every live device looks, so every watcher in the fleet catches

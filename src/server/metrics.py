@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 STREAM_KINDS = ("status", "event", "audio")
@@ -163,6 +163,23 @@ ADMIN_CALLS = Counter(
     ["method", "code"],
 )
 SESSIONS_ENDED = Counter("audio_sessions_ended_total", "Sessions ended, by why", ["reason"])
+
+
+class SupervisorCollector(Collector):
+    """For the ``--workers`` supervisor's /metrics: its own loops' restarts (worker keepers, health
+    poller), under a name of their own beside the workers' summed ``audio_background_restarts_total``."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "audio_supervisor_restarts",
+            "Supervisor loops (worker keepers, health poller) restarted after an error",
+            labels=["task"],
+        )
+        for metric in BACKGROUND_RESTARTS.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    family.add_metric([sample.labels["task"]], sample.value)
+        yield family
 
 
 def mirror_live_gauges() -> Callable[[], None]:

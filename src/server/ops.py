@@ -1,9 +1,15 @@
 """The operator's side doors: gRPC health on its own plaintext port, Prometheus metrics over HTTP.
 
 Kubernetes gRPC probes cannot speak mTLS, so health lives on a separate
-plaintext server that serves nothing else. ``Readiness`` decides what it
-says: SERVING only while nothing is wrong (the state store takes writes, no
-background loop keeps failing) and the server is not draining.
+plaintext server that serves nothing else. It answers two questions:
+
+* readiness (``""`` and the per-service names): ``Readiness`` decides, SERVING
+  only while nothing is wrong (the state store takes writes, no background
+  loop keeps failing) and the server is not draining;
+* liveness (``LIVENESS_SERVICE``): SERVING while the process can work, i.e.
+  its listeners are open and its event loop turns (it answers at all),
+  whatever the store does. A store outage makes a pod unready, never
+  restarted: Kubernetes' liveness and startup probes ask this name.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ log = logging.getLogger(__name__)
 DEVICE_SERVICE = "com.opalcamera.test.DeviceService"
 SESSION_SERVICE = "audio.session.v1.SessionService"
 FLEET_SERVICE = "audio.admin.v1.FleetService"
-HEALTH_SERVICE_NAMES = ("", DEVICE_SERVICE, SESSION_SERVICE, FLEET_SERVICE)
+HEALTH_SERVICE_NAMES = ("", DEVICE_SERVICE, SESSION_SERVICE, FLEET_SERVICE)  # readiness
+LIVENESS_SERVICE = "audio.Liveness"  # liveness: the process works, independent of the store
 
 
 @dataclass
@@ -40,6 +47,12 @@ class HealthServer:
         )
         for name in HEALTH_SERVICE_NAMES:
             await self.servicer.set(name, status)
+
+    async def set_live(self, live: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if live else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.servicer.set(LIVENESS_SERVICE, status)
 
     async def stop(self) -> None:
         await self.server.stop(grace=0.5)
@@ -117,6 +130,7 @@ async def start_health_server(bind: str) -> HealthServer:
     await server.start()
     for name in HEALTH_SERVICE_NAMES:
         await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)  # it answers: it lives
     log.info("health.listening", extra={"bind": bind, "port": port})
     return HealthServer(server, servicer, port)
 

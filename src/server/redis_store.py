@@ -20,6 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from auth.identity import Identity
@@ -28,6 +31,9 @@ from server.store import DeviceRecord, Intents, StateFileError, checked_changes,
 KEY_PREFIX = "audio:v1:"
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 2.0  # a hung Redis fails calls in seconds: the guard and readiness take over
+# After a Redis restart every pooled connection is dead and fails its first use: retry a connection
+# error once, at once, on a fresh connection (a timeout is not retried: a hung Redis fails in seconds).
+RECONNECT_RETRIES = 1
 
 # KEYS[1] = device hash, KEYS[2] = the tenant's device index, KEYS[3] = the tenant index.
 # ARGV[1] = session id, ARGV[2] = now, ARGV[3] = device id, ARGV[4] = tenant, then field/value pairs.
@@ -104,30 +110,38 @@ class RedisStore(Intents):
         cls, url: str, ca_file: Path | None = None, password_file: Path | None = None
     ) -> RedisStore:
         """Connect and PING; a ``StateFileError`` (one clear line) if Redis cannot be used."""
+        store = cls.connect(url, ca_file, password_file)
+        try:
+            await store.client.ping()
+        except (RedisError, OSError) as exc:
+            await store.close()
+            raise StateFileError(
+                f"cannot reach the Redis state store at {redacted(url)} ({type(exc).__name__}: {exc}); "
+                "check --redis-url, the password file and that Redis is running"
+            ) from None
+        return store
+
+    @classmethod
+    def connect(cls, url: str, ca_file: Path | None = None, password_file: Path | None = None) -> RedisStore:
+        """The client, without talking to Redis yet (the server may start before its Redis);
+        a ``StateFileError`` (one clear line) for settings or files that cannot work."""
         options: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "socket_timeout": COMMAND_TIMEOUT_S,
             "health_check_interval": 10,
-            "retry_on_timeout": False,
+            "retry": Retry(NoBackoff(), RECONNECT_RETRIES, supported_errors=(RedisConnectionError,)),
+            "retry_on_error": [RedisConnectionError],
             "decode_responses": True,
         }
         try:
             if password_file is not None:  # once, at start-up, before anything is served
-                options["password"] = password_file.read_text().strip()  # noqa: ASYNC240
+                options["password"] = password_file.read_text().strip()
             if url.startswith("rediss://") and ca_file is not None:
                 options["ssl_ca_certs"] = str(ca_file)
             client = aioredis.Redis.from_url(url, **options)
         except (OSError, ValueError) as exc:
             raise StateFileError(
                 f"state store {redacted(url)}: {exc}; check --redis-url and its files"
-            ) from None
-        try:
-            await client.ping()
-        except (RedisError, OSError) as exc:
-            await client.aclose()
-            raise StateFileError(
-                f"cannot reach the Redis state store at {redacted(url)} ({type(exc).__name__}: {exc}); "
-                "check --redis-url, the password file and that Redis is running"
             ) from None
         return cls(client)
 

@@ -177,6 +177,14 @@ class ServerSettings(BaseSettings):
     store_retry_s: float = Field(
         1.0, gt=0, le=60, description="While the state store fails, how often queued writes are retried"
     )
+    store_probe_interval_s: float = Field(
+        2.0, gt=0, le=60, description="How often the state store is probed, so readiness follows it unasked"
+    )
+    store_start_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="Started without its state store, wait this long for it, then exit 1; 0 = wait for good",
+    )
     state_path: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
         description="SQLite file for device records (state_backend=sqlite); make run/demo use var/",

@@ -100,6 +100,7 @@ class StoreGeneration:
         self.resets = 0
         self.denied: dict[Identity, DeviceRecord] = {}  # the mirror of the deny-list
         self._lock = asyncio.Lock()
+        self.started = asyncio.Event()  # ``start`` done: a server started before Redis does it later
         self._wake = asyncio.Event()
 
     # --- start and upkeep -------------------------------------------------------------
@@ -123,6 +124,7 @@ class StoreGeneration:
             )
         self._fleet.watch(self._changed)
         self._fleet.bus.on_restored(self._wake.set)  # Redis is back: was it emptied meanwhile?
+        self.started.set()
 
     async def _changed(self, view: DeviceView, change: str) -> None:
         record = view.record
@@ -132,7 +134,8 @@ class StoreGeneration:
             self.denied.pop(record.identity, None)
 
     async def run(self) -> None:
-        """The periodic check (supervised by the app)."""
+        """The periodic check (supervised by the app), from the moment ``start`` has run."""
+        await self.started.wait()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval_s):
@@ -188,6 +191,7 @@ class StoreGeneration:
         except Exception:
             raise StoreUnavailable(STORE_UNAVAILABLE_TEXT) from None
         await self._audit(found, revoked)
+        self._fleet.resync()  # the leases went with the data: live devices must not look offline
         self.resetting = False
         self._on_problem(PROBLEM, False)
         log.warning(

@@ -159,6 +159,17 @@ class StoreGuard:
             self._failed(op, exc)
             raise StoreUnavailable("state store unavailable") from None
 
+    async def check(self) -> str | None:
+        """The periodic probe: does the store take a write now? Health follows either way;
+        the error (for logs only, it may name an address) or None."""
+        try:
+            await self.store.probe()
+        except Exception as exc:
+            self._failed("probe", exc)
+            return f"{type(exc).__name__}: {exc}"[:200]
+        self._recovered()
+        return None
+
     async def _flush(self) -> None:
         """Land every queued change, ``FLUSH_BATCH`` per hold of the write lock (claims waiting for
         it go between batches); stop at the first failure (the store is down for all)."""

@@ -8,8 +8,14 @@ workers share device state, presence and the bus through Redis, like replicas.
 
 The supervisor
 * restarts a worker that dies (its devices reconnect to the others meanwhile);
-* serves the one health port: SERVING while every running worker says SERVING
-  (each reports a private health port on its first stdout line);
+* serves the one health port (each worker reports a private health port on its
+  first stdout line): readiness SERVING while every worker says SERVING;
+  liveness SERVING while every worker process runs and answers liveness (or is
+  still starting), whatever the store does;
+* runs its keepers (one per worker) and health poller under ``supervise``: a
+  crash is logged, counted (``audio_supervisor_restarts_total``) and restarted
+  (a keeper's worker with it); one that keeps failing turns both health
+  answers NOT_SERVING;
 * serves the one /metrics: Prometheus multiprocess mode sums the workers'
   counters and their live gauges;
 * on SIGTERM turns NOT_SERVING and drains every worker, then exits 0.
@@ -32,8 +38,10 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.ops import HealthServer, ensure_bindable, start_health_server
+from server import metrics
+from server.ops import LIVENESS_SERVICE, HealthServer, ensure_bindable, start_health_server
 from server.settings import ServerSettings
+from server.supervision import supervise
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,7 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     health_port: int | None = None
     serving: bool = False
+    live: bool = False
     started: int = 0
     pids: list[int] = field(default_factory=list)
 
@@ -59,6 +68,8 @@ class Supervisor:
         self._argv = list(argv)
         self.workers = [Worker(i) for i in range(settings.worker_count)]
         self._stopping = False
+        self._stop = asyncio.Event()
+        self.problems: set[str] = set()  # supervised loops that keep failing
         self._metrics_dir = tempfile.TemporaryDirectory(prefix="audio-server-metrics-")
         self.health: HealthServer | None = None
 
@@ -83,8 +94,30 @@ class Supervisor:
             extra={"worker": worker.index, "pid": worker.process.pid, "start": worker.started},
         )
 
+    def stop(self) -> None:
+        """What SIGTERM/SIGINT do: drain the workers, then ``run`` returns."""
+        self._stop.set()
+
+    def _flag(self, task: str, failing: bool) -> None:
+        (self.problems.add if failing else self.problems.discard)(task)
+        log.warning("supervisor.health", extra={"task": task, "failing": failing})
+
     async def _keep(self, worker: Worker) -> None:
-        """Run one worker for good: restart it whenever it exits, until the supervisor stops."""
+        """Run one worker for good; if this keeper itself fails, its worker goes with it (killed, so
+        the restarted keeper starts a fresh one instead of leaving an orphan)."""
+        try:
+            await self._keep_running(worker)
+        except Exception:
+            process = worker.process
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+                self._forget_metrics(process.pid)
+            worker.serving = worker.live = False
+            raise
+
+    async def _keep_running(self, worker: Worker) -> None:
+        """Restart the worker whenever it exits, until the supervisor stops."""
         while not self._stopping:
             await self._start(worker)
             assert worker.process is not None and worker.process.stdout is not None
@@ -93,7 +126,7 @@ class Supervisor:
                 if line.startswith(HEALTH_LINE):
                     worker.health_port = int(line[len(HEALTH_LINE) :])
             code = await worker.process.wait()
-            worker.serving = False
+            worker.serving = worker.live = False
             self._forget_metrics(worker.process.pid)
             if self._stopping:
                 return
@@ -110,9 +143,14 @@ class Supervisor:
     async def _poll_health(self) -> None:
         while True:
             for worker in self.workers:
+                running = worker.process is not None and worker.process.returncode is None
                 worker.serving = await _worker_serving(worker.health_port)
+                starting = running and worker.health_port is None  # loading its library, say
+                answers = running and await _worker_serving(worker.health_port, LIVENESS_SERVICE)
+                worker.live = starting or answers
             if self.health is not None and not self._stopping:
-                await self.health.set_serving(all(w.serving for w in self.workers))
+                await self.health.set_serving(not self.problems and all(w.serving for w in self.workers))
+                await self.health.set_live(not self.problems and all(w.live for w in self.workers))
             await asyncio.sleep(HEALTH_POLL_S)
 
     def _serve_metrics(self) -> tuple[WSGIServer, threading.Thread] | None:
@@ -122,6 +160,7 @@ class Supervisor:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self._metrics_dir.name)
+        registry.register(metrics.SupervisorCollector())  # its own loops' restarts, beside the workers'
         ensure_bindable(self.settings.metrics_bind, "metrics")
         host, _, port = self.settings.metrics_bind.rpartition(":")
         return start_http_server(int(port), addr=host.strip("[]"), registry=registry)
@@ -135,17 +174,19 @@ class Supervisor:
         metrics_server = self._serve_metrics()
         if self.settings.health_bind:
             self.health = await start_health_server(self.settings.health_bind)
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        keepers = [asyncio.create_task(self._keep(worker)) for worker in self.workers]
-        poller = asyncio.create_task(self._poll_health())
+            loop.add_signal_handler(sig, self.stop)
+        keepers = [
+            asyncio.create_task(supervise(f"worker-{w.index}", lambda w=w: self._keep(w), self._flag))  # type: ignore[misc]
+            for w in self.workers
+        ]
+        poller = asyncio.create_task(supervise("worker-health", self._poll_health, self._flag))
         log.info("supervisor.running", extra={"workers": len(self.workers), "bind": self.settings.bind})
         print(
             f"audio-server: {len(self.workers)} workers on {self.settings.bind}", file=sys.stderr, flush=True
         )
-        await stop.wait()
+        await self._stop.wait()
         self._stopping = True
         if self.health is not None:
             await self.health.servicer.enter_graceful_shutdown()
@@ -167,16 +208,18 @@ class Supervisor:
             httpd.server_close()
             thread.join(timeout=5)
         self._metrics_dir.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         log.info("supervisor.stopped", extra={"workers": len(self.workers)})
 
 
-async def _worker_serving(port: int | None) -> bool:
+async def _worker_serving(port: int | None, service: str = "") -> bool:
     if port is None:
         return False
     with contextlib.suppress(grpc.RpcError, asyncio.TimeoutError):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
+                health_pb2.HealthCheckRequest(service=service), timeout=1
             )
             return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
     return False
