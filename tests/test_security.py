@@ -266,8 +266,15 @@ TOKEN_ROWS: dict[str, tuple[Row, grpc.StatusCode, str]] = {
     "exp is a string": (
         lambda t: (t.tls, t.sign(t.claims(exp=str(int(time.time()) + 600)))),
         UNAUTH,
-        "token_malformed",
+        "token_claims",
     ),
+    "nbf is a string": (
+        lambda t: (t.tls, t.sign(t.claims(nbf=str(int(time.time()))))),
+        UNAUTH,
+        "token_claims",
+    ),
+    "iat is a float": (lambda t: (t.tls, t.sign(t.claims(iat=time.time()))), UNAUTH, "token_claims"),
+    "exp is a bool": (lambda t: (t.tls, t.sign(t.claims(exp=True))), UNAUTH, "token_claims"),
     "lifetime longer than the server issues": (
         lambda t: (t.tls, t.sign(t.claims(exp=int(time.time()) + 7 * 86_400))),
         UNAUTH,
