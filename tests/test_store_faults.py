@@ -23,7 +23,16 @@ from server.app import AudioServer
 from server.errors import StoreUnavailable
 from server.store import SqliteStore, StateFileError
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, EphemeralPki, connected, mode_of, sample, wait_for
+from tests.helpers import (
+    MODE,
+    EphemeralPki,
+    auth_failures,
+    connected,
+    counted_since,
+    mode_of,
+    sample,
+    wait_for,
+)
 from tests.test_entrypoint import run_server
 from tests.test_ops import NOT_SERVING, SERVING, health_status
 from tests.test_security import create_session
@@ -213,7 +222,9 @@ async def test_a_store_that_fails_reads_refuses_streams_with_unavailable(
         await app.store.load(Identity("reads", "dev-1"))
     from tests.test_security import call_each_method
 
+    before = auth_failures()
     codes = await call_each_method(app.port, pki.device_tls("reads", "dev-1"), session.token)
+    assert counted_since(before) == {"store_unavailable": 3}
     assert codes == {"status": grpc.StatusCode.UNAVAILABLE} | {
         "event": grpc.StatusCode.UNAVAILABLE,
         "audio": grpc.StatusCode.UNAVAILABLE,
