@@ -214,7 +214,10 @@ async def test_device_error_status_is_counted_and_stream_survives(
         assert "status" not in client.ends
 
 
-async def test_twenty_devices_each_keep_their_own_state(server: AudioServer, connect: Connect) -> None:
+async def test_twenty_devices_each_keep_their_own_state(
+    server_factory: ServerFactory, connect: Connect
+) -> None:
+    server = await server_factory(status_poll_interval_s=BARRIER_POLL_S)
     from contextlib import AsyncExitStack
 
     async with AsyncExitStack() as stack:
@@ -226,7 +229,10 @@ async def test_twenty_devices_each_keep_their_own_state(server: AudioServer, con
             await wait_for(lambda c=client, m=i % 5: mode_of(c.view.leds) == m)  # type: ignore[misc]
         await clients[3].press(PLAY)
         await wait_for(lambda: clients[3].packets_received > 3)
-        await asyncio.sleep(0.1)
+        for j, client in enumerate(clients):
+            if j != 3:
+                await status_round_trip(client)
+                assert server_record(server, "fleet", f"d{j}").playing is None
         assert all(c.packets_received == 0 for j, c in enumerate(clients) if j != 3)
         assert len(server.registry) == 20
 
