@@ -63,7 +63,7 @@ lint: $(STAMP)  ## ruff and mypy
 
 test: lint  ## lint, types, then the test suite (installs Debian's redis-server for the Redis tests)
 	WITH_REDIS=1 WITH_BROWSER=1 PYTHON=$(PYTHON) bash scripts/ensure_system_deps.sh
-	$(PY) -m pytest -q
+	WITH_REDIS=1 $(PY) -m pytest -q
 
 bench: $(STAMP)  ## benchmarks, figures printed
 	$(PY) bench/run_all.py

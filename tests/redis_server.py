@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,26 @@ import pytest
 from tests.helpers import free_port
 
 START_TIMEOUT_S = 10.0
+# Either set (make test and CI set them) turns a missing redis-server from a skip into a failure:
+# every multi-replica test needs it, and a silent skip there hides exactly what breaks in production.
+REQUIRED_BY = ("CI", "WITH_REDIS")
+NOT_SET = {"", "0", "false", "no"}
+MISSING = "redis-server is not installed (make test installs Debian's redis-server)"
+
+
+def redis_required() -> bool:
+    """True when the environment says the Redis tests must run, not skip."""
+    return any(os.environ.get(name, "").strip().lower() not in NOT_SET for name in REQUIRED_BY)
+
+
+def redis_binary() -> str:
+    """The redis-server to start; skips the test, or fails it when Redis is required."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if redis_required():
+            pytest.fail(f"{MISSING}, and {' or '.join(REQUIRED_BY)} is set: the Redis tests must run")
+        pytest.skip(MISSING)
+    return binary
 
 
 def _answers_ping(port: int) -> bool:
@@ -37,9 +58,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed (make test installs Debian's redis-server)")
+        binary = redis_binary()
         self.directory.mkdir(parents=True, exist_ok=True)
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]

@@ -12,11 +12,19 @@ import grpc
 from comms import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from tests.conftest import Admin, Connect, ServerFactory
-from tests.helpers import MODE, EphemeralPki, best_correlation, mode_of, wait_for
+from tests.helpers import (
+    MODE,
+    EphemeralPki,
+    auth_failures,
+    best_correlation,
+    counted_since,
+    mode_of,
+    wait_for,
+)
 from tests.redis_server import RedisServer
 from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes
 from tests.test_fleet import held_by
-from tests.test_security import create_session
+from tests.test_security import call_each_method, create_session
 
 
 def shared(redis_server: RedisServer, node: str) -> dict[str, object]:
@@ -117,3 +125,28 @@ async def test_a_sound_uploaded_on_b_plays_on_a_from_the_next_play(
 
 
 SAMPLE_RATE_44K = 44_100
+
+
+async def test_a_token_obtained_before_the_revocation_is_refused_on_every_replica(
+    redis_server: RedisServer, server_factory: ServerFactory, admin: Admin, pki: EphemeralPki
+) -> None:
+    """Issue 23: the deny-list is checked on every call, not only at CreateSession: a token the
+    device already holds opens no stream and refreshes no session, on the revoking replica or another."""
+    a = await server_factory(**shared(redis_server, "node-a"))
+    b = await server_factory(**shared(redis_server, "node-b"))
+    tls = pki.device_tls("acme", "dev-1")
+    token = (await create_session(a.port, tls)).token
+    assert set((await call_each_method(b.port, tls, token)).values()) == {grpc.StatusCode.OK}  # valid before
+    async with admin(a) as ops:
+        await ops.RevokeDevice(ref("dev-1"))
+    for app in (a, b):
+        before = auth_failures()
+        codes = await call_each_method(app.port, tls, token)
+        assert codes == dict.fromkeys(("status", "event", "audio"), grpc.StatusCode.PERMISSION_DENIED)
+        error = await refused(create_session(app.port, tls, token))  # the refresh
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert counted_since(before) == {"device_revoked": 4}
+    async with admin(b) as ops:
+        await ops.UnrevokeDevice(ref("dev-1"))
+    fresh = await create_session(a.port, tls)
+    assert set((await call_each_method(a.port, tls, fresh.token)).values()) == {grpc.StatusCode.OK}

@@ -137,6 +137,11 @@ CASES: dict[str, tuple[Make, grpc.StatusCode, str | None]] = {
         "cert_foreign_trust_domain",
     ),
     "CA:TRUE certificate used as a device": (lambda p: leaf(p, ca=True), UNAUTH, "cert_not_leaf"),
+    "CA:TRUE with a leaf key usage (digitalSignature only)": (
+        lambda p: leaf(p, ca=True, key_usage={"key_cert_sign": False, "crl_sign": False}),
+        UNAUTH,
+        "cert_not_leaf",
+    ),
     "no BasicConstraints": (lambda p: leaf(p, ca=None), UNAUTH, "cert_not_leaf"),
     "no KeyUsage": (lambda p: leaf(p, omit_key_usage=True), UNAUTH, "cert_key_usage"),
     # (A leaf without digitalSignature cannot even be used by a gRPC client: BoringSSL refuses to

@@ -129,6 +129,8 @@ async def test_one_refused_client_cannot_flood_the_log(
     # a budget of its own: earlier tests' refusals from this host may have spent the shared one
     monkeypatch.setattr(interceptor, "_rejections_log", SampledLog())
     caplog.set_level(logging.WARNING, logger="server.interceptor")
+    # A fresh sampler: the process-wide one may still hold a window other tests' refusals filled.
+    monkeypatch.setattr(interceptor, "_rejections_log", SampledLog())
     tls = pki.device_tls("acme", "noisy")
     before = auth_failures()
     async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:

@@ -167,6 +167,7 @@ async def test_a_viewer_sees_no_actions_and_a_hand_made_post_is_refused_and_audi
         ("console:/devices/acme/dev-1/play", "PERMISSION_DENIED", "viewer"),
         ("Play", "PERMISSION_DENIED", "viewer"),
     ]
+    assert refused[0].parameters.get("reason") == "csrf"  # the POST without its CSRF token
 
 
 async def test_another_tenants_device_is_404_like_a_missing_one_and_never_streamed(

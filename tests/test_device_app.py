@@ -26,6 +26,7 @@ from server.app import AudioServer
 from server.audio_library import AudioLibrary
 from tests.conftest import ServerFactory
 from tests.helpers import EphemeralPki, best_correlation, free_port, wait_for
+from tests.test_service_e2e import BARRIER_POLL_S, status_round_trip
 
 BUTTON_PINS = [17, 27, 22, 23]
 LED_PINS = [(5, 6, 13), (19, 26, 12), (16, 20, 21), (4, 18, 24), (25, 8, 7), (9, 10, 11)]
@@ -131,9 +132,10 @@ async def test_play_is_heard_and_matches_the_clip(
 
 @pytest.mark.parametrize("frame_ms", [20, 60])
 async def test_stop_silences_within_two_frames_of_the_ack(
-    server: AudioServer, pki: EphemeralPki, frame_ms: int
+    server_factory: ServerFactory, pki: EphemeralPki, frame_ms: int
 ) -> None:
     """Within two packets of the ack: 40 ms with 20 ms packets, 120 ms with 60 ms packets."""
+    server = await server_factory(status_poll_interval_s=BARRIER_POLL_S)
     async with device_app(server, pki, f"pi-stop-{frame_ms}", max_frame_ms=frame_ms) as (app, factory, sink):
         await wait_for(connected(app))
         await tap(factory, MODE)  # mode 1: the long sound
@@ -145,7 +147,11 @@ async def test_stop_silences_within_two_frames_of_the_ack(
         await wait_for(lambda: sink.sounds[0].ended, timeout=2)
         assert sink.sounds[0].arrivals[-1] - acked_at <= 2 * frame_ms / 1000 + 0.005
         written = sink.sounds[0].packets
-        await asyncio.sleep(0.2)
+        client = app.manager.client
+        assert client is not None
+        await status_round_trip(client)  # a barrier, not a sleep
+        controller = server.registry.controller(Identity("acme", f"pi-stop-{frame_ms}"))
+        assert controller is not None and controller.record.playing is None  # the server plays nothing
         assert sink.sounds[0].packets == written and len(sink.sounds) == 1  # silence
 
 

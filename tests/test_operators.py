@@ -104,10 +104,11 @@ def test_operator_paths_are_recognised_and_devices_are_not() -> None:
     assert is_operator_path(f"spiffe://{TD}/tenant/acme/operator/alice")
     assert is_operator_path(f"spiffe://{TD}/platform/operator/root")
     assert not is_operator_path(Identity("acme", "dev-1").spiffe_id(TD))
-    with pytest.raises(OperatorCertificateError):
+    with pytest.raises(OperatorCertificateError) as info:
         operator_from_certificate(
             pki_lib.issue_device_cert(pki_lib.create_ca(), Identity("acme", "dev-1")).cert, TD
         )
+    assert info.value.reason == "cert_operator_invalid"
 
 
 async def test_operator_certificates_never_call_the_device_services(

@@ -35,6 +35,14 @@ def test_a_proper_device_certificate_passes(ca: pki.CertifiedKey) -> None:
     assert device_identity(device.cert, [ca.cert], TD) == Identity("acme", "dev-1")
 
 
+def test_ca_true_alone_is_refused_as_not_a_leaf(ca: pki.CertifiedKey) -> None:
+    """CA:TRUE with a plain leaf key usage: only the basic-constraints rule can refuse it."""
+    cert = build_cert(ca, [ACME_1], ca=True, key_usage={"key_cert_sign": False, "crl_sign": False}).cert
+    with pytest.raises(CertificateNotLeaf) as info:
+        device_identity(cert, [ca.cert], TD)
+    assert info.value.reason == "cert_not_leaf"
+
+
 @pytest.mark.parametrize(
     ("make", "error"),
     [

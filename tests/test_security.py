@@ -266,8 +266,15 @@ TOKEN_ROWS: dict[str, tuple[Row, grpc.StatusCode, str]] = {
     "exp is a string": (
         lambda t: (t.tls, t.sign(t.claims(exp=str(int(time.time()) + 600)))),
         UNAUTH,
-        "token_malformed",
+        "token_claims",
     ),
+    "nbf is a string": (
+        lambda t: (t.tls, t.sign(t.claims(nbf=str(int(time.time()))))),
+        UNAUTH,
+        "token_claims",
+    ),
+    "iat is a float": (lambda t: (t.tls, t.sign(t.claims(iat=time.time()))), UNAUTH, "token_claims"),
+    "exp is a bool": (lambda t: (t.tls, t.sign(t.claims(exp=True))), UNAUTH, "token_claims"),
     "lifetime longer than the server issues": (
         lambda t: (t.tls, t.sign(t.claims(exp=int(time.time()) + 7 * 86_400))),
         UNAUTH,
@@ -533,9 +540,11 @@ async def test_revoked_cert_is_refused_and_its_live_streams_cut(
         assert {stolen.ends[k].code for k in ("status", "event", "audio")} == {DENIED}
         assert "revoked" in stolen.ends["status"].details
         assert stolen.sink.sounds[-1].ended  # type: ignore[attr-defined]  # the sound got its is_end
+        before = auth_failures()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await create_session(app.port, pki.device_tls("acme", "stolen"))
         assert info.value.code() == DENIED
+        assert counted_since(before) == {"certificate_revoked": 1}
         await fine.press(MODE)
         assert not fine.ends
 
@@ -618,6 +627,7 @@ async def test_too_many_concurrent_calls_per_device(target: Target, healthy: Dev
         ]
         for call in calls:
             await asyncio.wait_for(call.initial_metadata(), CALL_TIMEOUT_S)
+        before = auth_failures()
         async with grpc.aio.secure_channel(address, creds) as three:
             extra = pb_grpc.DeviceServiceStub(three).ServerAudioStream(
                 pb.AudioStreamRequest(start=True), metadata=metadata
@@ -625,6 +635,7 @@ async def test_too_many_concurrent_calls_per_device(target: Target, healthy: Dev
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await asyncio.wait_for(extra.read(), CALL_TIMEOUT_S)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert counted_since(before) == {"too_many_calls": 1}
         for call in calls:
             call.cancel()
     await still_healthy(healthy, 1)

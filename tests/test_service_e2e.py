@@ -9,12 +9,15 @@ import time
 import grpc
 import pytest
 
+from auth.identity import Identity
 from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS
 from device.audio_sink import RecordingSink
+from device.client import DeviceClient
 from server import leds
 from server.app import AudioServer
 from server.audio_library import AudioLibrary
+from server.store import DeviceRecord
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, PLAY, STOP, best_correlation, mode_of, open_session, wait_for
 
@@ -211,7 +214,10 @@ async def test_device_error_status_is_counted_and_stream_survives(
         assert "status" not in client.ends
 
 
-async def test_twenty_devices_each_keep_their_own_state(server: AudioServer, connect: Connect) -> None:
+async def test_twenty_devices_each_keep_their_own_state(
+    server_factory: ServerFactory, connect: Connect
+) -> None:
+    server = await server_factory(status_poll_interval_s=BARRIER_POLL_S)
     from contextlib import AsyncExitStack
 
     async with AsyncExitStack() as stack:
@@ -223,12 +229,33 @@ async def test_twenty_devices_each_keep_their_own_state(server: AudioServer, con
             await wait_for(lambda c=client, m=i % 5: mode_of(c.view.leds) == m)  # type: ignore[misc]
         await clients[3].press(PLAY)
         await wait_for(lambda: clients[3].packets_received > 3)
-        await asyncio.sleep(0.1)
+        for j, client in enumerate(clients):
+            if j != 3:
+                await status_round_trip(client)
+                assert server_record(server, "fleet", f"d{j}").playing is None
         assert all(c.packets_received == 0 for j, c in enumerate(clients) if j != 3)
         assert len(server.registry) == 20
 
 
-async def test_tenants_are_isolated_even_with_equal_device_ids(server: AudioServer, connect: Connect) -> None:
+BARRIER_POLL_S = 0.05  # the server asks each device for its status this often in the barrier tests
+
+
+async def status_round_trip(client: DeviceClient) -> None:
+    """Barrier: two more status polls answered, so what the server sent before on that stream arrived."""
+    seen = client.status_requests
+    await wait_for(lambda: client.status_requests >= seen + 2)
+
+
+def server_record(server: AudioServer, tenant: str, device: str) -> DeviceRecord:
+    controller = server.registry.controller(Identity(tenant, device))
+    assert controller is not None
+    return controller.record
+
+
+async def test_tenants_are_isolated_even_with_equal_device_ids(
+    server_factory: ServerFactory, connect: Connect
+) -> None:
+    server = await server_factory(status_poll_interval_s=BARRIER_POLL_S)
     async with (
         connect(server, "acme", "dev-1") as acme,
         connect(server, "globex", "dev-1") as globex,
@@ -238,7 +265,10 @@ async def test_tenants_are_isolated_even_with_equal_device_ids(server: AudioServ
         await globex.press(PLAY)
         await wait_for(lambda: mode_of(acme.view.leds) == 2)
         await wait_for(lambda: globex.packets_received > 0)
-        await asyncio.sleep(0.1)
+        await status_round_trip(globex)
+        await status_round_trip(acme)
+        assert server_record(server, "globex", "dev-1").mode == 0  # what the server holds, directly
+        assert server_record(server, "acme", "dev-1").playing is None
         assert mode_of(globex.view.leds) == 0
         assert acme.packets_received == 0
         assert acme.view.leds[1] == leds.LED1_IDLE
@@ -246,15 +276,18 @@ async def test_tenants_are_isolated_even_with_equal_device_ids(server: AudioServ
 
 
 async def test_legacy_device_id_metadata_changes_nothing(
-    server: AudioServer, connect: Connect, caplog: pytest.LogCaptureFixture
+    server_factory: ServerFactory, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
+    server = await server_factory(status_poll_interval_s=BARRIER_POLL_S)
     async with connect(server, "acme", "dev-2") as victim:
         await wait_for(lambda: victim.status_requests >= 1)
         async with connect(server, "acme", "dev-1", legacy_device_id="dev-2") as attacker:
             await attacker.press(MODE)
             await attacker.press(PLAY)
             await wait_for(lambda: attacker.packets_received > 0)
-        await asyncio.sleep(0.1)
+        await status_round_trip(victim)
+        victim_record = server_record(server, "acme", "dev-2")
+        assert (victim_record.mode, victim_record.playing) == (0, None)
         assert mode_of(victim.view.leds) == 0
         assert victim.packets_received == 0
         assert "status" not in victim.ends  # not superseded by the impostor

@@ -2,8 +2,9 @@
 
 Real faults on a real SQLite file: garbage and truncated files, a read-only
 file system, a database another process holds locked, and a full disk (a
-small tmpfs filled up). Mounting needs root; where it is not allowed those
-cases are skipped, the lock case always runs.
+small tmpfs filled up). Mounting needs root; without it every case still runs:
+the read-only case on a directory without write permission, the full disk as
+the store's connection failing every write the way SQLite reports ENOSPC.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from server.app import AudioServer
 from server.errors import StoreUnavailable
 from server.store import SqliteStore, StateFileError
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, EphemeralPki, connected, mode_of, sample, wait_for
+from tests.helpers import (
+    MODE,
+    EphemeralPki,
+    auth_failures,
+    connected,
+    counted_since,
+    mode_of,
+    sample,
+    wait_for,
+)
 from tests.test_entrypoint import run_server
 from tests.test_ops import NOT_SERVING, SERVING, health_status
 from tests.test_security import create_session
@@ -79,19 +89,36 @@ def test_a_row_of_garbage_stops_start_up(tmp_path: Path, pki: EphemeralPki) -> N
 
 
 @contextlib.contextmanager
-def mounted_tmpfs(path: Path, options: str) -> Iterator[Path]:
+def maybe_tmpfs(path: Path, options: str) -> Iterator[bool]:
+    """A tmpfs mounted on ``path`` (True), or just the directory where mounting is not allowed."""
     path.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()[:80]}")
     try:
-        yield path
+        yield result.returncode == 0
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        if result.returncode == 0:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_directory(path: Path) -> Iterator[Path]:
+    """A read-only tmpfs as root (who writes through permissions); a mode 0555 directory otherwise."""
+    if os.geteuid() != 0:
+        path.mkdir(parents=True)
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    with maybe_tmpfs(path, "ro,size=1m") as mounted:
+        if not mounted:
+            pytest.skip("root without the right to mount: no way to make a directory read-only to us")
+        yield path
 
 
 def test_read_only_state_directory_stops_start_up(tmp_path: Path, pki: EphemeralPki) -> None:
-    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as directory:
+    with read_only_directory(tmp_path / "ro") as directory:
         result = run_server(*start_args(pki, directory / "devices.sqlite3"))
     assert_one_clear_line(result, str(directory / "devices.sqlite3"))
 
@@ -127,6 +154,35 @@ def disk_full(directory: Path) -> Iterator[None]:
         yield
     finally:
         filler.unlink()
+
+
+class _FullDiskConnection:
+    """The store's SQLite connection as on a full disk: reads work, every write fails with the
+    error SQLite raises for ENOSPC (SQLITE_FULL)."""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.lstrip().upper().startswith(self.WRITES):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+@contextlib.contextmanager
+def injected_full_disk(store: SqliteStore) -> Iterator[None]:
+    """A full disk without root: the fault injected at the store's one connection."""
+    real = store.connection
+    store._conn = _FullDiskConnection(real)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        store._conn = real
 
 
 async def exercise_a_store_outage(
@@ -170,11 +226,14 @@ async def test_locked_database_while_devices_are_connected(
 async def test_disk_full_while_devices_are_connected(
     server_factory: ServerFactory, connect: Connect, pki: EphemeralPki, tmp_path: Path
 ) -> None:
-    with mounted_tmpfs(tmp_path / "small", "size=2m") as directory:
+    directory = tmp_path / "small"
+    with maybe_tmpfs(directory, "size=2m") as mounted:
         app = await server_factory(
             state_backend="sqlite", state_path=directory / "devices.sqlite3", store_retry_s=RETRY_S
         )
-        await exercise_a_store_outage(app, connect, pki, disk_full(directory))
+        assert isinstance(app.store.store, SqliteStore)
+        fault = disk_full(directory) if mounted else injected_full_disk(app.store.store)
+        await exercise_a_store_outage(app, connect, pki, fault)
         await app.stop()
 
 
@@ -213,7 +272,9 @@ async def test_a_store_that_fails_reads_refuses_streams_with_unavailable(
         await app.store.load(Identity("reads", "dev-1"))
     from tests.test_security import call_each_method
 
+    before = auth_failures()
     codes = await call_each_method(app.port, pki.device_tls("reads", "dev-1"), session.token)
+    assert counted_since(before) == {"store_unavailable": 3}
     assert codes == {"status": grpc.StatusCode.UNAVAILABLE} | {
         "event": grpc.StatusCode.UNAVAILABLE,
         "audio": grpc.StatusCode.UNAVAILABLE,

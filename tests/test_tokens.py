@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -69,6 +70,46 @@ def test_bad_claim_values(tmp_path: Path) -> None:
         token = jwt.encode({**base, **change}, key.private, algorithm="EdDSA", headers={"kid": key.kid})
         with pytest.raises(errors.TokenClaimInvalid):
             verify_token(token, ring, POLICY)
+
+
+def wrong_types(NOW: int) -> dict[str, dict[str, object]]:
+    """One registered claim of the wrong JSON type per case; everything else valid at ``NOW``."""
+    return {
+        "exp numeric string": {"exp": str(NOW + 60)},
+        "exp float": {"exp": NOW + 60.5},
+        "exp bool": {"exp": True},
+        "nbf numeric string": {"nbf": str(NOW)},
+        "nbf float": {"nbf": NOW - 0.5},
+        "nbf bool": {"nbf": True},
+        "iat numeric string": {"iat": str(NOW)},
+        "iat float": {"iat": NOW - 0.5},
+        "iat bool": {"iat": True},
+        "sub number": {"sub": 1},
+        "tid list": {"tid": ["acme"]},
+        "sid number": {"sid": 7},
+        "jti number": {"jti": 7},
+        "iss list": {"iss": ["iss"]},
+        "aud number": {"aud": 1},
+        "aud list with a number": {"aud": ["aud", 1]},
+        "cnf list": {"cnf": ["t"]},
+        "cnf thumbprint number": {"cnf": {"x5t#S256": 1}},
+    }
+
+
+@pytest.mark.parametrize("case", list(wrong_types(0)))
+def test_each_claim_of_the_wrong_type_is_refused_as_token_claims(tmp_path: Path, case: str) -> None:
+    """PyJWT coerces (a numeric string exp passes it): the types are ours to check, one by one."""
+    key = create_signing_key(tmp_path)
+    ring = load_keyring(tmp_path)
+    NOW = int(time.time())
+    base = {"iss": "iss", "aud": ["aud"], "sub": "dev-1", "tid": "acme", "sid": "s", "iat": NOW,
+            "nbf": NOW, "exp": NOW + 60, "jti": "j", "cnf": {"x5t#S256": "t"}}  # fmt: skip
+    verify_token(jwt.encode(base, key.private, algorithm="EdDSA", headers={"kid": key.kid}), ring, POLICY)
+    payload = json.dumps({**base, **wrong_types(NOW)[case]}).encode()  # PyJWT's encode would refuse some
+    token = jwt.api_jws.PyJWS().encode(payload, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    with pytest.raises(errors.TokenClaimInvalid) as info:
+        verify_token(token, ring, POLICY)
+    assert info.value.reason == "token_claims"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from auth.reasons import Reason
+
 
 class AuthError(Exception):
     """Base class for every authentication/provisioning failure."""
@@ -14,73 +16,73 @@ class InvalidIdentifier(AuthError, ValueError):
 class IdentityError(AuthError):
     """A certificate carries no usable device identity. ``reason`` labels metrics and logs."""
 
-    reason = "cert_identity"
+    reason: Reason = Reason.CERT_IDENTITY
 
 
 class MissingIdentity(IdentityError):
     """The certificate has no URI SAN at all."""
 
-    reason = "cert_no_identity"
+    reason = Reason.CERT_NO_IDENTITY
 
 
 class AmbiguousIdentity(IdentityError):
     """The certificate has more than one URI SAN (SPIFFE X509-SVID says reject)."""
 
-    reason = "cert_ambiguous_identity"
+    reason = Reason.CERT_AMBIGUOUS_IDENTITY
 
 
 class MalformedIdentity(IdentityError, ValueError):
     """The URI SAN is not a valid spiffe://<td>/tenant/<t>/device/<d> id."""
 
-    reason = "cert_malformed_identity"
+    reason = Reason.CERT_MALFORMED_IDENTITY
 
 
 class ForeignTrustDomain(IdentityError):
     """The SPIFFE id belongs to a trust domain this service does not serve."""
 
-    reason = "cert_foreign_trust_domain"
+    reason = Reason.CERT_FOREIGN_TRUST_DOMAIN
 
 
 class NotADevice(IdentityError):
     """An operator certificate on a device service: operators have their own API."""
 
-    reason = "cert_not_a_device"
+    reason = Reason.CERT_NOT_A_DEVICE
 
 
 class NotAnOperator(IdentityError):
     """A device certificate (or no operator identity) on the operator API."""
 
-    reason = "cert_not_an_operator"
+    reason = Reason.CERT_NOT_AN_OPERATOR
 
 
 class RoleInsufficient(AuthError):
     """An operator whose role is below what the call needs."""
 
-    reason = "role_insufficient"
+    reason: Reason = Reason.ROLE_INSUFFICIENT
 
 
 class CertificateProfileError(IdentityError):
     """The certificate breaks the X509-SVID leaf profile devices must follow."""
 
-    reason = "cert_profile"
+    reason = Reason.CERT_PROFILE
 
 
 class CertificateNotLeaf(CertificateProfileError):
     """BasicConstraints is missing or says CA:TRUE: a CA certificate is not a device."""
 
-    reason = "cert_not_leaf"
+    reason = Reason.CERT_NOT_LEAF
 
 
 class CertificateKeyUsage(CertificateProfileError):
     """KeyUsage is missing, lacks digitalSignature, or allows signing certificates or CRLs."""
 
-    reason = "cert_key_usage"
+    reason = Reason.CERT_KEY_USAGE
 
 
 class CertificateNotIssuedByCa(CertificateProfileError):
     """The certificate was not signed directly by a CA of the configured bundle."""
 
-    reason = "cert_not_issued_by_ca"
+    reason = Reason.CERT_NOT_ISSUED_BY_CA
 
 
 class PkiError(AuthError):
@@ -94,90 +96,90 @@ class MaterialExists(PkiError, FileExistsError):
 class TokenError(AuthError):
     """A session token was refused. ``reason`` is a short stable label for metrics and logs."""
 
-    reason = "token_invalid"
+    reason: Reason = Reason.TOKEN_INVALID
     #: False: the caller must authenticate again (UNAUTHENTICATED).
     #: True: the caller is authenticated but this token is not theirs to use (PERMISSION_DENIED).
     forbidden = False
 
 
 class TokenMissing(TokenError):
-    reason = "token_missing"
+    reason = Reason.TOKEN_MISSING
 
 
 class TokenMalformed(TokenError):
-    reason = "token_malformed"
+    reason = Reason.TOKEN_MALFORMED
 
 
 class TokenDuplicateMember(TokenMalformed):
     """Header or payload JSON names a member twice (RFC 8725 3.1: parse strictly)."""
 
-    reason = "token_duplicate_member"
+    reason = Reason.TOKEN_DUPLICATE_MEMBER
 
 
 class TokenUnsupportedHeader(TokenMalformed):
     """A JOSE header this server does not understand (``crit``) or of the wrong type."""
 
-    reason = "token_header"
+    reason = Reason.TOKEN_HEADER
 
 
 class TokenAmbiguous(TokenMalformed):
     """The call carries more than one ``authorization`` metadata entry."""
 
-    reason = "token_ambiguous"
+    reason = Reason.TOKEN_AMBIGUOUS
 
 
 class TokenAlgorithmRejected(TokenError):
-    reason = "token_algorithm"
+    reason = Reason.TOKEN_ALGORITHM
 
 
 class TokenUnknownKey(TokenError):
-    reason = "token_unknown_kid"
+    reason = Reason.TOKEN_UNKNOWN_KID
 
 
 class TokenBadSignature(TokenError):
-    reason = "token_signature"
+    reason = Reason.TOKEN_SIGNATURE
 
 
 class TokenExpired(TokenError):
-    reason = "token_expired"
+    reason = Reason.TOKEN_EXPIRED
 
 
 class TokenNotYetValid(TokenError):
-    reason = "token_not_yet_valid"
+    reason = Reason.TOKEN_NOT_YET_VALID
 
 
 class TokenClaimInvalid(TokenError):
-    reason = "token_claims"
+    reason = Reason.TOKEN_CLAIMS
 
 
 class TokenLifetime(TokenClaimInvalid):
     """``exp - iat`` is longer than this server ever issues."""
 
-    reason = "token_lifetime"
+    reason = Reason.TOKEN_LIFETIME
 
 
 class SessionSuperseded(TokenError):
-    reason = "session_superseded"
+    reason = Reason.SESSION_SUPERSEDED
 
 
 class TokenIdentityMismatch(TokenError):
-    reason = "token_identity_mismatch"
+    reason = Reason.TOKEN_IDENTITY_MISMATCH
     forbidden = True
 
 
 class TokenBindingMismatch(TokenError):
-    reason = "token_binding_mismatch"
+    reason = Reason.TOKEN_BINDING_MISMATCH
     forbidden = True
 
 
 class CertificateRevoked(AuthError):
-    reason = "certificate_revoked"
+    reason: Reason = Reason.CERTIFICATE_REVOKED
 
 
 class DeviceRevoked(CertificateRevoked):
     """The device identity is on the operator deny-list (RevokeDevice), whatever its certificate."""
 
-    reason = "device_revoked"
+    reason = Reason.DEVICE_REVOKED
 
 
 class RevocationListError(PkiError):

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from auth.errors import IdentityError, InvalidIdentifier, MalformedIdentity
 from auth.identity import DEFAULT_TRUST_DOMAIN, validate_id
+from auth.reasons import Reason
 
 ROLE_PREFIX = "role:"
 _TENANT_OPERATOR = re.compile(r"^/tenant/(?P<tenant>[^/]+)/operator/(?P<name>[^/]+)$")
@@ -50,7 +51,7 @@ class Role(enum.IntEnum):
 class OperatorCertificateError(IdentityError):
     """An operator certificate without a valid role or identity."""
 
-    reason = "cert_operator_invalid"
+    reason = Reason.CERT_OPERATOR_INVALID
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,8 @@ FRAME_CLAIM = "fms"  # optional: the session's audio packet duration (absent: 20
 BEARER = "bearer "
 MAX_TOKEN_LENGTH = 4096
 JWS_PARTS = 3  # header.payload.signature (compact serialisation)
+INTEGER_CLAIMS = ("exp", "nbf", "iat")  # NumericDate, but we only ever issue whole seconds
+STRING_CLAIMS = ("sub", "tid", "sid", "jti", "iss")
 
 
 def certificate_thumbprint(cert: x509.Certificate) -> str:
@@ -153,10 +155,11 @@ def verify_token(token: str | None, keys: KeyRing, policy: TokenPolicy) -> Claim
 
 
 def _verify(token: str, keys: KeyRing, policy: TokenPolicy) -> Claims:
-    header = _strict_header(token)
+    header, body = _strict_parts(token)
     public = keys.public_key(header["kid"])
     if public is None:
         raise TokenUnknownKey("token signing key is unknown (rotated out or foreign)")
+    _check_claim_types(body)
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
@@ -187,20 +190,42 @@ def _verify(token: str, keys: KeyRing, policy: TokenPolicy) -> Claims:
     return _claims(payload)
 
 
-def _strict_header(token: str) -> dict[str, Any]:
+def _strict_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse header and payload strictly before PyJWT does (RFC 8725): what it tolerates, we refuse."""
     parts = token.split(".")
     if len(parts) != JWS_PARTS:
         raise TokenMalformed("session token is not a JWT")
     header = _strict_json(parts[0])
-    _strict_json(parts[1])
+    body = _strict_json(parts[1])
     if header.get("alg") != ALGORITHM:
         raise TokenAlgorithmRejected(f"token algorithm {str(header.get('alg'))[:16]!r} is not accepted")
     if "crit" in header:  # RFC 7515 4.1.11: we understand no extension, so any crit is refused
         raise TokenUnsupportedHeader("session token names critical header extensions we do not support")
     if not isinstance(header.get("kid"), str):
         raise TokenUnsupportedHeader("session token header has no string 'kid'")
-    return header
+    return header, body
+
+
+def _check_claim_types(body: dict[str, Any]) -> None:
+    """Every registered claim present has its JSON type, checked on the raw payload.
+
+    Why before PyJWT: it coerces (a numeric string ``exp`` passes, a float ``iat`` too), so
+    checking its output would make the refusal depend on arithmetic failing by accident.
+    Absent claims are left to PyJWT's ``require`` (its own "lacks the claim" refusal).
+    """
+    for name in INTEGER_CLAIMS:  # bool is an int subclass in Python: refused by the exact type
+        if name in body and type(body[name]) is not int:
+            raise TokenClaimInvalid(f"session token claim {name!r} is not an integer")
+    for name in STRING_CLAIMS:
+        if name in body and not isinstance(body[name], str):
+            raise TokenClaimInvalid(f"session token claim {name!r} is not a string")
+    aud = body.get("aud", "")
+    if not isinstance(aud, str) and not (isinstance(aud, list) and all(isinstance(a, str) for a in aud)):
+        raise TokenClaimInvalid("session token claim 'aud' is not a string or a list of strings")
+    if "cnf" in body and not (
+        isinstance(body["cnf"], dict) and isinstance(body["cnf"].get(THUMBPRINT_CLAIM), str)
+    ):
+        raise TokenClaimInvalid("session token has no certificate binding (cnf.x5t#S256)")
 
 
 def _strict_json(segment: str) -> dict[str, Any]:

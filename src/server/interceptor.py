@@ -33,6 +33,7 @@ import grpc
 
 from auth.errors import AuthError, CertificateRevoked, IdentityError, RoleInsufficient, TokenError
 from auth.operators import OperatorIdentity, Role
+from auth.reasons import Reason
 from auth.tokens import bearer_token
 from comms.log_sampling import SampledLog
 from server import metrics
@@ -120,7 +121,7 @@ class OperatorPolicy:
 
 
 class Rejected(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
 
@@ -138,7 +139,7 @@ def rejection(exc: AuthError) -> Rejected:
             exc.reason,
             f"client certificate carries no valid device identity: {exc}",
         )
-    return Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_error", str(exc))
+    return Rejected(grpc.StatusCode.UNAUTHENTICATED, Reason.AUTH_ERROR, str(exc))
 
 
 async def abort_rejected(
@@ -171,11 +172,13 @@ def _refusals(method: str) -> Iterator[None]:
     except AuthError as exc:
         raise rejection(exc) from None
     except StoreUnavailable:
-        raise Rejected(grpc.StatusCode.UNAVAILABLE, "store_unavailable", STORE_UNAVAILABLE_TEXT) from None
+        raise Rejected(
+            grpc.StatusCode.UNAVAILABLE, Reason.STORE_UNAVAILABLE, STORE_UNAVAILABLE_TEXT
+        ) from None
     except Exception:
         # A bug in our checks: fail closed, keep the story in our log, say nothing on the wire.
         log.exception("auth.error", extra={"method": method})
-        raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "auth_internal", AUTH_FAILED_TEXT) from None
+        raise Rejected(grpc.StatusCode.UNAUTHENTICATED, Reason.AUTH_INTERNAL, AUTH_FAILED_TEXT) from None
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -199,7 +202,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         pems = context.auth_context().get("x509_pem_cert") or []
         if len(pems) != 1:
             raise Rejected(
-                grpc.StatusCode.UNAUTHENTICATED, "no_client_cert", "a client certificate is required"
+                grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CLIENT_CERT, "a client certificate is required"
             )
         return bytes(pems[0])
 
@@ -213,7 +216,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         assert self._operators is not None
         needed = self._operators.roles.get(method)
         if needed is None:  # a method nobody listed: nobody may call it
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "method_not_allowed", "method not allowed")
+            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, Reason.METHOD_NOT_ALLOWED, "method not allowed")
         check_role(auth.operator, needed, method.rsplit("/", 1)[-1])
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
@@ -244,7 +247,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if not self._limiter.acquire(who):
             raise Rejected(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "too_many_calls",
+                Reason.TOO_MANY_CALLS,
                 f"too many concurrent calls for this {kind} (limit {self._limiter.limit})",
             )
 

@@ -35,6 +35,7 @@ import soundfile
 from aiohttp import web
 
 from auth.operators import Role
+from auth.reasons import Reason
 from comms import admin_pb2 as apb
 from comms.audio_format import SAMPLE_RATE
 from comms.tasks import cancel_and_wait
@@ -176,7 +177,9 @@ class Console:
                 raise BadParameter("the form could not be read; reload the page and try again") from exc
             request[FORM] = form
             if not session.csrf_ok(str(form.get("csrf", ""))):
-                await self.admin.calls.console_event(request[CALL], "console:" + request.path, "csrf")
+                await self.admin.calls.console_event(
+                    request[CALL], "console:" + request.path, Reason.CONSOLE_CSRF
+                )
                 return self._page("message.html", 403, title="Refused", message=CSRF_TEXT)
         return await handler(request)
 
