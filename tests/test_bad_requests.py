@@ -126,8 +126,6 @@ async def test_a_newer_audio_stream_replaces_the_older(
 async def test_one_refused_client_cannot_flood_the_log(
     server: AudioServer, pki: EphemeralPki, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a budget of its own: earlier tests' refusals from this host may have spent the shared one
-    monkeypatch.setattr(interceptor, "_rejections_log", SampledLog())
     caplog.set_level(logging.WARNING, logger="server.interceptor")
     # A fresh sampler: the process-wide one may still hold a window other tests' refusals filled.
     monkeypatch.setattr(interceptor, "_rejections_log", SampledLog())

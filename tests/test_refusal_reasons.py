@@ -47,6 +47,9 @@ ELSEWHERE: dict[Reason, str] = {
     Reason.STORE_UNAVAILABLE: (
         "tests/test_store_faults.py::test_a_store_that_fails_reads_refuses_streams_with_unavailable"
     ),
+    Reason.MALFORMED_REQUEST: (
+        "tests/test_operator_robustness.py::test_unparseable_bytes_on_every_method_are_refused_counted_and_audited"
+    ),
     Reason.CONSOLE_CSRF: (
         "tests/test_console.py::test_a_viewer_sees_no_actions_and_a_hand_made_post_is_refused_and_audited"
     ),

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     NO_CLIENT_CERT = "no_client_cert"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_MANY_CALLS = "too_many_calls"
+    MALFORMED_REQUEST = "malformed_request"  # audited: an operator request whose bytes do not parse
     CONSOLE_CSRF = "csrf"  # audited (the console's refusal of a POST without its CSRF token)
 
 

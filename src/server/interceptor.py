@@ -270,7 +270,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             yield
         except MalformedRequest as exc:  # bytes that do not parse: refused, counted and audited too
             if not exc.audited:
-                malformed = Rejected(grpc.StatusCode.INVALID_ARGUMENT, "malformed_request", BAD_MESSAGE_TEXT)
+                malformed = Rejected(
+                    grpc.StatusCode.INVALID_ARGUMENT, Reason.MALFORMED_REQUEST, BAD_MESSAGE_TEXT
+                )
                 await self._operators.on_refused(method, malformed, auth, request_id)
             raise
         finally:

@@ -19,6 +19,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from auth.operators import Role
+from auth.reasons import Reason
 from server import metrics
 from server.audit import AuditEvent, AuditLog
 from server.authn import OperatorAuth
@@ -170,7 +171,7 @@ class OperatorCalls:
             raise
         except MalformedRequest as exc:  # a streamed request message that does not parse
             invalid = grpc.StatusCode.INVALID_ARGUMENT
-            note.parameters["reason"] = "malformed_request"
+            note.parameters["reason"] = Reason.MALFORMED_REQUEST.value
             await self._write(call.auth, action, invalid, BAD_MESSAGE_TEXT, call.request_id, note)
             metrics.ADMIN_CALLS.labels(method=action, code=invalid.name).inc()
             exc.audited = True
