@@ -29,7 +29,7 @@ from bench.bench_scale import free_port, wait_listening
 from comms import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
-from server.leds import MODE_LEDS, OFF
+from server.devices.leds import MODE_LEDS, OFF
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 60

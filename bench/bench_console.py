@@ -25,7 +25,7 @@ from comms import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
 from server.app import start_server
-from server.settings import ServerSettings
+from server.runtime.settings import ServerSettings
 
 PRESSES = 40
 MODES = 5

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from server import metrics
 from server.app import start_server
-from server.settings import ServerSettings
+from server.runtime.settings import ServerSettings
 
 
 def counters() -> dict[str, float]:

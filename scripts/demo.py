@@ -30,7 +30,7 @@ from auth.tls import load_tls_material  # noqa: E402
 from comms.audio_format import FRAME_SECONDS  # noqa: E402
 from device.audio_sink import RecordingSink  # noqa: E402
 from device.client import DeviceClient  # noqa: E402
-from server.leds import LED1_IDLE, LED1_PLAYING, MODE_LEDS, MODE_PALETTE  # noqa: E402
+from server.devices.leds import LED1_IDLE, LED1_PLAYING, MODE_LEDS, MODE_PALETTE  # noqa: E402
 
 MODE, STOP, PLAY = 1, 2, 3
 SHAPES = ("square", "rhomboid", "triangle", "circle")

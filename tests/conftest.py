@@ -14,8 +14,8 @@ from auth.tls import TlsMaterial
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
 from server.app import AudioServer, start_server
-from server.audio_library import AudioLibrary, load_library
-from server.settings import ServerSettings
+from server.audio.library import AudioLibrary, load_library
+from server.runtime.settings import ServerSettings
 from tests.helpers import EphemeralPki
 from tests.redis_server import RedisServer
 

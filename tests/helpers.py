@@ -83,7 +83,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval
 
 def mode_of(leds: list[int]) -> int | None:
     """Read the mode back from led_2..led_5 using the documented LED table."""
-    from server.leds import MODE_LEDS, MODE_PALETTE
+    from server.devices.leds import MODE_LEDS, MODE_PALETTE
 
     lit = [(i, c) for i, c in enumerate(leds[2:6]) if c]
     if len(lit) != 1:

@@ -23,7 +23,7 @@ from comms import comms_pb2_grpc as pb_grpc
 from comms.audio_format import SAMPLE_RATE
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
-from server.operator_calls import METHOD_ROLES
+from server.operator.calls import METHOD_ROLES
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import (
     MODE,

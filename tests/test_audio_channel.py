@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from comms import comms_pb2 as pb
-from server.audio_channel import AudioChannel, end_marker
+from server.audio.channel import AudioChannel, end_marker
 from tests.helpers import sample
 
 LATE = 10.0  # seconds in the past: far beyond the 0.2 s bound

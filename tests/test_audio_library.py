@@ -11,8 +11,8 @@ import pytest
 import soundfile
 
 from comms.audio_format import SAMPLE_RATE, SAMPLES_PER_FRAME
-from server import opus_codec
-from server.audio_library import AudioLibrary, load_library, read_audio_file
+from server.audio import opus as opus_codec
+from server.audio.library import AudioLibrary, load_library, read_audio_file
 from tests.helpers import best_correlation
 
 
@@ -105,7 +105,7 @@ def test_missing_content_dir_is_reported(tmp_path: Path, caplog: pytest.LogCaptu
 
 
 def test_read_audio_file_missing(tmp_path: Path) -> None:
-    from server.audio_library import ContentError
+    from server.audio.library import ContentError
 
     with pytest.raises(ContentError, match="not found"):
         read_audio_file(tmp_path / "x.wav")

@@ -8,9 +8,9 @@ import contextlib
 
 import pytest
 
-from server import audit as audit_module
-from server.audit import AuditEvent, AuditLog
-from server.shared_data import MemoryData
+from server.operator import audit as audit_module
+from server.operator.audit import AuditEvent, AuditLog
+from server.state.shared_data import MemoryData
 from tests.helpers import wait_for
 
 

@@ -245,7 +245,7 @@ async def test_rejection_message_is_clear(server: AudioServer, pki: EphemeralPki
 
 
 async def test_handler_refuses_to_run_without_the_interceptor() -> None:
-    from server.interceptor import current_auth
+    from server.access.interceptor import current_auth
 
     with pytest.raises(RuntimeError, match="outside the auth interceptor"):
         current_auth()

@@ -16,7 +16,8 @@ from auth.tls import channel_credentials
 from comms import comms_pb2 as pb
 from comms import comms_pb2_grpc as pb_grpc
 from comms.log_sampling import SampledLog
-from server import interceptor, metrics
+from server import metrics
+from server.access import interceptor
 from server.app import AudioServer
 from tests.conftest import Connect
 from tests.helpers import MODE, PLAY, EphemeralPki, auth_failures, counted_since, open_session, wait_for
@@ -126,7 +127,7 @@ async def test_a_newer_audio_stream_replaces_the_older(
 async def test_one_refused_client_cannot_flood_the_log(
     server: AudioServer, pki: EphemeralPki, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="server.interceptor")
+    caplog.set_level(logging.WARNING, logger="server.access.interceptor")
     # A fresh sampler: the process-wide one may still hold a window other tests' refusals filled.
     monkeypatch.setattr(interceptor, "_rejections_log", SampledLog())
     tls = pki.device_tls("acme", "noisy")

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from server.bus import COMMAND, BusMessage, RedisBus
-from server.bus_dispatch import KeyedDispatcher
+from server.fleet.bus import COMMAND, BusMessage, RedisBus
+from server.fleet.bus_dispatch import KeyedDispatcher
 from tests.helpers import sample, wait_for
 from tests.redis_server import RedisServer
 

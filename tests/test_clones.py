@@ -14,9 +14,9 @@ from device.backoff import Backoff
 from device.client import DeviceClient
 from device.connection import ConnectionManager
 from server.app import AudioServer
-from server.commands import Command
-from server.registry import CLONE_SUPERSEDES
-from server.state_machine import Button
+from server.devices.commands import Command
+from server.devices.registry import CLONE_SUPERSEDES
+from server.devices.state_machine import Button
 from tests.helpers import EphemeralPki, sample, wait_for
 
 CLONE_RETRY_S = 3600.0

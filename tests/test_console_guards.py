@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from server.app import AudioServer
-from server.console import sessions as console_sessions
-from server.console import web as console_web
+from server.operator.console import sign_in as console_sessions
+from server.operator.console import web as console_web
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, wait_for
 from tests.test_console import _csrf, login_link

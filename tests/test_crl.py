@@ -18,11 +18,11 @@ from auth import pki as pki_lib
 from auth.errors import RevocationListMissing, RevocationListOlder
 from auth.revocation import RevocationList, read_revocations, revoke
 from comms.tasks import cancel_and_wait
+from server.access.crl_record import CrlRecorder, remember, remembered
+from server.access.trust import CRL_PROBLEM
 from server.app import AudioServer, start_server
-from server.audio_library import AudioLibrary
-from server.crl_record import CrlRecorder, remember, remembered
-from server.shared_data import MemoryData
-from server.trust import CRL_PROBLEM
+from server.audio.library import AudioLibrary
+from server.state.shared_data import MemoryData
 from tests.conftest import ServerFactory, make_settings
 from tests.helpers import EphemeralPki, reload_attempt, sample, wait_for
 from tests.test_entrypoint import ENV

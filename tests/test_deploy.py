@@ -104,9 +104,9 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
         "device/client.py",
         "comms/admin_pb2.py",
         "admin/cli.py",
-        "server/console/templates/fleet.html",  # the console's templates and static files ship too
-        "server/console/static/console.js",
-        "server/console/static/console.css",
+        "server/operator/console/templates/fleet.html",  # the console's templates and static files ship too
+        "server/operator/console/static/console.js",
+        "server/operator/console/static/console.css",
     ):
         assert package in names, package
     assert not [n for n in names if n.endswith((".key", ".pem"))]
@@ -250,7 +250,7 @@ def test_probes_use_the_plaintext_health_port() -> None:
 def test_liveness_never_follows_the_store() -> None:
     """Startup and liveness ask the liveness name (a Redis outage must not restart every pod);
     readiness asks the overall status, which does follow the store."""
-    from server.ops import HEALTH_SERVICE_NAMES, LIVENESS_SERVICE
+    from server.runtime.probes import HEALTH_SERVICE_NAMES, LIVENESS_SERVICE
 
     (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
@@ -287,7 +287,7 @@ def test_termination_grace_exceeds_the_drain() -> None:
 
 
 def test_config_map_settings_exist() -> None:
-    from server.settings import ServerSettings
+    from server.runtime.settings import ServerSettings
 
     for key in by_kind("ConfigMap")["data"]:
         assert key.removeprefix("AUDIO_SERVER_").lower() in ServerSettings.model_fields, key

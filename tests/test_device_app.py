@@ -21,9 +21,9 @@ from device.backoff import Backoff
 from device.connection import LinkState
 from device.gpio import HOLD, PRESS, RELEASE, rgba_to_rgb
 from device.settings import DeviceSettings
-from server import leds
 from server.app import AudioServer
-from server.audio_library import AudioLibrary
+from server.audio.library import AudioLibrary
+from server.devices import leds
 from tests.conftest import ServerFactory
 from tests.helpers import EphemeralPki, best_correlation, free_port, wait_for
 from tests.test_service_e2e import BARRIER_POLL_S, status_round_trip
@@ -221,7 +221,7 @@ async def test_token_is_refreshed_before_expiry(server_factory: ServerFactory, p
 async def test_missing_ack_triggers_a_reconnect(
     server: AudioServer, pki: EphemeralPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.controller import DeviceController
+    from server.devices.controller import DeviceController
 
     real_press = DeviceController.press
 

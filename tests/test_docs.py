@@ -8,8 +8,8 @@ import pytest
 
 from admin.settings import AdminSettings
 from device.settings import DeviceSettings
-from server import leds
-from server.settings import ServerSettings
+from server.devices import leds
+from server.runtime.settings import ServerSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -16,7 +16,7 @@ import pytest
 
 from comms.cli import SettingsError, load_settings
 from device.settings import DeviceSettings
-from server.settings import ServerSettings
+from server.runtime.settings import ServerSettings
 from tests.conftest import Connect
 from tests.helpers import MODE, PLAY, EphemeralPki, free_port, wait_for
 

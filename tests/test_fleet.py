@@ -17,9 +17,9 @@ from auth.identity import Identity
 from auth.revocation import revoke
 from device.client import DeviceClient
 from server.app import AudioServer
-from server.commands import Command
-from server.device_view import DeviceView
-from server.fleet import DeviceOffline
+from server.devices.commands import Command
+from server.fleet.device_view import DeviceView
+from server.fleet.node import DeviceOffline
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
 from tests.redis_server import RedisServer

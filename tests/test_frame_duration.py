@@ -9,7 +9,7 @@ import jwt
 from comms.audio_format import BYTES_PER_SAMPLE
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
-from server.audio_library import AudioLibrary
+from server.audio.library import AudioLibrary
 from tests.conftest import Connect
 from tests.helpers import MODE, PLAY, STOP, best_correlation, wait_for
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.leds import LED1_IDLE, LED1_PLAYING, MAX_MODES, OFF, leds_for, mode_leds, rgba
+from server.devices.leds import LED1_IDLE, LED1_PLAYING, MAX_MODES, OFF, leds_for, mode_leds, rgba
 from tests.helpers import mode_of
 
 

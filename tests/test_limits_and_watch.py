@@ -7,7 +7,7 @@ import pytest
 
 from auth.identity import Identity
 from server.limits import CallLimiter, TokenBucket
-from server.watch import FileWatcher
+from server.runtime.watch import FileWatcher
 
 
 class Clock:

@@ -16,8 +16,8 @@ import pytest
 
 from auth.identity import Identity
 from comms.logfmt import FieldSafeLogger
-from server.audit import AuditEvent, audit_log_fields
-from server.device_session import DeviceSession
+from server.devices.live_session import DeviceSession
+from server.operator.audit import AuditEvent, audit_log_fields
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -149,7 +149,7 @@ async def test_an_upload_at_the_size_limit_is_accepted_and_one_byte_more_refused
 async def test_a_call_refused_because_the_store_is_down_is_audited_in_the_log_and_later_in_the_store(
     server_factory: ServerFactory, admin: Admin, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="server.audit")
+    caplog.set_level(logging.INFO, logger="server.operator.audit")
     redis = RedisServer(tmp_path / "redis", durable=True).start()
     try:
         app = await server_factory(state_backend="redis", redis_url=redis.url, store_retry_s=0.05)

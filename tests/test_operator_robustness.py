@@ -23,11 +23,11 @@ from auth import pki as pki_lib
 from auth.identity import DEFAULT_TRUST_DOMAIN
 from auth.operators import OperatorIdentity, Role, operator_subject
 from comms import admin_pb2 as apb
-from server.admin_service import FleetAdmin
+from server.access.interceptor import BAD_MESSAGE_TEXT
 from server.app import AudioServer
-from server.console import live
-from server.console.web import SECURITY_HEADERS
-from server.interceptor import BAD_MESSAGE_TEXT
+from server.operator.api import FleetAdmin
+from server.operator.console import live
+from server.operator.console.web import SECURITY_HEADERS
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, sample, wait_for
 from tests.test_admin_api import refused, wav_bytes

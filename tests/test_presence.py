@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from auth.identity import Identity
-from server.presence import RedisPresence, presence_key
+from server.fleet.presence import RedisPresence, presence_key
 from tests.redis_server import RedisServer
 
 DEVICE = Identity("acme", "dev-1")

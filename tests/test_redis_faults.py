@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from auth.identity import Identity
-from server.device_view import DeviceView
+from server.fleet.device_view import DeviceView
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
 from tests.redis_server import RedisServer
@@ -84,7 +84,7 @@ async def test_a_killed_nodes_devices_read_offline_within_the_lease(
 
     from device.audio_sink import RecordingSink
     from device.client import DeviceClient
-    from server.presence import RedisPresence
+    from server.fleet.presence import RedisPresence
     from tests.helpers import free_port
 
     port = free_port()
@@ -143,7 +143,7 @@ async def test_right_after_an_outage_longer_than_the_lease_operators_reach_live_
     import redis.asyncio as aioredis
 
     from comms import admin_pb2 as apb
-    from server.presence import presence_key
+    from server.fleet.presence import presence_key
     from tests.test_admin_api import ref
     from tests.test_fleet import held_by
 
@@ -180,7 +180,7 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
 
     from comms import admin_pb2 as apb
     from server.errors import STORE_UNAVAILABLE_TEXT
-    from server.operator_calls import LEAST_ROLE
+    from server.operator.calls import LEAST_ROLE
     from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes
 
     redis = RedisServer(tmp_path / "redis").start()

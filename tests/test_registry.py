@@ -8,12 +8,12 @@ import grpc
 import pytest
 
 from auth.identity import Identity
-from server.audio_library import AudioLibrary
-from server.audio_player import FrameClock
-from server.registry import DeviceRegistry
-from server.state_machine import ConnectionLost, Event
-from server.store import MemoryStore
-from server.store_guard import StoreGuard
+from server.audio.library import AudioLibrary
+from server.audio.player import FrameClock
+from server.devices.registry import DeviceRegistry
+from server.devices.state_machine import ConnectionLost, Event
+from server.state.guard import StoreGuard
+from server.state.store import MemoryStore
 from tests.helpers import connected, sample
 
 DEVICE = Identity("registry", "dev-1")

@@ -20,7 +20,7 @@ from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
 from comms import admin_pb2 as apb
 from server.app import AudioServer
-from server.watch import signature
+from server.runtime.watch import signature
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, reload_attempt, sample, wait_for
 from tests.test_ops import server_cert_serial

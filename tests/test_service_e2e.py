@@ -14,10 +14,10 @@ from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
-from server import leds
 from server.app import AudioServer
-from server.audio_library import AudioLibrary
-from server.store import DeviceRecord
+from server.audio.library import AudioLibrary
+from server.devices import leds
+from server.state.store import DeviceRecord
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, PLAY, STOP, best_correlation, mode_of, open_session, wait_for
 
@@ -394,7 +394,7 @@ async def test_status_answers_are_matched_to_requests_in_order(
 async def test_a_server_bug_ends_one_stream_with_a_generic_internal_error(
     server: AudioServer, connect: Connect, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from server.controller import DeviceController
+    from server.devices.controller import DeviceController
 
     async def broken(self: DeviceController, button: int, kind: int) -> None:
         raise RuntimeError("secret internal detail")
@@ -445,7 +445,7 @@ async def test_button_events_are_logged_by_name(
 ) -> None:
     import logging
 
-    caplog.set_level(logging.INFO, logger="server.servicer")
+    caplog.set_level(logging.INFO, logger="server.devices.streams")
     async with connect(server, "acme", "named") as client:
         await client.press(MODE)
         await client.press(PLAY)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.shared_data import SharedData, shared_data_for
-from server.store import DeviceStore
+from server.state.shared_data import SharedData, shared_data_for
+from server.state.store import DeviceStore
 from tests.test_store import store
 
 __all__ = ["store"]  # the fixture, shared with the device store's tests

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from device.simview import View, meaning, status_line, visible_length
-from server.leds import LED1_IDLE, LED1_PLAYING, MAX_MODES, leds_for
+from server.devices.leds import LED1_IDLE, LED1_PLAYING, MAX_MODES, leds_for
 
 POWER = 0x40FF4060
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.leds import LED1_IDLE, LED1_PLAYING, leds_for
-from server.state_machine import (
+from server.devices.leds import LED1_IDLE, LED1_PLAYING, leds_for
+from server.devices.state_machine import (
     Button,
     ButtonPressed,
     ConnectionLost,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from auth.identity import Identity
-from server.redis_store import RedisStore, device_key, redacted
-from server.store import DeviceStore, MemoryStore, SqliteStore, StateFileError, Telemetry
+from server.state.redis_store import RedisStore, device_key, redacted
+from server.state.store import DeviceStore, MemoryStore, SqliteStore, StateFileError, Telemetry
 
 A = Identity("acme", "dev-1")
 B = Identity("globex", "dev-1")

@@ -22,7 +22,7 @@ import pytest
 from auth.identity import Identity
 from server.app import AudioServer
 from server.errors import StoreUnavailable
-from server.store import SqliteStore, StateFileError
+from server.state.store import SqliteStore, StateFileError
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import (
     MODE,

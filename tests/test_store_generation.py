@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from auth.identity import Identity
 from comms import admin_pb2 as apb
 from server.app import AudioServer
-from server.store_generation import GENERATION_KEY, RESET_ACTION
+from server.runtime.store_reset import GENERATION_KEY, RESET_ACTION
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
 from tests.redis_server import RedisServer

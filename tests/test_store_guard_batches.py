@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from auth.identity import Identity
-from server.store import MemoryStore
-from server.store_guard import FLUSH_BATCH, StoreGuard
+from server.state.guard import FLUSH_BATCH, StoreGuard
+from server.state.store import MemoryStore
 from tests.helpers import wait_for
 
 BACKLOG = 6 * FLUSH_BATCH

@@ -13,9 +13,9 @@ import pytest
 from auth.identity import Identity
 from server.app import AudioServer
 from server.errors import STORE_UNAVAILABLE_TEXT
-from server.ops import LIVENESS_SERVICE
-from server.redis_store import RedisStore
-from server.store_guard import StoreGuard
+from server.runtime.probes import LIVENESS_SERVICE
+from server.state.guard import StoreGuard
+from server.state.redis_store import RedisStore
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, free_port, mode_of, wait_for
 from tests.redis_server import RedisServer

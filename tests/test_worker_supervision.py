@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from server import metrics
-from server.ops import LIVENESS_SERVICE
-from server.workers import Supervisor, Worker
+from server.runtime.probes import LIVENESS_SERVICE
+from server.runtime.workers import Supervisor, Worker
 from tests.conftest import make_settings
 from tests.helpers import EphemeralPki, wait_for
 from tests.test_ops import NOT_SERVING, SERVING, health_status

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from auth.identity import Identity
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
-from server.presence import RedisPresence
+from server.fleet.presence import RedisPresence
 from tests.helpers import MODE, EphemeralPki, free_port, mode_of, wait_for
 from tests.redis_server import RedisServer
 from tests.test_ops import SERVING, health_status

@@ -15,7 +15,7 @@ import pytest
 from auth.identity import Identity
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
-from server.registry import STALLED_MESSAGE
+from server.devices.registry import STALLED_MESSAGE
 from tests.conftest import ServerFactory
 from tests.helpers import MODE, PLAY, EphemeralPki, sample, wait_for
 
@@ -47,7 +47,7 @@ def small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_an_audio_stream_that_is_not_read_ends_the_session_after_the_write_timeout(
     server_factory: ServerFactory, pki: EphemeralPki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="server.registry")
+    caplog.set_level(logging.WARNING, logger="server.devices.registry")
     app = await server_factory(audio_write_timeout_s=WRITE_TIMEOUT_S)
     identity = Identity("acme", "deaf")
     device = NotReadingAudio(f"127.0.0.1:{app.port}", pki.device_tls("acme", "deaf"), RecordingSink())

@@ -23,9 +23,9 @@ from comms.cli import parse_settings
 from comms.logfmt import configure_logging
 from comms.tasks import cancel_and_wait
 from server.app import start_server
-from server.settings import ServerSettings
-from server.store import StateFileError
-from server.workers import HEALTH_LINE, Supervisor
+from server.runtime.settings import ServerSettings
+from server.runtime.workers import HEALTH_LINE, Supervisor
+from server.state.store import StateFileError
 
 log = logging.getLogger("server")
 

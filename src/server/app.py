@@ -18,20 +18,27 @@ from comms import comms_pb2_grpc as pb_grpc
 from comms import session_pb2_grpc as spb_grpc
 from comms.tasks import cancel_and_wait
 from server import metrics
-from server.admin_service import FleetAdmin
-from server.audio_library import AudioLibrary, load_library
-from server.audio_player import FrameClock
-from server.audit import AuditLog
-from server.authn import Authenticator
-from server.bus import FleetBus, InProcessBus, RedisBus
-from server.console.sessions import ConsoleSessions
-from server.console.web import Console
-from server.crl_record import CrlRecorder, check_crl_at_start
-from server.fleet import Fleet
-from server.handshakes import HandshakeMonitor
-from server.interceptor import AuthInterceptor
+from server.access.authn import Authenticator
+from server.access.crl_record import CrlRecorder, check_crl_at_start
+from server.access.handshakes import HandshakeMonitor
+from server.access.interceptor import AuthInterceptor
+from server.access.tls_reload import ReloadingServerTls
+from server.access.trust import TrustState
+from server.audio.library import AudioLibrary, load_library
+from server.audio.player import FrameClock
+from server.audio.tenant_sounds import TenantSounds
+from server.devices.registry import SHUTDOWN_MESSAGE, DeviceRegistry
+from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
+from server.devices.streams import DeviceService, StreamPolicy
+from server.fleet.bus import FleetBus, InProcessBus, RedisBus
+from server.fleet.node import Fleet
+from server.fleet.presence import LocalPresence, Presence, RedisPresence
 from server.limits import CallLimiter
-from server.ops import (
+from server.operator.api import FleetAdmin
+from server.operator.audit import AuditLog
+from server.operator.console.sign_in import ConsoleSessions
+from server.operator.console.web import Console
+from server.runtime.probes import (
     DEVICE_SERVICE,
     SESSION_SERVICE,
     HealthServer,
@@ -41,22 +48,15 @@ from server.ops import (
     start_health_server,
     start_metrics_server,
 )
-from server.presence import LocalPresence, Presence, RedisPresence
-from server.redis_store import RedisStore
-from server.registry import SHUTDOWN_MESSAGE, DeviceRegistry
-from server.servicer import DeviceService, StreamPolicy
-from server.session_service import CREATE_SESSION_METHOD, SessionService
-from server.settings import ServerSettings
-from server.shared_data import shared_data_for
-from server.store import DeviceStore, MemoryStore, SqliteStore
-from server.store_generation import GenerationCheckedStore, StoreGeneration
-from server.store_guard import StoreGuard
-from server.store_probe import StoreProbe, store_where
+from server.runtime.settings import ServerSettings
+from server.runtime.store_probe import StoreProbe, store_where
+from server.runtime.store_reset import GenerationCheckedStore, StoreGeneration
+from server.runtime.watch import FileWatcher
+from server.state.guard import StoreGuard
+from server.state.redis_store import RedisStore
+from server.state.shared_data import shared_data_for
+from server.state.store import DeviceStore, MemoryStore, SqliteStore
 from server.supervision import supervise
-from server.tenant_sounds import TenantSounds
-from server.tls_reload import ReloadingServerTls
-from server.trust import TrustState
-from server.watch import FileWatcher
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Who is calling: the one interceptor, certificate and token checks, trust material, server TLS."""

@@ -1,0 +1,101 @@
+"""Who is calling, decided from the TLS peer certificate and the session token.
+
+No gRPC plumbing here (that is the interceptor's job): given the peer
+certificate PEM and the token, return a ``CallAuth`` or raise an ``AuthError``
+whose class says which status code it maps to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from auth.errors import CertificateRevoked, DeviceRevoked, MalformedIdentity, SessionSuperseded
+from auth.identity import Identity
+from auth.operators import OperatorIdentity
+from auth.profile import device_identity, operator_identity
+from auth.tokens import Claims, certificate_thumbprint, check_binding, verify_token
+from server.access.trust import TrustState
+from server.errors import DEVICE_REVOKED_TEXT
+from server.state.store import DeviceRecord
+
+RecordLookup = Callable[[Identity], Awaitable[DeviceRecord | None]]
+
+
+@dataclass(frozen=True)
+class CallAuth:
+    """The verified facts about one call, handed to its handler."""
+
+    identity: Identity
+    cert_serial: int
+    thumbprint: str
+    claims: Claims | None = None  # None for calls authenticated by mTLS alone
+    cert_expires: float = 0.0  # notAfter, wall clock
+
+    @property
+    def session_id(self) -> str | None:
+        return self.claims.session_id if self.claims else None
+
+
+@dataclass(frozen=True)
+class OperatorAuth:
+    """The verified facts about one operator call."""
+
+    operator: OperatorIdentity
+    cert_serial: int
+    spiffe_id: str
+    cert_expires: float = 0.0  # notAfter, wall clock (0: unknown): a console session never outlives it
+
+
+class Authenticator:
+    def __init__(self, trust_domain: str, trust: TrustState, current_record: RecordLookup) -> None:
+        self._trust_domain = trust_domain
+        self._trust = trust
+        self._current_record = current_record
+
+    def _certificate(self, pem: bytes) -> x509.Certificate:
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise MalformedIdentity("peer certificate could not be parsed") from None
+        return cert
+
+    def peer(self, pem: bytes) -> CallAuth:
+        """Identity of a TLS-verified certificate that follows the device profile and is not revoked."""
+        cert = self._certificate(pem)
+        identity = device_identity(cert, self._trust.issuers, self._trust_domain)
+        if self._trust.is_revoked(cert.serial_number):
+            raise CertificateRevoked("device certificate is revoked")
+        return CallAuth(
+            identity,
+            cert.serial_number,
+            certificate_thumbprint(cert),
+            cert_expires=cert.not_valid_after_utc.timestamp(),
+        )
+
+    def operator(self, pem: bytes) -> OperatorAuth:
+        """An operator certificate: the operator profile, not revoked (CRL), role as the CA signed it."""
+        cert = self._certificate(pem)
+        operator = operator_identity(cert, self._trust.issuers, self._trust_domain)
+        if self._trust.is_revoked(cert.serial_number):
+            raise CertificateRevoked("operator certificate is revoked")
+        return OperatorAuth(
+            operator,
+            cert.serial_number,
+            operator.spiffe_id(self._trust_domain),
+            cert.not_valid_after_utc.timestamp(),
+        )
+
+    async def session(self, peer: CallAuth, token: str | None) -> CallAuth:
+        """The token must verify, belong to this certificate, and name the device's current session;
+        the device must not be on the operator deny-list."""
+        claims = verify_token(token, self._trust.keys, self._trust.policy)
+        check_binding(claims, peer.identity, peer.thumbprint)
+        record = await self._current_record(peer.identity)
+        if record is not None and record.revoked:
+            raise DeviceRevoked(DEVICE_REVOKED_TEXT)
+        if claims.session_id != (record.session_id if record else None):
+            raise SessionSuperseded("session was superseded by a newer one: create a new session")
+        return CallAuth(peer.identity, peer.cert_serial, peer.thumbprint, claims, peer.cert_expires)

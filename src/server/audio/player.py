@@ -1,0 +1,220 @@
+"""Real-time playback of every device's sounds, independent of whether an audio stream is open.
+
+* ``FrameClock``: one timer for the whole server. Every tick (half a frame) it
+  offers each playing sound the packets that are due (one 20 ms packet per
+  20 ms, sent ``lead`` ahead of real time). One timer instead of one per
+  device keeps hundreds of streams cheap.
+* ``Player``: one device's sound. Start offers the lead packets at once (Play
+  is heard promptly); Stop removes the sound from the clock, drops what is
+  still queued and sends a one-frame fade-out carrying ``is_end``, so the
+  device hears the sound end within one frame.
+* ``AudioChannel`` (audio_channel.py): the queue between a player and the
+  device's ServerAudioStream, kept at the live edge; the timeline runs (and
+  finishes) even with no channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from comms import comms_pb2 as pb
+from comms.audio_format import FRAME_MS, FRAME_SECONDS
+from comms.tasks import cancel_and_wait
+from server import metrics
+from server.audio.channel import AudioChannel
+from server.audio.library import Clip
+from server.supervision import HealthCallback, supervise
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = FRAME_SECONDS / 2
+
+
+class Sound:
+    """One playing sound: its clip, its schedule and how far it got."""
+
+    __slots__ = ("clip", "encoding", "end_sent", "frame_s", "player", "position", "sound_id", "t0")
+
+    def __init__(
+        self, player: Player, sound_id: int, clip: Clip, t0: float, frame_ms: int = FRAME_MS
+    ) -> None:
+        self.player = player
+        self.sound_id = sound_id
+        self.clip = clip
+        self.encoding = clip.encoding(frame_ms)  # 20 ms packets, or 60 ms for devices that asked
+        self.frame_s = self.encoding.frame_s
+        self.t0 = t0  # the sound's timeline origin: packet i is due at t0 + i·frame - lead
+        self.position = 0  # packets offered so far
+        self.end_sent = False
+
+    @property
+    def ends_at(self) -> float:
+        return self.t0 + len(self.encoding.packets) * self.frame_s
+
+    def advance(self, now: float, lead_s: float) -> tuple[int, int]:
+        """Offer every packet due by ``now``; return (offered, late)."""
+        messages = self.encoding.messages
+        frame_s = self.frame_s
+        last = len(messages) - 1
+        offered = late = 0
+        while self.position <= last:
+            due = self.t0 + self.position * frame_s - lead_s
+            if due > now:
+                break
+            if now - due > frame_s:
+                late += 1
+            index = self.position
+            self.position += 1
+            self.end_sent = index == last
+            self.player.offer(due + lead_s, messages[index])
+            offered += 1
+        return offered, late
+
+
+def count_packets(offered: int, late: int) -> None:
+    """Metrics in batches: one counter update per tick, not per packet."""
+    if offered:
+        metrics.AUDIO_PACKETS_SENT.inc(offered)
+    if late:
+        metrics.AUDIO_LATE_PACKETS.inc(late)
+
+
+class FrameClock:
+    """The one timer that paces every sound on this server. Owned by the app: start/close."""
+
+    def __init__(self, lead_s: float) -> None:
+        self.lead_s = lead_s
+        self._sounds: set[Sound] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, on_failing: HealthCallback | None = None) -> None:
+        self._task = asyncio.create_task(supervise("frame-clock", self._run, on_failing), name="frame-clock")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
+
+    def add(self, sound: Sound) -> None:
+        self._sounds.add(sound)
+        self._wake.set()
+
+    def discard(self, sound: Sound) -> None:
+        self._sounds.discard(sound)
+
+    def tick(self, now: float) -> None:
+        offered = late = 0
+        for sound in list(self._sounds):
+            sent, behind = sound.advance(now, self.lead_s)
+            offered, late = offered + sent, late + behind
+            if sound.end_sent and now >= sound.ends_at:
+                self._sounds.discard(sound)
+                sound.player.finished(sound)
+        count_packets(offered, late)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._sounds:
+                self._wake.clear()
+                await self._wake.wait()
+            self.tick(loop.time())
+            await asyncio.sleep(TICK_SECONDS)
+
+
+SoundFinishedCallback = Callable[[int], Coroutine[Any, Any, None]]
+
+
+class Player:
+    """One device's playback: at most one sound at a time, paced by the shared clock."""
+
+    def __init__(
+        self, clock: FrameClock, on_finished: SoundFinishedCallback, log_fields: dict[str, str]
+    ) -> None:
+        self._clock = clock
+        self._on_finished = on_finished
+        self._log_fields = log_fields
+        self._sound: Sound | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sink: AudioChannel | None = None
+        self.frame_ms = FRAME_MS  # what the device's audio stream asked for (its session's choice)
+
+    @property
+    def playing(self) -> int | None:
+        return self._sound.sound_id if self._sound else None
+
+    def attach(self, channel: AudioChannel) -> AudioChannel | None:
+        """Send packets to ``channel`` from now on; returns the channel it replaces, if any."""
+        previous, self.sink = self.sink, channel
+        return previous
+
+    def detach(self, channel: AudioChannel) -> None:
+        if self.sink is channel:
+            self.sink = None
+
+    def offer(self, due: float, packet: pb.AudioPacket) -> None:
+        """``packet`` is due at the device at loop time ``due``."""
+        if self.sink is not None:
+            self.sink.put(due, packet)
+
+    def start(self, sound_id: int, clip: Clip) -> None:
+        if self._sound is not None:
+            raise RuntimeError("start() while a sound is playing: stop it first")
+        now = asyncio.get_running_loop().time()
+        sound = Sound(self, sound_id, clip, t0=now, frame_ms=self.frame_ms)
+        self._sound = sound
+        count_packets(*sound.advance(now, self._clock.lead_s))  # the lead goes out at once
+        self._clock.add(sound)
+        metrics.SOUNDS_STARTED.inc()
+        log.info(
+            "sound.start",
+            extra={
+                **self._log_fields,
+                "sound": sound_id,
+                "clip": clip.name,
+                "seconds": round(clip.duration, 2),
+            },
+        )
+
+    def stop(self, sound_id: int, reason: str) -> None:
+        """End the sound now: off the clock, queued packets dropped, a fade-out with is_end sent."""
+        sound = self._sound
+        if sound is None or sound.sound_id != sound_id:
+            return
+        self._sound = None
+        self._clock.discard(sound)
+        if not sound.end_sent:
+            if self.sink is not None:
+                self.sink.discard_pending()
+            fade = sound.clip.fade_out_packet(sound.position, sound.encoding.frame_ms)
+            now = asyncio.get_running_loop().time()
+            self.offer(now, pb.AudioPacket(is_start=sound.position == 0, is_end=True, data=fade))
+        metrics.SOUNDS_STOPPED.labels(reason=reason).inc()
+        log.info(
+            "sound.stop",
+            extra={
+                **self._log_fields,
+                "sound": sound_id,
+                "reason": reason,
+                "at_s": round(sound.position * sound.frame_s, 2),
+            },
+        )
+
+    def finished(self, sound: Sound) -> None:
+        """Called by the clock at the sound's real end; the state machine hears of it in a task."""
+        if self._sound is not sound:
+            return
+        self._sound = None
+        log.info("sound.finished", extra={**self._log_fields, "sound": sound.sound_id})
+        task = asyncio.create_task(self._on_finished(sound.sound_id), name=f"finished-{sound.sound_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Take the sound off the clock and await the pending callbacks (owner's shutdown)."""
+        if self._sound is not None:
+            self._clock.discard(self._sound)
+            self._sound = None
+        await cancel_and_wait(*self._tasks)

@@ -1,0 +1,1 @@
+"""This node among the others: the bus, presence leases, commands and watches across replicas."""

@@ -1,0 +1,1 @@
+"""Shared state: device records by intent, one module per backend, the write guard, blobs and logs."""
