@@ -10,13 +10,15 @@ Figures (median / p99 over ``ROUNDS`` commands, printed, never asserted):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from admin.client import FleetClient
@@ -140,6 +142,40 @@ def start_server(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """Two server processes (nodes a and b) sharing one Redis: their device and operator ports."""
+
+    device_a: str
+    admin_a: str
+    device_b: str
+    admin_b: str
+
+
+@contextlib.contextmanager
+def two_replicas(root: Path, binary: str) -> Iterator[Replicas]:
+    """A Redis of our own (no persistence) and two servers on it, listening; all stopped afterwards."""
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    ports = [free_port() for _ in range(4)]
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    servers = [
+        start_server(root, url, "node-a", ports[0], ports[1]),
+        start_server(root, url, "node-b", ports[2], ports[3]),
+    ]
+    try:
+        for process, port in zip(servers, (ports[1], ports[3]), strict=True):
+            wait_listening(port, process)
+        yield Replicas(*(f"127.0.0.1:{port}" for port in ports))
+    finally:
+        for process in [*servers, redis]:
+            process.terminate()
+            process.wait()
+
+
 def run() -> None:
     print("\nOperator commands across replicas (2 server processes, 1 Redis, 1 device on A):")
     binary = shutil.which("redis-server")
@@ -151,33 +187,16 @@ def run() -> None:
         ca = server_pki(root)
         device = pki.issue_device_cert(ca, Identity("acme", "admin-1"), DEFAULT_TRUST_DOMAIN)
         operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.OPERATOR, "acme"))
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        ports = [free_port() for _ in range(4)]
-        url = f"redis://127.0.0.1:{redis_port}/0"
-        servers = [
-            start_server(root, url, "node-a", ports[0], ports[1]),
-            start_server(root, url, "node-b", ports[2], ports[3]),
-        ]
-        try:
-            for process, port in zip(servers, (ports[1], ports[3]), strict=True):
-                wait_listening(port, process)
+        with two_replicas(root, binary) as nodes:
             asyncio.run(
                 measure(
-                    f"127.0.0.1:{ports[0]}",
-                    f"127.0.0.1:{ports[1]}",
-                    f"127.0.0.1:{ports[3]}",
+                    nodes.device_a,
+                    nodes.admin_a,
+                    nodes.admin_b,
                     TlsMaterial(device.cert_pem(), device.key_pem(), ca.cert_pem()),
                     TlsMaterial(operator.cert_pem(), operator.key_pem(), ca.cert_pem()),
                 )
             )
-        finally:
-            for process in [*servers, redis]:
-                process.terminate()
-                process.wait()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import asyncio
 import io
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,8 +27,7 @@ from auth import pki
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
-from bench.bench_admin import percentile, server_pki, start_server, until
-from bench.bench_scale import free_port, wait_listening
+from bench.bench_admin import percentile, server_pki, two_replicas, until
 from comms import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
@@ -116,33 +114,16 @@ def run() -> None:
         loud = pki.issue_device_cert(ca, Identity("acme", LOUD), DEFAULT_TRUST_DOMAIN)
         other = pki.issue_device_cert(ca, Identity("acme", OTHER), DEFAULT_TRUST_DOMAIN)
         operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.OPERATOR, "acme"))
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        ports = [free_port() for _ in range(4)]
-        url = f"redis://127.0.0.1:{redis_port}/0"
-        servers = [
-            start_server(root, url, "node-a", ports[0], ports[1]),
-            start_server(root, url, "node-b", ports[2], ports[3]),
-        ]
-        try:
-            for process, port in zip(servers, (ports[1], ports[3]), strict=True):
-                wait_listening(port, process)
+        with two_replicas(root, binary) as nodes:
             asyncio.run(
                 measure(
-                    f"127.0.0.1:{ports[2]}",
-                    f"127.0.0.1:{ports[1]}",
+                    nodes.device_b,
+                    nodes.admin_a,
                     material(loud),
                     material(other),
                     material(operator),
                 )
             )
-        finally:
-            for process in [*servers, redis]:
-                process.terminate()
-                process.wait()
 
 
 if __name__ == "__main__":
