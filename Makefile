@@ -68,7 +68,7 @@ test: lint  ## lint, types, then the test suite (installs Debian's redis-server 
 bench: $(STAMP)  ## benchmarks, figures printed
 	$(PY) bench/run_all.py
 
-proto: $(STAMP)  ## regenerate src/comms from proto/
+proto: $(STAMP)  ## regenerate src/comms/gen from proto/
 	$(PY) scripts/gen_proto.py
 
 clean:  ## remove the venv, caches, var/ (device state) and demo output

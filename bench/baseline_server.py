@@ -17,8 +17,8 @@ from pathlib import Path
 import grpc
 
 from auth import pki
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
 
 PACKET = pb.AudioPacket(data=bytes(160))  # about a 64 kbit/s 20 ms Opus packet
 written = 0

@@ -28,7 +28,7 @@ from auth.keys import create_signing_key
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
 from bench.bench_scale import free_port, wait_listening
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
 from server.devices.leds import MODE_LEDS, OFF

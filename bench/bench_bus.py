@@ -28,7 +28,7 @@ from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
 from bench.bench_admin import percentile, server_pki, two_replicas, until
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
 

@@ -21,7 +21,7 @@ from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
 from bench.bench_admin import server_pki, until
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from device.audio_sink import NullSink
 from device.client import DeviceClient
 from server.app import start_server

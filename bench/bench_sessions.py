@@ -14,8 +14,8 @@ from auth.identity import Identity
 from auth.keys import create_signing_key, load_keyring
 from auth.tls import TlsMaterial, channel_credentials
 from auth.tokens import TokenPolicy, check_binding, issue_token, verify_token
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 
 CONCURRENCY = 8
 VERIFY_ROUNDS = 5000

@@ -18,11 +18,11 @@ from auth import pki
 from auth.identity import Identity
 from auth.keys import create_signing_key
 from auth.tls import TlsMaterial, channel_credentials
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
 from comms.audio_format import FRAME_SECONDS
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 
 MODE, STOP, PLAY = 1, 2, 3
 SUCCESS = pb.DeviceStatusResponse(status="success")

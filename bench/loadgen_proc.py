@@ -29,10 +29,10 @@ import grpc
 from auth import pki
 from auth.identity import Identity
 from auth.tls import TlsMaterial, channel_credentials
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 
 LATE_S = 0.050
 SUCCESS = pb.DeviceStatusResponse(status="success")

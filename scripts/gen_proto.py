@@ -1,4 +1,4 @@
-"""Regenerate src/comms from proto/*.proto (``make proto``).
+"""Regenerate src/comms/gen from proto/*.proto (``make proto``).
 
 Also used by the drift test: ``generate(out_dir)`` writes into any directory,
 so the test can compare a fresh generation with the committed files.
@@ -15,7 +15,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-OUT_DIR = ROOT / "src" / "comms"
+OUT_DIR = ROOT / "src" / "comms" / "gen"  # generated code only: readers and tools tell it apart
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -40,7 +40,7 @@ def generate(out_dir: Path) -> list[Path]:
     written = []
     for proto in protos:
         grpc_module = out_dir / f"{proto.stem}_pb2_grpc.py"
-        # protoc emits a top-level import; make it package-relative so `comms` is importable.
+        # protoc emits a top-level import; make it package-relative so `comms.gen` is importable.
         text = grpc_module.read_text()
         text = re.sub(rf"^import {proto.stem}_pb2 as", f"from . import {proto.stem}_pb2 as", text, flags=re.M)
         grpc_module.write_text(text)

@@ -17,7 +17,7 @@ from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.keys import create_signing_key
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
-from comms import comms_pb2 as pb
+from comms.gen import comms_pb2 as pb
 
 MODE, STOP, PLAY = 1, 2, 3  # BUTTON_2, BUTTON_3, BUTTON_4
 CONNECT = 0
@@ -116,8 +116,8 @@ def button_event(button: int, kind: int = pb.ButtonEvent.PRESS) -> pb.DeviceEven
 
 async def open_session(channel: object) -> tuple[tuple[str, str], ...]:
     """CreateSession on a raw channel; the metadata DeviceService calls then need."""
-    from comms import session_pb2 as spb
-    from comms import session_pb2_grpc as spb_grpc
+    from comms.gen import session_pb2 as spb
+    from comms.gen import session_pb2_grpc as spb_grpc
 
     response = await spb_grpc.SessionServiceStub(channel).CreateSession(spb.CreateSessionRequest())
     return (("authorization", f"Bearer {response.token}"),)

@@ -17,10 +17,10 @@ import soundfile
 
 from admin.client import FleetClient
 from auth.tls import TlsMaterial
-from comms import admin_pb2 as apb
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
 from comms.audio_format import SAMPLE_RATE
+from comms.gen import admin_pb2 as apb
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
 from server.operator.calls import METHOD_ROLES

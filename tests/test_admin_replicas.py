@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import (

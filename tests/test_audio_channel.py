@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from comms import comms_pb2 as pb
+from comms.gen import comms_pb2 as pb
 from server.audio.channel import AudioChannel, end_marker
 from tests.helpers import sample
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import soundfile
 
-from comms import comms_pb2 as pb
+from comms.gen import comms_pb2 as pb
 from device.audio_sink import RecordingSink
 from device.playback import JitterPlayer, PacedOutput
 from tests.test_playback import packets

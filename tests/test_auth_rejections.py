@@ -14,10 +14,10 @@ from cryptography import x509
 from auth import pki as pki_lib
 from auth.identity import Identity
 from auth.tls import TlsMaterial, channel_credentials
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 from server.app import AudioServer
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import (

@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from auth.tls import channel_credentials
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
 from comms.log_sampling import SampledLog
 from server import metrics
 from server.access import interceptor

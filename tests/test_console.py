@@ -25,7 +25,7 @@ from admin.client import FleetClient
 from auth import pki as pki_lib
 from auth.operators import OperatorIdentity, Role
 from auth.revocation import revoke
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
 from server.operator.console import sign_in as console_sessions

@@ -97,12 +97,12 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for package in (
-        "comms/comms_pb2.py",
-        "comms/session_pb2.py",
+        "comms/gen/comms_pb2.py",
+        "comms/gen/session_pb2.py",
         "auth/tokens.py",
         "server/app.py",
         "device/client.py",
-        "comms/admin_pb2.py",
+        "comms/gen/admin_pb2.py",
         "admin/cli.py",
         "server/operator/console/templates/fleet.html",  # the console's templates and static files ship too
         "server/operator/console/static/console.js",

@@ -163,9 +163,16 @@ async def test_after_a_bus_outage_a_session_superseded_elsewhere_meanwhile_is_en
     a, b = replicas
     async with connect(a, "acme", "fleet-1") as device:
         await held_by(a, device)
+        await wait_for(lambda: _open_streams(a) == {"status", "event", "audio"})  # none opens after the claim
         await b.store.claim_now(DEVICE, "newer-session")  # claimed on B; the SUPERSEDED message "lost"
         assert not device.ends
         a.fleet.resync()  # what the bus does when it is back
         await wait_for(lambda: len(device.ends) == 3, timeout=2)
         assert {end.code for end in device.ends.values()} == {grpc.StatusCode.ABORTED}
         assert "superseded" in device.ends["status"].details
+
+
+def _open_streams(app: AudioServer) -> set[str]:
+    controller = app.registry.controller(DEVICE)
+    session = controller.session if controller is not None else None
+    return {kind for kind, count in session.streams.items() if count} if session is not None else set()

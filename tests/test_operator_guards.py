@@ -16,7 +16,7 @@ import pytest
 import soundfile
 
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.app import AudioServer
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, wait_for

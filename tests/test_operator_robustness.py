@@ -22,7 +22,7 @@ from admin.client import FleetClient
 from auth import pki as pki_lib
 from auth.identity import DEFAULT_TRUST_DOMAIN
 from auth.operators import OperatorIdentity, Role, operator_subject
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.access.interceptor import BAD_MESSAGE_TEXT
 from server.app import AudioServer
 from server.operator.api import FleetAdmin

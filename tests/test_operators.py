@@ -22,8 +22,8 @@ from auth.operators import (
 )
 from auth.profile import check_issued_by, check_leaf
 from auth.tls import channel_credentials
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 from server.app import AudioServer
 from tests.helpers import EphemeralPki, auth_failures, counted_since
 from tests.test_auth_rejections import call_each_method

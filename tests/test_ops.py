@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from auth import pki as pki_lib
 from auth.identity import Identity
 from auth.tls import TlsMaterial, channel_credentials
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
 from server.app import AudioServer
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, PLAY, EphemeralPki, reload_attempt, wait_for

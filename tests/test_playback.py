@@ -5,8 +5,8 @@ from __future__ import annotations
 import opuslib
 import pytest
 
-from comms import comms_pb2 as pb
 from comms.audio_format import CHANNELS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from comms.gen import comms_pb2 as pb
 from device.playback import JitterPlayer
 
 SILENT_PCM = bytes(SAMPLES_PER_FRAME * 2)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from comms import comms_pb2 as pb
+from comms.gen import comms_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
     gen_proto = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen_proto)
     for fresh in gen_proto.generate(tmp_path):
-        committed = ROOT / "src" / "comms" / fresh.name
+        committed = ROOT / "src" / "comms" / "gen" / fresh.name
         assert committed.exists(), f"{committed} missing: run `make proto`"
         assert fresh.read_text() == committed.read_text(), f"{committed.name} is stale: run `make proto`"
 

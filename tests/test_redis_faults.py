@@ -142,7 +142,7 @@ async def test_right_after_an_outage_longer_than_the_lease_operators_reach_live_
 ) -> None:
     import redis.asyncio as aioredis
 
-    from comms import admin_pb2 as apb
+    from comms.gen import admin_pb2 as apb
     from server.fleet.presence import presence_key
     from tests.test_admin_api import ref
     from tests.test_fleet import held_by
@@ -178,7 +178,7 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
     from collections.abc import Awaitable, Callable
     from typing import Any
 
-    from comms import admin_pb2 as apb
+    from comms.gen import admin_pb2 as apb
     from server.errors import STORE_UNAVAILABLE_TEXT
     from server.operator.calls import LEAST_ROLE
     from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes

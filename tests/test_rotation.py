@@ -18,7 +18,7 @@ from auth import pki as pki_lib
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.app import AudioServer
 from server.runtime.watch import signature
 from tests.conftest import Admin, Connect, ServerFactory

@@ -29,10 +29,10 @@ from auth.keys import create_signing_key
 from auth.revocation import revoke
 from auth.tls import TlsMaterial, channel_credentials
 from auth.tokens import certificate_thumbprint
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 from device.client import DeviceClient
 from server.app import AudioServer
 from tests.conftest import Connect, ServerFactory

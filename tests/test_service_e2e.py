@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from auth.identity import Identity
-from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_SECONDS
+from comms.gen import comms_pb2 as pb
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
 from server.app import AudioServer
@@ -155,7 +155,7 @@ async def test_play_without_audio_stream_runs_the_timeline(
     server: AudioServer, pki: object, library: AudioLibrary
 ) -> None:
     from auth.tls import channel_credentials
-    from comms import comms_pb2_grpc as pb_grpc
+    from comms.gen import comms_pb2_grpc as pb_grpc
     from tests.helpers import button_event
 
     tls = pki.device_tls("acme", "no-audio")  # type: ignore[attr-defined]
@@ -373,7 +373,7 @@ async def test_status_answers_are_matched_to_requests_in_order(
 ) -> None:
     """A device that answers a SET with a state, or answers unasked, is counted; the stream lives on."""
     from auth.tls import channel_credentials
-    from comms import comms_pb2_grpc as pb_grpc
+    from comms.gen import comms_pb2_grpc as pb_grpc
     from server import metrics
 
     def count(kind: str) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from auth.identity import Identity
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.app import AudioServer
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import mode_of, wait_for

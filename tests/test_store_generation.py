@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from auth.identity import Identity
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.app import AudioServer
 from server.runtime.store_reset import GENERATION_KEY, RESET_ACTION
 from tests.conftest import Admin, Connect, ServerFactory

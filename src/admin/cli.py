@@ -29,8 +29,8 @@ from google.protobuf.message import Message
 from admin.client import FleetClient
 from admin.settings import AdminSettings
 from auth.errors import PkiError
-from comms import admin_pb2 as apb
 from comms.cli import parse_settings
+from comms.gen import admin_pb2 as apb
 
 PROG = "audio-admin"
 CHUNK = 256 * 1024

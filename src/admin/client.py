@@ -7,7 +7,7 @@ from types import TracebackType
 import grpc
 
 from auth.tls import TlsMaterial, channel_credentials
-from comms import admin_pb2_grpc as apb_grpc
+from comms.gen import admin_pb2_grpc as apb_grpc
 
 
 class FleetClient:

@@ -20,11 +20,11 @@ import grpc
 import opuslib
 
 from auth.tls import TlsMaterial, channel_credentials
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
 from comms.audio_format import CHANNELS, MAX_FRAME_SAMPLES, SAMPLE_RATE
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 from device.audio_sink import AudioSink
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ from typing import Literal
 
 import opuslib
 
-from comms import comms_pb2 as pb
 from comms.audio_format import (
     BYTES_PER_SAMPLE,
     CHANNELS,
@@ -36,6 +35,7 @@ from comms.audio_format import (
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
 )
+from comms.gen import comms_pb2 as pb
 from comms.tasks import cancel_and_wait
 from device.audio_sink import AudioSink
 

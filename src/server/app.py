@@ -13,9 +13,9 @@ from grpc_reflection.v1alpha import reflection
 
 from auth.errors import RevocationListError
 from auth.tokens import TokenPolicy
-from comms import admin_pb2_grpc as apb_grpc
-from comms import comms_pb2_grpc as pb_grpc
-from comms import session_pb2_grpc as spb_grpc
+from comms.gen import admin_pb2_grpc as apb_grpc
+from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import session_pb2_grpc as spb_grpc
 from comms.tasks import cancel_and_wait
 from server import metrics
 from server.access.authn import Authenticator

@@ -23,8 +23,8 @@ from collections import deque
 
 import numpy as np
 
-from comms import comms_pb2 as pb
 from comms.audio_format import SAMPLES_PER_FRAME
+from comms.gen import comms_pb2 as pb
 from server import metrics
 from server.audio.opus import encode_fade_out
 

@@ -19,8 +19,8 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
-from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_DURATIONS_MS, FRAME_MS, FRAME_SECONDS, SAMPLE_RATE, samples_per_frame
+from comms.gen import comms_pb2 as pb
 from server.audio.opus import Int16Pcm, encode_cached, encode_fade_out, to_int16
 from server.audio.synth import default_sound
 

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from comms import comms_pb2 as pb
 from comms.audio_format import FRAME_MS, FRAME_SECONDS
+from comms.gen import comms_pb2 as pb
 from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio.channel import AudioChannel

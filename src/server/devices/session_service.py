@@ -13,9 +13,9 @@ import grpc
 
 from auth.errors import AuthError
 from auth.tokens import bearer_token, issue_token, new_session_id
-from comms import session_pb2 as spb
-from comms import session_pb2_grpc as spb_grpc
 from comms.audio_format import FRAME_MS, LONG_FRAME_MS
+from comms.gen import session_pb2 as spb
+from comms.gen import session_pb2_grpc as spb_grpc
 from server import metrics
 from server.access.authn import Authenticator
 from server.access.interceptor import abort_rejected, current_auth

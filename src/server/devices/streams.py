@@ -19,9 +19,9 @@ import grpc
 from google.protobuf.message import Message
 
 from auth.errors import SessionSuperseded
-from comms import comms_pb2 as pb
-from comms import comms_pb2_grpc as pb_grpc
 from comms.audio_format import FRAME_MS
+from comms.gen import comms_pb2 as pb
+from comms.gen import comms_pb2_grpc as pb_grpc
 from server import metrics
 from server.access.interceptor import abort_rejected, current_auth
 from server.audio.channel import AudioChannel

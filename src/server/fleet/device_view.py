@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auth.identity import Identity
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.devices.leds import LED1_IDLE, LED1_PLAYING, MODE_PALETTE, OFF, leds_for
 from server.state.store import DeviceRecord
 

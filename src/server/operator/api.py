@@ -23,8 +23,8 @@ from google.protobuf.message import Message
 
 from auth.errors import InvalidIdentifier
 from auth.identity import MAX_ID_LENGTH, Identity, validate_id
-from comms import admin_pb2 as apb
-from comms import admin_pb2_grpc as apb_grpc
+from comms.gen import admin_pb2 as apb
+from comms.gen import admin_pb2_grpc as apb_grpc
 from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from comms import admin_pb2 as apb
+from comms.gen import admin_pb2 as apb
 from server.fleet.device_view import colour_name
 
 CERT_WARN_DAYS = 30

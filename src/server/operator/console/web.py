@@ -36,8 +36,8 @@ from aiohttp import web
 
 from auth.operators import Role
 from auth.reasons import Reason
-from comms import admin_pb2 as apb
 from comms.audio_format import SAMPLE_RATE
+from comms.gen import admin_pb2 as apb
 from comms.tasks import cancel_and_wait
 from server.access.interceptor import OperatorCall
 from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable
