@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import grpc
 
 STORE_UNAVAILABLE_TEXT = "state store unavailable; try again shortly"
+
+
+ERROR_TEXT_LIMIT = 200  # a log field, not a dump
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one bounded log field: its type and text. For our logs only, never a caller:
+    a store's error text may carry an internal address."""
+    return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with ``code`` and ``message``: grpc's ``abort`` raises, but is not typed so."""
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
 class ServerError(Exception):

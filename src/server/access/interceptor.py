@@ -39,7 +39,7 @@ from comms.log_sampling import SampledLog
 from server import metrics
 from server.access.authn import Authenticator, CallAuth, OperatorAuth
 from server.access.handshakes import HandshakeMonitor
-from server.errors import STORE_UNAVAILABLE_TEXT, MalformedRequest, StoreUnavailable
+from server.errors import STORE_UNAVAILABLE_TEXT, MalformedRequest, StoreUnavailable, abort
 from server.limits import CallLimiter
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ async def abort_rejected(
                 "suppressed": held_back,
             },
         )
-    await context.abort(rejected.code, rejected.message)
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+    await abort(context, rejected.code, rejected.message)
 
 
 @contextlib.contextmanager
@@ -335,15 +334,13 @@ async def _refuse_malformed(context: grpc.aio.ServicerContext, method: str) -> N
         log.warning(
             "request.malformed", extra={"method": method, "peer": context.peer(), "suppressed": held_back}
         )
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_MESSAGE_TEXT)
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+    await abort(context, grpc.StatusCode.INVALID_ARGUMENT, BAD_MESSAGE_TEXT)
 
 
 async def _store_unavailable(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
     """The call needed the state store and it is down: the caller may retry (readiness says so too)."""
     log.warning("request.store_unavailable", extra={"method": method})
-    await context.abort(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT)
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+    await abort(context, grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT)
 
 
 @contextlib.asynccontextmanager

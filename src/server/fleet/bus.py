@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from comms.tasks import cancel_and_wait
+from server.errors import describe
 from server.fleet.bus_dispatch import KeyedDispatcher
 from server.supervision import HealthCallback, supervise
 
@@ -142,7 +143,7 @@ class RedisBus(FleetBus):
                 await self._subscribed_loop(was_lost=lost)
             except (RedisError, OSError) as exc:
                 if not lost:
-                    log.warning("bus.lost", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+                    log.warning("bus.lost", extra={"error": describe(exc)})
                 lost = True
                 self._first_try.set()
                 await asyncio.sleep(RESUBSCRIBE_S)

@@ -39,7 +39,7 @@ from server.access.trust import TrustState
 from server.devices.commands import REVOKE, Command
 from server.devices.controller import DeviceController
 from server.devices.registry import DeviceRegistry, RegistryListener
-from server.errors import StoreUnavailable
+from server.errors import StoreUnavailable, describe
 from server.fleet.bus import CHANGED, COMMAND, REPLY, REVOKED, SUPERSEDED, BusMessage, FleetBus
 from server.fleet.device_view import DeviceView
 from server.fleet.presence import Presence, keep_leases
@@ -139,7 +139,7 @@ class Fleet(RegistryListener):
                 if held_back is not None:
                     log.warning(
                         "fleet.io_failed",
-                        extra={"error": f"{type(exc).__name__}: {exc}"[:200], "suppressed": held_back},
+                        extra={"error": describe(exc), "suppressed": held_back},
                     )
             finally:
                 self._outbox.task_done()

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auth.identity import Identity
+from server.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ async def keep_leases(presence: Presence, live: Callable[[], Iterable[Identity]]
             await presence.refresh(list(live()))
         except (RedisError, OSError) as exc:
             if not lost:
-                log.warning("presence.lost", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+                log.warning("presence.lost", extra={"error": describe(exc)})
             lost = True
             continue
         if lost:

@@ -29,7 +29,7 @@ from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command
 from server.devices.state_machine import Button
-from server.errors import StoreUnavailable
+from server.errors import StoreUnavailable, describe
 from server.fleet.device_view import DeviceView
 from server.fleet.node import DeviceOffline, Fleet, history_log
 from server.operator.audit import AuditFilter, AuditLog, BadPageToken
@@ -480,7 +480,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         except ApiError:
             raise
         except Exception as exc:
-            log.warning("admin.store_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            log.warning("admin.store_failed", extra={"error": describe(exc)})
             raise StoreUnavailable("state store unavailable") from None
 
 

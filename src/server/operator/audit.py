@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+from server.errors import describe
 from server.state.shared_data import SharedData
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class AuditLog:
                 extra={
                     "request_id": event.request_id,
                     "pending": len(self._backlog),
-                    "error": f"{type(exc).__name__}: {exc}"[:200],
+                    "error": describe(exc),
                 },
             )
 

@@ -30,7 +30,7 @@ from server.access.interceptor import (
     check_role,
     current_operator,
 )
-from server.errors import MalformedRequest, StoreUnavailable
+from server.errors import MalformedRequest, StoreUnavailable, abort
 from server.operator.audit import AuditEvent, AuditLog
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,7 @@ class OperatorCalls:
         except ApiError as exc:
             await self._write(call.auth, action, exc.code, exc.message, call.request_id, note)
             metrics.ADMIN_CALLS.labels(method=action, code=exc.code.name).inc()
-            await context.abort(exc.code, exc.message)
-            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
+            await abort(context, exc.code, exc.message)
         except StoreUnavailable:
             await self._unavailable(call, action, note)
             raise
@@ -187,8 +186,7 @@ class OperatorCalls:
             internal = grpc.StatusCode.INTERNAL
             await self._write(call.auth, action, internal, INTERNAL_TEXT, call.request_id, note)
             metrics.ADMIN_CALLS.labels(method=action, code=internal.name).inc()
-            await context.abort(internal, INTERNAL_TEXT)
-            raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
+            await abort(context, internal, INTERNAL_TEXT)
         if changes:
             await self._write(call.auth, action, grpc.StatusCode.OK, "", call.request_id, note)
         metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()

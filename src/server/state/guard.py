@@ -30,7 +30,7 @@ from typing import TypeVar
 from auth.identity import Identity
 from comms.tasks import cancel_and_wait
 from server import metrics
-from server.errors import StoreResetting, StoreUnavailable
+from server.errors import StoreResetting, StoreUnavailable, describe
 from server.state.store import DeviceRecord, DeviceStore, Telemetry
 from server.supervision import supervise
 
@@ -166,7 +166,7 @@ class StoreGuard:
             await self.store.probe()
         except Exception as exc:
             self._failed("probe", exc)
-            return f"{type(exc).__name__}: {exc}"[:200]
+            return describe(exc)
         self._recovered()
         return None
 
@@ -213,7 +213,7 @@ class StoreGuard:
             self.healthy = False
             log.error(
                 "store.unavailable",
-                extra={"op": op, "error": f"{type(exc).__name__}: {exc}"[:200], "pending": self.pending},
+                extra={"op": op, "error": describe(exc), "pending": self.pending},
             )
             if self._on_health is not None:
                 self._on_health(False)

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from comms.log_sampling import SampledLog
-from server.errors import StoreUnavailable
+from server.errors import StoreUnavailable, describe
 from server.state.redis_store import KEY_PREFIX, RedisStore
 from server.state.store import DeviceStore, MemoryStore, SqliteStore
 
@@ -283,7 +283,7 @@ class GuardedData:
             if held_back is not None:
                 log.warning(
                     "shared_data.unavailable",
-                    extra={"op": op, "error": f"{type(exc).__name__}: {exc}"[:200], "suppressed": held_back},
+                    extra={"op": op, "error": describe(exc), "suppressed": held_back},
                 )
             raise StoreUnavailable("state store unavailable") from None
 

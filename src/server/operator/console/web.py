@@ -40,7 +40,7 @@ from comms.audio_format import SAMPLE_RATE
 from comms.gen import admin_pb2 as apb
 from comms.tasks import cancel_and_wait
 from server.access.interceptor import OperatorCall
-from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable
+from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, describe
 from server.limits import TokenBucket
 from server.operator.api import FleetAdmin
 from server.operator.calls import ApiError
@@ -208,7 +208,7 @@ class Console:
             raise ApiError(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) from None
 
     def _store_down(self, exc: Exception) -> web.Response:
-        log.warning("console.store_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+        log.warning("console.store_unavailable", extra={"error": describe(exc)})
         return self._page("message.html", 503, title="Try again shortly", message=STORE_UNAVAILABLE_TEXT)
 
     def _error(self, request: web.Request, exc: ApiError) -> web.Response:
