@@ -29,13 +29,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
 from auth.identity import Identity
 from comms.log_sampling import SampledLog
 from comms.tasks import cancel_and_wait
-from server.access.trust import TrustState
 from server.devices.commands import REVOKE, Command
 from server.devices.controller import DeviceController
 from server.devices.registry import DeviceRegistry, RegistryListener
@@ -71,6 +71,16 @@ def history_log(identity: Identity) -> str:
     return f"events:{identity.tenant}:{identity.device_id}"
 
 
+class Revocations(Protocol):
+    """What the fleet needs of the trust material (``TrustState`` is one): to hear of certificates
+    revoked here, and to refuse those another node saw revoked. Injected, so the fleet does not
+    depend on how trust is loaded."""
+
+    def on_revoked(self, callback: Callable[[frozenset[int]], object]) -> None: ...
+
+    def deny(self, serials: frozenset[int]) -> None: ...
+
+
 class DeviceOffline(LookupError):
     """No node holds a live session of the device."""
 
@@ -81,7 +91,7 @@ class Fleet(RegistryListener):
         registry: DeviceRegistry,
         bus: FleetBus,
         presence: Presence,
-        trust: TrustState,
+        trust: Revocations,
         history: SharedData | None = None,
     ) -> None:
         self.history = history  # each device's recent events (connects, presses, modes, sounds)
