@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 
@@ -19,9 +20,20 @@ from auth.profile import device_identity, operator_identity
 from auth.tokens import Claims, certificate_thumbprint, check_binding, verify_token
 from server.access.trust import TrustState
 from server.errors import DEVICE_REVOKED_TEXT
-from server.state.store import DeviceRecord
 
-RecordLookup = Callable[[Identity], Awaitable[DeviceRecord | None]]
+
+class SessionFacts(Protocol):
+    """All a token check needs of a device record (the store's ``DeviceRecord`` is one): which
+    session is current, and whether an operator revoked the device."""
+
+    @property
+    def session_id(self) -> str | None: ...
+
+    @property
+    def revoked(self) -> bool: ...
+
+
+RecordLookup = Callable[[Identity], Awaitable[SessionFacts | None]]
 
 
 @dataclass(frozen=True)
