@@ -85,7 +85,7 @@ def _restore_args(kind: str, record: DeviceRecord) -> list[str]:
 
 
 class StoreGeneration:
-    """One per node with a Redis store. Owned by the app: ``start``, ``close``."""
+    """One per node with a Redis store. Owned by the app: ``start``, then ``run`` (supervised)."""
 
     def __init__(
         self, client: aioredis.Redis, on_problem: HealthCallback, interval_s: float = CHECK_INTERVAL_S
@@ -184,13 +184,14 @@ class StoreGeneration:
                 },
             )
         try:
+            live_records = self._live_records()
             revoked = await self._restore("revoked", list(self.denied.values()))
-            live = await self._restore("live", self._live_records())
+            live = await self._restore("live", live_records)
             await self._redis.set(GENERATION_KEY, uuid.uuid4().hex, nx=True)  # the first node's wins
             self.generation = str(await self._redis.get(GENERATION_KEY))
         except Exception:
             raise StoreUnavailable(STORE_UNAVAILABLE_TEXT) from None
-        await self._audit(found, revoked)
+        await self._audit(found, revoked, [r.identity for r in live_records])
         self._fleet.resync()  # the leases went with the data: live devices must not look offline
         self.resetting = False
         self._on_problem(PROBLEM, False)
@@ -219,11 +220,10 @@ class StoreGeneration:
             restored += int(await self._restore_script(keys=keys, args=_restore_args(kind, record)))
         return restored
 
-    async def _audit(self, found: str | None, revoked: int) -> None:
+    async def _audit(self, found: str | None, revoked: int, live: list[Identity]) -> None:
         """Say in every affected tenant's audit log (and the platform's) what was lost."""
         if self.audit is None:
             return
-        live = [r.identity for r in self._live_records()]
         tenants = sorted({i.tenant for i in self.denied} | {i.tenant for i in live})
         for tenant in tenants or [""]:
             await self.audit.record(
