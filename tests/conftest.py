@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from admin.client import FleetClient
@@ -71,6 +72,19 @@ async def server_factory(
 @pytest.fixture
 async def server(server_factory: ServerFactory) -> AudioServer:
     return await server_factory()
+
+
+@pytest.fixture
+async def console(server_factory: ServerFactory) -> AudioServer:
+    """A server with the web console on a port of its own."""
+    return await server_factory(console_bind="127.0.0.1:0")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the console (it keeps the session cookie, as a browser does)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
 
 
 Connect = Callable[..., AbstractAsyncContextManager[DeviceClient]]

@@ -11,6 +11,7 @@ import grpc
 
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
+from server.app import AudioServer
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import (
     MODE,
@@ -31,11 +32,20 @@ def shared(redis_server: RedisServer, node: str) -> dict[str, object]:
     return {"state_backend": "redis", "redis_url": redis_server.url, "store_retry_s": 0.05, "node_id": node}
 
 
+async def replica_pair(
+    server_factory: ServerFactory, redis_server: RedisServer
+) -> tuple[AudioServer, AudioServer]:
+    """Two replicas, ``node-a`` and ``node-b``, sharing ``redis_server``."""
+    return (
+        await server_factory(**shared(redis_server, "node-a")),
+        await server_factory(**shared(redis_server, "node-b")),
+    )
+
+
 async def test_a_command_on_b_plays_on_the_device_connected_to_a(
     redis_server: RedisServer, server_factory: ServerFactory, connect: Connect, admin: Admin
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     sink = RecordingSink()
     async with connect(a, "acme", "dev-1", sink=sink) as device, admin(b, role="operator") as ops:
         await held_by(a, device)
@@ -55,8 +65,7 @@ async def test_a_command_on_b_plays_on_the_device_connected_to_a(
 async def test_watch_on_b_sees_a_mode_press_on_a_within_a_second(
     redis_server: RedisServer, server_factory: ServerFactory, connect: Connect, admin: Admin
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     async with admin(b, role="viewer") as viewer:
         watch = viewer.WatchDevices(apb.WatchDevicesRequest())
         assert (await watch.read()).kind == apb.DeviceUpdate.SNAPSHOT_END
@@ -82,8 +91,7 @@ async def test_revoke_on_b_ends_the_streams_on_a_within_a_second_and_outlives_bo
     admin: Admin,
     pki: EphemeralPki,
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     async with connect(a, "acme", "dev-1") as device, connect(a, "acme", "dev-2") as bystander:
         await held_by(a, device)
         async with admin(b) as ops:
@@ -110,8 +118,7 @@ async def test_revoke_on_b_ends_the_streams_on_a_within_a_second_and_outlives_bo
 async def test_a_sound_uploaded_on_b_plays_on_a_from_the_next_play(
     redis_server: RedisServer, server_factory: ServerFactory, connect: Connect, admin: Admin, tmp_path: Path
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     upload = wav_bytes(1.0, freq=660.0, rate=SAMPLE_RATE_44K)
     sink = RecordingSink()
     async with connect(a, "acme", "dev-1", sink=sink) as device, admin(b, role="operator") as ops:
@@ -132,8 +139,7 @@ async def test_a_token_obtained_before_the_revocation_is_refused_on_every_replic
 ) -> None:
     """Issue 23: the deny-list is checked on every call, not only at CreateSession: a token the
     device already holds opens no stream and refreshes no session, on the revoking replica or another."""
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     tls = pki.device_tls("acme", "dev-1")
     token = (await create_session(a.port, tls)).token
     assert set((await call_each_method(b.port, tls, token)).values()) == {grpc.StatusCode.OK}  # valid before

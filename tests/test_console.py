@@ -41,11 +41,6 @@ LIVE_TIMEOUT_MS = 1_000  # the page follows a change within a second, without re
 
 
 @pytest.fixture
-async def console(server_factory: ServerFactory) -> AudioServer:
-    return await server_factory(console_bind="127.0.0.1:0")
-
-
-@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: make test installs Debian's chromium (WITH_BROWSER=1)")
@@ -240,12 +235,6 @@ async def test_sounds_page_uploads_previews_and_resets(
 
 
 # --- sign-in and headers, without a browser -----------------------------------------------------
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        yield session
 
 
 async def test_a_link_opens_one_strict_session_once(

@@ -22,7 +22,7 @@ from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, wait_for
 from tests.redis_server import RedisServer
 from tests.test_admin_api import _upload_chunks, ref, refused
-from tests.test_admin_replicas import shared
+from tests.test_admin_replicas import replica_pair
 from tests.test_fleet import held_by
 
 DEFAULT_SOUND_MAX_BYTES = 20 * 1024 * 1024  # the README's default for AUDIO_SERVER_SOUND_MAX_BYTES
@@ -95,8 +95,7 @@ async def test_a_device_gone_between_the_lookup_and_the_delivery_is_offline_neve
 ) -> None:
     """Replica B finds the device on A, then the device leaves A before B's command gets there:
     A answers "not applied", and the operator hears "device offline"."""
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     target = Identity("acme", "dev-1")
     async with connect(a, "acme", "dev-1") as device, admin(b, role="operator") as ops:
         await held_by(a, device)

@@ -28,7 +28,7 @@ from server.app import AudioServer
 from server.operator.api import FleetAdmin
 from server.operator.console import live
 from server.operator.console.web import SECURITY_HEADERS
-from tests.conftest import Admin, Connect, ServerFactory
+from tests.conftest import Admin, Connect
 from tests.helpers import MODE, EphemeralPki, sample, wait_for
 from tests.test_admin_api import refused, wav_bytes
 from tests.test_console import _csrf, login_link
@@ -40,17 +40,6 @@ REQUEST_CLASSES = {
     method.name: (method.client_streaming, method.server_streaming)
     for method in apb.DESCRIPTOR.services_by_name["FleetService"].methods
 }
-
-
-@pytest.fixture
-async def console(server_factory: ServerFactory) -> AudioServer:
-    return await server_factory(console_bind="127.0.0.1:0")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        yield session
 
 
 async def audit_events(app: AudioServer, tenant: str = "acme") -> list[Any]:

@@ -21,7 +21,7 @@ from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import mode_of, wait_for
 from tests.redis_server import RedisServer
 from tests.test_admin_api import ref
-from tests.test_admin_replicas import shared
+from tests.test_admin_replicas import replica_pair
 from tests.test_fleet import held_by
 
 DEVICE = Identity("acme", "dev-1")
@@ -89,6 +89,5 @@ async def test_set_mode_on_one_replica_while_the_device_connects_to_another(
     admin: Admin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     await race(a, b, connect, admin, monkeypatch)

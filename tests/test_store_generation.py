@@ -17,7 +17,7 @@ from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
 from tests.redis_server import RedisServer
 from tests.test_admin_api import ref, refused
-from tests.test_admin_replicas import shared
+from tests.test_admin_replicas import replica_pair, shared
 from tests.test_fleet import held_by
 from tests.test_security import create_session
 
@@ -64,8 +64,7 @@ async def test_a_revoked_device_stays_out_when_redis_restarts_empty_and_live_mod
     pki: EphemeralPki,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     await _revoked_and_refused_everywhere((a, b), connect, admin, pki)
     async with connect(a, "acme", "dev-live") as live:
         await held_by(a, live)
@@ -104,8 +103,7 @@ async def test_a_flushall_without_an_outage_is_caught_at_the_revoked_devices_nex
     admin: Admin,
     pki: EphemeralPki,
 ) -> None:
-    a = await server_factory(**shared(redis_server, "node-a"))
-    b = await server_factory(**shared(redis_server, "node-b"))
+    a, b = await replica_pair(server_factory, redis_server)
     await _revoked_and_refused_everywhere((a, b), connect, admin, pki)
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
