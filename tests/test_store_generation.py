@@ -127,6 +127,9 @@ async def test_a_node_starting_on_devices_without_a_marker_says_data_may_be_lost
     a = await server_factory(**shared(redis_server, "node-a"))
     async with connect(a, "acme", "dev-live"):
         pass
+    # the device's streams gone on the server too before it stops (a gRPC stop racing streams the
+    # peer is cancelling can hang: grpc/grpc#37239)
+    await wait_for(lambda: len(a.registry) == 0)
     await a.stop(grace_s=0.5)
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
