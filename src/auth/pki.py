@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from auth.errors import MaterialExists, PkiError
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, operator_subject
+from comms.files import write_atomic
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=397)
@@ -193,19 +192,11 @@ def operator_paths(pki_dir: Path, operator: OperatorIdentity) -> tuple[Path, Pat
     return base / f"{operator.name}.crt", base / f"{operator.name}.key"
 
 
-def write_atomic(path: Path, data: bytes, mode: int, force: bool) -> None:
+def write_material(path: Path, data: bytes, mode: int, force: bool) -> None:
+    """Write ``data`` atomically at ``mode``; an existing file is ``MaterialExists`` unless ``force``."""
     if path.exists() and not force:
         raise MaterialExists(f"{path} already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)  # before any byte is written: no window with wider permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode)
 
 
 def write_certified_key(
@@ -216,8 +207,8 @@ def write_certified_key(
         for path in (cert_path, key_path):
             if path.exists():
                 raise MaterialExists(f"{path} already exists (use --force to overwrite)")
-    write_atomic(key_path, material.key_pem(), PRIVATE_MODE, force=True)
-    write_atomic(cert_path, material.cert_pem(), PUBLIC_MODE, force=True)
+    write_material(key_path, material.key_pem(), PRIVATE_MODE, force=True)
+    write_material(cert_path, material.cert_pem(), PUBLIC_MODE, force=True)
 
 
 def load_certificate(path: Path) -> x509.Certificate:
