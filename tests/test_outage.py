@@ -9,8 +9,8 @@ import pytest
 from auth.identity import Identity
 from server.state.guard import StoreGuard
 from server.state.outage import BUS, PRESENCE, STORE, Outage
-from server.state.store import MemoryStore
-from tests.helpers import wait_for
+from tests.helpers import sample, wait_for
+from tests.test_store_guard_batches import RecordingStore
 
 log = logging.getLogger(__name__)
 
@@ -48,37 +48,18 @@ def test_the_event_names_alerts_use() -> None:
     assert (PRESENCE.lost, PRESENCE.restored) == ("presence.lost", "presence.restored")
 
 
-class DownStore(MemoryStore):
-    """A memory store that can be down; counts the writes tried meanwhile."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = True
-        self.tries = 0
-
-    async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
-        if self.down:
-            self.tries += 1
-            raise ConnectionError("store down")
-        return await super().update(identity, changes, session_id)
-
-    async def probe(self) -> None:
-        if self.down:
-            self.tries += 1
-            raise ConnectionError("store down")
-
-
 async def test_the_guard_reports_an_outage_once_however_often_its_writer_retries(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="server.state.guard")
-    store = DownStore()
+    store = RecordingStore()  # down until told otherwise
     health: list[bool] = []
     guard = StoreGuard(store, retry_s=0.01, on_health=health.append)
+    before = sample("audio_store_errors_total", op="save")
     guard.start()
     try:
         guard.mode_later(Identity("acme", "dev-1"), None, 2)
-        await wait_for(lambda: store.tries >= 5)  # the writer kept retrying
+        await wait_for(lambda: sample("audio_store_errors_total", op="save") >= before + 5)  # retried
         assert not guard.healthy and health == [False]
         store.down = False
         await wait_for(lambda: guard.healthy and guard.pending == 0)
