@@ -42,18 +42,19 @@ class Outage:
         self.ongoing = False
         self._log = log
 
-    def lost(self, **fields: object) -> bool:
-        """A failure. True when it begins an outage (then logged with ``fields``)."""
+    def lost(self, **edge_fields: object) -> bool:
+        """A failure. True when it begins an outage (then logged with ``edge_fields``: keywords
+        that are not ``LogRecord`` attributes; tests/test_log_fields.py checks every caller's)."""
         if self.ongoing:
             return False
         self.ongoing = True
-        self._log.log(self.events.lost_level, self.events.lost, extra=fields)
+        self._log.log(self.events.lost_level, self.events.lost, extra=edge_fields)
         return True
 
-    def restored(self, **fields: object) -> bool:
-        """A success. True when it ends an outage (then logged with ``fields``)."""
+    def restored(self, **edge_fields: object) -> bool:
+        """A success. True when it ends an outage (then logged with ``edge_fields``)."""
         if not self.ongoing:
             return False
         self.ongoing = False
-        self._log.warning(self.events.restored, extra=fields)
+        self._log.warning(self.events.restored, extra=edge_fields)
         return True
