@@ -7,9 +7,9 @@ whose class says which status code it maps to.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 
@@ -34,6 +34,8 @@ class SessionFacts(Protocol):
 
 
 RecordLookup = Callable[[Identity], Awaitable[SessionFacts | None]]
+T = TypeVar("T")
+Profile = Callable[[x509.Certificate, Sequence[x509.Certificate], str], T]  # auth.profile's checks
 
 
 @dataclass(frozen=True)
@@ -67,19 +69,21 @@ class Authenticator:
         self._trust = trust
         self._current_record = current_record
 
-    def _certificate(self, pem: bytes) -> x509.Certificate:
+    def _checked(self, pem: bytes, profile: Profile[T], kind: str) -> tuple[x509.Certificate, T]:
+        """The one certificate path for every caller: parse it, apply ``profile`` (leaf, issued
+        directly by a CA of the bundle, the identity its kind carries), then the CRL."""
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             raise MalformedIdentity("peer certificate could not be parsed") from None
-        return cert
+        who = profile(cert, self._trust.issuers, self._trust_domain)
+        if self._trust.is_revoked(cert.serial_number):
+            raise CertificateRevoked(f"{kind} certificate is revoked")
+        return cert, who
 
     def peer(self, pem: bytes) -> CallAuth:
         """Identity of a TLS-verified certificate that follows the device profile and is not revoked."""
-        cert = self._certificate(pem)
-        identity = device_identity(cert, self._trust.issuers, self._trust_domain)
-        if self._trust.is_revoked(cert.serial_number):
-            raise CertificateRevoked("device certificate is revoked")
+        cert, identity = self._checked(pem, device_identity, "device")
         return CallAuth(
             identity,
             cert.serial_number,
@@ -89,10 +93,7 @@ class Authenticator:
 
     def operator(self, pem: bytes) -> OperatorAuth:
         """An operator certificate: the operator profile, not revoked (CRL), role as the CA signed it."""
-        cert = self._certificate(pem)
-        operator = operator_identity(cert, self._trust.issuers, self._trust_domain)
-        if self._trust.is_revoked(cert.serial_number):
-            raise CertificateRevoked("operator certificate is revoked")
+        cert, operator = self._checked(pem, operator_identity, "operator")
         return OperatorAuth(
             operator,
             cert.serial_number,
