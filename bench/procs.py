@@ -8,6 +8,7 @@ of its log, so the benchmark can print it in one line instead of a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -81,11 +82,20 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 def last_line(path: Path) -> str:
+    """The last line of a log, short: of a JSON log line its level and event only."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1][:300] if lines else ""
+    if not lines:
+        return ""
+    try:
+        entry = json.loads(lines[-1])
+    except ValueError:
+        return lines[-1][:200]
+    if not isinstance(entry, dict) or "event" not in entry:
+        return lines[-1][:200]
+    return f"{entry.get('level', '')} {str(entry['event'])[:160]} (at {entry.get('ts', '?')})"
 
 
 @dataclass(frozen=True)
