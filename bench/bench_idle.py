@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.bench_scale import not_measured, write_pki
 from bench.cores import CoreSplit, split_cores
-from bench.figures import generator_bound
+from bench.figures import generator_bound, processes
 from bench.generators import Generators, measure, merge
 from bench.procs import ROOT, Service, raise_fd_limit, redis_server
 
@@ -53,10 +53,10 @@ def measure_idle(
         before = service.cpu()
         time.sleep(EMPTY_WINDOW_S)
         empty_pct = 100 * sum(service.cpu()[p] - before[p] for p in before) / EMPTY_WINDOW_S
-        processes = -(-devices // PER_GENERATOR)
+        generator_count = -(-devices // PER_GENERATOR)
         before = service.cpu()
         with Generators(
-            "idle", pki_dir, service.target, devices, 0, cores=cores.generators, processes=processes
+            "idle", pki_dir, service.target, devices, 0, cores=cores.generators, processes=generator_count
         ) as gens:
             ready = gens.ready(timeout_s=READY_TIMEOUT_S)
             connect_s = max(float(r.get("connect_s", 0.0)) for r in ready)
@@ -82,7 +82,7 @@ def measure_idle(
         f"(with no device: {empty_rss / MB:.0f} MB; {backend_name} backend)",
         f"      CPU while idle: server {window.server_cpu_pct:.1f} % of one core (with no device: "
         f"{empty_pct:.1f} %), {window.status / window.seconds:,.0f} status requests/s answered; generators "
-        f"{window.generator_cpu_pct:.0f} % CPU ({gens.processes} processes{bound}); "
+        f"{window.generator_cpu_pct:.0f} % CPU ({processes(gens.processes)}{bound}); "
         f"{window.lost} streams lost{gone}",
     ]
     if stopped.note():

@@ -23,7 +23,17 @@ from auth import pki
 from auth.identity import Identity
 from auth.keys import create_signing_key
 from bench.cores import CoreSplit, pin_process, split_cores
-from bench.figures import REPEATS, Spread, generator_bound, is_real_time, percentile, ratio, spread, verdict
+from bench.figures import (
+    REPEATS,
+    Spread,
+    generator_bound,
+    is_real_time,
+    percentile,
+    processes,
+    ratio,
+    spread,
+    verdict,
+)
 from bench.generators import Generators, Window, measure, merge, run_generators
 from bench.procs import (
     ROOT,
@@ -43,6 +53,7 @@ STORM_DEVICES = 1000
 WINDOW_S = 5.0
 ONE_WINDOW_S = 8.0
 FLOOR_STREAMS = 40
+SETTLE_S = 2.0
 
 
 def write_pki(root: Path, devices: int) -> Path:
@@ -185,6 +196,7 @@ def run_service(
             str(scenario.probes), cores=cores.generators,
         ) as generators:  # fmt: skip
             generators.ready()
+            time.sleep(SETTLE_S)  # past the start of every sound: the windows see the steady state
             found = measure(generators, service.cpu, windows, seconds)
             measured = Measured(
                 found,
@@ -217,7 +229,7 @@ def describe_run(scenario: Scenario, m: Measured, floor: Floor | None) -> list[s
         f"{verdict(m.rate.median, due, m.late_pct(), bound)}",
         f"      {m.rate.median:,.0f} of {due:,.0f} packets/s due ({share:.1f} %), "
         f"{m.late_pct():.2f} % > 50 ms late; server {workers}; "
-        f"generators {m.generator_pct.show(0, ' %')} CPU ({m.processes} processes); "
+        f"generators {m.generator_pct.show(0, ' %')} CPU ({processes(m.processes)}); "
         f"{m.failed} connects failed{lost}",
     ]
     if m.note():

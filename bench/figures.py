@@ -72,6 +72,10 @@ def verdict(delivered: float, due: float, late_pct: float, bound: bool) -> str:
     return "generator-bound" if bound else "NOT real time"
 
 
+def processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
 def overload(due: float, delivered: float, failed: int) -> str:
     """``delivered 18,200 of 20,000 packets/s due (91.0 %), 3 connects failed``."""
     share = 100 * delivered / due if due > 0 else math.nan

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from auth.tls import TlsMaterial
-from bench.cores import pin_process, split_cores
+from bench.cores import pin_process
 from bench.figures import percentile
 from bench.loadclient import LoadDevice
 
@@ -39,17 +39,20 @@ class ServerProcess:
 
 @contextmanager
 def server_process(
-    pki_dir: Path, cache_dir: Path, cores: frozenset[int] | None = None
+    pki_dir: Path, cache_dir: Path, cores: frozenset[int], log_path: Path
 ) -> Iterator[ServerProcess]:
-    """The in-process server of bench.server_proc, pinned to ``cores`` (the server's half)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.server_proc", str(pki_dir), str(cache_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    pin_process(process.pid, cores if cores is not None else split_cores().server)
+    """The in-process server of bench.server_proc, pinned to ``cores`` (the server's half), its
+    log in ``log_path`` (JSON lines; not the benchmark's output)."""
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.server_proc", str(pki_dir), str(cache_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+        )
+    pin_process(process.pid, cores)
     try:
         assert process.stdout
         line = process.stdout.readline()

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -98,17 +99,47 @@ def last_line(path: Path) -> str:
     return f"{entry.get('level', '')} {str(entry['event'])[:160]} (at {entry.get('ts', '?')})"
 
 
+def log_errors(path: Path) -> Counter[str]:
+    """ERROR and CRITICAL events in a server's JSON log, by event name."""
+    found: Counter[str] = Counter()
+    try:
+        with path.open(errors="replace") as log:
+            for line in log:
+                if '"level":"error"' not in line and '"level":"critical"' not in line:
+                    continue
+                try:
+                    found[str(json.loads(line).get("event", "?"))[:80]] += 1
+                except ValueError:
+                    found["?"] += 1
+    except OSError:
+        pass
+    return found
+
+
+def errors_note(path: Path) -> str:
+    """``server log: 13,035 errors (request.internal_error 13,035, ...)``, or "" for none."""
+    found = log_errors(path)
+    if not found:
+        return ""
+    top = ", ".join(f"{event} {count:,}" for event, count in found.most_common(3))
+    return f"server log: {sum(found.values()):,} errors ({top})"
+
+
 @dataclass(frozen=True)
 class Stopped:
     seconds: float
     killed: bool  # did not stop within the deadline after SIGTERM
     last_log: str = ""
+    errors: str = ""  # errors_note of its log
 
     def note(self) -> str:
-        if not self.killed:
-            return ""
-        log = f"; its last log line: {self.last_log}" if self.last_log else ""
-        return f"the server did not exit within {self.seconds:.0f} s of SIGTERM and was killed{log}"
+        notes = [self.errors] if self.errors else []
+        if self.killed:
+            log = f"; its last log line: {self.last_log}" if self.last_log else ""
+            notes.append(
+                f"the server did not exit within {self.seconds:.0f} s of SIGTERM and was killed{log}"
+            )
+        return "; ".join(notes)
 
 
 class Service:
@@ -176,7 +207,12 @@ class Service:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-        self.stopped = Stopped(time.monotonic() - started, killed, last_line(self.log_path) if killed else "")
+        self.stopped = Stopped(
+            time.monotonic() - started,
+            killed,
+            last_line(self.log_path) if killed else "",
+            errors_note(self.log_path),
+        )
         return self.stopped
 
 

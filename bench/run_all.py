@@ -35,6 +35,7 @@ from bench.bench_scale import Floor, measure_floor, not_measured, show_floor, wr
 from bench.cores import AVAILABLE, CoreSplit, pin, pin_process, split_cores  # noqa: E402
 from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
+from bench.procs import errors_note  # noqa: E402
 
 
 def main() -> int:
@@ -73,8 +74,11 @@ def main() -> int:
             print(not_measured("raw grpc.aio floor", exc))
         pki_dir, creds = make_pki(tmp / "pki", needed)
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
-        with server_process(pki_dir, tmp / "cache", cores.server) as server:
+        server_log = tmp / "server_proc.log"
+        with server_process(pki_dir, tmp / "cache", cores.server, server_log) as server:
             asyncio.run(run(server, creds, args, floor, cores))
+        if note := errors_note(server_log):
+            print(f"  ({note})")
         for own_process in ("bench_admin", "bench_bus", "bench_console"):  # grpc.aio binds to one loop
             run_own_process(own_process)
         if not args.no_scale:
