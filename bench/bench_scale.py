@@ -28,6 +28,7 @@ from bench.figures import (
     Spread,
     generator_bound,
     is_real_time,
+    overload,
     percentile,
     processes,
     ratio,
@@ -213,8 +214,9 @@ def run_service(
 
 
 def describe_run(scenario: Scenario, m: Measured, floor: Floor | None) -> list[str]:
-    due = m.connected * 1000 / scenario.frame_ms
-    bound = m.generator_bound
+    """Two lines (three with a note): the cost per packet against the floor and the verdict, then
+    the load: packets due (for every device asked for) vs delivered, lateness, CPU on each side."""
+    due = scenario.devices * 1000 / scenario.frame_ms
     cost = m.us
     against = (
         f" = {ratio(cost.median, floor.us.median):.2f}x the floor ({floor.show()} in this run)"
@@ -223,14 +225,11 @@ def describe_run(scenario: Scenario, m: Measured, floor: Floor | None) -> list[s
     )
     workers = " + ".join(f"{c:.0f} %" for c in m.server_pct())
     lost = f", {m.lost()} streams lost" if m.lost() else ""
-    share = 100 * m.rate.median / max(due, 1)
     lines = [
         f"  {scenario.label}, {m.connected:5d} devices: {cost.show(1, ' us')}/packet{against} -> "
-        f"{verdict(m.rate.median, due, m.late_pct(), bound)}",
-        f"      {m.rate.median:,.0f} of {due:,.0f} packets/s due ({share:.1f} %), "
-        f"{m.late_pct():.2f} % > 50 ms late; server {workers}; "
-        f"generators {m.generator_pct.show(0, ' %')} CPU ({processes(m.processes)}); "
-        f"{m.failed} connects failed{lost}",
+        f"{verdict(m.rate.median, due, m.late_pct(), m.generator_bound)}",
+        f"      {overload(due, m.rate.median, m.failed)}{lost}, {m.late_pct():.2f} % > 50 ms late; "
+        f"server {workers}; generators {m.generator_pct.show(0, ' %')} CPU ({processes(m.processes)})",
     ]
     if m.note():
         lines.append(f"      note: {m.note()}")

@@ -33,6 +33,7 @@ from bench import (  # noqa: E402
 )
 from bench.bench_scale import Floor, measure_floor, not_measured, show_floor, write_pki  # noqa: E402
 from bench.cores import AVAILABLE, CoreSplit, pin, pin_process, split_cores  # noqa: E402
+from bench.figures import overload  # noqa: E402
 from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 from bench.procs import errors_note  # noqa: E402
@@ -165,8 +166,8 @@ async def run(
         )
         print(f"  {r.devices:4d} devices: {r.us.show(1, ' us')}/packet{against} -> {state}")
         print(
-            f"      {r.packet_rate:,.0f} of {r.expected_rate:,.0f} packets/s ({r.achieved_pct:.1f} %); "
-            f"server CPU {r.server_cpu_pct:.0f} %, generator (this process) {r.generator_cpu_pct:.0f} %; "
+            f"      {overload(r.expected_rate, r.packet_rate, 0)}; server CPU {r.server_cpu_pct:.0f} %, "
+            f"generator (this process) {r.generator_cpu_pct:.0f} %; "
             f"late (server timeline) {r.total('server_late')}, late at client (>1 frame) "
             f"{r.total('client_late')}, dropped {r.total('dropped')}"
         )

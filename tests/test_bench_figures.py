@@ -14,7 +14,7 @@ import pytest
 from bench.cores import split_cores
 from bench.figures import generator_bound, overload, percentile, ratio, spread, verdict
 from bench.generators import Generators, Window, merge
-from bench.procs import BenchError, Stopped
+from bench.procs import BenchError, Stopped, errors_note, last_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,6 +116,22 @@ def test_a_server_killed_after_sigterm_is_a_note_with_its_last_log_line() -> Non
     note = Stopped(30.0, killed=True, last_log='{"event":"store.recovered"}').note()
     assert note.startswith("the server did not exit within 30 s of SIGTERM and was killed")
     assert "store.recovered" in note
+
+
+def test_a_server_log_is_summarised_by_its_error_events(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(
+        "audio-server listening on 127.0.0.1:1 (port 1, mTLS)\n"
+        + '{"ts":"t1","level":"error","event":"request.internal_error","exc":"Traceback..."}\n' * 3
+        + '{"ts":"t2","level":"warning","event":"fleet.outbox_full"}\n'
+        + '{"ts":"t3","level":"error","event":"store.unavailable"}\n'
+    )
+    assert errors_note(log) == "server log: 4 errors (request.internal_error 3, store.unavailable 1)"
+    assert last_line(log) == "error store.unavailable (at t3)"  # not the whole JSON line
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text('{"level":"info","event":"server.stopped"}\n')
+    assert errors_note(quiet) == ""
+    assert errors_note(tmp_path / "absent.log") == ""
 
 
 def test_a_generator_that_cannot_go_on_fails_in_one_line_without_a_traceback(tmp_path: Path) -> None:
