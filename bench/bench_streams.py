@@ -76,6 +76,12 @@ class StreamResult:
     def achieved_pct(self) -> float:
         return 100 * self.packet_rate / self.expected_rate
 
+    @property
+    def client_late_pct(self) -> float:
+        """Share of the packets more than a frame late at the devices (their own schedule)."""
+        packets = self.total("packets")
+        return 100 * self.total("client_late") / packets if packets else 0.0
+
     def total(self, name: str) -> int:
         return sum(int(getattr(w, name)) for w in self.windows)
 

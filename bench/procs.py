@@ -108,12 +108,16 @@ def log_errors(path: Path) -> Counter[str]:
                 if '"level":"error"' not in line and '"level":"critical"' not in line:
                     continue
                 try:
-                    found[str(json.loads(line).get("event", "?"))[:80]] += 1
+                    found[short(str(json.loads(line).get("event", "?")))] += 1
                 except ValueError:
                     found["?"] += 1
     except OSError:
         pass
     return found
+
+
+def short(event: str, limit: int = 48) -> str:
+    return event if len(event) <= limit else event[: limit - 3].rstrip() + "..."
 
 
 def errors_note(path: Path) -> str:

@@ -33,7 +33,7 @@ from bench import (  # noqa: E402
 )
 from bench.bench_scale import Floor, measure_floor, not_measured, show_floor, write_pki  # noqa: E402
 from bench.cores import AVAILABLE, CoreSplit, pin, pin_process, split_cores  # noqa: E402
-from bench.figures import overload  # noqa: E402
+from bench.figures import overload, verdict  # noqa: E402
 from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
 from bench.loadclient import make_pki  # noqa: E402
 from bench.procs import errors_note  # noqa: E402
@@ -159,11 +159,7 @@ async def run(
         against = (
             f" = {r.us.median / floor.us.median:.2f}x the floor ({floor.show()} in this run)" if floor else ""
         )
-        state = (
-            "generator-bound"
-            if r.generator_bound
-            else ("real time" if r.achieved_pct >= 99 else "NOT real time")
-        )
+        state = verdict(r.packet_rate, r.expected_rate, r.client_late_pct, r.generator_bound)
         print(f"  {r.devices:4d} devices: {r.us.show(1, ' us')}/packet{against} -> {state}")
         print(
             f"      {overload(r.expected_rate, r.packet_rate, 0)}; server CPU {r.server_cpu_pct:.0f} %, "
