@@ -41,7 +41,11 @@ class DeviceSession:
         self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
         self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
         self.answered = asyncio.Event()  # set whenever the device answers a status request
-        self.audio_write_since: float | None = None  # loop time the pending audio write began
+        # Audio writes begun and completed: two increments per packet; the registry's watchdog
+        # samples them once a second (a write begun and never done is a device not reading).
+        self.audio_writes_begun = 0
+        self.audio_writes_done = 0
+        self.write_watch: tuple[int, float] | None = None  # the watchdog's: (write, first seen pending)
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK
@@ -59,6 +63,10 @@ class DeviceSession:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def audio_write_pending(self) -> bool:
+        return self.audio_writes_begun != self.audio_writes_done
 
     def stalled(self, threshold_s: float) -> bool:
         """The link is stalled: a status request has gone unanswered for more than ``threshold_s``.

@@ -405,18 +405,29 @@ class DeviceRegistry:
         self._tasks.supervise("write-watchdog", self._watch_writes, on_failing)
 
     async def _watch_writes(self) -> None:
-        """One sweep a second instead of a timer per packet: end sessions whose audio write is stuck."""
+        """One sweep a second instead of a timer per packet: end sessions whose audio write is stuck.
+
+        A write counts as stuck from the first sweep that sees it pending: the stream only counts
+        (no clock read per packet), so a stuck write ends the session within the timeout plus
+        up to two sweeps."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             now = loop.time()
             for session in self.live_sessions():
-                since = session.audio_write_since
-                if since is not None and now - since > self._write_timeout_s:
+                if not session.audio_write_pending:
+                    session.write_watch = None
+                    continue
+                write = session.audio_writes_begun
+                if session.write_watch is None or session.write_watch[0] != write:
+                    session.write_watch = (write, now)  # a new write in flight: its clock starts
+                    continue
+                since = session.write_watch[1]
+                if now - since > self._write_timeout_s:
                     log.warning(
                         "audio.stalled", extra={**session.log_fields, "stuck_s": round(now - since, 1)}
                     )
-                    session.audio_write_since = None  # ended once
+                    session.audio_writes_done = write  # ended once
                     self._tasks.spawn(
                         self.end_session(
                             session.identity, grpc.StatusCode.UNAVAILABLE, STALLED_MESSAGE, "stalled"
