@@ -87,7 +87,8 @@ def _has_default_text(field: FieldInfo) -> bool:
 def default_cell(field: FieldInfo) -> str:
     """The default as ``--help`` words it; literal values in code spans, words as words."""
     text = cli.default_text(field)
-    literal = not _has_default_text(field) and field.default not in (None, "") and field.annotation is not bool
+    worded = _has_default_text(field) or field.default in (None, "") or field.annotation is bool
+    literal = not worded
     return code(text) if literal else text
 
 
@@ -287,8 +288,11 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a page is stale")
     args = parser.parse_args()
     pages = render()
-    stale = [name for name, text in pages.items() if not (OUT_DIR / name).is_file() or
-             (OUT_DIR / name).read_text() != text]
+    stale = [
+        name
+        for name, text in pages.items()
+        if not (OUT_DIR / name).is_file() or (OUT_DIR / name).read_text() != text
+    ]
     if args.check:
         for name in stale:
             print(f"docs/reference/{name} is stale: run `make reference`", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Server settings: one object, built at start-up from CLI flags, env (AUDIO_SERVER_*) and .env.
 
-Every field is documented here and in the README's configuration table.
+Every field is documented here; docs/reference/server-settings.md is generated from it
+(``make reference``).
 """
 
 from __future__ import annotations
