@@ -188,7 +188,7 @@ class ServerSettings(BaseSettings):
     )
     state_path: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
-        description="SQLite file for device records (state_backend=sqlite); make run/demo use var/",
+        description="SQLite file for device records (state_backend=sqlite); make run uses var/",
         json_schema_extra={
             "default_text": "$XDG_STATE_HOME/audio-server/devices.sqlite3 (~/.local/state/audio-server/...)"
         },
