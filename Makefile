@@ -14,7 +14,7 @@ ARGS   ?=#    extra flags for make run / make sim, e.g. make run ARGS="--mode-co
 TENANT ?= acme
 DEVICE ?= dev-1
 
-.PHONY: help demo run sim admin test lint proto bench pki clean
+.PHONY: help demo run sim admin test lint proto reference bench pki clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 16
@@ -70,6 +70,9 @@ bench: $(STAMP)  ## benchmarks, figures printed
 
 proto: $(STAMP)  ## regenerate src/comms/gen from proto/
 	$(PY) scripts/gen_proto.py
+
+reference: $(STAMP)  ## regenerate docs/reference from the settings, metrics and alertable log events
+	$(PY) scripts/gen_reference.py
 
 clean:  ## remove the venv, caches, var/ (device state) and demo output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(VAR) device-recordings

@@ -75,14 +75,12 @@ def profile(devices: int, seconds: float, native: bool = False) -> None:
 
         def start_sampling() -> dict[int, float]:
             if not sampler:
-                sampler.append(
-                    subprocess.Popen(
-                        [spy, "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw),
-                         "--duration", str(int(seconds)), "--rate", "200",
-                         *(["--native"] if native else ["--nonblocking"])],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                )
+                command = [
+                    spy, "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw),
+                    "--duration", str(int(seconds)), "--rate", "200",
+                    *(["--native"] if native else ["--nonblocking"]),
+                ]  # fmt: skip
+                sampler.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             return {}
 
         try:

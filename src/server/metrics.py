@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service (documented in the README's metrics table).
+"""Prometheus metrics of the service (docs/reference/metrics.md is generated from them).
 
 Module-level collectors in the default registry: one process serves one
 service. Labels are low-cardinality on purpose (no device ids).

@@ -1,6 +1,7 @@
 """Server settings: one object, built at start-up from CLI flags, env (AUDIO_SERVER_*) and .env.
 
-Every field is documented here and in the README's configuration table.
+Every field is documented here; docs/reference/server-settings.md is generated from it
+(``make reference``).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class ServerSettings(BaseSettings):
     )
     state_path: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
-        description="SQLite file for device records (state_backend=sqlite); make run/demo use var/",
+        description="SQLite file for device records (state_backend=sqlite); make run uses var/",
         json_schema_extra={
             "default_text": "$XDG_STATE_HOME/audio-server/devices.sqlite3 (~/.local/state/audio-server/...)"
         },
