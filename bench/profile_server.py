@@ -80,7 +80,9 @@ def profile(devices: int, seconds: float, native: bool = False) -> None:
                     "--duration", str(int(seconds)), "--rate", "200",
                     *(["--native"] if native else ["--nonblocking"]),
                 ]  # fmt: skip
-                sampler.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                sampler.append(
+                    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
             return {}
 
         try:
