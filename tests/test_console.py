@@ -28,7 +28,7 @@ from auth.revocation import revoke
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
-from server.operator.console import sign_in as console_sessions
+from server.operator import sign_in as console_sessions
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, best_correlation, mode_of, reload_attempt, wait_for
 from tests.redis_server import RedisServer

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from server.app import AudioServer
-from server.operator.console import sign_in as console_sessions
+from server.operator import sign_in as console_sessions
 from server.operator.console import web as console_web
 from tests.conftest import Connect
 from tests.helpers import MODE, EphemeralPki, wait_for

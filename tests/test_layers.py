@@ -94,3 +94,41 @@ def test_imports_flow_one_way(path: Path) -> None:
                 assert RANK[there] <= RANK[here], (
                     f"{me}:{line} imports {target}: layer {here!r} may not import layer {there!r} (above it)"
                 )
+
+
+WEB_CONSOLE = "server.operator.console"  # a front end of the operator API, never beneath it
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        p
+        for p in SOURCES
+        if module_name(p).startswith("server.") and not module_name(p).startswith(WEB_CONSOLE)
+    ],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_nothing_beside_the_web_console_imports_it(path: Path) -> None:
+    """The operator API and its stores serve the CLI and the console alike; only the composition
+    root assembles the console."""
+    me = module_name(path)
+    if layer_of(me) == "root":
+        return
+    for line, target in imports(path):
+        assert not target.startswith(WEB_CONSOLE), f"{me}:{line} imports {target} (the web console)"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if module_name(p).startswith("server.operator")],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_operators_reach_device_records_through_the_fleet(path: Path) -> None:
+    """Device records are read and changed through ``Fleet`` (which knows what is live where),
+    never through the store or its guard; the operator side keeps only its own data (audit,
+    sounds, sign-in) in the shared data store."""
+    me = module_name(path)
+    for line, target in imports(path):
+        assert not target.startswith(
+            ("server.state.guard", "server.state.store", "server.state.redis_store")
+        ), f"{me}:{line} imports {target}: read device records through server.fleet.node.Fleet"

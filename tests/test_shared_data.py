@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.state.shared_data import SharedData, shared_data_for
-from server.state.store import DeviceStore
+from server.state.redis_store import RedisStore
+from server.state.shared_data import GuardedData, MemoryData, RedisData, SharedData, SqliteData
+from server.state.store import DeviceStore, SqliteStore
 from tests.test_store import store
 
 __all__ = ["store"]  # the fixture, shared with the device store's tests
@@ -14,7 +15,11 @@ __all__ = ["store"]  # the fixture, shared with the device store's tests
 @pytest.fixture
 async def data(store: DeviceStore) -> SharedData:
     """The operator data of each backend, beside its device store (the ``store`` fixture's three)."""
-    return await shared_data_for(store)
+    if isinstance(store, RedisStore):
+        return GuardedData(RedisData(store.client))
+    if isinstance(store, SqliteStore):
+        return GuardedData(await SqliteData.open(store))
+    return MemoryData()
 
 
 async def test_blobs_round_trip_bytes(data: SharedData) -> None:

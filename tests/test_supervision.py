@@ -8,7 +8,7 @@ import pytest
 
 from comms.tasks import cancel_and_wait
 from server.app import AudioServer
-from server.supervision import FAILING_AFTER, supervise
+from server.supervision import FAILING_AFTER, TaskOwner, supervise
 from tests.conftest import Connect
 from tests.helpers import MODE, PLAY, sample, wait_for
 from tests.test_ops import NOT_SERVING, health_status
@@ -80,3 +80,55 @@ async def test_the_frame_clock_restarts_and_health_follows(server: AudioServer, 
         await client.press(PLAY)
         await wait_for(lambda: client.packets_received > 10)
     assert not server.readiness.serving  # until a whole clean window has passed
+
+
+async def test_a_task_owner_cancels_and_awaits_every_task_on_close() -> None:
+    owner = TaskOwner("test-owner")
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def forever(name: str) -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            if name == "loop":  # a task that starts another while being cancelled
+                owner.spawn(forever("late"), "late")
+            raise
+
+    owner.supervise("loop", lambda: forever("loop"))
+    owner.spawn(forever("job"), "job")
+    await started.wait()
+    assert len(owner) == 2
+    await owner.close()
+    assert sorted(cancelled) == ["job", "loop"]  # the late one was refused: the owner is closing
+    assert len(owner) == 0
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("test-owner")]
+
+
+async def test_a_job_that_raises_is_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> None:
+        raise ValueError("job went wrong")
+
+    async with TaskOwner("test-owner") as owner:
+        owner.spawn(broken(), "broken")
+        await owner.join()
+    failed = [r for r in caplog.records if r.getMessage() == "task.failed"]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None and "job went wrong" in str(failed[0].exc_info[1])
+    assert failed[0].__dict__["task"] == "test-owner:broken"
+
+
+async def test_join_waits_for_jobs_without_cancelling_them() -> None:
+    done: list[int] = []
+
+    async def job(n: int) -> None:
+        await asyncio.sleep(0.01 * n)
+        done.append(n)
+
+    async with TaskOwner("test-owner") as owner:
+        for n in (3, 1, 2):
+            owner.spawn(job(n))
+        await owner.join()
+        assert done == [1, 2, 3]

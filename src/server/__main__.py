@@ -21,11 +21,11 @@ from typing import Any
 from auth.errors import AuthError
 from comms.cli import parse_settings
 from comms.logfmt import configure_logging
-from comms.tasks import cancel_and_wait
 from server.app import start_server
 from server.runtime.settings import ServerSettings
 from server.runtime.workers import HEALTH_LINE, Supervisor
 from server.state.store import StateFileError
+from server.supervision import TaskOwner
 
 log = logging.getLogger("server")
 
@@ -54,11 +54,18 @@ async def serve(settings: ServerSettings) -> None:
 
 async def first_of(*waits: Coroutine[Any, Any, object]) -> None:
     """Until the first of ``waits`` is done; the others are cancelled."""
-    tasks = [asyncio.create_task(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(*tasks)
+    first = asyncio.Event()
+
+    async def until(wait: Coroutine[Any, Any, object]) -> None:
+        try:
+            await wait
+        finally:
+            first.set()
+
+    async with TaskOwner("first-of") as waiting:
+        for wait in waits:
+            waiting.spawn(until(wait))
+        await first.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import grpc
@@ -16,7 +17,6 @@ from auth.tokens import TokenPolicy
 from comms.gen import admin_pb2_grpc as apb_grpc
 from comms.gen import comms_pb2_grpc as pb_grpc
 from comms.gen import session_pb2_grpc as spb_grpc
-from comms.tasks import cancel_and_wait
 from server import metrics
 from server.access.authn import Authenticator
 from server.access.crl_record import CrlRecorder, check_crl_at_start
@@ -36,8 +36,8 @@ from server.fleet.presence import LocalPresence, Presence, RedisPresence
 from server.limits import CallLimiter
 from server.operator.api import FleetAdmin
 from server.operator.audit import AuditLog
-from server.operator.console.sign_in import ConsoleSessions
 from server.operator.console.web import Console
+from server.operator.sign_in import ConsoleSessions
 from server.runtime.probes import (
     DEVICE_SERVICE,
     SESSION_SERVICE,
@@ -52,11 +52,10 @@ from server.runtime.settings import ServerSettings
 from server.runtime.store_probe import StoreProbe, store_where
 from server.runtime.store_reset import GenerationCheckedStore, StoreGeneration
 from server.runtime.watch import FileWatcher
+from server.state.backend import Backend, open_backend
 from server.state.guard import StoreGuard
-from server.state.redis_store import RedisStore
-from server.state.shared_data import shared_data_for
-from server.state.store import DeviceStore, MemoryStore, SqliteStore
-from server.supervision import supervise
+from server.state.shared_data import SharedData
+from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +93,6 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
 
 
-async def open_store(settings: ServerSettings) -> DeviceStore:
-    if settings.state_backend == "memory":
-        return MemoryStore()
-    if settings.state_backend == "redis":
-        # No PING here: a server started before its Redis waits for it (StoreProbe), unready.
-        return RedisStore.connect(settings.redis_url, settings.redis_ca_file, settings.redis_password_file)
-    return await SqliteStore.open(settings.state_path)
-
-
 async def _every(interval_s: float, step: Callable[[], None]) -> None:
     while True:
         step()
@@ -122,44 +112,36 @@ def admin_grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return list(options.items())
 
 
-async def start_admin_server(
-    settings: ServerSettings,
-    tls: ReloadingServerTls,
+def admin_server(
     authenticator: Authenticator,
     admin: FleetAdmin,
+    settings: ServerSettings,
     handshakes: HandshakeMonitor | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """FleetService on its own mTLS listener (never the device port), operators only."""
+) -> grpc.aio.Server:
+    """FleetService for its own mTLS listener (never the device port), operators only; not bound yet."""
     interceptor = AuthInterceptor(
         authenticator, CallLimiter(ADMIN_CALLS_PER_OPERATOR), frozenset(), handshakes, admin.policy()
     )
     server = grpc.aio.server(interceptors=[interceptor], options=admin_grpc_options(settings))
     apb_grpc.add_FleetServiceServicer_to_server(admin, server)
-    try:
-        if settings.worker_index < 0:
-            ensure_bindable(settings.admin_bind, "operator API")
-        started = handshakes.handshake_started if handshakes is not None else None
-        port = server.add_secure_port(settings.admin_bind, tls.credentials(started))
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {settings.admin_bind} (operator API): {exc}") from None
-    await server.start()
-    log.info("admin.listening", extra={"bind": settings.admin_bind, "port": port})
-    return server, port
+    return server
 
 
-def fleet_links(settings: ServerSettings, store: DeviceStore) -> tuple[FleetBus, Presence]:
+def fleet_links(settings: ServerSettings, backend: Backend) -> tuple[FleetBus, Presence]:
     """Redis when the state is shared (several processes or replicas), in-process otherwise."""
-    if isinstance(store, RedisStore):
+    if backend.redis is not None:
         return (
-            RedisBus(settings.node_id, store.client),
-            RedisPresence(settings.node_id, store.client, settings.presence_lease_s),
+            RedisBus(settings.node_id, backend.redis),
+            RedisPresence(settings.node_id, backend.redis, settings.presence_lease_s),
         )
     return InProcessBus(settings.node_id), LocalPresence(settings.node_id, settings.presence_lease_s)
 
 
 @dataclass
 class AudioServer:
-    """A running service: the gRPC server, its registry and store."""
+    """A running service: the gRPC server, its registry and store.
+
+    ``stop`` drains the devices, then unwinds what ``start_server`` started, in reverse order."""
 
     settings: ServerSettings
     server: grpc.aio.Server
@@ -172,21 +154,22 @@ class AudioServer:
     readiness: Readiness
     fleet: Fleet
     handshakes: HandshakeMonitor
-    background: list[asyncio.Task[None]]  # owned loops: stopped with the server
+    background: TaskOwner  # the server's own loops
+    cleanup: AsyncExitStack  # every started part's close, registered as it started
+    sounds: TenantSounds
+    audit: AuditLog
+    store_probe: StoreProbe
+    generation: StoreGeneration | None = None
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
     admin: grpc.aio.Server | None = None
     admin_port: int = 0
-    sounds: TenantSounds | None = None
-    audit: AuditLog | None = None
     console: Console | None = None
     console_port: int = 0
-    generation: StoreGeneration | None = None
-    store_probe: StoreProbe | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """End device streams ourselves (UNAVAILABLE so devices reconnect), then stop gRPC."""
+        """End device streams ourselves (UNAVAILABLE so devices reconnect), stop gRPC, then the rest."""
         if self.stopped:
             return
         self.stopped = True
@@ -199,26 +182,24 @@ class AudioServer:
         if not drained:
             log.warning("server.drain_incomplete", extra={"remaining_devices": len(self.registry)})
         await self.server.stop(grace=min(grace, 1.0))
-        if self.admin is not None:
-            await self.admin.stop(grace=0.5)  # ends watches too
-        if self.console is not None:
-            await self.console.stop()
-        await self.registry.close()
-        await self.fleet.close()
-        await cancel_and_wait(*self.background)
-        for watcher in self.watchers:
-            await watcher.close()
-        if self.health is not None:
-            await self.health.stop()
-        if self.metrics is not None:
-            self.metrics.stop()
-        await self.clock.close()
-        await self.store.close()
+        await self.cleanup.aclose()
         log.info("server.stopped", extra={"sessions_ended": live, "drained": drained})
 
 
 async def start_server(settings: ServerSettings, library: AudioLibrary | None = None) -> AudioServer:
-    """Load TLS material, trust and content, bind, start. Raises PkiError on bad TLS files."""
+    """Load TLS material, trust and content, bind, start. Raises PkiError on bad TLS files.
+
+    Every part registers its close on one exit stack as it starts: a start that fails half-way
+    (a port in use, a rolled-back CRL) closes what had started and leaves nothing behind."""
+    async with AsyncExitStack() as stack:
+        app = await _assemble(settings, library, stack)
+        app.cleanup = stack.pop_all()
+    return app
+
+
+async def _assemble(
+    settings: ServerSettings, library: AudioLibrary | None, stack: AsyncExitStack
+) -> AudioServer:
     assert settings.server_cert and settings.server_key and settings.client_ca
     assert settings.crl_path and settings.signing_key_dir
     handshakes = HandshakeMonitor()
@@ -234,26 +215,25 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             load_library, settings.mode_count, settings.content_dir, settings.cache_dir, settings.opus_bitrate
         )
     readiness = Readiness()
-    opened = await open_store(settings)
-    shared = isinstance(opened, RedisStore)  # other processes write it too: one decision, used twice below
-    generation = StoreGeneration(opened.client, readiness.flag) if isinstance(opened, RedisStore) else None
+    backend = await open_backend(settings)
+    generation = StoreGeneration(backend.redis, readiness.flag) if backend.redis is not None else None
     store = StoreGuard(
-        GenerationCheckedStore(opened, generation) if generation is not None else opened,
+        GenerationCheckedStore(backend.store, generation) if generation is not None else backend.store,
         retry_s=settings.store_retry_s,
         on_health=lambda ok: readiness.flag("state-store", not ok),
     )
+    stack.push_async_callback(store.close)  # closes the backend's store too
+    background = TaskOwner("server")
+    stack.push_async_callback(background.close)
     probe = StoreProbe(
         store, store_where(settings), settings.store_probe_interval_s, settings.store_start_timeout_s
     )
     reached = await probe.first()  # before anything is served: an unreached store starts the server unready
+    data = backend.data
+    if reached:  # a missing or rolled-back CRL must not un-revoke anyone
+        await check_crl_at_start(data, trust)
     clock = FrameClock(settings.audio_lead_s)
-    data = await shared_data_for(opened)
-    if reached:
-        try:
-            await check_crl_at_start(data, trust)  # a missing or rolled-back CRL must not un-revoke anyone
-        except RevocationListError:
-            await store.close()
-            raise
+    stack.push_async_callback(clock.close)
     sounds = TenantSounds(
         data, library, settings.opus_bitrate, settings.sound_max_bytes, settings.sound_max_seconds
     )
@@ -264,12 +244,130 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         clock,
         (settings.event_rate_per_s, settings.event_burst),
         settings.audio_write_timeout_s,
-        shared_store=shared,
+        shared_store=backend.shared,
     )
+    stack.push_async_callback(registry.close)
     trust.on_revoked(registry.revoke)
-    bus, presence = fleet_links(settings, opened)
-    fleet = Fleet(registry, bus, presence, trust, data)
+    bus, presence = fleet_links(settings, backend)
+    fleet = Fleet(registry, store, bus, presence, trust, data)
+    stack.push_async_callback(fleet.close)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_record)
+    server = device_server(settings, authenticator, registry, trust, handshakes)
+    stack.push_async_callback(server.stop, 0)  # a no-op after stop()'s drain; the unwind of a failed start
+    watchers = file_watchers(settings, tls, trust)
+    for watcher in watchers:
+        stack.push_async_callback(watcher.close)
+    crl_record = CrlRecorder(data)  # the fleet remembers the newest CRL (see check_crl_at_start)
+    trust.on_crl_loaded(crl_record.note)
+    trust.report_crl_health(readiness.flag)
+    clock.start(readiness.flag)
+    store.start()
+    registry.start(readiness.flag)
+    await fleet.start(readiness.flag)
+    background.supervise("tls-handshakes", handshakes.run, readiness.flag)
+    background.supervise("crl-record", crl_record.run, readiness.flag)
+    background.supervise("store-probe", probe.run, readiness.flag)
+    if generation is not None:  # the shared store emptied under us: noticed, said, restored
+        background.supervise("store-generation", generation.run, readiness.flag)
+    if reached:
+        if generation is not None:
+            await generation.start(backend.store, registry, fleet)
+    else:  # started before its store: what start-up reads from it runs once it answers
+        readiness.flag(START_CHECKS, True)
+
+        async def once_reached() -> None:
+            await probe.reached.wait()
+            try:
+                await check_crl_at_start(data, trust)
+            except RevocationListError as exc:
+                probe.give_up(str(exc))  # the entry point exits 1 with this line
+                return
+            if generation is not None:
+                await generation.start(backend.store, registry, fleet)
+            readiness.flag(START_CHECKS, False)
+
+        background.supervise(START_CHECKS, once_reached, readiness.flag)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker: its supervisor serves /metrics for all
+        mirror = metrics.mirror_live_gauges()
+        background.supervise("metrics-mirror", lambda: _every(1.0, mirror))
+    for watcher in watchers:
+        watcher.start(readiness.flag)
+    audit = AuditLog(
+        data, settings.audit_keep_count, settings.audit_keep_days * 86_400, settings.store_retry_s
+    )
+    background.supervise("audit-backlog", audit.keep_storing)
+    if generation is not None:
+        generation.audit = audit
+    app = AudioServer(
+        settings,
+        server,
+        registry,
+        store,
+        clock,
+        trust,
+        watchers,
+        0,  # the device port, once bound below
+        readiness,
+        fleet,
+        handshakes,
+        background,
+        stack,  # replaced by the stack's contents once the whole start succeeded
+        sounds,
+        audit,
+        probe,
+        generation,
+    )
+    await start_operator_side(app, data, tls, authenticator, stack)
+    if settings.metrics_bind:
+        app.metrics = start_metrics_server(settings.metrics_bind)
+        stack.callback(app.metrics.stop)
+    if settings.health_bind:
+        app.health = readiness.health = await start_health_server(settings.health_bind)
+        stack.push_async_callback(app.health.stop)
+    # Devices last: none connects to a server whose start then fails. (gRPC keeps the socket of a
+    # server bound but never started, so binding waits until nothing else can fail.)
+    app.port = port = listen(server, settings.bind, "device mTLS", settings, tls, handshakes)
+    await server.start()
+    readiness.start()
+    log.info(
+        "server.listening",
+        extra={
+            "bind": settings.bind,
+            "port": port,
+            "mtls": True,
+            "modes": settings.mode_count,
+            "reflection": settings.reflection,
+        },
+    )
+    return app
+
+
+def listen(
+    server: grpc.aio.Server,
+    bind: str,
+    what: str,
+    settings: ServerSettings,
+    tls: ReloadingServerTls,
+    handshakes: HandshakeMonitor | None,
+) -> int:
+    """Bind ``server`` to ``bind`` with the server's TLS (mTLS); one clear line if it cannot."""
+    try:
+        if settings.worker_index < 0:  # workers share the port with their siblings on purpose
+            ensure_bindable(bind, what)
+        started = handshakes.handshake_started if handshakes is not None else None
+        return int(server.add_secure_port(bind, tls.credentials(started)))
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {bind} ({what}): {exc}") from None
+
+
+def device_server(
+    settings: ServerSettings,
+    authenticator: Authenticator,
+    registry: DeviceRegistry,
+    trust: TrustState,
+    handshakes: HandshakeMonitor,
+) -> grpc.aio.Server:
+    """The device service (the three streams and sessions, mTLS), not bound yet."""
     mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(
         authenticator, CallLimiter(settings.max_calls_per_device), frozenset(mtls_only), handshakes
@@ -292,23 +390,18 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
         reflection.enable_server_reflection(
             (DEVICE_SERVICE, SESSION_SERVICE, reflection.SERVICE_NAME), server
         )
-    try:
-        if settings.worker_index < 0:  # workers share the port with their siblings on purpose
-            ensure_bindable(settings.bind, "device mTLS")
-        port = server.add_secure_port(settings.bind, tls.credentials(handshakes.handshake_started))
-    except (OSError, RuntimeError) as exc:
-        await store.close()
-        raise OSError(
-            str(exc) if isinstance(exc, OSError) else f"cannot listen on {settings.bind}: {exc}"
-        ) from None
+    return server
 
-    console_tls = tls.https_context() if settings.console_bind else None
+
+def file_watchers(settings: ServerSettings, tls: ReloadingServerTls, trust: TrustState) -> list[FileWatcher]:
+    """Reload TLS material, signing keys and the CRL when their files change."""
+    assert settings.crl_path and settings.signing_key_dir
 
     def reload_tls() -> None:
         tls.reload()  # refuses a bad pair (raises) before anything changes; every listener follows
         trust.reload_issuers()  # device certificates must be issued directly by the new bundle
 
-    watchers = [
+    return [
         FileWatcher("server-tls", tls.paths, reload_tls, settings.reload_interval_s),
         FileWatcher(
             "signing-keys", [settings.signing_key_dir], trust.reload_keys, settings.reload_interval_s
@@ -321,108 +414,39 @@ async def start_server(settings: ServerSettings, library: AudioLibrary | None = 
             every_interval=trust.check_crl_fresh,
         ),
     ]
-    crl_record = CrlRecorder(data)  # the fleet remembers the newest CRL (see check_crl_at_start)
-    trust.on_crl_loaded(crl_record.note)
-    trust.report_crl_health(readiness.flag)
-    clock.start(readiness.flag)
-    store.start()
-    registry.start(readiness.flag)
-    await fleet.start(readiness.flag)
-    handshake_reports = asyncio.create_task(supervise("tls-handshakes", handshakes.run, readiness.flag))
-    owned = [
-        handshake_reports,
-        asyncio.create_task(supervise("crl-record", crl_record.run, readiness.flag)),
-        asyncio.create_task(supervise("store-probe", probe.run, readiness.flag)),
-    ]
-    if generation is not None:  # the shared store emptied under us: noticed, said, restored
-        owned.append(asyncio.create_task(supervise("store-generation", generation.run, readiness.flag)))
-    if reached:
-        if generation is not None:
-            await generation.start(opened, registry, fleet)
-    else:  # started before its store: what start-up reads from it runs once it answers
-        readiness.flag(START_CHECKS, True)
 
-        async def once_reached() -> None:
-            await probe.reached.wait()
-            try:
-                await check_crl_at_start(data, trust)
-            except RevocationListError as exc:
-                probe.give_up(str(exc))  # the entry point exits 1 with this line
-                return
-            if generation is not None:
-                await generation.start(opened, registry, fleet)
-            readiness.flag(START_CHECKS, False)
 
-        owned.append(asyncio.create_task(supervise(START_CHECKS, once_reached, readiness.flag)))
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker: its supervisor serves /metrics for all
-        mirror = metrics.mirror_live_gauges()
-        owned.append(asyncio.create_task(supervise("metrics-mirror", lambda: _every(1.0, mirror))))
-    for watcher in watchers:
-        watcher.start(readiness.flag)
-    await server.start()
-    app = AudioServer(
-        settings,
-        server,
-        registry,
-        store,
-        clock,
-        trust,
-        watchers,
-        port,
-        readiness,
-        fleet,
-        handshakes,
-        owned,
-    )
-    app.sounds = sounds
-    app.store_probe = probe
-    app.audit = AuditLog(
-        data, settings.audit_keep_count, settings.audit_keep_days * 86_400, settings.store_retry_s
-    )
-    app.background.append(asyncio.create_task(supervise("audit-backlog", app.audit.keep_storing)))
-    app.generation = generation
-    if generation is not None:
-        generation.audit = app.audit
+async def start_operator_side(
+    app: AudioServer,
+    data: SharedData,
+    tls: ReloadingServerTls,
+    authenticator: Authenticator,
+    stack: AsyncExitStack,
+) -> None:
+    """The operator API and the web console, each registering its stop before it starts."""
+    settings = app.settings
     sessions = (
-        ConsoleSessions(data, settings.console_session_ttl_s, trust.is_revoked)
+        ConsoleSessions(data, settings.console_session_ttl_s, app.trust.is_revoked)
         if settings.console_bind
         else None
     )
     admin = FleetAdmin(
-        fleet, store, app.audit, sounds, settings.mode_count, sessions, settings.console_base_url
+        app.fleet, app.audit, app.sounds, settings.mode_count, sessions, settings.console_base_url
     )
-    try:
-        if settings.admin_bind:
-            app.admin, app.admin_port = await start_admin_server(
-                settings, tls, authenticator, admin, handshakes
-            )
-        if sessions is not None:
-            app.console = Console(admin, sessions)
-            if settings.worker_index < 0:
-                ensure_bindable(settings.console_bind, "console")
-            assert console_tls is not None
-            app.console_port = await app.console.start(
-                settings.console_bind, console_tls, reuse_port=settings.worker_index >= 0
-            )
-            if not settings.console_url:  # the port may have been picked by the system (port 0)
-                host = settings.console_base_url.rpartition(":")[0]
-                admin.console_url = f"{host}:{app.console_port}"
-        if settings.metrics_bind:
-            app.metrics = start_metrics_server(settings.metrics_bind)
-        if settings.health_bind:
-            app.health = readiness.health = await start_health_server(settings.health_bind)
-    except OSError:
-        await app.stop(grace_s=0)
-        raise
-    readiness.start()
-    log.info(
-        "server.listening",
-        extra={
-            "bind": settings.bind,
-            "port": port,
-            "mtls": True,
-            "modes": settings.mode_count,
-            "reflection": settings.reflection,
-        },
-    )
-    return app
+    if settings.admin_bind:
+        app.admin = admin_server(authenticator, admin, settings, app.handshakes)
+        stack.push_async_callback(app.admin.stop, 0.5)  # ends watches too
+        app.admin_port = listen(app.admin, settings.admin_bind, "operator API", settings, tls, app.handshakes)
+        await app.admin.start()
+        log.info("admin.listening", extra={"bind": settings.admin_bind, "port": app.admin_port})
+    if sessions is not None:
+        app.console = console = Console(admin, sessions)
+        if settings.worker_index < 0:
+            ensure_bindable(settings.console_bind, "console")
+        stack.push_async_callback(console.stop)  # also what a half-way start set up
+        app.console_port = await console.start(
+            settings.console_bind, tls.https_context(), reuse_port=settings.worker_index >= 0
+        )
+        if not settings.console_url:  # the port may have been picked by the system (port 0)
+            host = settings.console_base_url.rpartition(":")[0]
+            admin.console_url = f"{host}:{app.console_port}"

@@ -1,4 +1,9 @@
-"""Background loops that cannot die silently.
+"""Background work that cannot die silently or outlive its owner.
+
+``TaskOwner`` is the one way the server creates a task: a component owns one,
+starts its loops and one-off jobs through it, and closes it when the component
+closes (every task cancelled and awaited, none left behind). A one-off job that
+raises is logged with its traceback instead of vanishing with the task.
 
 ``supervise`` runs a loop body; if it raises, the error is logged with its
 traceback and counted, and the body is started again after a pause. A body
@@ -14,9 +19,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any
 
+from comms.tasks import cancel_and_wait
 from server import metrics
+from server.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +75,64 @@ async def supervise(
                 run.cancel()
                 await asyncio.wait({run})  # gone before we return or restart: no stray task
         await asyncio.sleep(restart_delay_s)
+
+
+class TaskOwner:
+    """The tasks of one component: started here, cancelled and awaited by ``close``.
+
+    Usable as ``async with TaskOwner(...)`` for work scoped to one call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def supervise(
+        self, name: str, body: Callable[[], Awaitable[None]], on_failing: HealthCallback | None = None
+    ) -> None:
+        """A loop for the owner's lifetime, restarted when it raises (see ``supervise``)."""
+        self.spawn(supervise(name, body, on_failing), name)
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str | None = None) -> None:
+        """One job that ends by itself; the owner's close cancels it if it is still running."""
+        if self._closed:  # a late job of a closing component (a session ending at shutdown)
+            work.close()
+            log.debug("task.refused", extra={"owner": self.name, "task": name or "job"})
+            return
+        task = asyncio.create_task(work, name=f"{self.name}:{name}" if name else self.name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # retrieved here, so asyncio never reports it at garbage collection
+            log.error(
+                "task.failed",
+                extra={"owner": self.name, "task": task.get_name(), "error": describe(error)},
+                exc_info=error,
+            )
+
+    async def join(self) -> None:
+        """Until the jobs running now have ended by themselves (nothing is cancelled)."""
+        while running := [task for task in self._tasks if not task.done()]:
+            await asyncio.wait(running)
+
+    async def close(self) -> None:
+        """Cancel every task and wait until all are gone; later ``spawn`` calls are refused."""
+        self._closed = True
+        while running := [task for task in self._tasks if not task.done()]:
+            await cancel_and_wait(*running)  # again if a task started another while cancelled
+
+    async def __aenter__(self) -> TaskOwner:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -22,11 +22,10 @@ from typing import Any
 
 from comms.audio_format import FRAME_MS, FRAME_SECONDS
 from comms.gen import comms_pb2 as pb
-from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio.channel import AudioChannel
 from server.audio.library import Clip
-from server.supervision import HealthCallback, supervise
+from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +88,13 @@ class FrameClock:
         self.lead_s = lead_s
         self._sounds: set[Sound] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("frame-clock")
 
     def start(self, on_failing: HealthCallback | None = None) -> None:
-        self._task = asyncio.create_task(supervise("frame-clock", self._run, on_failing), name="frame-clock")
+        self._tasks.supervise("frame-clock", self._run, on_failing)
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
+        await self._tasks.close()
 
     def add(self, sound: Sound) -> None:
         self._sounds.add(sound)
@@ -137,7 +136,7 @@ class Player:
         self._on_finished = on_finished
         self._log_fields = log_fields
         self._sound: Sound | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("player")  # the state machine hearing that a sound ended
         self.sink: AudioChannel | None = None
         self.frame_ms = FRAME_MS  # what the device's audio stream asked for (its session's choice)
 
@@ -208,13 +207,11 @@ class Player:
             return
         self._sound = None
         log.info("sound.finished", extra={**self._log_fields, "sound": sound.sound_id})
-        task = asyncio.create_task(self._on_finished(sound.sound_id), name=f"finished-{sound.sound_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._on_finished(sound.sound_id), f"finished-{sound.sound_id}")
 
     async def close(self) -> None:
         """Take the sound off the clock and await the pending callbacks (owner's shutdown)."""
         if self._sound is not None:
             self._clock.discard(self._sound)
             self._sound = None
-        await cancel_and_wait(*self._tasks)
+        await self._tasks.close()

@@ -25,14 +25,12 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 
 from auth.errors import DeviceRevoked, SessionSuperseded
 from auth.identity import Identity
-from comms.tasks import cancel_and_wait
 from server import metrics
 from server.audio.library import ClipSource
 from server.audio.player import FrameClock
@@ -43,7 +41,7 @@ from server.devices.state_machine import ConnectionLost, Press
 from server.errors import DEVICE_REVOKED_TEXT
 from server.state.guard import StoreGuard
 from server.state.store import DeviceRecord
-from server.supervision import HealthCallback, supervise
+from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,7 @@ class DeviceRegistry:
         self._locks: dict[Identity, _IdentityLock] = {}
         self._empty = asyncio.Event()
         self._empty.set()
-        self._background: set[asyncio.Task[None]] = set()
-        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("registry")  # the write watchdog and session endings it started
         self._supersedes: OrderedDict[Identity, deque[float]] = OrderedDict()
         self.listener = RegistryListener()  # replaced by the fleet (bus, presence) when there is one
         metrics.track_live(self)
@@ -377,7 +374,7 @@ class DeviceRegistry:
         (called by the CRL reload)."""
         for session in self.live_sessions():
             if session.revoked_by(serials):
-                self._spawn(
+                self._tasks.spawn(
                     self.end_session(
                         session.identity,
                         grpc.StatusCode.PERMISSION_DENIED,
@@ -386,11 +383,6 @@ class DeviceRegistry:
                         serials,
                     )
                 )
-
-    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def close_rpc(self, controller: DeviceController, session: DeviceSession, kind: str) -> None:
         """Detach one RPC; the last one of the live session ends it, persists and evicts the device."""
@@ -416,7 +408,7 @@ class DeviceRegistry:
         return ended
 
     def start(self, on_failing: HealthCallback | None = None) -> None:
-        self._watchdog = asyncio.create_task(supervise("write-watchdog", self._watch_writes, on_failing))
+        self._tasks.supervise("write-watchdog", self._watch_writes, on_failing)
 
     async def _watch_writes(self) -> None:
         """One sweep a second instead of a timer per packet: end sessions whose audio write is stuck."""
@@ -431,7 +423,7 @@ class DeviceRegistry:
                         "audio.stalled", extra={**session.log_fields, "stuck_s": round(now - since, 1)}
                     )
                     session.audio_write_since = None  # ended once
-                    self._spawn(
+                    self._tasks.spawn(
                         self.end_session(
                             session.identity, grpc.StatusCode.UNAVAILABLE, STALLED_MESSAGE, "stalled"
                         )
@@ -439,7 +431,7 @@ class DeviceRegistry:
 
     async def close(self) -> None:
         """Stop the watchdog; await the session endings still in flight (owner's shutdown)."""
-        await cancel_and_wait(self._watchdog, *self._background)
+        await self._tasks.close()
 
     async def wait_empty(self, timeout: float) -> bool:
         """Wait until every session detached; False on timeout."""

@@ -32,10 +32,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from comms.tasks import cancel_and_wait
 from server.errors import describe
 from server.fleet.bus_dispatch import KeyedDispatcher
-from server.supervision import HealthCallback, supervise
+from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ class RedisBus(FleetBus):
     def __init__(self, node_id: str, client: aioredis.Redis) -> None:
         super().__init__(node_id)
         self._redis = client
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("bus")
         # Handled per device, off the subscriber loop: a slow handler never stalls the others.
         self.dispatch = KeyedDispatcher(self.deliver, lambda m: (m.tenant, m.device))
         self.subscribed = asyncio.Event()  # set while the subscription is live (tests wait on it)
@@ -131,7 +130,7 @@ class RedisBus(FleetBus):
         await self._redis.publish(channel, message.encode())
 
     async def start(self, on_failing: HealthCallback | None = None) -> None:
-        self._task = asyncio.create_task(supervise("bus", self._listen, on_failing), name="bus")
+        self._tasks.supervise("bus", self._listen, on_failing)
         async with asyncio.timeout(5):  # subscribed, or Redis is away: the server starts unready, retrying
             await self._first_try.wait()
 
@@ -174,5 +173,5 @@ class RedisBus(FleetBus):
                 await pubsub.aclose()
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
+        await self._tasks.close()
         await self.dispatch.close()

@@ -17,15 +17,14 @@ session check of every call, which asks the shared store.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from comms.log_sampling import SampledLog
-from comms.tasks import cancel_and_wait
 from server import metrics
+from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,8 @@ class KeyedDispatcher(Generic[M]):
         self.limit = limit
         self.queued = 0
         self._queues: dict[Key, deque[M]] = {}
-        self._workers: dict[Key, asyncio.Task[None]] = {}
+        self._working: set[Key] = set()  # keys whose worker task runs
+        self._tasks = TaskOwner("bus-dispatch")
 
     def submit(self, message: M) -> bool:
         """Queue ``message`` behind its device's earlier ones; False (and counted) when full."""
@@ -62,8 +62,9 @@ class KeyedDispatcher(Generic[M]):
         key = self._key(message)
         self._queues.setdefault(key, deque()).append(message)
         self.queued += 1
-        if key not in self._workers:
-            self._workers[key] = asyncio.create_task(self._work(key), name="bus-device")
+        if key not in self._working:
+            self._working.add(key)
+            self._tasks.spawn(self._work(key), "device")
         return True
 
     async def _work(self, key: Key) -> None:
@@ -74,7 +75,7 @@ class KeyedDispatcher(Generic[M]):
                 self.queued -= 1
                 await self._handle(message)  # the handler logs its own failures
         finally:
-            self._workers.pop(key, None)
+            self._working.discard(key)
             if not queue:
                 self._queues.pop(key, None)
             else:  # cancelled with messages left: they are dropped with it
@@ -82,8 +83,7 @@ class KeyedDispatcher(Generic[M]):
 
     async def idle(self) -> None:
         """Wait until every queued message was handled (tests and shutdown)."""
-        while self._workers:
-            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        await self._tasks.join()
 
     async def close(self) -> None:
-        await cancel_and_wait(*self._workers.values())
+        await self._tasks.close()

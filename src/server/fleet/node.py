@@ -35,7 +35,6 @@ from redis.exceptions import RedisError
 
 from auth.identity import Identity
 from comms.log_sampling import SampledLog
-from comms.tasks import cancel_and_wait
 from server.devices.commands import REVOKE, Command
 from server.devices.controller import DeviceController
 from server.devices.registry import DeviceRegistry, RegistryListener
@@ -43,9 +42,10 @@ from server.errors import StoreUnavailable, describe
 from server.fleet.bus import CHANGED, COMMAND, REPLY, REVOKED, SUPERSEDED, BusMessage, FleetBus
 from server.fleet.device_view import DeviceView
 from server.fleet.presence import Presence, keep_leases
+from server.state.guard import StoreGuard
 from server.state.shared_data import SharedData
 from server.state.store import DeviceRecord
-from server.supervision import HealthCallback, supervise
+from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Fleet(RegistryListener):
     def __init__(
         self,
         registry: DeviceRegistry,
+        records: StoreGuard,
         bus: FleetBus,
         presence: Presence,
         trust: Revocations,
@@ -96,12 +97,13 @@ class Fleet(RegistryListener):
     ) -> None:
         self.history = history  # each device's recent events (connects, presses, modes, sounds)
         self.registry = registry
+        self._records = records  # the device records operators read and change
         self.bus = bus
         self.presence = presence
         self.trust = trust
         self.node_id = bus.node_id
         self._outbox: asyncio.Queue[Work] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskOwner("fleet")
         self._requests: dict[str, asyncio.Future[bool]] = {}  # commands sent to other nodes, by id
         registry.listener = self
 
@@ -110,13 +112,8 @@ class Fleet(RegistryListener):
         self.bus.on_restored(self.resync)
         self.trust.on_revoked(self.revoked_here)
         await self.bus.start(on_failing)
-        self._tasks = [
-            asyncio.create_task(supervise("fleet-outbox", self._drain, on_failing), name="fleet-outbox"),
-            asyncio.create_task(
-                supervise("presence-leases", lambda: keep_leases(self.presence, self._live), on_failing),
-                name="presence-leases",
-            ),
-        ]
+        self._tasks.supervise("fleet-outbox", self._drain, on_failing)
+        self._tasks.supervise("presence-leases", lambda: keep_leases(self.presence, self._live), on_failing)
         # (A Redis outage is not a crash of these loops: they ride it out; the store's health reports it.)
 
     async def close(self) -> None:
@@ -124,7 +121,7 @@ class Fleet(RegistryListener):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_FLUSH_S):
                 await self.idle()
-        await cancel_and_wait(*self._tasks)
+        await self._tasks.close()
         await self.bus.close()
 
     def _live(self) -> list[Identity]:
@@ -249,6 +246,27 @@ class Fleet(RegistryListener):
         self._publish(message)
 
     # --- what operators see and do --------------------------------------------
+
+    async def device(self, identity: Identity) -> DeviceView | None:
+        """One device as operators see it, or None if it has no record."""
+        record = await self._records.load(identity)
+        if record is None:
+            return None
+        (view,) = await self.views([record])
+        return view
+
+    async def devices(
+        self, tenant: str | None, keep: Callable[[DeviceRecord], bool] | None = None
+    ) -> list[DeviceView]:
+        """A tenant's devices (every tenant's for None), ``keep`` applied before presence is asked."""
+        records = await self._records.list_devices(tenant)
+        return await self.views([r for r in records if keep is None or keep(r)])
+
+    async def change_record(
+        self, identity: Identity, changes: dict[str, object], session_id: str | None = None
+    ) -> bool:
+        """An operator's change, in the store before returning (compare-and-set on ``session_id``)."""
+        return await self._records.update_now(identity, changes, session_id)
 
     async def views(self, records: list[DeviceRecord]) -> list[DeviceView]:
         """Records from the store with where (whether) each device is live; this node's own

@@ -34,8 +34,7 @@ from server.fleet.device_view import DeviceView
 from server.fleet.node import DeviceOffline, Fleet, history_log
 from server.operator.audit import AuditFilter, AuditLog, BadPageToken
 from server.operator.calls import ApiError, LocalContext, Note, OperatorCalls, not_found
-from server.operator.console.sign_in import ConsoleSessions
-from server.state.guard import StoreGuard
+from server.operator.sign_in import ConsoleSessions
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,6 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     def __init__(
         self,
         fleet: Fleet,
-        store: StoreGuard,
         audit: AuditLog,
         sounds: TenantSounds,
         mode_count: int,
@@ -93,7 +91,6 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         console_url: str = "",
     ) -> None:
         self._fleet = fleet
-        self._store = store
         self._audit = audit
         self.calls = OperatorCalls(audit)
         self.sounds = sounds
@@ -153,26 +150,23 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             identity = Identity(tenant, validate_id(ref.device_id, "device id"))
         except InvalidIdentifier as exc:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        record = await self._store.load(identity)
-        if record is None or record.epoch == 0:
+        view = await self._fleet.device(identity)
+        if view is None or view.record.epoch == 0:
             raise not_found(f"device {tenant}/{identity.device_id}")
-        (view,) = await self._fleet.views([record])
         return view
 
     async def _fresh(self, identity: Identity) -> DeviceView:
-        record = await self._store.load(identity)
-        assert record is not None
-        (view,) = await self._fleet.views([record])
+        view = await self._fleet.device(identity)
+        assert view is not None
         return view
 
     # --- reading -------------------------------------------------------------------
 
     async def _matching(self, tenant: str | None, request: apb.ListDevicesRequest) -> list[DeviceView]:
         search, online = bounded(request.search, "search"), online_filter(request.online)
-        records = await self._store.list_devices(tenant)
-        if search:
-            records = [r for r in records if search.lower() in r.identity.device_id]
-        views = await self._fleet.views(records)
+        views = await self._fleet.devices(
+            tenant, (lambda r: search.lower() in r.identity.device_id) if search else None
+        )
         if online == apb.ListDevicesRequest.ONLINE:
             views = [v for v in views if v.online]
         elif online == apb.ListDevicesRequest.OFFLINE:
@@ -369,7 +363,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             with contextlib.suppress(DeviceOffline):
                 return await self._deliver(view, command)
             session = view.record.session_id
-            if await self._store.update_now(view.identity, {"mode": mode}, session):
+            if await self._fleet.change_record(view.identity, {"mode": mode}, session):
                 with contextlib.suppress(DeviceOffline):  # went live as we wrote: it may hold the old mode
                     return await self._deliver(view, command)
                 fresh = await self._fresh(view.identity)
@@ -383,7 +377,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             view = await self._device(call, request, note)
             serial = view.record.cert_serial
             note.parameters["cert_serial"] = f"{serial:x}" if serial is not None else ""
-            await self._store.update_now(view.identity, {"revoked": True, "revoked_serial": serial})
+            await self._fleet.change_record(view.identity, {"revoked": True, "revoked_serial": serial})
             await self._fleet.revoke(view.identity)  # every node ends its streams now
             fresh = await self._fresh(view.identity)
             self._fleet.publish_view(fresh, "revoked")
@@ -394,7 +388,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
     async def UnrevokeDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
         async def work(call: OperatorCall, note: Note) -> apb.Device:
             view = await self._device(call, request, note)
-            await self._store.update_now(view.identity, {"revoked": False, "revoked_serial": None})
+            await self._fleet.change_record(view.identity, {"revoked": False, "revoked_serial": None})
             fresh = await self._fresh(view.identity)
             self._fleet.publish_view(fresh, "unrevoked")
             return fresh.to_proto()

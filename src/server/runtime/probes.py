@@ -14,7 +14,6 @@ plaintext server that serves nothing else. It answers two questions:
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import socket
@@ -25,6 +24,8 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Readiness:
     problems: set[str] = field(default_factory=set)
     started: bool = False
     health: HealthServer | None = None
-    _publishing: set[asyncio.Task[None]] = field(default_factory=set)
+    _publishing: TaskOwner = field(default_factory=lambda: TaskOwner("health-publish"))
 
     @property
     def serving(self) -> bool:
@@ -88,15 +89,13 @@ class Readiness:
 
     def _publish(self) -> None:
         if self.health is not None:
-            task = asyncio.get_running_loop().create_task(self.health.set_serving(self.serving))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+            self._publishing.spawn(self.health.set_serving(self.serving))
 
     async def draining(self) -> None:
         """NOT_SERVING for good: health ignores later changes once graceful shutdown began."""
         self.started = False
         if self.health is not None:
-            await asyncio.gather(*self._publishing)
+            await self._publishing.join()
             await self.health.servicer.enter_graceful_shutdown()
 
 

@@ -12,9 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from comms.tasks import cancel_and_wait
 from server import metrics
-from server.supervision import HealthCallback, supervise
+from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +52,15 @@ class FileWatcher:
         self._every_interval = every_interval  # checks that need no file change (a CRL going stale)
         self._interval_s = interval_s
         self._last = signature(paths)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner(f"watch-{name}")
         self.attempts = 0  # reloads tried (a change was seen), whatever their outcome: observable
         self.last_ok: bool | None = None
 
     def start(self, on_failing: HealthCallback | None = None) -> None:
-        self._task = asyncio.create_task(
-            supervise(f"watch-{self.name}", self._run, on_failing), name=f"watch-{self.name}"
-        )
+        self._tasks.supervise(f"watch-{self.name}", self._run, on_failing)
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
+        await self._tasks.close()
 
     def check(self) -> bool:
         """Reload if something changed; True when a reload succeeded."""

@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server import metrics
 from server.runtime.probes import LIVENESS_SERVICE, HealthServer, ensure_bindable, start_health_server
 from server.runtime.settings import ServerSettings
-from server.supervision import supervise
+from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +177,10 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        keepers = [
-            asyncio.create_task(supervise(f"worker-{w.index}", lambda w=w: self._keep(w), self._flag))  # type: ignore[misc]
-            for w in self.workers
-        ]
-        poller = asyncio.create_task(supervise("worker-health", self._poll_health, self._flag))
+        keepers, poller = TaskOwner("worker-keepers"), TaskOwner("worker-health")
+        for w in self.workers:
+            keepers.supervise(f"worker-{w.index}", lambda w=w: self._keep(w), self._flag)  # type: ignore[misc]
+        poller.supervise("worker-health", self._poll_health, self._flag)
         log.info("supervisor.running", extra={"workers": len(self.workers), "bind": self.settings.bind})
         print(
             f"audio-server: {len(self.workers)} workers on {self.settings.bind}", file=sys.stderr, flush=True
@@ -190,16 +189,19 @@ class Supervisor:
         self._stopping = True
         if self.health is not None:
             await self.health.servicer.enter_graceful_shutdown()
-        poller.cancel()
+        await poller.close()
         for worker in self.workers:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.send_signal(signal.SIGTERM)
         limit = self.settings.drain_delay_s + self.settings.shutdown_grace_s + STOP_EXTRA_S
-        _, late = await asyncio.wait(keepers, timeout=limit)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await keepers.join()
         for worker in self.workers:
-            if late and worker.process is not None and worker.process.returncode is None:
+            if len(keepers) and worker.process is not None and worker.process.returncode is None:
                 worker.process.kill()
-        await asyncio.gather(*keepers, poller, return_exceptions=True)
+        await keepers.join()  # each keeper ends once its worker has exited
+        await keepers.close()
         if self.health is not None:
             await self.health.stop()
         if metrics_server is not None:

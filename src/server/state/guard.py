@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from auth.identity import Identity
-from comms.tasks import cancel_and_wait
 from server import metrics
 from server.errors import StoreResetting, StoreUnavailable, describe
 from server.state.store import DeviceRecord, DeviceStore, Telemetry
-from server.supervision import supervise
+from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class StoreGuard:
         self._pending: dict[Identity, PendingChange] = {}
         self._write_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("store-guard")
         metrics.track_store(self)
 
     @property
@@ -81,11 +80,11 @@ class StoreGuard:
         return len(self._pending)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(supervise("store-writer", self._run), name="store-writer")
+        self._tasks.supervise("store-writer", self._run)
 
     async def close(self) -> None:
         """Land what is queued if the store lets us (bounded), then close the store."""
-        await cancel_and_wait(self._task)
+        await self._tasks.close()
         if self._pending:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_FLUSH_S):

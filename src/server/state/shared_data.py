@@ -30,8 +30,8 @@ from redis.exceptions import RedisError
 
 from comms.log_sampling import SampledLog
 from server.errors import StoreUnavailable, describe
-from server.state.redis_store import KEY_PREFIX, RedisStore
-from server.state.store import DeviceStore, MemoryStore, SqliteStore
+from server.state.redis_store import KEY_PREFIX
+from server.state.store import SqliteStore
 
 log = logging.getLogger(__name__)
 _failures = SampledLog()  # an outage fails every use: a few lines, not thousands
@@ -318,14 +318,3 @@ class GuardedData:
     async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
         async with self._mapped("recent"):
             return await self._backend.recent(log, limit, before)
-
-
-async def shared_data_for(store: DeviceStore) -> SharedData:
-    """The operator data lives in the same backend as the device records."""
-    if isinstance(store, RedisStore):
-        return GuardedData(RedisData(store.client))
-    if isinstance(store, SqliteStore):
-        return GuardedData(await SqliteData.open(store))
-    if isinstance(store, MemoryStore):
-        return MemoryData()
-    raise TypeError(f"no operator data for {type(store).__name__}")

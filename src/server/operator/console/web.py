@@ -38,7 +38,6 @@ from auth.operators import Role
 from auth.reasons import Reason
 from comms.audio_format import SAMPLE_RATE
 from comms.gen import admin_pb2 as apb
-from comms.tasks import cancel_and_wait
 from server.access.interceptor import OperatorCall
 from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, describe
 from server.limits import TokenBucket
@@ -47,7 +46,8 @@ from server.operator.calls import ApiError
 from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
 from server.operator.console.present import present
-from server.operator.console.sign_in import ConsoleSession, ConsoleSessions
+from server.operator.sign_in import ConsoleSession, ConsoleSessions
+from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +442,19 @@ class Console:
         response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"})
         await response.prepare(request)
         updates: asyncio.Queue[apb.DeviceUpdate | None] = asyncio.Queue(LIVE_BACKLOG)
-        pump = asyncio.create_task(self._pump(request[CALL], updates), name="console-live")
+        async with TaskOwner("console-live") as tasks:  # the pump ends with the stream
+            tasks.spawn(self._pump(request[CALL], updates), "pump")
+            await self._relay(response, updates, cookie, only)
+        return response
+
+    async def _relay(
+        self,
+        response: web.StreamResponse,
+        updates: asyncio.Queue[apb.DeviceUpdate | None],
+        cookie: str,
+        only: str,
+    ) -> None:
+        """Updates to the page as server-sent events, until the watch or the session ends."""
         loop = asyncio.get_running_loop()
         next_check = loop.time() + RECHECK_S
         quiet_since = loop.time()
@@ -473,9 +485,6 @@ class Console:
                 quiet_since = loop.time()
         except ConnectionResetError:
             pass
-        finally:
-            await cancel_and_wait(pump)
-        return response
 
     async def _pump(self, call: OperatorCall, updates: asyncio.Queue[apb.DeviceUpdate | None]) -> None:
         """Iterates the in-process watch in a task of its own (its context stays in one task)."""
