@@ -14,7 +14,7 @@ from cryptography import x509
 
 from auth import pki
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
-from auth.issuing_ca import create_issuing_ca
+from auth.issuing_ca import create_issuing_ca, write_issuing_ca
 from auth.keys import create_signing_key
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
@@ -47,9 +47,11 @@ class EphemeralPki:
         return self._devices[identity]
 
     def issuing_ca(self) -> pki.CertifiedKey:
-        """This PKI's issuing CA (made on first use, signed by the root)."""
+        """This PKI's issuing CA (made on first use, signed by the root; written to
+        ROOT/issuing, where a server with --enroll-bind finds it)."""
         if self._issuing is None:
             self._issuing = create_issuing_ca(self.ca, DEFAULT_TRUST_DOMAIN)
+            write_issuing_ca(self._issuing, self.root)
         return self._issuing
 
     def issued_tls(self, tenant: str, device: str, issuing: pki.CertifiedKey | None = None) -> TlsMaterial:

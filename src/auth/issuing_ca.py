@@ -27,10 +27,12 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from auth import pki
 from auth.errors import CertificateIssuingCa, MaterialExists
+from auth.identity import Identity
 from auth.name_constraints import check_names, subject_alternative_names
 
 ISSUING_VALIDITY = dt.timedelta(days=365)
@@ -138,6 +140,56 @@ def check_issued_within(leaf: x509.Certificate, constraints: x509.NameConstraint
     check_names(subject_alternative_names(leaf), constraints)
 
 
+def issue_for_key(
+    ca: pki.CertifiedKey,
+    public_key: ec.EllipticCurvePublicKey,
+    identity: Identity,
+    trust_domain: str,
+    lifetime: dt.timedelta,
+) -> x509.Certificate:
+    """A device certificate for a key the device made (from its CSR): the device leaf profile,
+    ``identity`` in the one URI SAN, never past the issuing CA's own notAfter."""
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(identity))]))
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - pki.CLOCK_SKEW)
+        .not_valid_after(min(now + lifetime, ca.cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.spiffe_id(trust_domain))]),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+def chain_pem(leaf: x509.Certificate, issuing: x509.Certificate) -> bytes:
+    """What a device's certificate file holds: its certificate, then its issuing CA's."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, issuing))
+
+
 # --- files -----------------------------------------------------------------
 
 
@@ -174,6 +226,6 @@ def write_chain(
     for path in (cert_path, key_path):
         if path.exists() and not force:
             raise MaterialExists(f"{path} already exists (use --force to overwrite)")
-    chain = leaf.cert_pem() + issuing.public_bytes(serialization.Encoding.PEM)
+    chain = chain_pem(leaf.cert, issuing)
     pki.write_atomic(key_path, leaf.key_pem(), pki.PRIVATE_MODE, force=True)
     pki.write_atomic(cert_path, chain, pki.PUBLIC_MODE, force=True)
