@@ -155,18 +155,6 @@ def build_cert(
 
     key = pki.new_key()
     now = dt.datetime.now(dt.UTC)
-    usage = {
-        "digital_signature": True,
-        "content_commitment": False,
-        "key_encipherment": False,
-        "data_encipherment": False,
-        "key_agreement": False,
-        "key_cert_sign": bool(ca),
-        "crl_sign": bool(ca),
-        "encipher_only": False,
-        "decipher_only": False,
-    }
-    usage.update(key_usage or {})
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")]))
@@ -179,7 +167,7 @@ def build_cert(
     if ca is not None:
         builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     if not omit_key_usage:
-        builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
+        builder = builder.add_extension(pki.key_usage(ca=bool(ca), **(key_usage or {})), critical=True)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return pki.CertifiedKey(key, builder.sign(issuer.key, hashes.SHA256()))

@@ -199,15 +199,13 @@ def build_cert_self_signed(ca: pki_lib.CertifiedKey) -> pki_lib.CertifiedKey:
     from cryptography.hazmat.primitives import hashes
 
     builder = (
-        x509.CertificateBuilder()
+        pki_lib.with_extensions(x509.CertificateBuilder(), pki_lib.ca_extensions(path_length=None))
         .subject_name(ca.cert.subject)
         .issuer_name(ca.cert.subject)
         .public_key(ca.key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(ca.cert.not_valid_before_utc)
         .not_valid_after(ca.cert.not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(ca.cert.extensions.get_extension_for_class(x509.KeyUsage).value, critical=True)
     )
     return pki_lib.CertifiedKey(ca.key, builder.sign(ca.key, hashes.SHA256()))
 

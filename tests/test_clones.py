@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from auth.identity import Identity
+from comms.tasks import cancel_and_wait
 from device.audio_sink import RecordingSink
 from device.backoff import Backoff
 from device.client import DeviceClient
@@ -44,9 +45,7 @@ async def test_clones_are_named_on_both_sides_and_back_off(
             lambda: any(r.getMessage() == "device.possible_clone" for r in caplog.records), timeout=20
         )
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
     server_lines = [r for r in caplog.records if r.getMessage() == "session.possible_clone"]
     assert server_lines and server_lines[0].supersedes >= CLONE_SUPERSEDES  # type: ignore[attr-defined]
     # Being superseded never counts as a stable connection: the failures (and delays) keep growing.
@@ -104,6 +103,4 @@ async def test_two_devices_with_one_certificate_settle_with_one_of_them_playing(
         await wait_for(lambda: bool(sinks[winner].sounds), timeout=10)  # the one left plays
         assert not sinks[loser].sounds
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)

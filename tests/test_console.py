@@ -26,6 +26,7 @@ from auth import pki as pki_lib
 from auth.operators import OperatorIdentity, Role
 from auth.revocation import revoke
 from comms.gen import admin_pb2 as apb
+from comms.tasks import cancel_and_wait
 from device.audio_sink import RecordingSink
 from server.app import AudioServer
 from server.operator import sign_in as console_sessions
@@ -303,7 +304,7 @@ async def test_the_live_stream_carries_only_the_operators_tenant(
             await wait_for(lambda: any(m["change"] == "mode" for m in received), timeout=2)
             assert time.monotonic() - started < 2
     finally:
-        listener.cancel()
+        await cancel_and_wait(listener)
     assert received and {m["device"]["tenant"] for m in received} == {"acme"}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from comms.tasks import cancel_and_wait
 from server.app import AudioServer
 from server.operator import sign_in as console_sessions
 from server.operator.console import web as console_web
@@ -109,7 +110,7 @@ async def test_a_platform_operators_live_page_carries_every_tenants_changes(
             await globex.press(MODE)
             await wait_for(lambda: mode_change_of("acme") and mode_change_of("globex"), timeout=2)
     finally:
-        listener.cancel()
+        await cancel_and_wait(listener)
 
 
 async def test_a_quiet_live_stream_outlives_its_heartbeats(

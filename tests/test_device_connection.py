@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from comms.tasks import cancel_and_wait
 from device.audio_sink import RecordingSink
 from device.backoff import Backoff
 from device.client import DeviceClient
@@ -40,8 +41,7 @@ async def test_store_refusals_retry_on_a_short_capped_backoff(
     try:
         await wait_for(lambda: len(manager.attempts) >= REFUSALS, timeout=30)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
     assert {a.reason for a in manager.attempts} == {"UNAVAILABLE"}
     assert all(0 < d <= STORE_RETRY_CAP_S for d in delays)  # soon, but never hammering (capped, jittered)
     assert manager.backoff.failures == 0  # the long backoff is kept for real failures

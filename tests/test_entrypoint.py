@@ -274,25 +274,19 @@ WITHOUT_GPIOZERO = (  # as if gpiozero were not installed: importing it raises I
 )
 
 
+def device_without_gpiozero(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_GPIOZERO, *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
 def test_device_help_works_without_the_device_dependencies() -> None:
     """The server image has no gpiozero: ``audio-device --help`` once only said it was missing."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    shown = subprocess.run(
-        [sys.executable, "-c", WITHOUT_GPIOZERO, "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    shown = device_without_gpiozero("--help")
     assert shown.returncode == 0, shown.stderr
     assert "--simulate" in shown.stdout and "pi-audio-service[device]" in shown.stdout
-    refused = subprocess.run(
-        [sys.executable, "-c", WITHOUT_GPIOZERO, "--simulate"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    refused = device_without_gpiozero("--simulate")
     assert refused.returncode == 78
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]  # one line
     assert "device dependencies are not installed" in refused.stderr

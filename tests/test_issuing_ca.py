@@ -74,9 +74,7 @@ def intermediate(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=critical_basic)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, key_cert_sign, True, False, False), critical=True
-        )
+        .add_extension(pki_lib.key_usage(ca=True, key_cert_sign=key_cert_sign), critical=True)
     )
     if not omit_constraints:
         builder = builder.add_extension(constraints or name_constraints(TD), critical=critical_constraints)

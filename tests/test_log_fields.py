@@ -28,6 +28,7 @@ NAMED_SOURCES = {
     "self._log_fields",  # a Player's: its controller's log_fields
     "log_fields",  # abort_rejected(context, failure, **log_fields): its callers pass tenant=, device=
     "audit_log_fields(event)",
+    "edge_fields",  # Outage.lost(**edge_fields) / restored(**edge_fields): its callers' keywords
 }
 
 
@@ -101,6 +102,22 @@ def test_the_interceptor_is_given_only_safe_keywords() -> None:
     assert calls
     for call in calls:
         assert all(k.arg is not None and k.arg not in RESERVED for k in call.keywords)
+
+
+def test_the_outage_edges_are_given_only_safe_keywords() -> None:
+    """``Outage.lost(**edge_fields)`` / ``restored(**edge_fields)``: its callers' keywords."""
+    calls = [
+        node
+        for path in sorted(SRC.rglob("*.py"))
+        if "_pb2" not in path.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"lost", "restored"}
+    ]
+    assert len(calls) >= 6  # the guard, the bus and presence, each at both edges
+    for call in calls:
+        assert all(k.arg is not None and k.arg not in RESERVED for k in call.keywords), ast.unparse(call)
 
 
 def test_in_production_a_colliding_key_is_renamed_not_raised() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auth import pki
 from auth.errors import (
@@ -118,3 +119,23 @@ def test_every_gen_certs_subcommand_follows_the_profile(tmp_path: Path) -> None:
         for path in devices:
             identity = device_identity(_cert(path), [ca], TD)
             assert path == root / pki.DEVICES_DIR / identity.tenant / f"{identity.device_id}.crt"
+
+
+def test_the_extension_helpers_make_a_ca_and_leaves_the_profile_tells_apart(ca: pki.CertifiedKey) -> None:
+    """One definition of CA and leaf extensions (pki): a CA signs certificates and CRLs, limited to
+    leaves; both leaf kinds pass the profile, with the purpose their kind needs."""
+    constraints = ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    usage = ca.cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert constraints.ca and constraints.path_length == 0
+    assert usage.key_cert_sign and usage.crl_sign and usage.digital_signature
+    with pytest.raises(CertificateNotLeaf):
+        check_leaf(ca.cert)
+    server = pki.issue_server_cert(ca, ["audio.example.com"], [])
+    device = pki.issue_device_cert(ca, Identity("acme", "dev-1"))
+    for leaf, purpose in (
+        (server, ExtendedKeyUsageOID.SERVER_AUTH),
+        (device, ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        check_leaf(leaf.cert)
+        assert list(leaf.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [purpose]
+    assert pki.key_usage(ca=False) == device.cert.extensions.get_extension_for_class(x509.KeyUsage).value

@@ -28,12 +28,13 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from auth import pki
 from auth.errors import CertificateIssuingCa, MaterialExists
 from auth.identity import Identity
 from auth.name_constraints import check_names, subject_alternative_names
+from comms.files import write_atomic
 
 ISSUING_VALIDITY = dt.timedelta(days=365)
 ISSUING_DIR = "issuing"
@@ -69,28 +70,13 @@ def create_issuing_ca(
     )
     not_after = min(now + validity, root.cert.not_valid_after_utc)
     cert = (
-        x509.CertificateBuilder()
+        pki.with_extensions(x509.CertificateBuilder(), pki.ca_extensions(path_length=0))
         .subject_name(name)
         .issuer_name(root.cert.subject)
         .public_key(key.public_key())
         .serial_number(serial)
         .not_valid_before(now - pki.CLOCK_SKEW)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
         .add_extension(name_constraints(trust_domain), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -150,37 +136,19 @@ def issue_for_key(
     """A device certificate for a key the device made (from its CSR): the device leaf profile,
     ``identity`` in the one URI SAN, never past the issuing CA's own notAfter."""
     now = dt.datetime.now(dt.UTC)
+    uri = x509.UniformResourceIdentifier(identity.spiffe_id(trust_domain))
     return (
-        x509.CertificateBuilder()
+        pki.with_extensions(x509.CertificateBuilder(), pki.leaf_extensions(server=False))
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(identity))]))
         .issuer_name(ca.cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - pki.CLOCK_SKEW)
         .not_valid_after(min(now + lifetime, ca.cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.spiffe_id(trust_domain))]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName([uri]), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
 
@@ -227,5 +195,5 @@ def write_chain(
         if path.exists() and not force:
             raise MaterialExists(f"{path} already exists (use --force to overwrite)")
     chain = chain_pem(leaf.cert, issuing)
-    pki.write_atomic(key_path, leaf.key_pem(), pki.PRIVATE_MODE, force=True)
-    pki.write_atomic(cert_path, chain, pki.PUBLIC_MODE, force=True)
+    write_atomic(key_path, leaf.key_pem(), pki.PRIVATE_MODE)
+    write_atomic(cert_path, chain, pki.PUBLIC_MODE)

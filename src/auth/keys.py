@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from auth.errors import SigningKeyError
-from auth.pki import PRIVATE_MODE, write_atomic
+from auth.pki import PRIVATE_MODE, write_material
 
 KEY_SUFFIX = ".key"
 KID_PATTERN = re.compile(r"k\d{8}T\d{6}Z-[0-9a-f]{8}")
@@ -60,7 +60,7 @@ def create_signing_key(key_dir: Path, now: dt.datetime | None = None) -> Signing
     pem = key.private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_atomic(key_dir / f"{key.kid}{KEY_SUFFIX}", pem, PRIVATE_MODE, force=False)
+    write_material(key_dir / f"{key.kid}{KEY_SUFFIX}", pem, PRIVATE_MODE, force=False)
     return key
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from auth.errors import MaterialExists, PkiError
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, operator_subject
+from comms.files import write_atomic
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=397)
@@ -38,6 +37,7 @@ OPERATORS_DIR = "operators"
 PLATFORM_DIR = "_platform"
 
 PrivateKey = ec.EllipticCurvePrivateKey
+Extensions = list[tuple[x509.ExtensionType, bool]]  # (extension, critical)
 
 
 @dataclass(frozen=True)
@@ -66,33 +66,62 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# --- extensions: what makes a certificate a CA or a leaf (auth.profile checks the leaf side) ----
+
+
+def key_usage(*, ca: bool, **overrides: bool) -> x509.KeyUsage:
+    """digitalSignature always; keyCertSign and cRLSign for a CA only; nothing else.
+    ``overrides`` (KeyUsage field names) let tests build certificates that break the profile."""
+    fields = {
+        "digital_signature": True,
+        "content_commitment": False,
+        "key_encipherment": False,
+        "data_encipherment": False,
+        "key_agreement": False,
+        "key_cert_sign": ca,
+        "crl_sign": ca,
+        "encipher_only": False,
+        "decipher_only": False,
+    }
+    return x509.KeyUsage(**(fields | overrides))
+
+
+def ca_extensions(path_length: int | None = 0) -> Extensions:
+    """A CA: CA:TRUE (``path_length`` 0: it signs leaves only) and a certificate/CRL signing KeyUsage."""
+    return [
+        (x509.BasicConstraints(ca=True, path_length=path_length), True),
+        (key_usage(ca=True), True),
+    ]
+
+
+def leaf_extensions(*, server: bool) -> Extensions:
+    """A leaf: CA:FALSE, a signing-only KeyUsage, and serverAuth or clientAuth."""
+    purpose = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    return [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (key_usage(ca=False), True),
+        (x509.ExtendedKeyUsage([purpose]), False),
+    ]
+
+
+def with_extensions(builder: x509.CertificateBuilder, extensions: Extensions) -> x509.CertificateBuilder:
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder
+
+
 def create_ca(common_name: str = "Audio Fleet CA", validity: dt.timedelta = CA_VALIDITY) -> CertifiedKey:
     key = new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
     cert = (
-        x509.CertificateBuilder()
+        with_extensions(x509.CertificateBuilder(), ca_extensions())
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -115,31 +144,14 @@ def issue_certificate(
     now = _now()
     not_before = not_before or now - CLOCK_SKEW
     not_after = not_after or now + (SERVER_VALIDITY if server else DEVICE_VALIDITY)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
-        x509.CertificateBuilder()
+        with_extensions(x509.CertificateBuilder(), leaf_extensions(server=server))
         .subject_name(subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
@@ -193,19 +205,11 @@ def operator_paths(pki_dir: Path, operator: OperatorIdentity) -> tuple[Path, Pat
     return base / f"{operator.name}.crt", base / f"{operator.name}.key"
 
 
-def write_atomic(path: Path, data: bytes, mode: int, force: bool) -> None:
+def write_material(path: Path, data: bytes, mode: int, force: bool) -> None:
+    """Write ``data`` atomically at ``mode``; an existing file is ``MaterialExists`` unless ``force``."""
     if path.exists() and not force:
         raise MaterialExists(f"{path} already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)  # before any byte is written: no window with wider permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode)
 
 
 def write_certified_key(
@@ -216,8 +220,8 @@ def write_certified_key(
         for path in (cert_path, key_path):
             if path.exists():
                 raise MaterialExists(f"{path} already exists (use --force to overwrite)")
-    write_atomic(key_path, material.key_pem(), PRIVATE_MODE, force=True)
-    write_atomic(cert_path, material.cert_pem(), PUBLIC_MODE, force=True)
+    write_material(key_path, material.key_pem(), PRIVATE_MODE, force=True)
+    write_material(cert_path, material.cert_pem(), PUBLIC_MODE, force=True)
 
 
 def load_certificate(path: Path) -> x509.Certificate:

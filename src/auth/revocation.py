@@ -27,7 +27,7 @@ from auth.errors import (
     RevocationListUnreadable,
     RevocationListUntrusted,
 )
-from auth.pki import PUBLIC_MODE, CertifiedKey, write_atomic
+from auth.pki import PUBLIC_MODE, CertifiedKey, write_material
 
 CRL_FILE = "crl.pem"
 CRL_VALIDITY = dt.timedelta(days=30)
@@ -108,7 +108,7 @@ def revoke(
             )
             listed.add(serial)
     crl = builder.sign(ca.key, hashes.SHA256())
-    write_atomic(crl_path, crl.public_bytes(Encoding.PEM), PUBLIC_MODE, force=True)
+    write_material(crl_path, crl.public_bytes(Encoding.PEM), PUBLIC_MODE, force=True)
     return RevocationList(frozenset(listed), now, number, now + validity, key_id(ca.cert))
 
 

@@ -36,6 +36,7 @@ from cryptography.x509.oid import NameOID
 from auth import pki
 from auth.errors import MaterialExists, PkiError
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
+from comms.files import write_atomic
 from comms.gen import enroll_pb2 as epb
 from comms.gen import enroll_pb2_grpc as epb_grpc
 from device.exits import EXIT_PERMANENT
@@ -181,10 +182,10 @@ def store(
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    pki.write_atomic(key_path, key_pem, pki.PRIVATE_MODE, force=True)
-    pki.write_atomic(cert_path, chain, pki.PUBLIC_MODE, force=True)
+    write_atomic(key_path, key_pem, pki.PRIVATE_MODE)
+    write_atomic(cert_path, chain, pki.PUBLIC_MODE)
     if not ca_path.exists() or ca_path.read_bytes() != ca:
-        pki.write_atomic(ca_path, ca, pki.PUBLIC_MODE, force=True)
+        write_atomic(ca_path, ca, pki.PUBLIC_MODE)
     return Enrolled(identity, cert_path, key_path, ca_path)
 
 

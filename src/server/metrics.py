@@ -29,7 +29,8 @@ class LiveSource(Protocol):
 
 
 class StoreSource(Protocol):
-    healthy: bool
+    @property
+    def healthy(self) -> bool: ...
 
     @property
     def pending(self) -> int: ...

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 
 from auth.errors import CertificateRevoked, DeviceRevoked, MalformedIdentity, SessionSuperseded
 from auth.identity import Identity
 from auth.operators import OperatorIdentity
-from auth.profile import device_path, operator_identity
+from auth.profile import DevicePath, device_path, operator_identity
 from auth.tokens import Claims, certificate_thumbprint, check_binding, verify_token
 from server.access.trust import TrustState
 from server.errors import DEVICE_REVOKED_TEXT
@@ -34,6 +34,8 @@ class SessionFacts(Protocol):
 
 
 RecordLookup = Callable[[Identity], Awaitable[SessionFacts | None]]
+T = TypeVar("T")
+Profile = Callable[[x509.Certificate, Sequence[x509.Certificate], str], T]  # auth.profile's checks
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,17 @@ class Authenticator:
         self._trust = trust
         self._current_record = current_record
 
-    def _certificate(self, pem: bytes) -> x509.Certificate:
+    def _checked(self, pem: bytes, profile: Profile[T], kind: str) -> tuple[x509.Certificate, T]:
+        """The one certificate path for every caller: parse it, apply ``profile`` (leaf, issued
+        directly by a CA of the bundle, the identity its kind carries), then the CRL."""
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             raise MalformedIdentity("peer certificate could not be parsed") from None
-        return cert
+        who = profile(cert, self._trust.issuers, self._trust_domain)
+        if self._trust.is_revoked(cert.serial_number):
+            raise CertificateRevoked(f"{kind} certificate is revoked")
+        return cert, who
 
     def _chain(self, pems: Sequence[bytes]) -> list[x509.Certificate]:
         try:
@@ -84,10 +91,12 @@ class Authenticator:
     def peer(self, pem: bytes, chain: Sequence[bytes] = ()) -> CallAuth:
         """Identity of a TLS-verified certificate that follows the device profile and is not revoked
         (nor is the issuing CA it came through). ``chain``: what the peer sent after its leaf."""
-        cert = self._certificate(pem)
-        path = device_path(cert, self._trust.issuers, self._trust_domain, self._chain(chain) if chain else ())
-        if self._trust.is_revoked(cert.serial_number):
-            raise CertificateRevoked("device certificate is revoked")
+        sent = self._chain(chain) if chain else []
+
+        def profile(cert: x509.Certificate, issuers: Sequence[x509.Certificate], domain: str) -> DevicePath:
+            return device_path(cert, issuers, domain, sent)
+
+        cert, path = self._checked(pem, profile, "device")
         issuer_serial = path.issuing_ca.serial_number if path.issuing_ca is not None else None
         if issuer_serial is not None and self._trust.is_revoked(issuer_serial):
             raise CertificateRevoked("the issuing CA of this device certificate is revoked")
@@ -101,10 +110,7 @@ class Authenticator:
 
     def operator(self, pem: bytes) -> OperatorAuth:
         """An operator certificate: the operator profile, not revoked (CRL), role as the CA signed it."""
-        cert = self._certificate(pem)
-        operator = operator_identity(cert, self._trust.issuers, self._trust_domain)
-        if self._trust.is_revoked(cert.serial_number):
-            raise CertificateRevoked("operator certificate is revoked")
+        cert, operator = self._checked(pem, operator_identity, "operator")
         return OperatorAuth(
             operator,
             cert.serial_number,

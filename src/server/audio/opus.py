@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +18,13 @@ import opuslib
 import opuslib.api.info
 
 from comms.audio_format import CHANNELS, MAX_OPUS_PACKET, SAMPLE_RATE, SAMPLES_PER_FRAME
+from comms.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 Int16Pcm = npt.NDArray[np.int16]
 CACHE_FORMAT = b"OPUSPKT1"
+CACHE_MODE = 0o600  # only the server reads its cache (encoded tenant content)
 _LEN = struct.Struct("<H")
 
 
@@ -108,16 +108,7 @@ def _read_cache(path: Path) -> list[bytes] | None:
 
 
 def _write_cache(path: Path, packets: list[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = CACHE_FORMAT + packed(packets)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".clip.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, CACHE_FORMAT + packed(packets), CACHE_MODE)
 
 
 def encode_cached(

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from server.errors import describe
 from server.fleet.bus_dispatch import KeyedDispatcher
+from server.state.outage import BUS, Outage
 from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
@@ -136,25 +137,22 @@ class RedisBus(FleetBus):
 
     async def _listen(self) -> None:
         """Subscribe and deliver; a lost Redis is one warning, retried every second, one on return."""
-        lost = False
+        outage = Outage(BUS, log)
         while True:
             try:
-                await self._subscribed_loop(was_lost=lost)
+                await self._subscribed_loop(outage)
             except (RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("bus.lost", extra={"error": describe(exc)})
-                lost = True
+                outage.lost(error=describe(exc))
                 self._first_try.set()
                 await asyncio.sleep(RESUBSCRIBE_S)
 
-    async def _subscribed_loop(self, was_lost: bool) -> None:
+    async def _subscribed_loop(self, outage: Outage) -> None:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(BROADCAST, node_channel(self.node_id))
             self.subscribed.set()
             self._first_try.set()
-            if was_lost:
-                log.warning("bus.restored", extra={"node": self.node_id})
+            if outage.restored(node=self.node_id):
                 for callback in self._restored:
                     callback()
             while True:

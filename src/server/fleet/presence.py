@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from auth.identity import Identity
 from server.errors import describe
+from server.state.outage import PRESENCE, Outage
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,12 @@ async def keep_leases(presence: Presence, live: Callable[[], Iterable[Identity]]
 
     Redis being away is expected, not a bug: one warning, then quiet until it answers again.
     """
-    lost = False
+    outage = Outage(PRESENCE, log)
     while True:
         await asyncio.sleep(presence.lease_s / 3)
         try:
             await presence.refresh(list(live()))
         except (RedisError, OSError) as exc:
-            if not lost:
-                log.warning("presence.lost", extra={"error": describe(exc)})
-            lost = True
+            outage.lost(error=describe(exc))
             continue
-        if lost:
-            log.warning("presence.restored", extra={"node": presence.node_id})
-            lost = False
+        outage.restored(node=presence.node_id)

@@ -302,13 +302,18 @@ class FleetAdmin(EnrolmentAdmin, apb_grpc.FleetServiceServicer):
     # --- commands ------------------------------------------------------------------
 
     async def _command(
-        self, call: OperatorCall, ref: apb.DeviceRef, note: Note, command: Command
+        self, context: grpc.aio.ServicerContext, action: str, ref: apb.DeviceRef, command: Command
     ) -> apb.CommandResult:
-        view = await self._device(call, ref, note)
-        try:
-            return await self._deliver(view, command)
-        except DeviceOffline:
-            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, OFFLINE_TEXT) from None
+        """A call that sends ``command`` to the live device (offline: FAILED_PRECONDITION)."""
+
+        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
+            view = await self._device(call, ref, note)
+            try:
+                return await self._deliver(view, command)
+            except DeviceOffline:
+                raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, OFFLINE_TEXT) from None
+
+        return await self.calls.run(context, action, work, changes=True)
 
     async def _deliver(self, view: DeviceView, command: Command) -> apb.CommandResult:
         """``command`` to the live device wherever it is; ``DeviceOffline`` passes through."""
@@ -321,24 +326,15 @@ class FleetAdmin(EnrolmentAdmin, apb_grpc.FleetServiceServicer):
         return apb.CommandResult(device=(await self._fresh(view.identity)).to_proto(), node=node)
 
     async def Play(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.CommandResult:
-        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
-            return await self._command(call, request, note, Command.press(Button.PLAY))
-
-        return await self.calls.run(context, "Play", work, changes=True)
+        return await self._command(context, "Play", request, Command.press(Button.PLAY))
 
     async def Stop(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.CommandResult:
-        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
-            return await self._command(call, request, note, Command.press(Button.STOP))
-
-        return await self.calls.run(context, "Stop", work, changes=True)
+        return await self._command(context, "Stop", request, Command.press(Button.STOP))
 
     async def Disconnect(
         self, request: apb.DeviceRef, context: grpc.aio.ServicerContext
     ) -> apb.CommandResult:
-        async def work(call: OperatorCall, note: Note) -> apb.CommandResult:
-            return await self._command(call, request, note, Command(DISCONNECT))
-
-        return await self.calls.run(context, "Disconnect", work, changes=True)
+        return await self._command(context, "Disconnect", request, Command(DISCONNECT))
 
     async def SetMode(
         self, request: apb.SetModeRequest, context: grpc.aio.ServicerContext

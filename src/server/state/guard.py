@@ -30,6 +30,7 @@ from typing import TypeVar
 from auth.identity import Identity
 from server import metrics
 from server.errors import StoreResetting, StoreUnavailable, describe
+from server.state.outage import STORE, Outage
 from server.state.store import DeviceRecord, DeviceStore, Telemetry
 from server.supervision import TaskOwner
 
@@ -66,14 +67,19 @@ class StoreGuard:
         on_health: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
-        self.healthy = True
+        self._outage = Outage(STORE, log)
         self._retry_s = retry_s
-        self._on_health = on_health
+        self._on_health = on_health or (lambda healthy: None)
         self._pending: dict[Identity, PendingChange] = {}
         self._write_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._tasks = TaskOwner("store-guard")
         metrics.track_store(self)
+
+    @property
+    def healthy(self) -> bool:
+        """False from the first failure until a write lands again."""
+        return not self._outage.ongoing
 
     @property
     def pending(self) -> int:
@@ -208,19 +214,10 @@ class StoreGuard:
 
     def _failed(self, op: str, exc: Exception) -> None:
         metrics.STORE_ERRORS.labels(op=op).inc()
-        if self.healthy:
-            self.healthy = False
-            log.error(
-                "store.unavailable",
-                extra={"op": op, "error": describe(exc), "pending": self.pending},
-            )
-            if self._on_health is not None:
-                self._on_health(False)
+        if self._outage.lost(op=op, error=describe(exc), pending=self.pending):
+            self._on_health(False)
         self._wake.set()  # the writer keeps probing until a write lands
 
     def _recovered(self) -> None:
-        if not self.healthy:
-            self.healthy = True
-            log.warning("store.recovered", extra={"pending": len(self._pending)})
-            if self._on_health is not None:
-                self._on_health(True)
+        if self._outage.restored(pending=len(self._pending)):
+            self._on_health(True)

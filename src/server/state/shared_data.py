@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from comms.log_sampling import SampledLog
 from server.errors import StoreUnavailable, describe
 from server.state.redis_store import KEY_PREFIX
-from server.state.store import SqliteStore
+from server.state.store import SqliteStore, write_transaction
 
 log = logging.getLogger(__name__)
 _failures = SampledLog()  # an outage fails every use: a few lines, not thousands
@@ -178,18 +178,13 @@ class SqliteData:
     def _append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:
         now = time.time()
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(db):
             cursor = db.execute("INSERT INTO logs (log, at, entry) VALUES (?, ?, ?)", (log, now, entry))
             db.execute(
                 "DELETE FROM logs WHERE log = ? AND (at < ? OR id <= COALESCE((SELECT id FROM logs "
                 "WHERE log = ? ORDER BY id DESC LIMIT 1 OFFSET ?), 0))",
                 (log, now - max_age_s, log, keep),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return str(cursor.lastrowid)
 
     async def append(self, log: str, entry: str, keep: int, max_age_s: float) -> str:

@@ -26,11 +26,12 @@ A store raises on failure; ``StoreGuard`` decides what that means for live devic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -267,6 +268,20 @@ def _unusable(path: Path, exc: BaseException) -> StateFileError:
     return StateFileError(f"state file {path}: {text}; {hint}")
 
 
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on the store's connection (device records and shared data alike):
+    BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading a read;
+    committed when the block ends, rolled back if it (or the commit) fails."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SqliteStore(Intents):
     """One connection, owned by one worker thread; every intent is one transaction on it."""
 
@@ -357,16 +372,10 @@ class SqliteStore(Intents):
         self, identity: Identity, change: Callable[[DeviceRecord | None], DeviceRecord | None]
     ) -> bool:
         """Read, change and write one record atomically (BEGIN IMMEDIATE); False if nothing changed."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._db):
             new = change(self._read(identity))
             if new is not None:
                 self._write(new)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return new is not None
 
     def _claim(self, identity: Identity, session_id: str, facts: dict[str, object] | None) -> int:
