@@ -154,6 +154,9 @@ LEAF_COMMANDS = [
     ["sounds", "reset", "--mode", "1"],
     ["audit", "list"],
     ["console", "login"],
+    ["enrollments", "create", "--device", "dev-9"],
+    ["enrollments", "list"],
+    ["enrollments", "cancel", "0123456789abcdef"],
 ]
 
 

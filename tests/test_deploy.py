@@ -268,6 +268,7 @@ def test_secrets_are_read_only_files_not_env() -> None:
         "audio-fleet-ca",
         "audio-signing-keys",
         "audio-redis",
+        "audio-issuing-ca",
     }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     for name in secret_volumes:

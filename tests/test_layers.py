@@ -21,7 +21,7 @@ LAYERS = [  # lowest first
     {"access", "audio"},
     {"devices"},
     {"fleet"},
-    {"operator"},
+    {"operator", "enrolment"},
     {"runtime"},
     {"root"},
 ]

@@ -421,6 +421,18 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
         "RevokeDevice": [ops.RevokeDevice(r) for r in bad_refs],
         "UnrevokeDevice": [ops.UnrevokeDevice(r) for r in bad_refs],
         "CreateConsoleLogin": [],  # takes no values
+        "CreateEnrollments": [
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(device_id=LONG)),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(count=HUGE, prefix="p-")),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(count=2, prefix=LONG)),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(device_id="x", ttl_s=1e300)),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(tenant=LONG, device_id="x")),
+        ],
+        "ListEnrollments": [ops.ListEnrollments(apb.ListEnrollmentsRequest(tenant=LONG))],
+        "CancelEnrollment": [
+            ops.CancelEnrollment(apb.CancelEnrollmentRequest(id=LONG)),
+            ops.CancelEnrollment(apb.CancelEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
+        ],
     }
 
 

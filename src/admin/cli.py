@@ -6,6 +6,8 @@
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
     audio-admin ... console login
+    audio-admin ... enrollments create --device D [--ttl 24h] | --count N --prefix P [--csv]
+    audio-admin ... enrollments list | enrollments cancel ID
 
 Every failure is one line on stderr (offline device, not found, permission
 denied with the role needed, an unreachable server) and exit status 1.
@@ -26,6 +28,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from admin import enrolments
 from admin.client import FleetClient
 from admin.settings import AdminSettings
 from auth.errors import PkiError
@@ -55,7 +58,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     common = argparse.ArgumentParser(add_help=False, parents=[options])
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     shared = [common]
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit,console}")
+    topics = parser.add_subparsers(
+        dest="topic", required=True, metavar="{devices,sounds,audit,console,enrollments}"
+    )
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
     )
@@ -108,6 +113,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     events.add_argument("--by", default="", help="operator name")
     events.add_argument("--refused", action="store_true", help="only refused calls")
     events.add_argument("--limit", type=int, default=50)
+    enrolments.configure(topics, shared)
 
 
 # --- output -------------------------------------------------------------------------
@@ -336,6 +342,27 @@ class Cli:
             for e in events
         ]  # fmt: skip
         print(table(rows, ("TIME", "OPERATOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL")))
+
+    async def enrollments_create(self) -> None:
+        request = apb.CreateEnrollmentsRequest(tenant=self.tenant, ttl_s=self.args.ttl)
+        if self.args.device:
+            request.device_id = self.args.device
+        else:
+            if self.args.count < 1 or not self.args.prefix:
+                raise CliError("--count N needs --prefix P (devices P1 .. PN)")
+            request.count, request.prefix = self.args.count, self.args.prefix
+        response = await self.stub.CreateEnrollments(request, timeout=self.settings.timeout_s)
+        self.out(response, enrolments.created_text(response, self.args.csv, table))
+
+    async def enrollments_list(self) -> None:
+        request = apb.ListEnrollmentsRequest(tenant=self.tenant)
+        response = await self.stub.ListEnrollments(request, timeout=self.settings.timeout_s)
+        self.out(response, enrolments.listed_text(response.enrollments, table))
+
+    async def enrollments_cancel(self) -> None:
+        request = apb.CancelEnrollmentRequest(tenant=self.tenant, id=self.args.id)
+        cancelled = await self.stub.CancelEnrollment(request, timeout=self.settings.timeout_s)
+        self.out(cancelled, f"cancelled the code for {cancelled.tenant}/{cancelled.device_id}")
 
 
 def _params(parameters: str) -> str:

@@ -4,6 +4,8 @@ On a Pi: GPIO buttons and LEDs (gpiozero), the speaker (sounddevice).
 ``--simulate``: mock pins, the 6 LEDs drawn in their real colours in the
 terminal, keys for the buttons (c Connect, m Mode, s Stop, p Play, then
 Enter; q quits), audio to the speakers if present, else to WAV files.
+``audio-device enroll --server HOST:PORT --code CODE --ca-fingerprint SHA256:...``: get this
+device's certificate with a one-time code first (its key is made here and never sent).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def _device_dependencies_present() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["enroll"]:  # get a certificate with a one-time code (device.enrol)
+        from device.enrol import main as enrol
+
+        return enrol(args[1:])
     parsed = parse_settings(  # --help ends here: it needs none of the device dependencies
         DeviceSettings,
         "audio-device",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from auth.errors import RevocationListError
 from auth.tokens import TokenPolicy
 from comms.gen import admin_pb2_grpc as apb_grpc
 from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import enroll_pb2_grpc as epb_grpc
 from comms.gen import session_pb2_grpc as spb_grpc
 from server import metrics
 from server.access.authn import Authenticator
@@ -30,6 +32,8 @@ from server.audio.tenant_sounds import TenantSounds
 from server.devices.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
 from server.devices.streams import DeviceService, StreamPolicy
+from server.enrolment.attempts import FailedAttempts
+from server.enrolment.service import Enrolment, IssuingFiles
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
 from server.fleet.node import Fleet
 from server.fleet.presence import LocalPresence, Presence, RedisPresence
@@ -37,6 +41,7 @@ from server.limits import CallLimiter
 from server.operator.api import FleetAdmin
 from server.operator.audit import AuditLog
 from server.operator.console.web import Console
+from server.operator.enrolments import EnrolmentConfig
 from server.operator.sign_in import ConsoleSessions
 from server.runtime.probes import (
     DEVICE_SERVICE,
@@ -53,6 +58,7 @@ from server.runtime.store_probe import StoreProbe, store_where
 from server.runtime.store_reset import GenerationCheckedStore, StoreGeneration
 from server.runtime.watch import FileWatcher
 from server.state.backend import Backend, open_backend
+from server.state.enrolment_codes import EnrolmentCodes
 from server.state.guard import StoreGuard
 from server.state.shared_data import SharedData
 from server.supervision import TaskOwner
@@ -62,6 +68,8 @@ log = logging.getLogger(__name__)
 MS = 1000
 ADMIN_MAX_MESSAGE = 4 * 1024 * 1024
 ADMIN_CALLS_PER_OPERATOR = 32
+ENROL_MAX_MESSAGE = 16 * 1024  # a code and a CSR in; a two-certificate chain and the CA bundle out
+ENROL_CONCURRENT_CALLS = 64
 START_CHECKS = "store-start-checks"  # readiness problem while start-up reads wait for the store
 REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
@@ -166,6 +174,9 @@ class AudioServer:
     admin_port: int = 0
     console: Console | None = None
     console_port: int = 0
+    enroll: grpc.aio.Server | None = None
+    enroll_port: int = 0
+    enrolment_codes: EnrolmentCodes | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -349,13 +360,15 @@ def listen(
     settings: ServerSettings,
     tls: ReloadingServerTls,
     handshakes: HandshakeMonitor | None,
+    client_auth: bool = True,
 ) -> int:
-    """Bind ``server`` to ``bind`` with the server's TLS (mTLS); one clear line if it cannot."""
+    """Bind ``server`` to ``bind`` with the server's TLS (mTLS unless ``client_auth`` is False);
+    one clear line if it cannot."""
     try:
         if settings.worker_index < 0:  # workers share the port with their siblings on purpose
             ensure_bindable(bind, what)
         started = handshakes.handshake_started if handshakes is not None else None
-        return int(server.add_secure_port(bind, tls.credentials(started)))
+        return int(server.add_secure_port(bind, tls.credentials(started, client_auth)))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {bind} ({what}): {exc}") from None
 
@@ -433,6 +446,7 @@ async def start_operator_side(
     admin = FleetAdmin(
         app.fleet, app.audit, app.sounds, settings.mode_count, sessions, settings.console_base_url
     )
+    await start_enrolment(app, data, tls, admin, stack)
     if settings.admin_bind:
         app.admin = admin_server(authenticator, admin, settings, app.handshakes)
         stack.push_async_callback(app.admin.stop, 0.5)  # ends watches too
@@ -450,3 +464,43 @@ async def start_operator_side(
         if not settings.console_url:  # the port may have been picked by the system (port 0)
             host = settings.console_base_url.rpartition(":")[0]
             admin.console_url = f"{host}:{app.console_port}"
+
+
+async def start_enrolment(
+    app: AudioServer, data: SharedData, tls: ReloadingServerTls, admin: FleetAdmin, stack: AsyncExitStack
+) -> None:
+    """The enrolment service on a listener of its own, server-only TLS (off without --enroll-bind).
+    It starts only with a usable issuing CA; the operator API's code methods work only then."""
+    settings = app.settings
+    if not settings.enroll_bind:
+        return
+    assert settings.issuing_cert and settings.issuing_key and settings.client_ca
+    files = IssuingFiles(settings.issuing_cert, settings.issuing_key, settings.client_ca)
+    await asyncio.to_thread(files.load)  # PkiError: the entry point says which file, exit 1
+    app.enrolment_codes = codes = EnrolmentCodes(data)
+    admin.enrolment = EnrolmentConfig(codes, settings.enroll_code_ttl_s, tls.ca_fingerprint)
+    service = Enrolment(
+        codes,
+        app.audit,
+        files,
+        settings.trust_domain,
+        dt.timedelta(seconds=settings.device_cert_lifetime_s),
+        FailedAttempts(settings.enroll_failures_per_min),
+    )
+    options = dict(grpc_options(settings))
+    options.update(
+        {
+            "grpc.max_receive_message_length": ENROL_MAX_MESSAGE,
+            "grpc.max_send_message_length": ENROL_MAX_MESSAGE,
+        }
+    )
+    app.enroll = server = grpc.aio.server(
+        options=list(options.items()), maximum_concurrent_rpcs=ENROL_CONCURRENT_CALLS
+    )
+    epb_grpc.add_EnrollmentServiceServicer_to_server(service, server)
+    stack.push_async_callback(server.stop, 0.5)
+    app.enroll_port = listen(
+        server, settings.enroll_bind, "enrolment", settings, tls, None, client_auth=False
+    )
+    await server.start()
+    log.info("enroll.listening", extra={"bind": settings.enroll_bind, "port": app.enroll_port})

@@ -158,6 +158,11 @@ BUS_DROPPED = Counter(
 POSSIBLE_CLONES = Counter(
     "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
 )
+ENROLMENTS = Counter(
+    "audio_enrolments_total",
+    "Enrolment attempts (EnrollmentService.Enroll), by result (ok or the refusal's reason)",
+    ["result"],
+)
 ADMIN_CALLS = Counter(
     "audio_admin_calls_total",
     "Operator API (FleetService) calls, by method and status code",

@@ -278,3 +278,63 @@ class ConsoleLogin(_message.Message):
     url: str
     expires_unix: float
     def __init__(self, url: _Optional[str] = ..., expires_unix: _Optional[float] = ...) -> None: ...
+
+class CreateEnrollmentsRequest(_message.Message):
+    __slots__ = ("tenant", "device_id", "count", "prefix", "ttl_s")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    device_id: str
+    count: int
+    prefix: str
+    ttl_s: float
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., count: _Optional[int] = ..., prefix: _Optional[str] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+
+class Enrollment(_message.Message):
+    __slots__ = ("id", "tenant", "device_id", "code", "created_unix", "expires_unix", "created_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    device_id: str
+    code: str
+    created_unix: float
+    expires_unix: float
+    created_by: str
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., code: _Optional[str] = ..., created_unix: _Optional[float] = ..., expires_unix: _Optional[float] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class CreateEnrollmentsResponse(_message.Message):
+    __slots__ = ("enrollments", "ca_fingerprint")
+    ENROLLMENTS_FIELD_NUMBER: _ClassVar[int]
+    CA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    enrollments: _containers.RepeatedCompositeFieldContainer[Enrollment]
+    ca_fingerprint: str
+    def __init__(self, enrollments: _Optional[_Iterable[_Union[Enrollment, _Mapping]]] = ..., ca_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListEnrollmentsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListEnrollmentsResponse(_message.Message):
+    __slots__ = ("enrollments",)
+    ENROLLMENTS_FIELD_NUMBER: _ClassVar[int]
+    enrollments: _containers.RepeatedCompositeFieldContainer[Enrollment]
+    def __init__(self, enrollments: _Optional[_Iterable[_Union[Enrollment, _Mapping]]] = ...) -> None: ...
+
+class CancelEnrollmentRequest(_message.Message):
+    __slots__ = ("tenant", "id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    id: str
+    def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...

@@ -99,6 +99,21 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.ResetSoundRequest.SerializeToString,
                 response_deserializer=admin__pb2.Sound.FromString,
                 _registered_method=True)
+        self.CreateEnrollments = channel.unary_unary(
+                '/audio.admin.v1.FleetService/CreateEnrollments',
+                request_serializer=admin__pb2.CreateEnrollmentsRequest.SerializeToString,
+                response_deserializer=admin__pb2.CreateEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.ListEnrollments = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ListEnrollments',
+                request_serializer=admin__pb2.ListEnrollmentsRequest.SerializeToString,
+                response_deserializer=admin__pb2.ListEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.CancelEnrollment = channel.unary_unary(
+                '/audio.admin.v1.FleetService/CancelEnrollment',
+                request_serializer=admin__pb2.CancelEnrollmentRequest.SerializeToString,
+                response_deserializer=admin__pb2.Enrollment.FromString,
+                _registered_method=True)
         self.RevokeDevice = channel.unary_unary(
                 '/audio.admin.v1.FleetService/RevokeDevice',
                 request_serializer=admin__pb2.DeviceRef.SerializeToString,
@@ -195,6 +210,24 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEnrollments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnrollments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEnrollment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeDevice(self, request, context):
         """admin
         """
@@ -275,6 +308,21 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ResetSound,
                     request_deserializer=admin__pb2.ResetSoundRequest.FromString,
                     response_serializer=admin__pb2.Sound.SerializeToString,
+            ),
+            'CreateEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnrollments,
+                    request_deserializer=admin__pb2.CreateEnrollmentsRequest.FromString,
+                    response_serializer=admin__pb2.CreateEnrollmentsResponse.SerializeToString,
+            ),
+            'ListEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnrollments,
+                    request_deserializer=admin__pb2.ListEnrollmentsRequest.FromString,
+                    response_serializer=admin__pb2.ListEnrollmentsResponse.SerializeToString,
+            ),
+            'CancelEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEnrollment,
+                    request_deserializer=admin__pb2.CancelEnrollmentRequest.FromString,
+                    response_serializer=admin__pb2.Enrollment.SerializeToString,
             ),
             'RevokeDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeDevice,
@@ -638,6 +686,87 @@ class FleetService:
             '/audio.admin.v1.FleetService/ResetSound',
             admin__pb2.ResetSoundRequest.SerializeToString,
             admin__pb2.Sound.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/CreateEnrollments',
+            admin__pb2.CreateEnrollmentsRequest.SerializeToString,
+            admin__pb2.CreateEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ListEnrollments',
+            admin__pb2.ListEnrollmentsRequest.SerializeToString,
+            admin__pb2.ListEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/CancelEnrollment',
+            admin__pb2.CancelEnrollmentRequest.SerializeToString,
+            admin__pb2.Enrollment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -205,6 +205,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return bytes(pems[0])
 
+    @staticmethod
+    def _peer_chain(context: grpc.aio.ServicerContext) -> list[bytes]:
+        """What the client sent after its leaf (an issuing CA), as the handshake verified it."""
+        return [bytes(pem) for pem in context.auth_context().get("x509_pem_cert_chain") or []]
+
     def _authenticate_operator(self, context: grpc.aio.ServicerContext, method: str) -> OperatorAuth:
         pem = self._peer_pem(context)
         with _refusals(method):
@@ -221,7 +226,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
         pem = self._peer_pem(context)
         with _refusals(method):
-            peer = self._authenticator.peer(pem)
+            peer = self._authenticator.peer(pem, self._peer_chain(context))
             if method in self._mtls_only:
                 return peer
             return await self._authenticator.session(peer, bearer_token(context.invocation_metadata()))

@@ -33,10 +33,13 @@ async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> No
 class DeviceSession:
     """The live streams of one session (one CreateSession) of a device."""
 
-    def __init__(self, identity: Identity, session_id: str, cert_serial: int) -> None:
+    def __init__(
+        self, identity: Identity, session_id: str, cert_serial: int, issuer_serial: int | None = None
+    ) -> None:
         self.id = session_id
         self.identity = identity
         self.cert_serial = cert_serial
+        self.issuer_serial = issuer_serial  # its issuing CA's: revoking that CA ends this session too
         self.active_rpcs = 0
         self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
         self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
@@ -51,6 +54,10 @@ class DeviceSession:
         self.close_code = grpc.StatusCode.OK
         self.close_message = ""
         self._on_close: list[Callable[[], None]] = []
+
+    def revoked_by(self, serials: frozenset[int]) -> bool:
+        """Whether revoking ``serials`` revokes this session's certificate (or its issuing CA)."""
+        return self.cert_serial in serials or self.issuer_serial in serials
 
     @property
     def log_fields(self) -> dict[str, str]:

@@ -259,7 +259,12 @@ class DeviceRegistry:
         return len(self._locks)
 
     async def open_rpc(
-        self, identity: Identity, session_id: str, cert_serial: int, kind: str
+        self,
+        identity: Identity,
+        session_id: str,
+        cert_serial: int,
+        kind: str,
+        issuer_serial: int | None = None,
     ) -> tuple[DeviceController, DeviceSession]:
         """Attach one RPC to the streams of its session. Raises SessionSuperseded for an old session."""
         async with self._lock(identity):
@@ -272,7 +277,7 @@ class DeviceRegistry:
                 raise SessionSuperseded("session was superseded by a newer one: create a new session")
             session = controller.session
             if session is None or session.closed or session.id != session_id:
-                session = DeviceSession(identity, session_id, cert_serial)
+                session = DeviceSession(identity, session_id, cert_serial, issuer_serial)
                 controller.session = session
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
@@ -325,13 +330,13 @@ class DeviceRegistry:
         why: str,
         cert_serials: frozenset[int] | None = None,
     ) -> bool:
-        """End the live session of ``identity`` (if given: only if its certificate is in ``cert_serials``)."""
+        """End the live session of ``identity`` (if given: only if ``cert_serials`` revoke it)."""
         async with self._lock(identity):
             controller = self._controllers.get(identity)
             session = controller.session if controller is not None else None
             if controller is None or session is None:
                 return False
-            if cert_serials is not None and session.cert_serial not in cert_serials:
+            if cert_serials is not None and not session.revoked_by(cert_serials):
                 return False
             return await self._end(controller, session, code, message, why)
 
@@ -365,9 +370,10 @@ class DeviceRegistry:
         return True
 
     def revoke(self, serials: frozenset[int]) -> None:
-        """End at once the live sessions whose certificate was just revoked (called by the CRL reload)."""
+        """End at once the live sessions whose certificate (or its issuing CA) was just revoked
+        (called by the CRL reload)."""
         for session in self.live_sessions():
-            if session.cert_serial in serials:
+            if session.revoked_by(serials):
                 self._tasks.spawn(
                     self.end_session(
                         session.identity,

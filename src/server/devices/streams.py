@@ -102,7 +102,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         assert auth.session_id is not None, "DeviceService calls are session-authenticated"
         try:
             controller, session = await self._registry.open_rpc(
-                auth.identity, auth.session_id, auth.cert_serial, kind
+                auth.identity, auth.session_id, auth.cert_serial, kind, auth.issuer_serial
             )
         except SessionSuperseded as exc:  # a newer session started since the interceptor looked
             await abort_rejected(

@@ -52,6 +52,9 @@ LEAST_ROLE = {
     "Disconnect": Role.OPERATOR,
     "UploadSound": Role.OPERATOR,
     "ResetSound": Role.OPERATOR,
+    "CreateEnrollments": Role.OPERATOR,
+    "ListEnrollments": Role.OPERATOR,
+    "CancelEnrollment": Role.OPERATOR,
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
 }

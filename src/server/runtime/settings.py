@@ -61,6 +61,38 @@ class ServerSettings(BaseSettings):
         0.5, gt=0, le=60, description="How often CRL and signing keys are checked for changes"
     )
 
+    # --- enrolment (devices without a certificate get one for a one-time code) ---
+    enroll_bind: str = Field(
+        "",
+        description="Enrolment service (EnrollmentService) HOST:PORT, server-only TLS (devices have no "
+        "certificate yet); never the device port; empty disables",
+    )
+    issuing_cert: Path | None = Field(
+        None,
+        description="Issuing CA certificate the enrolment service signs with (gen_certs.py issuing-ca)",
+        json_schema_extra={"default_text": "PKI_DIR/issuing/issuing-ca.crt"},
+    )
+    issuing_key: Path | None = Field(
+        None,
+        description="Issuing CA private key (never the root's)",
+        json_schema_extra={"default_text": "PKI_DIR/issuing/issuing-ca.key"},
+    )
+    enroll_code_ttl_s: float = Field(
+        86_400.0, ge=60, le=30 * 86_400, description="How long an enrolment code stays valid by default"
+    )
+    device_cert_lifetime_s: int = Field(
+        365 * 86_400,
+        ge=3600,
+        le=825 * 86_400,
+        description="Lifetime of certificates issued at enrolment (never past the issuing CA's)",
+    )
+    enroll_failures_per_min: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Failed enrolment attempts per client address and minute, then refused",
+    )
+
     # --- session tokens ---
     token_issuer: str = Field("audio-server", min_length=1, description="JWT iss of session tokens")
     token_audience: str = Field("audio-device-service", min_length=1, description="JWT aud of session tokens")
@@ -220,7 +252,7 @@ class ServerSettings(BaseSettings):
     def _trust_domain(cls, value: str) -> str:
         return validate_trust_domain(value)
 
-    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind", "console_bind")
+    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind", "console_bind", "enroll_bind")
     @classmethod
     def _bind(cls, value: str, info: ValidationInfo) -> str:
         if value == "" and info.field_name != "bind":
@@ -279,6 +311,14 @@ class ServerSettings(BaseSettings):
         self.client_ca = self.client_ca or self.pki_dir / "ca.crt"
         self.crl_path = self.crl_path or self.pki_dir / "crl.pem"
         self.signing_key_dir = self.signing_key_dir or self.pki_dir / "signing"
+        self.issuing_cert = self.issuing_cert or self.pki_dir / "issuing" / "issuing-ca.crt"
+        self.issuing_key = self.issuing_key or self.pki_dir / "issuing" / "issuing-ca.key"
+        return self
+
+    @model_validator(mode="after")
+    def _enrolment_apart(self) -> ServerSettings:
+        if self.enroll_bind and not self.enroll_bind.endswith(":0") and self.enroll_bind == self.bind:
+            raise ValueError("enroll_bind must not be the device port (bind): it has no client auth")
         return self
 
     @property
