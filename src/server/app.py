@@ -23,7 +23,7 @@ from server import metrics
 from server.access.authn import Authenticator
 from server.access.crl_record import CrlRecorder, check_crl_at_start
 from server.access.handshakes import HandshakeMonitor
-from server.access.interceptor import AuthInterceptor
+from server.access.interceptor import AuthInterceptor, OpenInterceptor
 from server.access.tls_reload import ReloadingServerTls
 from server.access.trust import TrustState
 from server.audio.library import AudioLibrary, load_library
@@ -495,7 +495,9 @@ async def start_enrolment(
         }
     )
     app.enroll = server = grpc.aio.server(
-        options=list(options.items()), maximum_concurrent_rpcs=ENROL_CONCURRENT_CALLS
+        interceptors=[OpenInterceptor()],
+        options=list(options.items()),
+        maximum_concurrent_rpcs=ENROL_CONCURRENT_CALLS,
     )
     epb_grpc.add_EnrollmentServiceServicer_to_server(service, server)
     stack.push_async_callback(server.stop, 0.5)
