@@ -25,6 +25,7 @@ from auth.operators import OperatorIdentity, Role, operator_subject
 from comms.gen import admin_pb2 as apb
 from server.access.interceptor import BAD_MESSAGE_TEXT
 from server.app import AudioServer
+from server.audio.tenant_sounds import TenantSounds
 from server.operator.api import FleetAdmin
 from server.operator.console import live
 from server.operator.console.web import SECURITY_HEADERS
@@ -106,6 +107,26 @@ async def test_a_bug_after_a_change_landed_still_leaves_one_audit_event(
     assert "bookkeeping" not in error.details()
     revocations = [e for e in await audit_events(server) if e.action == "RevokeDevice"]
     assert [e.result for e in revocations] == ["INTERNAL"]
+
+
+async def test_a_bug_in_the_sounds_is_internal_not_a_store_outage(
+    server: AudioServer, admin: Admin, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, any exception from the sounds, history or sign-in links read as UNAVAILABLE (the
+    store being down), so an operator would wait out a bug; the store's real failures are mapped
+    where they happen (GuardedData) and stay UNAVAILABLE (tests/test_redis_faults.py)."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("sound table bug")
+
+    monkeypatch.setattr(TenantSounds, "list", broken)
+    async with admin(server, "acme") as ops:
+        error = await refused(ops.ListSounds(apb.ListSoundsRequest()))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "sound table bug" not in error.details()
+    listings = [e for e in await audit_events(server) if e.action == "ListSounds"]
+    assert [e.result for e in listings] == ["INTERNAL"]
+    assert any(r.exc_info and "sound table bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
 @pytest.mark.parametrize(
