@@ -8,14 +8,12 @@ dependencies, and importing every device module pulls in none of them either.
 from __future__ import annotations
 
 import ast
-import shutil
 import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -106,19 +104,6 @@ def device_closure() -> set[str]:
     return files
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    shutil.rmtree(CLIENT / "build", ignore_errors=True)  # a stale build/lib would leak removed modules
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, CLIENT],
-        check=True,
-        capture_output=True,
-    )
-    (built,) = out.glob("pi_audio_device-*.whl")
-    return built
-
-
 def test_the_device_declares_none_of_the_server_only_dependencies() -> None:
     device = project(CLIENT / "pyproject.toml")
     declared = names(list(device["dependencies"]))  # type: ignore[call-overload]
@@ -133,8 +118,8 @@ def test_the_device_declares_none_of_the_server_only_dependencies() -> None:
     assert project(CLIENT / "pyproject.toml")["version"] == project(ROOT / "pyproject.toml")["version"]
 
 
-def test_the_wheel_holds_exactly_what_src_device_imports(wheel: Path) -> None:
-    listed = zipfile.ZipFile(wheel).namelist()
+def test_the_wheel_holds_exactly_what_src_device_imports(device_wheel: Path) -> None:
+    listed = zipfile.ZipFile(device_wheel).namelist()
     modules = {n for n in listed if n.endswith(".py")}
     needed = device_closure()
     assert "device/client.py" in needed and "comms/gen/comms_pb2.py" in needed
@@ -145,12 +130,12 @@ def test_the_wheel_holds_exactly_what_src_device_imports(wheel: Path) -> None:
     metadata = next(n for n in listed if n.endswith(".dist-info/METADATA"))
     requires = [
         line.removeprefix("Requires-Dist: ")
-        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+        for line in zipfile.ZipFile(device_wheel).read(metadata).decode().splitlines()
         if line.startswith("Requires-Dist: ")
     ]
     assert not names(requires) & SERVER_ONLY
     entry_points = next(n for n in listed if n.endswith(".dist-info/entry_points.txt"))
-    assert "audio-device = device.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "audio-device = device.__main__:main" in zipfile.ZipFile(device_wheel).read(entry_points).decode()
 
 
 CHECK_IMPORTS = """
@@ -166,12 +151,12 @@ print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in forbidden)))
 
 
 def test_importing_every_device_module_from_the_wheel_imports_no_server_package(
-    wheel: Path, tmp_path: Path
+    device_wheel: Path, tmp_path: Path
 ) -> None:
     """Only the wheel's files on the path (not src/): it is complete, and numpy & co stay out
     although this environment has them all (any import of theirs would show in sys.modules)."""
     unpacked = tmp_path / "unpacked"
-    zipfile.ZipFile(wheel).extractall(unpacked)
+    zipfile.ZipFile(device_wheel).extractall(unpacked)
     result = subprocess.run(
         [sys.executable, "-c", CHECK_IMPORTS, str(unpacked), ",".join(SERVER_ONLY_MODULES)],
         capture_output=True,

@@ -26,7 +26,6 @@ from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from server.app import AudioServer
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import MODE, EphemeralPki, mode_of, wait_for
-from tests.test_device_distribution import wheel  # noqa: F401  (the module-scoped wheel fixture)
 from tests.test_enrolment import code_for
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -116,7 +115,7 @@ async def test_install_enrols_lays_out_the_files_and_an_upgrade_keeps_the_key(
     pki: EphemeralPki,
     admin: Admin,
     connect: Connect,
-    wheel: Path,  # noqa: F811
+    device_wheel: Path,
     tmp_path: Path,
 ) -> None:
     root = seeded_root(tmp_path / "root")
@@ -125,7 +124,7 @@ async def test_install_enrols_lays_out_the_files_and_an_upgrade_keeps_the_key(
         *("--server", f"127.0.0.1:{enrolling.port}", "--enroll-server", f"127.0.0.1:{enrolling.enroll_port}"),
         *("--server-name", "localhost", "--code", code, "--ca-fingerprint", pin),
     ]
-    status, out, err = await install(root, wheel, *args)
+    status, out, err = await install(root, device_wheel, *args)
     assert status == 0, out + err
     assert "skipped (--root/--no-system): apt-get install -y python3-venv libopus0 libportaudio2" in out
     assert "enrolled as acme/pi-7" in out
@@ -187,25 +186,25 @@ async def test_install_enrols_lays_out_the_files_and_an_upgrade_keeps_the_key(
         f.write("AUDIO_DEVICE_JITTER_MS=80\n")
     installed = next((root / VENV / "lib").glob("python3*/site-packages")) / "device/exits.py"
     installed.write_text("# changed by hand\n")
-    status, out, err = await install(root, wheel, *args)
+    status, out, err = await install(root, device_wheel, *args)
     assert status == 0, out + err
     assert "already enrolled" in out and "keeping its key" in out
     assert key.read_bytes() == key_before and mode(key) == 0o600
     assert env_lines(root)["AUDIO_DEVICE_JITTER_MS"] == "80"
     assert env_lines(root)["AUDIO_DEVICE_DEVICE"] == "pi-7"
-    assert installed.read_bytes() == zipfile.ZipFile(wheel).read("device/exits.py")
+    assert installed.read_bytes() == zipfile.ZipFile(device_wheel).read("device/exits.py")
     if AS_ROOT:
         assert key.stat().st_uid == account(root, "audio-device")[0]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 async def test_the_installed_unit_passes_systemd_analyze_verify(
-    wheel: Path,  # noqa: F811
+    device_wheel: Path,
     tmp_path: Path,
 ) -> None:
     """Against the root: its ExecStart must exist there and be executable, every key be known."""
     root = seeded_root(tmp_path / "root")
-    status, out, err = await install(root, wheel, "--server", "audio.example.com:50051")
+    status, out, err = await install(root, device_wheel, "--server", "audio.example.com:50051")
     assert status == 0, out + err
     assert "not enrolled" not in err
     verify = ["systemd-analyze", "verify", f"--root={root}", "/etc/systemd/system/audio-device.service"]
@@ -215,10 +214,10 @@ async def test_the_installed_unit_passes_systemd_analyze_verify(
     assert subprocess.run(verify, capture_output=True, text=True, timeout=60).returncode != 0
 
 
-async def test_bad_arguments_change_nothing(wheel: Path, tmp_path: Path) -> None:  # noqa: F811
+async def test_bad_arguments_change_nothing(device_wheel: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    status, _, err = await install(root, wheel, "--server", "h:1", "--code", "ABCD-EFGH-JKLM-NPQR")
+    status, _, err = await install(root, device_wheel, "--server", "h:1", "--code", "ABCD-EFGH-JKLM-NPQR")
     assert status == 1 and "--ca-fingerprint" in err
-    status, _, err = await install(root, wheel, "--server", "no-port")
+    status, _, err = await install(root, device_wheel, "--server", "no-port")
     assert status == 1 and "HOST:PORT" in err
     assert not root.exists() or not any(root.iterdir())
