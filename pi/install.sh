@@ -114,7 +114,7 @@ fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON does not run, or is older than Python 3.11"
 
 # --- the service user and its groups ---------------------------------------------------------
-owner=() group_owner=()  # install(1) -o/-g arguments; empty with --no-system
+owner=()  # install(1) -o/-g arguments; empty with --no-system
 if [ "$NO_SYSTEM" = 1 ]; then
     skip "--no-system" useradd --system "$SERVICE_USER" "(groups ${GROUPS_NEEDED[*]})"
 else
@@ -131,7 +131,7 @@ else
     usermod "${prefix[@]}" --append --groups "$(IFS=,; echo "${GROUPS_NEEDED[*]}")" "$SERVICE_USER"
     uid=$(awk -F: -v u="$SERVICE_USER" '$1 == u { print $3 }' "$ROOT/etc/passwd")
     gid=$(awk -F: -v u="$SERVICE_USER" '$1 == u { print $4 }' "$ROOT/etc/passwd")
-    owner=(-o "$uid" -g "$gid") group_owner=(-o 0 -g "$gid")
+    owner=(-o "$uid" -g "$gid")
 fi
 
 # --- directories: the state (and the keys) belong to the service user, the rest to root -----
@@ -140,6 +140,11 @@ install -d -m 0750 "${owner[@]}" "$ROOT$STATE_DIR"
 install -d -m 0700 "${owner[@]}" "$ROOT$PKI_DIR"
 
 # --- the virtualenv and the device wheel (an upgrade keeps the virtualenv) -------------------
+old=( "$ROOT$VENV"/lib/python3*/site-packages/pi_audio_service-*.dist-info )
+if [ -e "${old[0]}" ]; then  # an install of the whole service (the old manual steps): start lean
+    say "replacing the virtualenv $VENV, which holds the whole service (pi-audio-service)"
+    rm -rf -- "$ROOT$VENV"
+fi
 if [ ! -x "$ROOT$VENV/bin/python" ]; then
     venv_args=()
     if [ "$SYSTEM_SITE" = 1 ]; then venv_args=(--system-site-packages); fi

@@ -221,3 +221,19 @@ async def test_bad_arguments_change_nothing(device_wheel: Path, tmp_path: Path) 
     status, _, err = await install(root, device_wheel, "--server", "no-port")
     assert status == 1 and "HOST:PORT" in err
     assert not root.exists() or not any(root.iterdir())
+
+
+async def test_an_install_of_the_whole_service_is_replaced_by_the_lean_client(
+    device_wheel: Path, tmp_path: Path
+) -> None:
+    """The old manual steps installed pi-audio-service (numpy, redis, ...) into the same virtualenv."""
+    root = seeded_root(tmp_path / "root")
+    site = root / VENV / "lib/python3.11/site-packages"
+    (site / "pi_audio_service-0.1.0.dist-info").mkdir(parents=True)
+    (site / "numpy").mkdir()
+    status, out, err = await install(root, device_wheel, "--server", "audio.example.com:50051")
+    assert status == 0, out + err
+    assert "holds the whole service" in out
+    site = next((root / VENV / "lib").glob("python3*/site-packages"))
+    assert not (site / "numpy").exists() and not list(site.glob("pi_audio_service-*"))
+    assert list(site.glob("pi_audio_device-*.dist-info")) and (root / VENV / "bin/audio-device").exists()
