@@ -242,7 +242,7 @@ elif [ -n "$ROOT" ]; then
 else
     systemctl daemon-reload
     systemctl enable --quiet audio-device.service
-    if [ -n "$enrolled" ] && grep -q '^AUDIO_DEVICE_SERVER=' "$env_path"; then
+    if { [ -n "$enrolled" ] || grep -q "^AUDIO_DEVICE_CERT=" "$env_path"; } && grep -q "^AUDIO_DEVICE_SERVER=" "$env_path"; then
         systemctl restart audio-device.service
         say "started: journalctl -u audio-device -f"
     else
