@@ -433,6 +433,19 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
             ops.CancelEnrollment(apb.CancelEnrollmentRequest(id=LONG)),
             ops.CancelEnrollment(apb.CancelEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
         ],
+        "GetClaimCode": [ops.GetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "SetClaimCode": [ops.SetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "DisableClaimCode": [ops.DisableClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "ListPendingEnrollments": [ops.ListPendingEnrollments(apb.ClaimCodeRequest(tenant=LONG))],
+        "ApproveEnrollment": [
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
+        ],
+        "DenyEnrollment": [
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id="x")),
+        ],
     }
 
 
