@@ -451,3 +451,23 @@ async def test_a_device_command_with_claim_needs_a_proposed_id() -> None:
     assert info.value.code == 2
     with pytest.raises(SystemExit):
         main(["--server", "h:1", "--code", "AAAA-AAAA-AAAA-AAAA", "--device-id", "x", "--ca", "ca.crt"])
+
+
+@pytest.mark.parametrize("method", ["Claim", "Poll"])
+async def test_unparseable_bytes_on_claim_and_poll_are_invalid_argument_in_our_words(
+    open_enrolling: AudioServer, pki: EphemeralPki, method: str
+) -> None:
+    before = sample("audio_bad_messages_total", method=method)
+    creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert_pem())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{open_enrolling.enroll_port}", creds) as channel:
+        raw = channel.unary_unary(
+            f"/audio.enroll.v1.EnrollmentService/{method}",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        error = await refusal(raw(b"\xff\xff\xff\xff not protobuf", timeout=10))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request message could not be parsed",
+    )
+    assert sample("audio_bad_messages_total", method=method) == before + 1
