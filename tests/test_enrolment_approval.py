@@ -341,7 +341,7 @@ async def test_pending_requests_are_capped_per_tenant(
     server_factory: ServerFactory, pki: EphemeralPki, admin: Admin
 ) -> None:
     pki.issuing_ca()
-    app = await server_factory(**FAST, enroll_pending_per_tenant=2)
+    app = await server_factory(**FAST, enroll_pending_per_tenant=2, enroll_claims_per_min=100)
     acme, globex = await claim_code(app, admin), await claim_code(app, admin, "globex")
     for n in range(2):
         await claim_call(app, pki, acme.code, new_request(new_key()), proposed=f"a-{n}")

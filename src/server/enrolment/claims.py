@@ -4,7 +4,8 @@ collects the operator's decision.
 The claim code says only which tenant's queue a request joins; the device's proposed id is a
 suggestion shown to the operator. The certificate's identity is the tenant of the claim code and
 the device id of the approval, nothing the device sent. Requests are capped per tenant
-(``pending_cap``) and each address may queue only ``claims_per_min`` a minute. A poll must be
+(``pending_cap``) and each address may make only ``claims_per_min`` claims with a good code a
+minute (refused ones too: a full queue must not become a way to flood the audit log). A poll must be
 signed with the key of the claim's CSR (``auth.poll_proof``): the request id is no secret, the
 key is. An approved request is taken from the store by the poll that collects it (so exactly one
 certificate is issued per approval), a denied one by the poll that learns of it.
@@ -93,6 +94,7 @@ class ClaimDesk:
         fingerprint = poll_proof.key_fingerprint(public_key)
         audited.parameters["fingerprint"] = fingerprint
         limits = self._limits
+        now_blocked = self._claims.count(address)  # every claim with a good code, stored or not
         record = await self._requests.add(
             claim.tenant,
             proposed,
@@ -103,15 +105,17 @@ class ClaimDesk:
             limits.pending_cap,
         )
         if record is None:
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "pending_full", PENDING_FULL_TEXT, audited)
-        now_blocked = self._claims.count(address)
-        audited.parameters["request"] = record.id
-        await self._service.record("Claim", audited, grpc.StatusCode.OK, "", address)
-        metrics.ENROLMENTS.labels(result="pending").inc()
+            refused = Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "pending_full", PENDING_FULL_TEXT, audited)
+        else:
+            audited.parameters["request"] = record.id
+            await self._service.record("Claim", audited, grpc.StatusCode.OK, "", address)
+            metrics.ENROLMENTS.labels(result="pending").inc()
         if now_blocked:  # audited once: the claims after this one, for a minute, are refused
             blocked = Audited(claim.tenant, proposed, {"reason": "claims_rate_limited"})
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
             await self._service.record("Claim", blocked, code, CLAIMS_LIMITED_TEXT, address)
+        if record is None:
+            raise refused
         log.info(
             "enrol.claimed",
             extra={"tenant": claim.tenant, "proposed": proposed, "request": record.id, "peer": address},
