@@ -152,3 +152,17 @@ async def test_roles_csrf_and_tenants_on_the_enrolment_page(
             assert r.status == 200 and 'name="tenant"' in await r.text()  # picks the tenant first
         async with other.get(f"{base}/enrolment?tenant=globex", ssl=False) as r:
             assert claimed.request_id in await r.text()
+
+
+async def test_the_enrolment_page_fits_a_phone(
+    enrolment_console: AudioServer, pki: EphemeralPki, admin: Admin, browser: Browser
+) -> None:
+    async with admin(enrolment_console, "acme", role="admin") as boss:
+        claim = await boss.SetClaimCode(apb.ClaimCodeRequest())
+        await boss.CreateEnrollments(apb.CreateEnrollmentsRequest(device_id="kitchen-1"))
+    await claim_call(enrolment_console, pki, claim.code, new_request(new_key()), proposed="porch-1")
+    page = await signed_in(browser, enrolment_console, pki, role="admin", width=390)
+    await page.goto(page.url + "enrolment")
+    assert await page.locator("[data-request]").count() == 1
+    await shot(page, "enrolment-390")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390

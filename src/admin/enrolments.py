@@ -41,7 +41,7 @@ def duration(text: str) -> float:
 
 
 def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
-    codes = topics.add_parser("enrollments", help="one-time enrolment codes for new devices").add_subparsers(
+    codes = topics.add_parser("enrollments", help="enrolment of new devices: one-time codes, the claim code, pending requests").add_subparsers(
         dest="action", required=True
     )
     create = codes.add_parser("create", help="codes for devices (each shown once)", parents=shared)
