@@ -41,9 +41,10 @@ def duration(text: str) -> float:
 
 
 def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
-    codes = topics.add_parser("enrollments", help="enrolment of new devices: one-time codes, the claim code, pending requests").add_subparsers(
-        dest="action", required=True
+    topic = topics.add_parser(
+        "enrollments", help="enrolment of new devices: one-time codes, the claim code, pending requests"
     )
+    codes = topic.add_subparsers(dest="action", required=True)
     create = codes.add_parser("create", help="codes for devices (each shown once)", parents=shared)
     which = create.add_mutually_exclusive_group(required=True)
     which.add_argument("--device", help="one code for this device id")
