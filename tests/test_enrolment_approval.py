@@ -118,6 +118,7 @@ async def test_a_device_claims_waits_is_approved_under_another_id_and_connects(
     assert (request.tenant, request.proposed_device_id, request.state) == ("acme", "proposed-1", "pending")
     assert request.peer == "ipv4:127.0.0.1" and request.expires_unix > time.time() + 3600
     assert request.key_fingerprint in said[0] and request.id in said[0]  # what the operator compares
+    assert not request.proposed_id_known
     assert not device.done()  # waiting for the decision
     approved = await decide(app, admin, "ApproveEnrollment", id=request.id, device_id="kitchen-7")
     assert (approved.state, approved.device_id) == ("approved", "kitchen-7")
@@ -271,6 +272,8 @@ async def test_roles_claim_code_admin_decisions_operator_viewer_neither(
     claimed = await claim_call(app, pki, claim.code, new_request(new_key()), proposed="dev-1")
     async with connect(app, "acme", "dev-1"):
         pass
+    (listed,) = await pending(app, admin)
+    assert listed.proposed_id_known  # a proposed id already in the fleet is flagged
     async with admin(app, "acme", role="admin") as boss:
         await boss.RevokeDevice(apb.DeviceRef(device_id="dev-1"))
     error = await refusal(decide(app, admin, "ApproveEnrollment", id=claimed.request_id))

@@ -123,7 +123,9 @@ def pending_text(requests: Sequence[apb.PendingEnrollment], table: Callable[...,
             r.key_fingerprint.removeprefix("SHA256:")[:16],
             r.peer or "-",
             _expires(r.created_unix),
-            r.state + (f" as {r.device_id}" if r.device_id else ""),
+            r.state
+            + (f" as {r.device_id}" if r.device_id else "")
+            + (" (id in use)" if r.proposed_id_known else ""),
         ]
         for r in requests
     ]

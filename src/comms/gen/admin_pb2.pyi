@@ -364,7 +364,7 @@ class ClaimCode(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., enabled: _Optional[bool] = ..., id: _Optional[str] = ..., code: _Optional[str] = ..., created_unix: _Optional[float] = ..., created_by: _Optional[str] = ..., ca_fingerprint: _Optional[str] = ...) -> None: ...
 
 class PendingEnrollment(_message.Message):
-    __slots__ = ("id", "tenant", "proposed_device_id", "key_fingerprint", "peer", "created_unix", "expires_unix", "state", "device_id", "decided_by")
+    __slots__ = ("id", "tenant", "proposed_device_id", "key_fingerprint", "peer", "created_unix", "expires_unix", "state", "device_id", "decided_by", "proposed_id_known")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PROPOSED_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -375,6 +375,7 @@ class PendingEnrollment(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_ID_KNOWN_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     proposed_device_id: str
@@ -385,7 +386,8 @@ class PendingEnrollment(_message.Message):
     state: str
     device_id: str
     decided_by: str
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., proposed_device_id: _Optional[str] = ..., key_fingerprint: _Optional[str] = ..., peer: _Optional[str] = ..., created_unix: _Optional[float] = ..., expires_unix: _Optional[float] = ..., state: _Optional[str] = ..., device_id: _Optional[str] = ..., decided_by: _Optional[str] = ...) -> None: ...
+    proposed_id_known: bool
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., proposed_device_id: _Optional[str] = ..., key_fingerprint: _Optional[str] = ..., peer: _Optional[str] = ..., created_unix: _Optional[float] = ..., expires_unix: _Optional[float] = ..., state: _Optional[str] = ..., device_id: _Optional[str] = ..., decided_by: _Optional[str] = ..., proposed_id_known: _Optional[bool] = ...) -> None: ...
 
 class ListPendingEnrollmentsResponse(_message.Message):
     __slots__ = ("requests",)

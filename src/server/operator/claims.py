@@ -43,7 +43,7 @@ def claim_proto(tenant: str, record: ClaimRecord | None, fingerprint: str, code:
     )
 
 
-def pending_proto(record: PendingRecord) -> apb.PendingEnrollment:
+def pending_proto(record: PendingRecord, known: bool = False) -> apb.PendingEnrollment:
     return apb.PendingEnrollment(
         id=record.id,
         tenant=record.tenant,
@@ -55,6 +55,7 @@ def pending_proto(record: PendingRecord) -> apb.PendingEnrollment:
         state=record.state,
         device_id=record.device_id,
         decided_by=record.decided_by,
+        proposed_id_known=known,
     )
 
 
@@ -115,7 +116,11 @@ class ClaimAdmin:
             tenant = self._tenant(call, request.tenant, all_allowed=True)
             config = self._enrolment()
             listed = await config.requests.listed(tenant)
-            return apb.ListPendingEnrollmentsResponse(requests=[pending_proto(r) for r in listed])
+            shown = []
+            for record in listed:  # a proposed id already in the fleet is worth a second look
+                known = await self._fleet.device(Identity(record.tenant, record.proposed_id)) is not None
+                shown.append(pending_proto(record, known))
+            return apb.ListPendingEnrollmentsResponse(requests=shown)
 
         return await self.calls.run(context, "ListPendingEnrollments", work, changes=False)
 

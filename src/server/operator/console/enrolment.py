@@ -104,6 +104,7 @@ class EnrolmentPage:
                     "expires": _when(r.expires_unix),
                     "state": r.state,
                     "device": r.device_id,
+                    "known": r.proposed_id_known,
                 }
                 for r in queued.requests
             ],
