@@ -454,6 +454,19 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
             ops.CancelEnrollment(apb.CancelEnrollmentRequest(id=LONG)),
             ops.CancelEnrollment(apb.CancelEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
         ],
+        "GetClaimCode": [ops.GetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "SetClaimCode": [ops.SetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "DisableClaimCode": [ops.DisableClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "ListPendingEnrollments": [ops.ListPendingEnrollments(apb.ClaimCodeRequest(tenant=LONG))],
+        "ApproveEnrollment": [
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
+        ],
+        "DenyEnrollment": [
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id="x")),
+        ],
     }
 
 
@@ -515,6 +528,36 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/sounds/acme/1/upload", {"csrf": csrf, "file": "not a file"}),
             ],
             "/audit": [("GET", f"/audit?action={long}&page=abc&refused=maybe", None)],
+            "/enrolment": [
+                ("GET", f"/enrolment?tenant={long}", None),
+                ("GET", "/enrolment?tenant=globex", None),
+            ],
+            "/enrolment/{tenant}/codes": [
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "count": "²", "prefix": "p-"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "count": TWENTY_DIGITS, "prefix": "p-"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "device": "x", "ttl_hours": "-1"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "device": long}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/codes", {"csrf": csrf, "device": "x"}),
+            ],
+            "/enrolment/{tenant}/codes/{id}/cancel": [
+                ("POST", f"/enrolment/acme/codes/{long}/cancel", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/codes/0123456789abcdef/cancel", {"csrf": csrf}),
+            ],
+            "/enrolment/{tenant}/requests/{id}/{action}": [
+                ("POST", "/enrolment/acme/requests/0123456789abcdef/explode", {"csrf": csrf}),
+                ("POST", f"/enrolment/acme/requests/{long}/approve", {"csrf": csrf}),
+                (
+                    "POST",
+                    "/enrolment/acme/requests/0123456789abcdef/approve",
+                    {"csrf": csrf, "device_id": long},
+                ),
+                ("POST", "/enrolment/globex/requests/0123456789abcdef/deny", {"csrf": csrf}),
+            ],
+            "/enrolment/{tenant}/claim/{action}": [
+                ("POST", "/enrolment/acme/claim/explode", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/claim/enable", {"csrf": csrf}),
+            ],
         }
         assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed
         for route, probes in odd.items():

@@ -32,7 +32,8 @@ from server.audio.tenant_sounds import TenantSounds
 from server.devices.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
 from server.devices.streams import DeviceService, StreamPolicy
-from server.enrolment.attempts import FailedAttempts
+from server.enrolment.attempts import FailedAttempts, PerAddress
+from server.enrolment.claims import ClaimDesk, OpenEnrolment
 from server.enrolment.service import Enrolment, IssuingFiles
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
 from server.fleet.node import Fleet
@@ -59,6 +60,7 @@ from server.runtime.store_reset import GenerationCheckedStore, StoreGeneration
 from server.runtime.watch import FileWatcher
 from server.state.backend import Backend, open_backend
 from server.state.enrolment_codes import EnrolmentCodes
+from server.state.enrolment_requests import ClaimCodes, PendingRequests
 from server.state.guard import StoreGuard
 from server.state.shared_data import SharedData
 from server.supervision import TaskOwner
@@ -177,6 +179,7 @@ class AudioServer:
     enroll: grpc.aio.Server | None = None
     enroll_port: int = 0
     enrolment_codes: EnrolmentCodes | None = None
+    enrolment_requests: PendingRequests | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -478,7 +481,11 @@ async def start_enrolment(
     files = IssuingFiles(settings.issuing_cert, settings.issuing_key, settings.client_ca)
     await asyncio.to_thread(files.load)  # PkiError: the entry point says which file, exit 1
     app.enrolment_codes = codes = EnrolmentCodes(data)
-    admin.enrolment = EnrolmentConfig(codes, settings.enroll_code_ttl_s, tls.ca_fingerprint)
+    app.enrolment_requests = requests = PendingRequests(data)
+    claim_codes = ClaimCodes(data)
+    admin.enrolment = EnrolmentConfig(
+        codes, settings.enroll_code_ttl_s, tls.ca_fingerprint, claim_codes, requests
+    )
     service = Enrolment(
         codes,
         app.audit,
@@ -486,6 +493,12 @@ async def start_enrolment(
         settings.trust_domain,
         dt.timedelta(seconds=settings.device_cert_lifetime_s),
         FailedAttempts(settings.enroll_failures_per_min),
+    )
+    limits = OpenEnrolment(
+        settings.enroll_pending_ttl_s, settings.enroll_pending_per_tenant, settings.enroll_poll_interval_s
+    )
+    service.desk = ClaimDesk(
+        service, claim_codes, requests, limits, PerAddress(settings.enroll_claims_per_min)
     )
     options = dict(grpc_options(settings))
     options.update(

@@ -33,6 +33,7 @@ from server.fleet.device_view import DeviceView
 from server.fleet.node import DeviceOffline, Fleet, history_log
 from server.operator.audit import AuditFilter, AuditLog, BadPageToken
 from server.operator.calls import ApiError, LocalContext, Note, OperatorCalls, not_found
+from server.operator.claims import ClaimAdmin
 from server.operator.enrolments import EnrolmentAdmin
 from server.operator.sign_in import ConsoleSessions
 
@@ -80,7 +81,7 @@ def sound_proto(info: SoundInfo) -> apb.Sound:
     )
 
 
-class FleetAdmin(EnrolmentAdmin, apb_grpc.FleetServiceServicer):
+class FleetAdmin(EnrolmentAdmin, ClaimAdmin, apb_grpc.FleetServiceServicer):
     def __init__(
         self,
         fleet: Fleet,
