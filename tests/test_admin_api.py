@@ -79,6 +79,9 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
         "ResetSound": stub.ResetSound(apb.ResetSoundRequest(tenant=tenant, mode=1)),
         "RevokeDevice": stub.RevokeDevice(target),
         "UnrevokeDevice": stub.UnrevokeDevice(target),
+        "SetLabels": stub.SetLabels(
+            apb.SetLabelsRequest(device=target, set=[apb.Label(key="zone", value="a")])
+        ),
     }
 
 
@@ -153,7 +156,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 12)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 13)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

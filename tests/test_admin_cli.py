@@ -149,6 +149,7 @@ LEAF_COMMANDS = [
     ["devices", "revoke", "dev-1"],
     ["devices", "unrevoke", "dev-1"],
     ["devices", "mode", "dev-1", "2"],
+    ["devices", "label", "dev-1", "zone=a"],
     ["sounds", "list"],
     ["sounds", "upload", "--mode", "1", "a.wav"],
     ["sounds", "reset", "--mode", "1"],

@@ -376,12 +376,21 @@ async def test_live_streams_are_capped_per_session(
 
 
 HUGE = 2**32 - 1
+
+
+def label_request(key: str, value: str) -> apb.SetLabelsRequest:
+    return apb.SetLabelsRequest(
+        device=apb.DeviceRef(device_id="dev-1"), set=[apb.Label(key=key, value=value)]
+    )
+
+
 LONG = "x" * 10_000
 
 
 def _odd_requests(ops: Any) -> dict[str, list[Any]]:
     """Per FleetService method: calls with oversized values and enum numbers protobuf does not know."""
     long_ref = apb.DeviceRef(device_id=LONG)
+    dev_1 = apb.DeviceRef(device_id="dev-1")
     bad_refs = [long_ref, apb.DeviceRef(device_id=""), apb.DeviceRef(device_id="DEV 1")]
 
     async def chunks(mode: int) -> AsyncIterator[apb.UploadSoundChunk]:
@@ -398,6 +407,10 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
             ops.ListDevices(apb.ListDevicesRequest(search=LONG)),
             ops.ListDevices(apb.ListDevicesRequest(page_token=LONG)),
             ops.ListDevices(apb.ListDevicesRequest(tenant=LONG)),
+            ops.ListDevices(apb.ListDevicesRequest(selector=LONG)),
+            ops.ListDevices(apb.ListDevicesRequest(selector="zone")),
+            ops.ListDevices(apb.ListDevicesRequest(selector="zone=a,,floor=2")),
+            ops.ListDevices(apb.ListDevicesRequest(selector="zone=a,zone=b")),
         ],
         "GetDevice": [ops.GetDevice(r) for r in bad_refs],
         "ListDeviceEvents": [ops.ListDeviceEvents(r) for r in bad_refs],
@@ -421,6 +434,19 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
         "RevokeDevice": [ops.RevokeDevice(r) for r in bad_refs],
         "UnrevokeDevice": [ops.UnrevokeDevice(r) for r in bad_refs],
         "CreateConsoleLogin": [],  # takes no values
+        "SetLabels": [
+            *(ops.SetLabels(apb.SetLabelsRequest(device=r)) for r in bad_refs),
+            ops.SetLabels(label_request(LONG, "a")),
+            ops.SetLabels(label_request("zone", LONG)),
+            ops.SetLabels(label_request("Zone", "a")),
+            ops.SetLabels(label_request("zone", "a b")),
+            ops.SetLabels(label_request("", "a")),
+            ops.SetLabels(apb.SetLabelsRequest(device=dev_1, remove=[LONG])),
+            ops.SetLabels(
+                apb.SetLabelsRequest(device=dev_1, set=[apb.Label(key=f"k{i}", value="v") for i in range(17)])
+            ),
+            ops.SetLabels(apb.SetLabelsRequest(device=dev_1, remove=["k"] * 10_000)),
+        ],
     }
 
 

@@ -212,6 +212,9 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                 "ResetSound": lambda: ops.ResetSound(apb.ResetSoundRequest(mode=0)),
                 "RevokeDevice": lambda: ops.RevokeDevice(ref("dev-1")),
                 "UnrevokeDevice": lambda: ops.UnrevokeDevice(ref("dev-1")),
+                "SetLabels": lambda: ops.SetLabels(
+                    apb.SetLabelsRequest(device=ref("dev-1"), set=[apb.Label(key="zone", value="a")])
+                ),
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

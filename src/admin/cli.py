@@ -3,6 +3,8 @@
     audio-admin --tenant acme --operator alice devices list [--watch]
     audio-admin ... devices show|events|play|stop|disconnect|revoke|unrevoke DEVICE
     audio-admin ... devices mode DEVICE N
+    audio-admin ... devices label DEVICE key=value ... [--remove KEY ...]
+    audio-admin ... devices list --selector zone=kitchen,floor=2
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
     audio-admin ... console login
@@ -68,6 +70,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     online.add_argument("--offline", action="store_true", help="only devices offline now")
     listing.add_argument("--mode", type=int, help="only devices in this mode")
     listing.add_argument("--search", default="", help="device ids containing this")
+    listing.add_argument(
+        "--selector", default="", help="only devices whose labels match: key=value[,key=value...] or all"
+    )
     for name, text in (
         ("show", "everything about one device"),
         ("events", "its recent events: connects, presses, modes, sounds (newest first)"),
@@ -83,6 +88,12 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     )
     mode.add_argument("device")
     mode.add_argument("mode", type=int)
+    label = devices.add_parser(
+        "label", help="set (key=value) and remove (--remove KEY) the device's labels", parents=shared
+    )
+    label.add_argument("device")
+    label.add_argument("labels", nargs="*", metavar="key=value", help="labels to set (or change)")
+    label.add_argument("--remove", action="append", default=[], metavar="KEY", help="a label to remove")
     sounds = topics.add_parser("sounds", help="the tenant's sounds per mode").add_subparsers(
         dest="action", required=True
     )
@@ -136,7 +147,13 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-DEVICE_HEADER = ("DEVICE", "STATE", "NODE", "MODE", "PLAYING", "BATTERY", "LAST SEEN", "CERT", "LAST END")
+DEVICE_HEADER = (
+    "DEVICE", "STATE", "NODE", "MODE", "PLAYING", "BATTERY", "LAST SEEN", "CERT", "LAST END", "LABELS"
+)  # fmt: skip
+
+
+def labels_text(device: apb.Device) -> str:
+    return ",".join(f"{label.key}={label.value}" for label in device.labels) or "-"
 
 
 def device_row(device: apb.Device, with_tenant: bool) -> list[str]:
@@ -153,7 +170,7 @@ def device_row(device: apb.Device, with_tenant: bool) -> list[str]:
     name = f"{device.tenant}/{device.device_id}" if with_tenant else device.device_id
     last_seen = "now" if device.online else when(device.last_seen_unix)
     return [name, state, device.node or "-", str(device.mode), playing, battery, last_seen, cert,
-            device.last_disconnect_reason or "-"]  # fmt: skip
+            device.last_disconnect_reason or "-", labels_text(device)]  # fmt: skip
 
 
 def show_device(device: apb.Device) -> str:
@@ -190,7 +207,9 @@ class Cli:
         await handler()
 
     async def devices_list(self) -> None:
-        request = apb.ListDevicesRequest(tenant=self.tenant, search=self.args.search, page_size=1000)
+        request = apb.ListDevicesRequest(
+            tenant=self.tenant, search=self.args.search, selector=self.args.selector, page_size=1000
+        )
         if self.args.online:
             request.online = apb.ListDevicesRequest.ONLINE
         elif self.args.offline:
@@ -270,6 +289,19 @@ class Cli:
         result = await self.stub.SetMode(request, timeout=self.settings.timeout_s)
         where = "stored for its next connection (offline)" if result.stored_only else f"on {result.node}"
         self.out(result, f"mode {self.args.mode} for {self.args.device}: {where}")
+
+    async def devices_label(self) -> None:
+        pairs = []
+        for term in self.args.labels:
+            key, equals, value = term.partition("=")
+            if not equals:
+                raise CliError(f"{term!r} is not key=value (remove a label with --remove KEY)")
+            pairs.append(apb.Label(key=key, value=value))
+        if not pairs and not self.args.remove:
+            raise CliError("give labels to set (key=value) or --remove KEY")
+        request = apb.SetLabelsRequest(device=self.ref(), set=pairs, remove=self.args.remove)
+        device = await self.stub.SetLabels(request, timeout=self.settings.timeout_s)
+        self.out(device, f"labels of {self.args.device}: {labels_text(device)}")
 
     async def sounds_list(self) -> None:
         sounds = (await self.stub.ListSounds(apb.ListSoundsRequest(tenant=self.tenant))).sounds

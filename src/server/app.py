@@ -31,6 +31,7 @@ from server.devices.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
 from server.devices.streams import DeviceService, StreamPolicy
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
+from server.fleet.labels import DeviceLabels
 from server.fleet.node import Fleet
 from server.fleet.presence import LocalPresence, Presence, RedisPresence
 from server.limits import CallLimiter
@@ -431,7 +432,13 @@ async def start_operator_side(
         else None
     )
     admin = FleetAdmin(
-        app.fleet, app.audit, app.sounds, settings.mode_count, sessions, settings.console_base_url
+        app.fleet,
+        app.audit,
+        app.sounds,
+        settings.mode_count,
+        DeviceLabels(data),
+        sessions,
+        settings.console_base_url,
     )
     if settings.admin_bind:
         app.admin = admin_server(authenticator, admin, settings, app.handshakes)

@@ -109,6 +109,11 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.DeviceRef.SerializeToString,
                 response_deserializer=admin__pb2.Device.FromString,
                 _registered_method=True)
+        self.SetLabels = channel.unary_unary(
+                '/audio.admin.v1.FleetService/SetLabels',
+                request_serializer=admin__pb2.SetLabelsRequest.SerializeToString,
+                response_deserializer=admin__pb2.Device.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -208,6 +213,14 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLabels(self, request, context):
+        """--- groups and announcements (issue 21) ---
+        operator and above: set and remove a device's labels (the device after the change)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +297,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
             'UnrevokeDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.UnrevokeDevice,
                     request_deserializer=admin__pb2.DeviceRef.FromString,
+                    response_serializer=admin__pb2.Device.SerializeToString,
+            ),
+            'SetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabels,
+                    request_deserializer=admin__pb2.SetLabelsRequest.FromString,
                     response_serializer=admin__pb2.Device.SerializeToString,
             ),
     }
@@ -691,6 +709,33 @@ class FleetService:
             target,
             '/audio.admin.v1.FleetService/UnrevokeDevice',
             admin__pb2.DeviceRef.SerializeToString,
+            admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/SetLabels',
+            admin__pb2.SetLabelsRequest.SerializeToString,
             admin__pb2.Device.FromString,
             options,
             channel_credentials,

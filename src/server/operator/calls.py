@@ -54,6 +54,8 @@ LEAST_ROLE = {
     "ResetSound": Role.OPERATOR,
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
+    # groups and announcements (issue 21)
+    "SetLabels": Role.OPERATOR,
 }
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 
