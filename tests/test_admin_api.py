@@ -82,6 +82,7 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
         "SetLabels": stub.SetLabels(
             apb.SetLabelsRequest(device=target, set=[apb.Label(key="zone", value="a")])
         ),
+        "Announce": stub.Announce(apb.AnnounceRequest(tenant=tenant, device_ids=[device], mode=0)),
     }
 
 
@@ -156,7 +157,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 13)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 14)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

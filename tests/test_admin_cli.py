@@ -155,6 +155,7 @@ LEAF_COMMANDS = [
     ["sounds", "reset", "--mode", "1"],
     ["audit", "list"],
     ["console", "login"],
+    ["announce", "--selector", "all", "--mode", "1"],
 ]
 
 
@@ -169,7 +170,7 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> set[
 
 def test_every_command_is_listed_for_the_global_option_test() -> None:
     parser = build_parser(AdminSettings, "audio-admin", "", configure=admin_cli.configure)
-    assert _leaves(parser) == {tuple(c[:2]) for c in LEAF_COMMANDS}
+    assert _leaves(parser) == {tuple(w for w in c[:2] if not w.startswith("-")) for c in LEAF_COMMANDS}
 
 
 @pytest.mark.parametrize("command", LEAF_COMMANDS, ids=" ".join)

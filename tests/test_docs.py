@@ -1,4 +1,4 @@
-"""The README documents every setting and the LED table the code uses."""
+"""The README (and the operator docs under docs/) document every setting and the LED table the code uses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from device.settings import DeviceSettings
 from server.devices import leds
 from server.runtime.settings import ServerSettings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+DOCS = README + "".join(page.read_text() for page in sorted((ROOT / "docs").rglob("*.md")))
 
 
 @pytest.mark.parametrize(
@@ -21,8 +23,8 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     + [("AUDIO_ADMIN_", n) for n in AdminSettings.model_fields],
 )
 def test_every_setting_is_documented(prefix: str, name: str) -> None:
-    assert f"`{prefix}{name.upper()}`" in README
-    assert f"`--{name.replace('_', '-')}`" in README
+    assert f"`{prefix}{name.upper()}`" in DOCS
+    assert f"`--{name.replace('_', '-')}`" in DOCS
 
 
 def test_led_colours_in_readme_match_the_code() -> None:

@@ -447,6 +447,22 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
             ),
             ops.SetLabels(apb.SetLabelsRequest(device=dev_1, remove=["k"] * 10_000)),
         ],
+        "Announce": [
+            ops.Announce(apb.AnnounceRequest(selector="all", mode=0, priority=HUGE)),
+            ops.Announce(apb.AnnounceRequest(selector="all", mode=HUGE)),
+            ops.Announce(apb.AnnounceRequest(selector="all", sound_name=LONG)),
+            ops.Announce(apb.AnnounceRequest(selector="all", sound_name="nope")),
+            ops.Announce(apb.AnnounceRequest(selector="all")),
+            ops.Announce(apb.AnnounceRequest(mode=0)),
+            ops.Announce(apb.AnnounceRequest(selector="all", device_ids=["dev-1"], mode=0)),
+            ops.Announce(apb.AnnounceRequest(selector=LONG, mode=0)),
+            ops.Announce(apb.AnnounceRequest(selector="zone=a,,b=c", mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=[LONG], mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=["DEV 1"], mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=["no-such"], mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=[f"d{i}" for i in range(1001)], mode=0)),
+            ops.Announce(apb.AnnounceRequest(tenant=LONG, selector="all", mode=0)),
+        ],
     }
 
 

@@ -7,6 +7,8 @@
     audio-admin ... devices list --selector zone=kitchen,floor=2
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
+    audio-admin ... announce (--selector S | --device ID ...) (--mode N | --sound NAME)
+                             [--priority N] [--no-resume]
     audio-admin ... console login
 
 Every failure is one line on stderr (offline device, not found, permission
@@ -57,7 +59,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     common = argparse.ArgumentParser(add_help=False, parents=[options])
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     shared = [common]
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit,console}")
+    topics = parser.add_subparsers(
+        dest="topic", required=True, metavar="{devices,sounds,audit,console,announce}"
+    )
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
     )
@@ -112,6 +116,24 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
         "login", help="print a one-time sign-in link (5 minutes, usable once)", parents=shared
     )
     login.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the server to come up")
+    announce = topics.add_parser(
+        "announce",
+        help="play one sound on many devices at the same instant (they resume what they played)",
+        parents=shared,
+    )
+    announce.set_defaults(action="play")
+    targets = announce.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--selector", help="the devices whose labels match: key=value[,key=value...] or all")
+    targets.add_argument("--device", action="append", dest="devices", metavar="ID", help="a device (repeat)")
+    sound = announce.add_mutually_exclusive_group(required=True)
+    sound.add_argument("--mode", type=int, help="the sound a Play of this mode plays")
+    sound.add_argument("--sound", help="an uploaded sound, by its file name (extension optional)")
+    announce.add_argument(
+        "--priority", type=int, default=0, help="0..9: a higher one preempts a lower one (default 0)"
+    )
+    announce.add_argument(
+        "--no-resume", action="store_true", help="the interrupted sounds do not resume afterwards"
+    )
     audit = topics.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     events = audit.add_parser("list", help="newest first", parents=shared)
     events.add_argument("--device", default="")
@@ -335,6 +357,22 @@ class Cli:
         sound = await self.stub.ResetSound(request, timeout=self.settings.timeout_s)
         self.out(sound, f"mode {sound.mode}: back to the built-in sound ({sound.length_s:.1f} s)")
 
+    async def announce_play(self) -> None:
+        args = self.args
+        request = apb.AnnounceRequest(
+            tenant=self.tenant,
+            selector=args.selector or "",
+            device_ids=args.devices or [],
+            priority=args.priority,
+            no_resume=args.no_resume,
+        )
+        if args.mode is not None:
+            request.mode = args.mode
+        else:
+            request.sound_name = args.sound
+        result = await self.stub.Announce(request, timeout=max(self.settings.timeout_s, 15))
+        self.out(result, announce_report(result, args.selector or ""))
+
     async def console_login(self) -> None:
         request = apb.CreateConsoleLoginRequest()
         deadline = time.monotonic() + self.args.wait
@@ -368,6 +406,26 @@ class Cli:
             for e in events
         ]  # fmt: skip
         print(table(rows, ("TIME", "OPERATOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL")))
+
+
+def announce_report(result: apb.AnnounceResult, selector: str) -> str:
+    """The outcome per device as a table, under one line of counts."""
+    if not result.targeted:
+        return f"0 devices match {selector}: nothing played" if selector else "0 devices: nothing played"
+    at = (
+        time.strftime("%H:%M:%S", time.localtime(result.start_unix))
+        + f".{int(result.start_unix * 1000) % 1000:03d}"
+    )
+    head = (
+        f"announcement {result.announcement_id[:12]} ({result.sound}) at {at}: {result.targeted} targeted, "
+        f"{len(result.started)} started, {len(result.offline)} offline, {len(result.refused)} refused"
+    )
+    rows = sorted(
+        [[d, "started"] for d in result.started]
+        + [[d, "offline"] for d in result.offline]
+        + [[d, "refused (a higher or equal announcement plays)"] for d in result.refused]
+    )
+    return head + "\n" + table(rows, ("DEVICE", "RESULT"))
 
 
 def _params(parameters: str) -> str:

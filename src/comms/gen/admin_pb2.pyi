@@ -300,3 +300,39 @@ class SetLabelsRequest(_message.Message):
     set: _containers.RepeatedCompositeFieldContainer[Label]
     remove: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, device: _Optional[_Union[DeviceRef, _Mapping]] = ..., set: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AnnounceRequest(_message.Message):
+    __slots__ = ("tenant", "selector", "device_ids", "mode", "sound_name", "priority", "no_resume")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOUND_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NO_RESUME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    selector: str
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: int
+    sound_name: str
+    priority: int
+    no_resume: bool
+    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ...) -> None: ...
+
+class AnnounceResult(_message.Message):
+    __slots__ = ("announcement_id", "start_unix", "sound", "targeted", "started", "offline", "refused")
+    ANNOUNCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SOUND_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    announcement_id: str
+    start_unix: float
+    sound: str
+    targeted: int
+    started: _containers.RepeatedScalarFieldContainer[str]
+    offline: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, announcement_id: _Optional[str] = ..., start_unix: _Optional[float] = ..., sound: _Optional[str] = ..., targeted: _Optional[int] = ..., started: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...

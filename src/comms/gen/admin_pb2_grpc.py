@@ -114,6 +114,11 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.SetLabelsRequest.SerializeToString,
                 response_deserializer=admin__pb2.Device.FromString,
                 _registered_method=True)
+        self.Announce = channel.unary_unary(
+                '/audio.admin.v1.FleetService/Announce',
+                request_serializer=admin__pb2.AnnounceRequest.SerializeToString,
+                response_deserializer=admin__pb2.AnnounceResult.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -221,6 +226,13 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Announce(self, request, context):
+        """operator and above: one sound on every device matching a selector or a list of ids, at one instant
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +315,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.SetLabels,
                     request_deserializer=admin__pb2.SetLabelsRequest.FromString,
                     response_serializer=admin__pb2.Device.SerializeToString,
+            ),
+            'Announce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Announce,
+                    request_deserializer=admin__pb2.AnnounceRequest.FromString,
+                    response_serializer=admin__pb2.AnnounceResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -737,6 +754,33 @@ class FleetService:
             '/audio.admin.v1.FleetService/SetLabels',
             admin__pb2.SetLabelsRequest.SerializeToString,
             admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Announce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/Announce',
+            admin__pb2.AnnounceRequest.SerializeToString,
+            admin__pb2.AnnounceResult.FromString,
             options,
             channel_credentials,
             insecure,

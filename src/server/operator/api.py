@@ -26,6 +26,7 @@ from auth.identity import MAX_ID_LENGTH, Identity, validate_id
 from comms.gen import admin_pb2 as apb
 from comms.gen import admin_pb2_grpc as apb_grpc
 from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
+from server.announce.announcer import Announcer
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command
 from server.devices.state_machine import Button
@@ -90,11 +91,13 @@ class FleetAdmin(GroupCalls, apb_grpc.FleetServiceServicer):
         sounds: TenantSounds,
         mode_count: int,
         labels: DeviceLabels,
+        announcer: Announcer,
         console: ConsoleSessions | None = None,
         console_url: str = "",
     ) -> None:
         self._fleet = fleet
         self.labels = labels
+        self.announcer = announcer
         self._audit = audit
         self.calls = OperatorCalls(audit)
         self.sounds = sounds

@@ -56,6 +56,7 @@ LEAST_ROLE = {
     "UnrevokeDevice": Role.ADMIN,
     # groups and announcements (issue 21)
     "SetLabels": Role.OPERATOR,
+    "Announce": Role.OPERATOR,
 }
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 
