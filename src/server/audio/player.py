@@ -211,7 +211,7 @@ class Player:
                 "sound": sound_id,
                 "clip": clip.name,
                 "seconds": round(clip.duration, 2),
-                **({"from_s": round(offset_s, 2)} if first else {}),
+                "from_s": round(first * frame_s, 2),  # > 0: resumed after an announcement
             },
         )
         return True
