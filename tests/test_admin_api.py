@@ -96,6 +96,10 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
         "DenyEnrollment": stub.DenyEnrollment(
             apb.DecideEnrollmentRequest(tenant=tenant, id="0123456789abcdef")
         ),
+        "SetLabels": stub.SetLabels(
+            apb.SetLabelsRequest(device=target, set=[apb.Label(key="zone", value="a")])
+        ),
+        "Announce": stub.Announce(apb.AnnounceRequest(tenant=tenant, device_ids=[device], mode=0)),
     }
 
 
@@ -170,7 +174,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 19)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 21)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

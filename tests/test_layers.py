@@ -21,6 +21,7 @@ LAYERS = [  # lowest first
     {"access", "audio"},
     {"devices"},
     {"fleet"},
+    {"announce"},
     {"operator", "enrolment"},
     {"runtime"},
     {"root"},

@@ -234,6 +234,10 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                 "DenyEnrollment": lambda: ops.DenyEnrollment(
                     apb.DecideEnrollmentRequest(id="0123456789abcdef")
                 ),
+                "SetLabels": lambda: ops.SetLabels(
+                    apb.SetLabelsRequest(device=ref("dev-1"), set=[apb.Label(key="zone", value="a")])
+                ),
+                "Announce": lambda: ops.Announce(apb.AnnounceRequest(selector="all", mode=0)),
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

@@ -26,6 +26,8 @@ from server.access.handshakes import HandshakeMonitor
 from server.access.interceptor import AuthInterceptor, OpenInterceptor
 from server.access.tls_reload import ReloadingServerTls
 from server.access.trust import TrustState
+from server.announce.announcer import Announcer
+from server.announce.stage import Stage
 from server.audio.library import AudioLibrary, load_library
 from server.audio.player import FrameClock
 from server.audio.tenant_sounds import TenantSounds
@@ -36,6 +38,7 @@ from server.enrolment.attempts import FailedAttempts, PerAddress
 from server.enrolment.claims import ClaimDesk, OpenEnrolment
 from server.enrolment.service import Enrolment, IssuingFiles
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
+from server.fleet.labels import DeviceLabels
 from server.fleet.node import Fleet
 from server.fleet.presence import LocalPresence, Presence, RedisPresence
 from server.limits import CallLimiter
@@ -169,6 +172,7 @@ class AudioServer:
     sounds: TenantSounds
     audit: AuditLog
     store_probe: StoreProbe
+    announcer: Announcer
     generation: StoreGeneration | None = None
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
@@ -265,6 +269,8 @@ async def _assemble(
     bus, presence = fleet_links(settings, backend)
     fleet = Fleet(registry, store, bus, presence, trust, data)
     stack.push_async_callback(fleet.close)
+    announcer = Announcer(fleet, Stage(registry, sounds), settings.announce_lead_ms / 1000)
+    stack.push_async_callback(announcer.close)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_record)
     server = device_server(settings, authenticator, registry, trust, handshakes)
     stack.push_async_callback(server.stop, 0)  # a no-op after stop()'s drain; the unwind of a failed start
@@ -278,6 +284,7 @@ async def _assemble(
     store.start()
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
+    announcer.start()
     background.supervise("tls-handshakes", handshakes.run, readiness.flag)
     background.supervise("crl-record", crl_record.run, readiness.flag)
     background.supervise("store-probe", probe.run, readiness.flag)
@@ -329,6 +336,7 @@ async def _assemble(
         sounds,
         audit,
         probe,
+        announcer,
         generation,
     )
     await start_operator_side(app, data, tls, authenticator, stack)
@@ -447,7 +455,14 @@ async def start_operator_side(
         else None
     )
     admin = FleetAdmin(
-        app.fleet, app.audit, app.sounds, settings.mode_count, sessions, settings.console_base_url
+        app.fleet,
+        app.audit,
+        app.sounds,
+        settings.mode_count,
+        DeviceLabels(data),
+        app.announcer,
+        sessions,
+        settings.console_base_url,
     )
     await start_enrolment(app, data, tls, admin, stack)
     if settings.admin_bind:

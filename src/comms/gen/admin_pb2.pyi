@@ -36,7 +36,7 @@ class Led(_message.Message):
     def __init__(self, index: _Optional[int] = ..., rgba: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds")
+    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds", "labels")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Device(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     LEDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     device_id: str
     online: bool
@@ -69,10 +70,11 @@ class Device(_message.Message):
     session_id: str
     revoked: bool
     leds: _containers.RepeatedCompositeFieldContainer[Led]
-    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
-    __slots__ = ("tenant", "page_size", "page_token", "online", "mode", "search")
+    __slots__ = ("tenant", "page_size", "page_token", "online", "mode", "search", "selector")
     class Online(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ANY: _ClassVar[ListDevicesRequest.Online]
@@ -87,13 +89,15 @@ class ListDevicesRequest(_message.Message):
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     page_size: int
     page_token: str
     online: ListDevicesRequest.Online
     mode: int
     search: str
-    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., online: _Optional[_Union[ListDevicesRequest.Online, str]] = ..., mode: _Optional[int] = ..., search: _Optional[str] = ...) -> None: ...
+    selector: str
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., online: _Optional[_Union[ListDevicesRequest.Online, str]] = ..., mode: _Optional[int] = ..., search: _Optional[str] = ..., selector: _Optional[str] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices", "next_page_token", "total")
@@ -404,3 +408,57 @@ class DecideEnrollmentRequest(_message.Message):
     id: str
     device_id: str
     def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SetLabelsRequest(_message.Message):
+    __slots__ = ("device", "set", "remove")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    device: DeviceRef
+    set: _containers.RepeatedCompositeFieldContainer[Label]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device: _Optional[_Union[DeviceRef, _Mapping]] = ..., set: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AnnounceRequest(_message.Message):
+    __slots__ = ("tenant", "selector", "device_ids", "mode", "sound_name", "priority", "no_resume")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOUND_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NO_RESUME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    selector: str
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: int
+    sound_name: str
+    priority: int
+    no_resume: bool
+    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ...) -> None: ...
+
+class AnnounceResult(_message.Message):
+    __slots__ = ("announcement_id", "start_unix", "sound", "targeted", "started", "offline", "refused")
+    ANNOUNCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SOUND_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    announcement_id: str
+    start_unix: float
+    sound: str
+    targeted: int
+    started: _containers.RepeatedScalarFieldContainer[str]
+    offline: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, announcement_id: _Optional[str] = ..., start_unix: _Optional[float] = ..., sound: _Optional[str] = ..., targeted: _Optional[int] = ..., started: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -154,6 +154,16 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.DeviceRef.SerializeToString,
                 response_deserializer=admin__pb2.Device.FromString,
                 _registered_method=True)
+        self.SetLabels = channel.unary_unary(
+                '/audio.admin.v1.FleetService/SetLabels',
+                request_serializer=admin__pb2.SetLabelsRequest.SerializeToString,
+                response_deserializer=admin__pb2.Device.FromString,
+                _registered_method=True)
+        self.Announce = channel.unary_unary(
+                '/audio.admin.v1.FleetService/Announce',
+                request_serializer=admin__pb2.AnnounceRequest.SerializeToString,
+                response_deserializer=admin__pb2.AnnounceResult.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -309,6 +319,21 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLabels(self, request, context):
+        """--- groups and announcements (issue 21) ---
+        operator and above: set and remove a device's labels (the device after the change)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Announce(self, request, context):
+        """operator and above: one sound on every device matching a selector or a list of ids, at one instant
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -431,6 +456,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.UnrevokeDevice,
                     request_deserializer=admin__pb2.DeviceRef.FromString,
                     response_serializer=admin__pb2.Device.SerializeToString,
+            ),
+            'SetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabels,
+                    request_deserializer=admin__pb2.SetLabelsRequest.FromString,
+                    response_serializer=admin__pb2.Device.SerializeToString,
+            ),
+            'Announce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Announce,
+                    request_deserializer=admin__pb2.AnnounceRequest.FromString,
+                    response_serializer=admin__pb2.AnnounceResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1081,6 +1116,60 @@ class FleetService:
             '/audio.admin.v1.FleetService/UnrevokeDevice',
             admin__pb2.DeviceRef.SerializeToString,
             admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/SetLabels',
+            admin__pb2.SetLabelsRequest.SerializeToString,
+            admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Announce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/Announce',
+            admin__pb2.AnnounceRequest.SerializeToString,
+            admin__pb2.AnnounceResult.FromString,
             options,
             channel_credentials,
             insecure,

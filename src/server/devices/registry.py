@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -36,6 +36,7 @@ from server.audio.library import ClipSource
 from server.audio.player import FrameClock
 from server.devices.commands import DISCONNECT, MODE, PRESS, REVOKE, Command
 from server.devices.controller import DeviceController
+from server.devices.cue import OFFLINE, Cue
 from server.devices.live_session import DeviceSession
 from server.devices.state_machine import ConnectionLost, Press
 from server.errors import DEVICE_REVOKED_TEXT
@@ -368,6 +369,18 @@ class DeviceRegistry:
                 identity, grpc.StatusCode.PERMISSION_DENIED, DEVICE_REVOKED_TEXT, "revoked"
             )
         return True
+
+    async def announce(self, identity: Identity, cue: Cue, later: list[Callable[[], None]]) -> str:
+        """Play ``cue`` on the device if it is live on this node: ``STARTED``, ``REFUSED`` (a
+        higher or equal announcement plays) or ``OFFLINE`` (not live here). The news of it is
+        appended to ``later`` (see ``DeviceController.handle``)."""
+        controller = self._controllers.get(identity)
+        if controller is None or controller.session is None or controller.session.closed:
+            return OFFLINE
+        outcome = await controller.announce(cue, later)
+        what = f"announcement {cue.announcement[:12]}: {outcome}"
+        later.append(lambda: self.listener.device_event(controller, what))
+        return outcome
 
     def revoke(self, serials: frozenset[int]) -> None:
         """End at once the live sessions whose certificate (or its issuing CA) was just revoked

@@ -63,6 +63,9 @@ LEAST_ROLE = {
     "DisableClaimCode": Role.ADMIN,
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
+    # groups and announcements (issue 21)
+    "SetLabels": Role.OPERATOR,
+    "Announce": Role.OPERATOR,
 }
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 

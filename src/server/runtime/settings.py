@@ -176,6 +176,13 @@ class ServerSettings(BaseSettings):
         "audio waits",
     )
     audio_lead_ms: int = Field(100, ge=0, le=1000, description="How far ahead of real time audio is sent")
+    announce_lead_ms: int = Field(
+        300,
+        ge=20,
+        le=10_000,
+        description="How far ahead an announcement's start instant is set: time for every node to "
+        "hear of it through the bus and load its sound",
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )

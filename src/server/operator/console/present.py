@@ -69,6 +69,8 @@ def present(device: apb.Device, now: float | None = None) -> dict[str, Any]:
         "cert_serial": device.cert_serial or "-",
         "session_id": device.session_id or "-",
         "buttons": ", ".join(device.buttons) or "unknown",
+        "labels": [{"key": label.key, "value": label.value} for label in device.labels],
+        "labels_text": " ".join(f"{label.key}={label.value}" for label in device.labels) or "-",
         "leds": [
             {"index": led.index, "cls": colour_name(led.rgba), "label": led.label} for led in device.leds
         ],

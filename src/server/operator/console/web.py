@@ -40,6 +40,7 @@ from comms.audio_format import SAMPLE_RATE
 from comms.gen import admin_pb2 as apb
 from server.access.interceptor import OperatorCall
 from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, describe
+from server.fleet.labels import MAX_SELECTOR
 from server.limits import TokenBucket
 from server.operator.api import FleetAdmin
 from server.operator.calls import ApiError
@@ -280,7 +281,9 @@ class Console:
 
     async def fleet(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        listing = apb.ListDevicesRequest(page_size=1000, search=query.get("q", "")[:64])
+        listing = apb.ListDevicesRequest(
+            page_size=1000, search=query.get("q", "")[:64], selector=query.get("selector", "")[:MAX_SELECTOR]
+        )
         online = query.get("online", "")
         listing.online = {
             "online": apb.ListDevicesRequest.ONLINE,
@@ -299,7 +302,12 @@ class Console:
             "offline": sum(d["state"] == "offline" for d in devices),
             "revoked": sum(d["revoked"] for d in devices),
         }
-        filters = {"q": listing.search, "online": online, "mode": query.get("mode", "")}
+        filters = {
+            "q": listing.search,
+            "online": online,
+            "mode": query.get("mode", ""),
+            "selector": listing.selector,
+        }
         return self._render(request, "fleet.html", devices=devices, counts=counts, filters=filters)
 
     async def device(self, request: web.Request) -> web.StreamResponse:
@@ -343,6 +351,10 @@ class Console:
                 mode = whole_number(str(form["mode"]), "mode", below=self.admin.mode_count)
                 result = await self._invoke(request, "SetMode", apb.SetModeRequest(device=ref, mode=mode))
                 done = f"mode {mode}" + (" (stored: offline)" if result.stored_only else "")
+            elif action == "labels":
+                change = labels_request(ref, str(form.get("set", "")), str(form.get("remove", "")))
+                changed = await self._invoke(request, "SetLabels", change)
+                done = "labels: " + (" ".join(f"{x.key}={x.value}" for x in changed.labels) or "none")
             elif action in ACTIONS:
                 method, done = ACTIONS[action]
                 await self._invoke(request, method, ref)
@@ -527,6 +539,22 @@ class Console:
         except Exception as exc:  # the store is away: end the stream; the page's reconnect gets a 503
             log.warning("console.live_check_failed", extra={"error": type(exc).__name__})
             return False
+
+
+def labels_request(ref: apb.DeviceRef, set_text: str, remove_text: str) -> apb.SetLabelsRequest:
+    """The device page's label form: ``key=value`` terms and keys to remove, each separated by
+    spaces or commas. Only the shape is read here; the API checks every key and value."""
+    terms = set_text.replace(",", " ").split()
+    keys = remove_text.replace(",", " ").split()
+    if not terms and not keys:
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "give labels to set (key=value) or keys to remove")
+    labels = []
+    for term in terms:
+        key, equals, value = term.partition("=")
+        if not equals:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{term[:40]!r} is not key=value")
+        labels.append(apb.Label(key=key, value=value))
+    return apb.SetLabelsRequest(device=ref, set=labels, remove=keys)
 
 
 async def _chunks(tenant: str, mode: int, filename: str, data: bytes) -> AsyncIterator[apb.UploadSoundChunk]:

@@ -83,7 +83,7 @@
     row.append(cell("Device", link), cell("State", field("state")), cell("LEDs", leds),
       cell("Mode", field("mode")), cell("Playing", playing), cell("Battery", field("battery")),
       cell("Last seen", field("last_seen")), cell("Last end", field("last_end")),
-      cell("Certificate", field("cert")));
+      cell("Certificate", field("cert")), cell("Labels", document.createTextNode(d.labels_text)));
     body.append(row);
     const empty = document.querySelector(".empty");
     if (empty) empty.remove();
