@@ -289,7 +289,7 @@ async def test_role_and_scope_refusals_play_nothing_and_are_audited(
             error = await refused(ops.Announce(request_))
         assert error.code() == code
         await victim.press(PLAY)  # the victim's next sound is its own beep: nothing was announced to it
-        await wait_for(lambda: bool(theirs.sounds) and theirs.sounds[0].ended)
+        await wait_for(lambda: bool(theirs.sounds) and theirs.sounds[0].ended, timeout=15)
         assert len(theirs.sounds) == 1
     events = [e for e in await audit_events(server, tenant or "") if e.action == "Announce"]
     if tenant is None:
