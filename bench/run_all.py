@@ -44,7 +44,13 @@ def main() -> int:
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         with server_process(pki_dir, Path(tmp) / "cache") as server:
             asyncio.run(run(server, creds, args.streams, args.latency_background, args.sessions))
-    own_processes = ("bench_admin", "bench_announce", "bench_bus", "bench_console")  # grpc.aio: one loop each
+    own_processes = (
+        "bench_admin",
+        "bench_announce",
+        "bench_bus",
+        "bench_console",
+        "bench_enrol",
+    )  # grpc.aio: one loop each
     for own_process in own_processes:
         subprocess.run(
             [sys.executable, "-m", f"bench.{own_process}"],
