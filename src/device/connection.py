@@ -70,6 +70,45 @@ class ConnectionManager:
     attempts: list[Attempt] = field(default_factory=list)
     client: DeviceClient | None = None
     last_cause: str | None = None  # the explained cause of the last failed attempt (printed once per change)
+    _handover: asyncio.Future[None] | None = None  # set while ``hand_over`` runs
+
+    async def _until_closed(self, client: DeviceClient) -> DeviceClient:
+        """Wait until the live connection ends, following hand-overs (``hand_over``); returns the
+        connection that ended."""
+        while True:
+            await client.closed.wait()
+            if self._handover is not None:  # the old connection's audio moved over: wait for the outcome
+                await asyncio.wait({self._handover})
+            successor = self.client
+            if successor is None or successor is client:
+                return client
+            await client.close()  # handed over: the new connection carries the session now
+            client = successor
+
+    async def hand_over(self, successor: DeviceClient, timeout_s: float) -> None:
+        """Move the live session to ``successor`` (a client resuming it, e.g. with a renewed
+        certificate) while the current connection keeps playing; the current one is closed once
+        the successor's streams are up. Raises (and closes the successor) if they do not come up."""
+        current = self.client
+        if current is None:
+            raise ConnectionError("not connected")
+        self._handover = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await successor.connect()
+                await successor.ready.wait()
+            if self.client is not current:  # the link went meanwhile: the loop reconnects anyway
+                raise ConnectionError("the connection ended during the hand-over")
+        except BaseException:
+            await successor.close()
+            raise
+        else:
+            self.client = successor
+            self.on_state(LinkState.CONNECTED, successor)
+            current.closed.set()  # the loop closes it and follows the successor
+        finally:
+            self._handover.set_result(None)
+            self._handover = None
 
     async def run(self) -> None:
         """Until cancelled (power off): the owner cancels and awaits this."""
@@ -84,7 +123,7 @@ class ConnectionManager:
                 connected_at = self.clock()
                 self.client = client
                 self.on_state(LinkState.CONNECTED, client)
-                await client.closed.wait()
+                client = await self._until_closed(client)
                 reason = next(iter(client.ends.values()), reason)
             except grpc.aio.AioRpcError as exc:
                 reason = StreamEnd(exc.code(), exc.details() or "")

@@ -81,10 +81,11 @@ class ServerSettings(BaseSettings):
         86_400.0, ge=60, le=30 * 86_400, description="How long an enrolment code stays valid by default"
     )
     device_cert_lifetime_s: int = Field(
-        365 * 86_400,
-        ge=3600,
+        30 * 86_400,
+        ge=10,
         le=825 * 86_400,
-        description="Lifetime of certificates issued at enrolment (never past the issuing CA's)",
+        description="Lifetime of device certificates issued at enrolment and renewal (never past the "
+        "issuing CA's); devices renew at two thirds of it",
     )
     enroll_failures_per_min: int = Field(
         10,
