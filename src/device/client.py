@@ -84,6 +84,7 @@ class DeviceClient:
         self.ends: dict[str, StreamEnd] = {}
         self.closed = asyncio.Event()  # set when any stream ends
         self.ready = asyncio.Event()  # set at the first status request: the server has our streams
+        self.audio_ended = asyncio.Event()  # the audio stream ended (e.g. moved to a renewed connection)
         self._tls = tls
         self.sink = sink
         self._legacy = (("device_id", legacy_device_id),) if legacy_device_id else ()
@@ -163,6 +164,8 @@ class DeviceClient:
             self.ends.setdefault(kind, StreamEnd(grpc.StatusCode.OK, "stream ended"))
         except grpc.aio.AioRpcError as exc:
             self.ends.setdefault(kind, StreamEnd(exc.code(), exc.details() or ""))
+        if kind == "audio":
+            self.audio_ended.set()
         self.closed.set()
 
     async def _event_outcome(self, call: grpc.aio.StreamStreamCall) -> None:

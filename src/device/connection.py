@@ -17,6 +17,7 @@ fleet waiting on one server does not hammer it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import sys
@@ -36,6 +37,7 @@ DEFAULT_REVOKED_RETRY_S = 300.0
 DEFAULT_CLONE_RETRY_S = 3600.0
 STORE_RETRY_BASE_S = 0.25
 STORE_RETRY_CAP_S = 2.0
+OLD_AUDIO_DRAIN_S = 1.0  # a hand-over waits this long at most for the old audio stream to drain
 STORE_REFUSAL_TEXT = "state store unavailable"  # the server's words (server.errors.STORE_UNAVAILABLE_TEXT)
 
 
@@ -99,6 +101,11 @@ class ConnectionManager:
                 await successor.ready.wait()
             if self.client is not current:  # the link went meanwhile: the loop reconnects anyway
                 raise ConnectionError("the connection ended during the hand-over")
+            # The server ends the old audio stream once the new one took over, after what it had
+            # queued: closing before that would drop those packets.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OLD_AUDIO_DRAIN_S):
+                    await current.audio_ended.wait()
         except BaseException:
             await successor.close()
             raise
