@@ -212,6 +212,14 @@ class Renewer:
                 )
                 await self._sleep(min(self.policy.retry_s, max(0.0, not_after - self._clock())))
 
+    async def _restore(self) -> None:
+        """Put the previous pair back; a failure to (a read-only directory) is logged, not raised:
+        ``install`` then never replaced the live pair either."""
+        try:
+            await asyncio.to_thread(self.files.restore_previous)
+        except OSError as exc:
+            log.error("device.renewal_restore_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+
     async def renew(self, manager: ConnectionManager, client: DeviceClient) -> None:
         """One renewal over ``client``'s connection, then the hand-over to a connection with the
         new pair; ``RenewalFailed`` leaves the current pair live."""
@@ -231,10 +239,10 @@ class Renewer:
                 load_device_credentials, self.files.cert, self.files.key, self.files.ca, self._trust_domain
             )
         except (OSError, CredentialError) as exc:
-            await asyncio.to_thread(self.files.restore_previous)
+            await self._restore()
             raise RenewalFailed(f"the new certificate could not be stored or used: {exc}") from None
         if credentials.identity != self.credentials.identity:
-            await asyncio.to_thread(self.files.restore_previous)
+            await self._restore()
             raise RenewalFailed(f"the server issued a certificate for {credentials.identity}")
         session = spb.CreateSessionResponse(
             token=response.token,
@@ -245,7 +253,7 @@ class Renewer:
         try:
             await manager.hand_over(self._make_client(credentials, session), HANDOVER_TIMEOUT_S)
         except Exception as exc:
-            await asyncio.to_thread(self.files.restore_previous)
+            await self._restore()
             raise RenewalFailed(f"the new certificate did not connect: {type(exc).__name__}") from None
         await asyncio.to_thread(self.files.forget_previous)
         self.credentials = credentials
