@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from cryptography import x509
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from admin.cli import device_row, show_device
 from auth import pki as pkilib
 from auth.device_credentials import expired_text
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
@@ -34,6 +36,7 @@ from auth.revocation import revoke
 from comms.gen import admin_pb2 as apb
 from comms.gen import renew_pb2 as rpb
 from comms.gen import renew_pb2_grpc as rpb_grpc
+from comms.renewal_words import renewal_words
 from device.app import DeviceApp
 from device.audio_sink import RecordingSink
 from device.connection import LinkState
@@ -47,6 +50,7 @@ from server.state.store import MemoryStore, Renewal, SqliteStore
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import EphemeralPki, sample, wait_for
 from tests.redis_server import RedisServer
+from tests.test_console import login_link
 from tests.test_entrypoint import SRC
 
 TD = DEFAULT_TRUST_DOMAIN
@@ -462,3 +466,62 @@ async def test_the_record_keeps_renewals_on_every_backend(
         assert record.session_id == "s1" and record.epoch == 1  # the session is untouched
     finally:
         await store.close()
+
+
+def test_renewal_in_words() -> None:
+    now = 1_000_000.0
+    fine = apb.DeviceRenewal(renews_in_days=12, renew_due_unix=now + 12.5 * 86_400)
+    assert renewal_words(fine, now) == ("renews in 12 days", False)
+    assert renewal_words(apb.DeviceRenewal(renews_in_days=1), now) == ("renews in 1 day", False)
+    assert renewal_words(apb.DeviceRenewal(renews_in_days=0), now) == ("renews within a day", False)
+    overdue = apb.DeviceRenewal(renews_in_days=-2, overdue=True)
+    assert renewal_words(overdue, now) == ("past two thirds of its lifetime without renewing", True)
+    failed = apb.DeviceRenewal(renews_in_days=3, failure="csr_invalid", failed_at_unix=now - 7200)
+    assert renewal_words(failed, now) == ("renewal failed (csr_invalid) 2 h ago", True)
+
+
+async def test_operators_see_when_a_device_renews_and_which_need_a_look(
+    server_factory: ServerFactory,
+    pki: EphemeralPki,
+    tmp_path: Path,
+    connect: Connect,
+    admin: Admin,
+    http: aiohttp.ClientSession,
+) -> None:
+    pki.issuing_ca()
+    server = await server_factory(console_bind="127.0.0.1:0")
+    month = write_device(pki, tmp_path / "a", "month-1", lifetime_s=30 * 86_400).load(TD)
+    now = dt.datetime.now(dt.UTC)
+    identity = Identity("acme", "late-1")
+    late = pkilib.issue_certificate(  # 25 of its 30 days gone, never renewed
+        pki.ca,
+        str(identity),
+        [x509.UniformResourceIdentifier(identity.spiffe_id(TD))],
+        server=False,
+        not_before=now - dt.timedelta(days=25),
+        not_after=now + dt.timedelta(days=5),
+    )
+    async with (
+        connect(server, "acme", "month-1", tls=month.tls) as client,
+        connect(server, "acme", "late-1", tls=pki.tls(late)),
+    ):
+        async with admin(server, "acme", role="viewer") as ops:
+            shown = show_device(await ops.GetDevice(apb.DeviceRef(device_id="month-1")))
+            assert "renewal          renews in 19 days" in shown, shown
+            overdue = show_device(await ops.GetDevice(apb.DeviceRef(device_id="late-1")))
+            assert "past two thirds of its lifetime without renewing (!)" in overdue, overdue
+        await refusal(client.renew(b"not a csr"))
+        async with admin(server, "acme", role="viewer") as ops:
+            device = await ops.GetDevice(apb.DeviceRef(device_id="month-1"))
+        assert "renewal failed (csr_invalid) 0 min ago (!)" in show_device(device)
+        assert "(renewal!)" in device_row(device, False)[7]
+        link = await login_link(server, pki, "acme", "viewer", "vic")
+        async with http.get(link, ssl=False) as response:
+            assert response.status == 200
+        base = f"https://127.0.0.1:{server.console_port}"
+        async with http.get(f"{base}/devices/acme/month-1", ssl=False) as response:
+            page = await response.text()
+        assert '<span data-field="renewal" class="warn">renewal failed (csr_invalid)' in page
+        async with http.get(f"{base}/devices/acme/late-1", ssl=False) as response:
+            page = await response.text()
+        assert "past two thirds of its lifetime without renewing" in page

@@ -103,7 +103,12 @@ class ServerSettings(BaseSettings):
     # --- abuse limits ---
     event_rate_per_s: float = Field(10.0, gt=0, description="Button events per second a device may send")
     event_burst: int = Field(20, ge=1, description="Button events a device may send in a burst")
-    max_calls_per_device: int = Field(8, ge=4, description="Concurrent calls per device identity")
+    max_calls_per_device: int = Field(
+        8,
+        ge=4,
+        description="Concurrent calls per device identity (a certificate renewal briefly holds two "
+        "connections' three streams each: below 7 devices cannot renew)",
+    )
 
     # --- operations ---
     health_bind: str = Field(
