@@ -89,7 +89,14 @@ class Renewals(rpb_grpc.RenewalServiceServicer):
                 context,
             )
         except Exception:  # a bug: the story in our log, our words on the wire
-            log.exception("renew.internal_error", extra=_fields(peer))
+            log.exception(
+                "renew.internal_error",
+                extra={
+                    "tenant": peer.identity.tenant,
+                    "device": peer.identity.device_id,
+                    "cert_serial": f"{peer.cert_serial:x}",
+                },
+            )
             metrics.RENEWALS.labels(result="internal").inc()
             await abort(context, grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
 
@@ -115,7 +122,15 @@ class Renewals(rpb_grpc.RenewalServiceServicer):
         try:
             issuing, bundle = await asyncio.to_thread(self._files.load)
         except PkiError as exc:
-            log.error("renew.no_issuing_ca", extra={**_fields(peer), "error": str(exc)})
+            log.error(
+                "renew.no_issuing_ca",
+                extra={
+                    "tenant": peer.identity.tenant,
+                    "device": peer.identity.device_id,
+                    "cert_serial": f"{peer.cert_serial:x}",
+                    "error": str(exc),
+                },
+            )
             raise Refused(grpc.StatusCode.UNAVAILABLE, "no_issuing_ca", NO_ISSUER_TEXT) from None
         cert = issue_for_key(issuing, public_key, auth.identity, self._trust_domain, self._lifetime)
         renewal = Renewal(
@@ -140,7 +155,9 @@ class Renewals(rpb_grpc.RenewalServiceServicer):
         log.info(
             "renew.issued",
             extra={
-                **_fields(peer),
+                "tenant": peer.identity.tenant,
+                "device": peer.identity.device_id,
+                "cert_serial": f"{peer.cert_serial:x}",
                 "serial": serial,
                 "previous": f"{peer.cert_serial:x}",
                 "not_after": cert.not_valid_after_utc.isoformat(),
@@ -159,7 +176,13 @@ class Renewals(rpb_grpc.RenewalServiceServicer):
         metrics.RENEWALS.labels(result=refused.reason).inc()
         log.warning(
             "renew.refused",
-            extra={**_fields(peer), "reason": refused.reason, "code": refused.code.name},
+            extra={
+                "tenant": peer.identity.tenant,
+                "device": peer.identity.device_id,
+                "cert_serial": f"{peer.cert_serial:x}",
+                "reason": refused.reason,
+                "code": refused.code.name,
+            },
         )
         await self._record(peer, refused.code, refused.message, reason=refused.reason)
         if refused.reason != "store_unavailable":
@@ -179,11 +202,3 @@ class Renewals(rpb_grpc.RenewalServiceServicer):
                 message=message,
             )
         )
-
-
-def _fields(peer: CallAuth) -> dict[str, str]:
-    return {
-        "tenant": peer.identity.tenant,
-        "device": peer.identity.device_id,
-        "cert_serial": f"{peer.cert_serial:x}",
-    }
