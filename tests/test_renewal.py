@@ -39,16 +39,17 @@ from comms.gen import renew_pb2_grpc as rpb_grpc
 from comms.renewal_words import renewal_words
 from device.app import DeviceApp
 from device.audio_sink import RecordingSink
+from device.client import DeviceClient
 from device.connection import LinkState
 from device.exits import EXIT_PERMANENT
-from device.renewal import CertificateFiles, RenewalPolicy, new_key_and_request, renew_at
+from device.renewal import CertificateFiles, RenewalFailed, RenewalPolicy, new_key_and_request, renew_at
 from device.settings import DeviceSettings
 from server.app import AudioServer
 from server.audio.library import AudioLibrary
 from server.state.redis_store import RedisStore
 from server.state.store import MemoryStore, Renewal, SqliteStore
 from tests.conftest import Admin, Connect, ServerFactory
-from tests.helpers import EphemeralPki, sample, wait_for
+from tests.helpers import EphemeralPki, free_port, sample, wait_for
 from tests.redis_server import RedisServer
 from tests.test_console import login_link
 from tests.test_entrypoint import SRC
@@ -525,3 +526,27 @@ async def test_operators_see_when_a_device_renews_and_which_need_a_look(
         async with http.get(f"{base}/devices/acme/late-1", ssl=False) as response:
             page = await response.text()
         assert "past two thirds of its lifetime without renewing" in page
+
+
+async def test_a_new_pair_that_does_not_connect_puts_the_previous_one_back(
+    renewing: AudioServer, pki: EphemeralPki, tmp_path: Path
+) -> None:
+    files = write_device(pki, tmp_path, "nohand-1", lifetime_s=None)
+    before = files.cert.read_bytes(), files.key.read_bytes()
+    async with pi(renewing, files, "nohand-1") as (app, _, _):
+        assert app.manager is not None and app.renewer is not None
+        manager, renewer = app.manager, app.renewer
+        await wait_for(lambda: manager.client is not None and manager.client.ready.is_set())
+        live = manager.client
+        assert live is not None
+
+        def unreachable(credentials: Any, session: Any) -> DeviceClient:  # the new pair never connects
+            return DeviceClient(f"127.0.0.1:{free_port()}", credentials.tls, RecordingSink(), resume=session)
+
+        renewer._make_client = unreachable
+        with pytest.raises(RenewalFailed, match="did not connect"):
+            await renewer.renew(manager, live)
+        assert (files.cert.read_bytes(), files.key.read_bytes()) == before  # the previous pair is back
+        assert not any(p.exists() for p in files.previous)
+        assert manager.client is live and not live.closed.is_set()  # still on the old connection
+        assert app.link == LinkState.CONNECTED

@@ -22,8 +22,9 @@ import enum
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -98,7 +99,10 @@ class ConnectionManager:
         try:
             async with asyncio.timeout(timeout_s):
                 await successor.connect()
-                await successor.ready.wait()
+                await _first(successor.ready.wait(), successor.closed.wait())
+            if not successor.ready.is_set():
+                end = next(iter(successor.ends.values()), None)
+                raise ConnectionError(f"the new connection ended: {end.code.name if end else 'closed'}")
             if self.client is not current:  # the link went meanwhile: the loop reconnects anyway
                 raise ConnectionError("the connection ended during the hand-over")
             # The server ends the old audio stream once the new one took over, after what it had
@@ -188,3 +192,14 @@ class ConnectionManager:
                 self.on_state(LinkState.BACKOFF, None)
             self.attempts.append(Attempt(started, connected_for, reason.code.name, delay))
             await self.sleep(delay)
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
