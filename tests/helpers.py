@@ -108,12 +108,12 @@ def mode_of(leds: list[int]) -> int | None:
     return MODE_PALETTE.index(colour) * MODE_LEDS + index
 
 
-def best_correlation(
-    received: npt.NDArray[np.int16], reference: npt.NDArray[np.int16], max_lag: int = 1200
-) -> float:
-    """Normalised correlation of two signals at the best small lag (Opus adds a short delay)."""
-    a = received.astype(np.float64)
-    b = reference.astype(np.float64)
+def best_correlation(received: npt.ArrayLike, reference: npt.ArrayLike, max_lag: int = 1200) -> float:
+    """Normalised correlation of two signals at the best small lag (Opus adds a short delay).
+
+    Either may be a numpy array (the server's clips) or a plain buffer (a device's recording)."""
+    a = np.asarray(received, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
     best = 0.0
     for lag in range(0, max_lag, 8):
         n = min(len(a) - lag, len(b))

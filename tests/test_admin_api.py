@@ -86,6 +86,16 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
         "CancelEnrollment": stub.CancelEnrollment(
             apb.CancelEnrollmentRequest(tenant=tenant, id="0123456789abcdef")
         ),
+        "GetClaimCode": stub.GetClaimCode(apb.ClaimCodeRequest(tenant=tenant)),
+        "SetClaimCode": stub.SetClaimCode(apb.ClaimCodeRequest(tenant=tenant)),
+        "DisableClaimCode": stub.DisableClaimCode(apb.ClaimCodeRequest(tenant=tenant)),
+        "ListPendingEnrollments": stub.ListPendingEnrollments(apb.ClaimCodeRequest(tenant=tenant)),
+        "ApproveEnrollment": stub.ApproveEnrollment(
+            apb.DecideEnrollmentRequest(tenant=tenant, id="0123456789abcdef", device_id=device)
+        ),
+        "DenyEnrollment": stub.DenyEnrollment(
+            apb.DecideEnrollmentRequest(tenant=tenant, id="0123456789abcdef")
+        ),
     }
 
 
@@ -160,7 +170,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 15)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 19)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

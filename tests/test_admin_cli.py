@@ -157,6 +157,10 @@ LEAF_COMMANDS = [
     ["enrollments", "create", "--device", "dev-9"],
     ["enrollments", "list"],
     ["enrollments", "cancel", "0123456789abcdef"],
+    ["enrollments", "claim", "show"],
+    ["enrollments", "pending"],
+    ["enrollments", "approve", "0123456789abcdef", "--device-id", "dev-9"],
+    ["enrollments", "deny", "0123456789abcdef"],
 ]
 
 

@@ -447,3 +447,25 @@ async def test_a_device_that_has_a_certificate_keeps_it_and_the_code(
     again = await enrol(server, second, tmp_path, ca_fingerprint=pin, server_name="localhost", force=True)
     assert again.key_path == done.key_path and again.key_path.read_bytes() != kept
     assert stat.S_IMODE(again.key_path.stat().st_mode) == 0o600
+
+
+async def test_unparseable_bytes_are_invalid_argument_in_our_words(
+    enrolling: AudioServer, pki: EphemeralPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are no EnrollRequest: our words, INVALID_ARGUMENT, counted; no error or traceback
+    in the log (before a device has a certificate, this is all an attacker can send)."""
+    method = "/audio.enroll.v1.EnrollmentService/Enroll"
+    before = sample("audio_bad_messages_total", method="Enroll")
+    creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert_pem())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{enrolling.enroll_port}", creds) as channel:
+        raw = channel.unary_unary(
+            method,
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(b"\xff\xff\xff\xff not protobuf", timeout=10)
+    assert info.value.code() == INVALID
+    assert info.value.details() == "request message could not be parsed"
+    assert sample("audio_bad_messages_total", method="Enroll") == before + 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]

@@ -25,6 +25,7 @@ from auth.operators import OperatorIdentity, Role, operator_subject
 from comms.gen import admin_pb2 as apb
 from server.access.interceptor import BAD_MESSAGE_TEXT
 from server.app import AudioServer
+from server.audio.tenant_sounds import TenantSounds
 from server.operator.api import FleetAdmin
 from server.operator.console import live
 from server.operator.console.web import SECURITY_HEADERS
@@ -106,6 +107,26 @@ async def test_a_bug_after_a_change_landed_still_leaves_one_audit_event(
     assert "bookkeeping" not in error.details()
     revocations = [e for e in await audit_events(server) if e.action == "RevokeDevice"]
     assert [e.result for e in revocations] == ["INTERNAL"]
+
+
+async def test_a_bug_in_the_sounds_is_internal_not_a_store_outage(
+    server: AudioServer, admin: Admin, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, any exception from the sounds, history or sign-in links read as UNAVAILABLE (the
+    store being down), so an operator would wait out a bug; the store's real failures are mapped
+    where they happen (GuardedData) and stay UNAVAILABLE (tests/test_redis_faults.py)."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("sound table bug")
+
+    monkeypatch.setattr(TenantSounds, "list", broken)
+    async with admin(server, "acme") as ops:
+        error = await refused(ops.ListSounds(apb.ListSoundsRequest()))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "sound table bug" not in error.details()
+    listings = [e for e in await audit_events(server) if e.action == "ListSounds"]
+    assert [e.result for e in listings] == ["INTERNAL"]
+    assert any(r.exc_info and "sound table bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -433,6 +454,19 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
             ops.CancelEnrollment(apb.CancelEnrollmentRequest(id=LONG)),
             ops.CancelEnrollment(apb.CancelEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
         ],
+        "GetClaimCode": [ops.GetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "SetClaimCode": [ops.SetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "DisableClaimCode": [ops.DisableClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "ListPendingEnrollments": [ops.ListPendingEnrollments(apb.ClaimCodeRequest(tenant=LONG))],
+        "ApproveEnrollment": [
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
+        ],
+        "DenyEnrollment": [
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id="x")),
+        ],
     }
 
 
@@ -494,6 +528,36 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/sounds/acme/1/upload", {"csrf": csrf, "file": "not a file"}),
             ],
             "/audit": [("GET", f"/audit?action={long}&page=abc&refused=maybe", None)],
+            "/enrolment": [
+                ("GET", f"/enrolment?tenant={long}", None),
+                ("GET", "/enrolment?tenant=globex", None),
+            ],
+            "/enrolment/{tenant}/codes": [
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "count": "²", "prefix": "p-"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "count": TWENTY_DIGITS, "prefix": "p-"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "device": "x", "ttl_hours": "-1"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "device": long}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/codes", {"csrf": csrf, "device": "x"}),
+            ],
+            "/enrolment/{tenant}/codes/{id}/cancel": [
+                ("POST", f"/enrolment/acme/codes/{long}/cancel", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/codes/0123456789abcdef/cancel", {"csrf": csrf}),
+            ],
+            "/enrolment/{tenant}/requests/{id}/{action}": [
+                ("POST", "/enrolment/acme/requests/0123456789abcdef/explode", {"csrf": csrf}),
+                ("POST", f"/enrolment/acme/requests/{long}/approve", {"csrf": csrf}),
+                (
+                    "POST",
+                    "/enrolment/acme/requests/0123456789abcdef/approve",
+                    {"csrf": csrf, "device_id": long},
+                ),
+                ("POST", "/enrolment/globex/requests/0123456789abcdef/deny", {"csrf": csrf}),
+            ],
+            "/enrolment/{tenant}/claim/{action}": [
+                ("POST", "/enrolment/acme/claim/explode", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/claim/enable", {"csrf": csrf}),
+            ],
         }
         assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed
         for route, probes in odd.items():

@@ -224,6 +224,16 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                 "CancelEnrollment": lambda: ops.CancelEnrollment(
                     apb.CancelEnrollmentRequest(id="0123456789abcdef")
                 ),
+                "GetClaimCode": lambda: ops.GetClaimCode(apb.ClaimCodeRequest()),
+                "SetClaimCode": lambda: ops.SetClaimCode(apb.ClaimCodeRequest()),
+                "DisableClaimCode": lambda: ops.DisableClaimCode(apb.ClaimCodeRequest()),
+                "ListPendingEnrollments": lambda: ops.ListPendingEnrollments(apb.ClaimCodeRequest()),
+                "ApproveEnrollment": lambda: ops.ApproveEnrollment(
+                    apb.DecideEnrollmentRequest(id="0123456789abcdef")
+                ),
+                "DenyEnrollment": lambda: ops.DenyEnrollment(
+                    apb.DecideEnrollmentRequest(id="0123456789abcdef")
+                ),
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

@@ -20,7 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 REFERENCE = ROOT / "docs" / "reference"
 DOCS = sorted([ROOT / "README.md", ROOT / "SECURITY.md", *(ROOT / "docs").rglob("*.md")])
-OPS_FILES = sorted([*(ROOT / "k8s").rglob("*.yaml"), *(ROOT / "pi").iterdir(), ROOT / "Dockerfile"])
+OPS_FILES = sorted(
+    [
+        *(ROOT / "k8s").rglob("*.yaml"),
+        *(p for p in (ROOT / "pi").iterdir() if p.is_file()),
+        ROOT / "Dockerfile",
+    ]
+)
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 TYPO_EXAMPLE = "AUDIO_SERVER_TOKEN_TTL"  # docs/operate/server.md shows what a mistyped name does
 

@@ -8,6 +8,8 @@
     audio-admin ... console login
     audio-admin ... enrollments create --device D [--ttl 24h] | --count N --prefix P [--csv]
     audio-admin ... enrollments list | enrollments cancel ID
+    audio-admin ... enrollments claim enable|rotate|disable|show
+    audio-admin ... enrollments pending | approve ID [--device-id D] | deny ID
 
 Every failure is one line on stderr (offline device, not found, permission
 denied with the role needed, an unreachable server) and exit status 1.
@@ -367,6 +369,30 @@ class Cli:
         request = apb.CancelEnrollmentRequest(tenant=self.tenant, id=self.args.id)
         cancelled = await self.stub.CancelEnrollment(request, timeout=self.settings.timeout_s)
         self.out(cancelled, f"cancelled the code for {cancelled.tenant}/{cancelled.device_id}")
+
+    async def enrollments_claim(self) -> None:
+        request, action = apb.ClaimCodeRequest(tenant=self.tenant), self.args.claim_action
+        method = {"enable": "SetClaimCode", "rotate": "SetClaimCode", "disable": "DisableClaimCode"}
+        call = getattr(self.stub, method.get(action, "GetClaimCode"))
+        claim = await call(request, timeout=self.settings.timeout_s)
+        self.out(claim, enrolments.claim_text(claim))
+
+    async def enrollments_pending(self) -> None:
+        request = apb.ClaimCodeRequest(tenant=self.tenant)
+        response = await self.stub.ListPendingEnrollments(request, timeout=self.settings.timeout_s)
+        self.out(response, enrolments.pending_text(response.requests, table))
+
+    async def enrollments_approve(self) -> None:
+        request = apb.DecideEnrollmentRequest(
+            tenant=self.tenant, id=self.args.id, device_id=self.args.device_id
+        )
+        decided = await self.stub.ApproveEnrollment(request, timeout=self.settings.timeout_s)
+        self.out(decided, enrolments.decided_text(decided))
+
+    async def enrollments_deny(self) -> None:
+        request = apb.DecideEnrollmentRequest(tenant=self.tenant, id=self.args.id)
+        decided = await self.stub.DenyEnrollment(request, timeout=self.settings.timeout_s)
+        self.out(decided, enrolments.decided_text(decided))
 
 
 def _params(parameters: str) -> str:

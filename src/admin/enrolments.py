@@ -4,9 +4,15 @@
     audio-admin ... enrollments create --count 50 --prefix kitchen- [--ttl 7d] [--csv]
     audio-admin ... enrollments list
     audio-admin ... enrollments cancel ID
+    audio-admin ... enrollments claim enable|rotate|disable|show    (open enrolment; enable: admin)
+    audio-admin ... enrollments pending
+    audio-admin ... enrollments approve ID [--device-id D] | enrollments deny ID
 
 A code is printed once, here, and never again (the server keeps only its hash); with it goes
 the fingerprint of the fleet CA the device pins (``audio-device enroll --ca-fingerprint``).
+Open enrolment: the tenant's claim code (also shown once) lets devices queue requests
+(``audio-device enroll --claim``); ``pending`` lists them with their key fingerprints, which the
+operator compares with what each device printed before approving it.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ def duration(text: str) -> float:
 
 
 def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
-    codes = topics.add_parser("enrollments", help="one-time enrolment codes for new devices").add_subparsers(
-        dest="action", required=True
+    topic = topics.add_parser(
+        "enrollments", help="enrolment of new devices: one-time codes, the claim code, pending requests"
     )
+    codes = topic.add_subparsers(dest="action", required=True)
     create = codes.add_parser("create", help="codes for devices (each shown once)", parents=shared)
     which = create.add_mutually_exclusive_group(required=True)
     which.add_argument("--device", help="one code for this device id")
@@ -48,6 +55,18 @@ def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
     codes.add_parser("list", help="pending codes (not used, cancelled or expired)", parents=shared)
     cancel = codes.add_parser("cancel", help="cancel a pending code by its id", parents=shared)
     cancel.add_argument("id")
+    claim = codes.add_parser("claim", help="the tenant's claim code for open enrolment", parents=shared)
+    claim.add_argument(
+        "claim_action",
+        choices=["enable", "rotate", "disable", "show"],
+        help="enable or rotate: a new code (shown once; the old one stops working); role admin",
+    )
+    codes.add_parser("pending", help="enrolment requests waiting for a decision", parents=shared)
+    approve = codes.add_parser("approve", help="approve a request (issues its certificate)", parents=shared)
+    approve.add_argument("id")
+    approve.add_argument("--device-id", default="", help="the device id to issue (default: the proposed one)")
+    deny = codes.add_parser("deny", help="deny a request", parents=shared)
+    deny.add_argument("id")
 
 
 def _expires(unix: float) -> str:
@@ -78,3 +97,46 @@ def listed_text(enrollments: Sequence[apb.Enrollment], table: Callable[..., str]
         for e in enrollments
     ]
     return table(rows, ("DEVICE", "ID", "EXPIRES", "BY")) + f"\n{len(rows)} pending"
+
+
+def claim_text(claim: apb.ClaimCode) -> str:
+    if not claim.enabled:
+        return f"open enrolment is off for {claim.tenant} (no claim code)"
+    by = claim.created_by.rsplit("/", 1)[-1] or "-"
+    lines = [f"claim code {claim.id} of {claim.tenant}, made {_expires(claim.created_unix)} by {by}"]
+    if claim.code:
+        lines += [
+            f"claim code: {claim.code}",
+            f"fleet CA fingerprint: {claim.ca_fingerprint}",
+            "on each device: audio-device enroll --server <enrolment HOST:PORT> --claim <CODE> "
+            f"--device-id <PROPOSED ID> --ca-fingerprint {claim.ca_fingerprint}",
+            "the code is shown only now (the server keeps a hash); the previous one no longer works",
+        ]
+    return "\n".join(lines)
+
+
+def pending_text(requests: Sequence[apb.PendingEnrollment], table: Callable[..., str]) -> str:
+    rows = [
+        [
+            r.id,
+            f"{r.tenant}/{r.proposed_device_id}",
+            r.key_fingerprint.removeprefix("SHA256:")[:16],
+            r.peer or "-",
+            _expires(r.created_unix),
+            r.state
+            + (f" as {r.device_id}" if r.device_id else "")
+            + (" (id in use)" if r.proposed_id_known else ""),
+        ]
+        for r in requests
+    ]
+    header = ("ID", "PROPOSED", "KEY SHA256", "FROM", "ASKED", "STATE")
+    return table(rows, header) + f"\n{len(rows)} requests"
+
+
+def decided_text(decided: apb.PendingEnrollment) -> str:
+    if decided.state == "approved":
+        return (
+            f"approved request {decided.id} as {decided.tenant}/{decided.device_id} "
+            f"(key {decided.key_fingerprint}): the device gets its certificate at its next poll"
+        )
+    return f"denied request {decided.id} (proposed {decided.tenant}/{decided.proposed_device_id})"

@@ -22,11 +22,12 @@ from device.settings import DeviceSettings
 SIMULATE_HELP = (
     "Run without a Raspberry Pi: mock pins, the LEDs drawn in the terminal, keys for the buttons "
     "(c Connect, m Mode, s Stop, p Play, then Enter; q quits), sound to the speaker or WAV files. "
-    "Needs gpiozero (pip install 'pi-audio-service[device]'; on a Pi '[pi]'). Command line only."
+    "Needs gpiozero (pip install 'pi-audio-device[sim]', or 'pi-audio-service[device]' in a checkout). "
+    "Command line only."
 )
 MISSING_DEPENDENCIES = (
-    "audio-device: the device dependencies are not installed: pip install 'pi-audio-service[pi]' "
-    "on a Raspberry Pi, or 'pi-audio-service[device]' for --simulate"
+    "audio-device: the device dependencies are not installed: on a Raspberry Pi run pi/install.sh "
+    "(or pip install 'pi-audio-device[pi]'); for --simulate pip install 'pi-audio-device[sim]'"
 )
 
 

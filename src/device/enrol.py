@@ -2,6 +2,10 @@
 
     audio-device enroll --server HOST:PORT --code CODE --ca-fingerprint SHA256:HEX [--pki-dir DIR]
     audio-device enroll --server HOST:PORT --code CODE --ca ca.crt
+    audio-device enroll --server HOST:PORT --claim CLAIM-CODE --device-id PROPOSED --ca-fingerprint ...
+
+With ``--claim`` (the tenant's shared claim code: open enrolment) the device queues a request and
+waits until an operator approves it, possibly under another device id (``claim.py``).
 
 The key (EC P-256) is made here and written, mode 0600 and atomically, only once the server has
 issued its certificate; the server gets a CSR, which proves we hold the key. The server is
@@ -21,7 +25,7 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from comms.files import write_atomic
 from comms.gen import enroll_pb2 as epb
 from comms.gen import enroll_pb2_grpc as epb_grpc
+from device.claim import ClaimFailed, claim_certificate
 from device.exits import EXIT_PERMANENT
 
 TIMEOUT_S = 20.0
@@ -134,16 +139,37 @@ def new_request(key: ec.EllipticCurvePrivateKey) -> bytes:
     return csr.public_bytes(serialization.Encoding.DER)
 
 
+@dataclass(frozen=True)
+class ClaimAs:
+    """Open enrolment: the code given is the tenant's claim code; wait for an operator."""
+
+    proposed_id: str
+    announce: Callable[[str], None] = print
+    wait_s: float | None = None  # None: until the request expires
+
+
 async def request_certificate(
-    server: str, code: str, ca_pem: bytes, csr: bytes, server_name: str | None
+    server: str,
+    code: str,
+    ca_pem: bytes,
+    key: ec.EllipticCurvePrivateKey,
+    server_name: str | None,
+    claim: ClaimAs | None = None,
 ) -> epb.EnrollResponse:
     options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    csr = new_request(key)
     async with grpc.aio.secure_channel(server, credentials, options=options) as channel:
         try:
+            if claim is not None:
+                return await claim_certificate(
+                    channel, code, claim.proposed_id, key, csr, claim.announce, claim.wait_s
+                )
             return await epb_grpc.EnrollmentServiceStub(channel).Enroll(
                 epb.EnrollRequest(code=code, csr=csr), timeout=TIMEOUT_S
             )
+        except ClaimFailed as exc:
+            raise EnrolmentFailed(str(exc)) from None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE and "Socket closed" in (exc.details() or ""):
                 raise EnrolmentFailed(f"cannot reach the enrolment service at {server}") from None
@@ -199,6 +225,7 @@ async def enrol(
     server_name: str | None = None,
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
     force: bool = False,
+    claim: ClaimAs | None = None,
 ) -> Enrolled:
     if ca_file is not None:
         try:
@@ -218,7 +245,7 @@ async def enrol(
                 f"this device already has a certificate ({existing[0]}): use --force to enrol it again"
             )
     key = ec.generate_private_key(ec.SECP256R1())  # made here; only its public half leaves
-    response = await request_certificate(server, code, ca_pem, new_request(key), server_name)
+    response = await request_certificate(server, code, ca_pem, key, server_name, claim)
     identity = _check_response(response, key, trust_domain)
     return await asyncio.to_thread(
         store, pki_dir, identity, key, response.certificate_chain, response.ca_bundle, force
@@ -232,7 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server", required=True, help="the enrolment service HOST:PORT (printed with the code)"
     )
-    parser.add_argument("--code", required=True, help="the one-time enrolment code")
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--code", help="the one-time enrolment code")
+    secret.add_argument(
+        "--claim", help="the tenant's claim code (open enrolment: waits for an operator's approval)"
+    )
+    parser.add_argument("--device-id", help="with --claim: the device id to propose (the operator decides)")
+    parser.add_argument(
+        "--wait", type=float, help="with --claim: give up after this many seconds (default: until it expires)"
+    )
     pin = parser.add_mutually_exclusive_group(required=True)
     pin.add_argument("--ca-fingerprint", help="SHA256:<hex> of the fleet CA (printed with the code)")
     pin.add_argument("--ca", type=Path, help="the fleet CA file, instead of a fingerprint")
@@ -250,18 +285,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    claim = None
+    if args.claim is not None:
+        if not args.device_id:
+            parser.error("--claim needs --device-id (the id to propose)")
+        claim = ClaimAs(args.device_id, announce=lambda line: print(line, flush=True), wait_s=args.wait)
+    elif args.device_id or args.wait is not None:
+        parser.error("--device-id and --wait go with --claim (a one-time code names its device)")
     try:
         done = asyncio.run(
             enrol(
                 args.server,
-                args.code,
+                args.code if claim is None else args.claim,
                 args.pki_dir,
                 ca_file=args.ca,
                 ca_fingerprint=args.ca_fingerprint,
                 server_name=args.server_name,
                 trust_domain=args.trust_domain,
                 force=args.force,
+                claim=claim,
             )
         )
     except (EnrolmentFailed, PkiError) as exc:

@@ -24,7 +24,7 @@ from server import metrics
 from server.access.authn import Authenticator
 from server.access.crl_record import CrlRecorder, check_crl_at_start
 from server.access.handshakes import HandshakeMonitor
-from server.access.interceptor import AuthInterceptor
+from server.access.interceptor import AuthInterceptor, OpenInterceptor
 from server.access.tls_reload import ReloadingServerTls
 from server.access.trust import TrustState
 from server.audio.library import AudioLibrary, load_library
@@ -33,7 +33,8 @@ from server.audio.tenant_sounds import TenantSounds
 from server.devices.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
 from server.devices.streams import DeviceService, StreamPolicy
-from server.enrolment.attempts import FailedAttempts
+from server.enrolment.attempts import FailedAttempts, PerAddress
+from server.enrolment.claims import ClaimDesk, OpenEnrolment
 from server.enrolment.renewal import RENEW_METHOD, Renewals
 from server.enrolment.service import Enrolment, IssuingFiles
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
@@ -61,6 +62,7 @@ from server.runtime.store_reset import GenerationCheckedStore, StoreGeneration
 from server.runtime.watch import FileWatcher
 from server.state.backend import Backend, open_backend
 from server.state.enrolment_codes import EnrolmentCodes
+from server.state.enrolment_requests import ClaimCodes, PendingRequests
 from server.state.guard import StoreGuard
 from server.state.shared_data import SharedData
 from server.supervision import TaskOwner
@@ -179,6 +181,7 @@ class AudioServer:
     enroll: grpc.aio.Server | None = None
     enroll_port: int = 0
     enrolment_codes: EnrolmentCodes | None = None
+    enrolment_requests: PendingRequests | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -499,7 +502,11 @@ async def start_enrolment(
     files = IssuingFiles(settings.issuing_cert, settings.issuing_key, settings.client_ca)
     await asyncio.to_thread(files.load)  # PkiError: the entry point says which file, exit 1
     app.enrolment_codes = codes = EnrolmentCodes(data)
-    admin.enrolment = EnrolmentConfig(codes, settings.enroll_code_ttl_s, tls.ca_fingerprint)
+    app.enrolment_requests = requests = PendingRequests(data)
+    claim_codes = ClaimCodes(data)
+    admin.enrolment = EnrolmentConfig(
+        codes, settings.enroll_code_ttl_s, tls.ca_fingerprint, claim_codes, requests
+    )
     service = Enrolment(
         codes,
         app.audit,
@@ -507,6 +514,12 @@ async def start_enrolment(
         settings.trust_domain,
         dt.timedelta(seconds=settings.device_cert_lifetime_s),
         FailedAttempts(settings.enroll_failures_per_min),
+    )
+    limits = OpenEnrolment(
+        settings.enroll_pending_ttl_s, settings.enroll_pending_per_tenant, settings.enroll_poll_interval_s
+    )
+    service.desk = ClaimDesk(
+        service, claim_codes, requests, limits, PerAddress(settings.enroll_claims_per_min)
     )
     options = dict(grpc_options(settings))
     options.update(
@@ -516,7 +529,9 @@ async def start_enrolment(
         }
     )
     app.enroll = server = grpc.aio.server(
-        options=list(options.items()), maximum_concurrent_rpcs=ENROL_CONCURRENT_CALLS
+        interceptors=[OpenInterceptor()],
+        options=list(options.items()),
+        maximum_concurrent_rpcs=ENROL_CONCURRENT_CALLS,
     )
     epb_grpc.add_EnrollmentServiceServicer_to_server(service, server)
     stack.push_async_callback(server.stop, 0.5)

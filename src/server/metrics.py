@@ -160,7 +160,8 @@ POSSIBLE_CLONES = Counter(
 )
 ENROLMENTS = Counter(
     "audio_enrolments_total",
-    "Enrolment attempts (EnrollmentService.Enroll), by result (ok or the refusal's reason)",
+    "Enrolment attempts (EnrollmentService Enroll, Claim and Poll), by result (ok: a certificate "
+    "issued; pending: a request queued for approval; or the refusal's reason)",
     ["result"],
 )
 RENEWALS = Counter(

@@ -341,6 +341,72 @@ class CancelEnrollmentRequest(_message.Message):
     id: str
     def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
+class ClaimCodeRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ClaimCode(_message.Message):
+    __slots__ = ("tenant", "enabled", "id", "code", "created_unix", "created_by", "ca_fingerprint")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    enabled: bool
+    id: str
+    code: str
+    created_unix: float
+    created_by: str
+    ca_fingerprint: str
+    def __init__(self, tenant: _Optional[str] = ..., enabled: _Optional[bool] = ..., id: _Optional[str] = ..., code: _Optional[str] = ..., created_unix: _Optional[float] = ..., created_by: _Optional[str] = ..., ca_fingerprint: _Optional[str] = ...) -> None: ...
+
+class PendingEnrollment(_message.Message):
+    __slots__ = ("id", "tenant", "proposed_device_id", "key_fingerprint", "peer", "created_unix", "expires_unix", "state", "device_id", "decided_by", "proposed_id_known")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_ID_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    proposed_device_id: str
+    key_fingerprint: str
+    peer: str
+    created_unix: float
+    expires_unix: float
+    state: str
+    device_id: str
+    decided_by: str
+    proposed_id_known: bool
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., proposed_device_id: _Optional[str] = ..., key_fingerprint: _Optional[str] = ..., peer: _Optional[str] = ..., created_unix: _Optional[float] = ..., expires_unix: _Optional[float] = ..., state: _Optional[str] = ..., device_id: _Optional[str] = ..., decided_by: _Optional[str] = ..., proposed_id_known: _Optional[bool] = ...) -> None: ...
+
+class ListPendingEnrollmentsResponse(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[PendingEnrollment]
+    def __init__(self, requests: _Optional[_Iterable[_Union[PendingEnrollment, _Mapping]]] = ...) -> None: ...
+
+class DecideEnrollmentRequest(_message.Message):
+    __slots__ = ("tenant", "id", "device_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    id: str
+    device_id: str
+    def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
 class DeviceRenewal(_message.Message):
     __slots__ = ("cert_issued_unix", "cert_expires_unix", "renew_due_unix", "renews_in_days", "renewed_at_unix", "failed_at_unix", "failure", "overdue")
     CERT_ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]

@@ -114,6 +114,36 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.CancelEnrollmentRequest.SerializeToString,
                 response_deserializer=admin__pb2.Enrollment.FromString,
                 _registered_method=True)
+        self.GetClaimCode = channel.unary_unary(
+                '/audio.admin.v1.FleetService/GetClaimCode',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ClaimCode.FromString,
+                _registered_method=True)
+        self.ListPendingEnrollments = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ListPendingEnrollments',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ListPendingEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.ApproveEnrollment = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ApproveEnrollment',
+                request_serializer=admin__pb2.DecideEnrollmentRequest.SerializeToString,
+                response_deserializer=admin__pb2.PendingEnrollment.FromString,
+                _registered_method=True)
+        self.DenyEnrollment = channel.unary_unary(
+                '/audio.admin.v1.FleetService/DenyEnrollment',
+                request_serializer=admin__pb2.DecideEnrollmentRequest.SerializeToString,
+                response_deserializer=admin__pb2.PendingEnrollment.FromString,
+                _registered_method=True)
+        self.SetClaimCode = channel.unary_unary(
+                '/audio.admin.v1.FleetService/SetClaimCode',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ClaimCode.FromString,
+                _registered_method=True)
+        self.DisableClaimCode = channel.unary_unary(
+                '/audio.admin.v1.FleetService/DisableClaimCode',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ClaimCode.FromString,
+                _registered_method=True)
         self.RevokeDevice = channel.unary_unary(
                 '/audio.admin.v1.FleetService/RevokeDevice',
                 request_serializer=admin__pb2.DeviceRef.SerializeToString,
@@ -228,6 +258,44 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClaimCode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingEnrollments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveEnrollment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenyEnrollment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetClaimCode(self, request, context):
+        """admin: opening enrolment to anyone holding the tenant's claim code is a policy change
+        enable, or rotate: a new code
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableClaimCode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeDevice(self, request, context):
         """admin
         """
@@ -323,6 +391,36 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.CancelEnrollment,
                     request_deserializer=admin__pb2.CancelEnrollmentRequest.FromString,
                     response_serializer=admin__pb2.Enrollment.SerializeToString,
+            ),
+            'GetClaimCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaimCode,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ClaimCode.SerializeToString,
+            ),
+            'ListPendingEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingEnrollments,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ListPendingEnrollmentsResponse.SerializeToString,
+            ),
+            'ApproveEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveEnrollment,
+                    request_deserializer=admin__pb2.DecideEnrollmentRequest.FromString,
+                    response_serializer=admin__pb2.PendingEnrollment.SerializeToString,
+            ),
+            'DenyEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyEnrollment,
+                    request_deserializer=admin__pb2.DecideEnrollmentRequest.FromString,
+                    response_serializer=admin__pb2.PendingEnrollment.SerializeToString,
+            ),
+            'SetClaimCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetClaimCode,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ClaimCode.SerializeToString,
+            ),
+            'DisableClaimCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableClaimCode,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ClaimCode.SerializeToString,
             ),
             'RevokeDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeDevice,
@@ -767,6 +865,168 @@ class FleetService:
             '/audio.admin.v1.FleetService/CancelEnrollment',
             admin__pb2.CancelEnrollmentRequest.SerializeToString,
             admin__pb2.Enrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaimCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/GetClaimCode',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ClaimCode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ListPendingEnrollments',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ListPendingEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ApproveEnrollment',
+            admin__pb2.DecideEnrollmentRequest.SerializeToString,
+            admin__pb2.PendingEnrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/DenyEnrollment',
+            admin__pb2.DecideEnrollmentRequest.SerializeToString,
+            admin__pb2.PendingEnrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetClaimCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/SetClaimCode',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ClaimCode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableClaimCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/DisableClaimCode',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ClaimCode.FromString,
             options,
             channel_credentials,
             insecure,

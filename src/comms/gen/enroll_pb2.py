@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x65nroll.proto\x12\x0f\x61udio.enroll.v1\"*\n\rEnrollRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\"a\n\x0e\x45nrollResponse\x12\x19\n\x11\x63\x65rtificate_chain\x18\x01 \x01(\x0c\x12\x11\n\tca_bundle\x18\x02 \x01(\x0c\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t2^\n\x11\x45nrollmentService\x12I\n\x06\x45nroll\x12\x1e.audio.enroll.v1.EnrollRequest\x1a\x1f.audio.enroll.v1.EnrollResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x65nroll.proto\x12\x0f\x61udio.enroll.v1\"*\n\rEnrollRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\"a\n\x0e\x45nrollResponse\x12\x19\n\x11\x63\x65rtificate_chain\x18\x01 \x01(\x0c\x12\x11\n\tca_bundle\x18\x02 \x01(\x0c\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\"K\n\x0c\x43laimRequest\x12\x12\n\nclaim_code\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\x12\x1a\n\x12proposed_device_id\x18\x03 \x01(\t\"y\n\rClaimResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x04 \x01(\x01\x12\x15\n\rretry_after_s\x18\x05 \x01(\x01\"4\n\x0bPollRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xac\x01\n\x0cPollResponse\x12\x32\n\x05state\x18\x01 \x01(\x0e\x32#.audio.enroll.v1.PollResponse.State\x12\x15\n\rretry_after_s\x18\x02 \x01(\x01\x12/\n\x06issued\x18\x03 \x01(\x0b\x32\x1f.audio.enroll.v1.EnrollResponse\" \n\x05State\x12\x0b\n\x07PENDING\x10\x00\x12\n\n\x06ISSUED\x10\x01\x32\xeb\x01\n\x11\x45nrollmentService\x12I\n\x06\x45nroll\x12\x1e.audio.enroll.v1.EnrollRequest\x1a\x1f.audio.enroll.v1.EnrollResponse\x12\x46\n\x05\x43laim\x12\x1d.audio.enroll.v1.ClaimRequest\x1a\x1e.audio.enroll.v1.ClaimResponse\x12\x43\n\x04Poll\x12\x1c.audio.enroll.v1.PollRequest\x1a\x1d.audio.enroll.v1.PollResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLREQUEST']._serialized_end=75
   _globals['_ENROLLRESPONSE']._serialized_start=77
   _globals['_ENROLLRESPONSE']._serialized_end=174
-  _globals['_ENROLLMENTSERVICE']._serialized_start=176
-  _globals['_ENROLLMENTSERVICE']._serialized_end=270
+  _globals['_CLAIMREQUEST']._serialized_start=176
+  _globals['_CLAIMREQUEST']._serialized_end=251
+  _globals['_CLAIMRESPONSE']._serialized_start=253
+  _globals['_CLAIMRESPONSE']._serialized_end=374
+  _globals['_POLLREQUEST']._serialized_start=376
+  _globals['_POLLREQUEST']._serialized_end=428
+  _globals['_POLLRESPONSE']._serialized_start=431
+  _globals['_POLLRESPONSE']._serialized_end=603
+  _globals['_POLLRESPONSE_STATE']._serialized_start=571
+  _globals['_POLLRESPONSE_STATE']._serialized_end=603
+  _globals['_ENROLLMENTSERVICE']._serialized_start=606
+  _globals['_ENROLLMENTSERVICE']._serialized_end=841
 # @@protoc_insertion_point(module_scope)

@@ -39,12 +39,37 @@ class EnrollmentServiceStub:
                 request_serializer=enroll__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=enroll__pb2.EnrollResponse.FromString,
                 _registered_method=True)
+        self.Claim = channel.unary_unary(
+                '/audio.enroll.v1.EnrollmentService/Claim',
+                request_serializer=enroll__pb2.ClaimRequest.SerializeToString,
+                response_deserializer=enroll__pb2.ClaimResponse.FromString,
+                _registered_method=True)
+        self.Poll = channel.unary_unary(
+                '/audio.enroll.v1.EnrollmentService/Poll',
+                request_serializer=enroll__pb2.PollRequest.SerializeToString,
+                response_deserializer=enroll__pb2.PollResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Enroll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Claim(self, request, context):
+        """Open enrolment with approval: a tenant's shared claim code queues a request (Claim) that an
+        operator approves (choosing the device id) or denies; the device collects the outcome with
+        Poll, signing the request id with the key of its CSR (nobody else can collect it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Poll(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +82,16 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.Enroll,
                     request_deserializer=enroll__pb2.EnrollRequest.FromString,
                     response_serializer=enroll__pb2.EnrollResponse.SerializeToString,
+            ),
+            'Claim': grpc.unary_unary_rpc_method_handler(
+                    servicer.Claim,
+                    request_deserializer=enroll__pb2.ClaimRequest.FromString,
+                    response_serializer=enroll__pb2.ClaimResponse.SerializeToString,
+            ),
+            'Poll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Poll,
+                    request_deserializer=enroll__pb2.PollRequest.FromString,
+                    response_serializer=enroll__pb2.PollResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +121,60 @@ class EnrollmentService:
             '/audio.enroll.v1.EnrollmentService/Enroll',
             enroll__pb2.EnrollRequest.SerializeToString,
             enroll__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Claim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.enroll.v1.EnrollmentService/Claim',
+            enroll__pb2.ClaimRequest.SerializeToString,
+            enroll__pb2.ClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Poll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.enroll.v1.EnrollmentService/Poll',
+            enroll__pb2.PollRequest.SerializeToString,
+            enroll__pb2.PollResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -314,6 +314,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, lambda context: self._admit(context, method), method)
 
 
+class OpenInterceptor(grpc.aio.ServerInterceptor):
+    """For a listener whose callers have no certificate yet (enrolment): no authentication, the
+    rest as everywhere: bytes parsed by us (INVALID_ARGUMENT in our words, counted), a store
+    outage UNAVAILABLE, a bug INTERNAL with the story in the log only."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap(handler, lambda context: _admit_anyone(), handler_call_details.method)
+
+
+@contextlib.asynccontextmanager
+async def _admit_anyone() -> AsyncIterator[None]:
+    yield
+
+
 Admit = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
 Deserializer = Callable[[bytes], Any] | None
 

@@ -5,9 +5,11 @@ never on the mTLS device port. The certificate's identity is the code's record, 
 CSR says. Order matters: the CSR and the issuing CA are checked *before* the code is taken,
 so a malformed request never burns a code; taking the code is the store's atomic step, so of
 two devices racing one code exactly one gets a certificate. Every outcome is counted
-(``audio_enrolments_total{result}``) and audited (action ``Enroll``), except the attempts of an
-address already refused for too many failures: those are counted, and audited once when the
-address is blocked, so a flood cannot push real events out of the audit log.
+(``audio_enrolments_total{result}``) and audited (action ``Enroll``, ``Claim`` or ``Poll``), except
+the attempts of an address already refused for too many failures: those are counted, and audited
+once when the address is blocked, so a flood cannot push real events out of the audit log. Open
+enrolment with approval (``Claim``, ``Poll``) is ``claims.py``; it shares this wrapper: the same
+limits, refusals in our words, counting and audit.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from auth import pki
 from auth.csr import CsrRejected, device_public_key
@@ -33,8 +39,12 @@ from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, abort
 from server.operator.audit import AuditEvent, AuditLog
 from server.state.enrolment_codes import CodeRecord, EnrolmentCodes, normalise
 
+if TYPE_CHECKING:
+    from server.enrolment.claims import ClaimDesk
+
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ACTION = "Enroll"
 CODE_FORM_TEXT = "enrolment code is not of the form XXXX-XXXX-XXXX-XXXX"
 CODE_INVALID_TEXT = "enrolment code is not valid (unknown, already used or cancelled)"
@@ -42,6 +52,8 @@ CODE_EXPIRED_TEXT = "enrolment code has expired: ask an operator for a new one"
 TOO_MANY_TEXT = "too many failed enrolment attempts from this address: wait a minute"
 NO_ISSUER_TEXT = "enrolment is not available on this server right now; the server logged why"
 INTERNAL_TEXT = "internal error; the server logged the details"
+OPEN_OFF_TEXT = "open enrolment is not served here"
+GUESSING = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -62,10 +74,35 @@ class IssuingFiles:
         return issuing, bundle
 
 
+@dataclass
+class Audited:
+    """What the audit event of an attempt says besides its outcome (filled in as it is understood)."""
+
+    tenant: str = ""
+    target: str = ""
+    parameters: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: CodeRecord | None) -> Audited:
+        if record is None:
+            return cls()
+        return cls(record.tenant, record.device_id, {"enrollment": record.id})
+
+
 class Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str, record: CodeRecord | None = None):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        audited: Audited | None = None,
+        *,
+        quiet: bool = False,
+    ) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message, self.record = code, reason, message, record
+        self.code, self.reason, self.message = code, reason, message
+        self.audited = audited or Audited()
+        self.quiet = quiet  # counted, not audited (audited once when the limit was reached)
 
 
 class Enrolment(epb_grpc.EnrollmentServiceServicer):
@@ -77,6 +114,7 @@ class Enrolment(epb_grpc.EnrollmentServiceServicer):
         trust_domain: str,
         lifetime: dt.timedelta,
         attempts: FailedAttempts,
+        desk: ClaimDesk | None = None,
     ) -> None:
         self._codes = codes
         self._audit = audit
@@ -84,28 +122,62 @@ class Enrolment(epb_grpc.EnrollmentServiceServicer):
         self._trust_domain = trust_domain
         self._lifetime = lifetime
         self._attempts = attempts
+        self.desk = desk
 
     async def Enroll(
         self, request: epb.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> epb.EnrollResponse:
+        return await self.answer(context, ACTION, lambda address: self._enrol(request, address))
+
+    async def Claim(self, request: epb.ClaimRequest, context: grpc.aio.ServicerContext) -> epb.ClaimResponse:
+        desk = self.desk
+        if desk is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, OPEN_OFF_TEXT)
+        return await self.answer(context, "Claim", lambda address: desk.claim(request, address))
+
+    async def Poll(self, request: epb.PollRequest, context: grpc.aio.ServicerContext) -> epb.PollResponse:
+        desk = self.desk
+        if desk is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, OPEN_OFF_TEXT)
+        return await self.answer(context, "Poll", lambda address: desk.poll(request, address))
+
+    async def answer(
+        self, context: grpc.aio.ServicerContext, action: str, work: Callable[[str], Awaitable[T]]
+    ) -> T:
+        """Run one attempt from the caller's address: refusals counted, audited, in our words."""
         address = str(context.peer()).rpartition(":")[0]
         if self._attempts.blocked(address):
             metrics.ENROLMENTS.labels(result="too_many_failures").inc()
             await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_TEXT)
         try:
-            return await self._enrol(request, address)
+            return await work(address)
         except Refused as refused:
-            await self._refused(refused, address)
+            await self.refused(refused, address, action)
             await abort(context, refused.code, refused.message)
         except StoreUnavailable:
-            await self._refused(
-                Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable", STORE_UNAVAILABLE_TEXT), address
+            await self.refused(
+                Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable", STORE_UNAVAILABLE_TEXT),
+                address,
+                action,
             )
             await abort(context, grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT)
         except Exception:  # a bug: the story in our log, our words on the wire
-            log.exception("enrol.internal_error", extra={"peer": address})
+            log.exception("enrol.internal_error", extra={"peer": address, "action": action})
             metrics.ENROLMENTS.labels(result="internal").inc()
             await abort(context, grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
+
+    async def issuer(self) -> tuple[pki.CertifiedKey, bytes]:
+        """The issuing CA and the CA bundle, read now (a rotated Secret is used from now on)."""
+        try:
+            return await asyncio.to_thread(self._files.load)
+        except PkiError as exc:
+            log.error("enrol.no_issuing_ca", extra={"error": str(exc)})
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "no_issuing_ca", NO_ISSUER_TEXT) from None
+
+    def issue(
+        self, issuing: pki.CertifiedKey, public_key: ec.EllipticCurvePublicKey, identity: Identity
+    ) -> x509.Certificate:
+        return issue_for_key(issuing, public_key, identity, self._trust_domain, self._lifetime)
 
     async def _enrol(self, request: epb.EnrollRequest, address: str) -> epb.EnrollResponse:
         normalised = normalise(request.code[:64])
@@ -115,19 +187,19 @@ class Enrolment(epb_grpc.EnrollmentServiceServicer):
             public_key = device_public_key(request.csr)
         except CsrRejected as exc:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "csr_invalid", str(exc)) from None
-        try:
-            issuing, bundle = await asyncio.to_thread(self._files.load)
-        except PkiError as exc:
-            log.error("enrol.no_issuing_ca", extra={"error": str(exc)})
-            raise Refused(grpc.StatusCode.UNAVAILABLE, "no_issuing_ca", NO_ISSUER_TEXT) from None
+        issuing, bundle = await self.issuer()
         record = await self._codes.take(normalised)  # from here on the code is used, whatever follows
         if record is None:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, "code_invalid", CODE_INVALID_TEXT)
         if record.expired(self._codes.now()):
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "code_expired", CODE_EXPIRED_TEXT, record)
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED, "code_expired", CODE_EXPIRED_TEXT, Audited.of(record)
+            )
         identity = Identity(record.tenant, record.device_id)
-        cert = issue_for_key(issuing, public_key, identity, self._trust_domain, self._lifetime)
-        await self._record(record, grpc.StatusCode.OK, "", address, serial=f"{cert.serial_number:x}")
+        cert = self.issue(issuing, public_key, identity)
+        audited = Audited.of(record)
+        audited.parameters["serial"] = f"{cert.serial_number:x}"
+        await self.record(ACTION, audited, grpc.StatusCode.OK, "", address)
         metrics.ENROLMENTS.labels(result="ok").inc()
         log.info(
             "enrol.issued",
@@ -147,34 +219,28 @@ class Enrolment(epb_grpc.EnrollmentServiceServicer):
             device_id=identity.device_id,
         )
 
-    async def _refused(self, refused: Refused, address: str) -> None:
+    async def refused(self, refused: Refused, address: str, action: str) -> None:
         metrics.ENROLMENTS.labels(result=refused.reason).inc()
-        guessing = refused.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED)
+        guessing = refused.code in GUESSING
         now_blocked = self._attempts.failed(address) if guessing else False
-        await self._record(refused.record, refused.code, refused.message, address, reason=refused.reason)
+        refused.audited.parameters["reason"] = refused.reason
+        if not refused.quiet:
+            await self.record(action, refused.audited, refused.code, refused.message, address)
         if now_blocked:
-            await self._record(
-                None,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                TOO_MANY_TEXT,
-                address,
-                reason="too_many_failures",
-            )
+            blocked = Audited(parameters={"reason": "too_many_failures"})
+            await self.record(action, blocked, grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_TEXT, address)
 
-    async def _record(
-        self, record: CodeRecord | None, code: grpc.StatusCode, message: str, address: str, **extra: str
+    async def record(
+        self, action: str, audited: Audited, code: grpc.StatusCode, message: str, address: str
     ) -> None:
-        parameters: dict[str, object] = {"peer": address, **extra}
-        if record is not None:
-            parameters["enrollment"] = record.id
         await self._audit.record(
             AuditEvent(
                 operator="",  # a device without a certificate yet: the code is all it has
                 role="device",
-                tenant=record.tenant if record else "",
-                action=ACTION,
-                target=record.device_id if record else "",
-                parameters=parameters,
+                tenant=audited.tenant,
+                action=action,
+                target=audited.target,
+                parameters={"peer": address, **audited.parameters},
                 result=code.name,
                 message=message,
             )

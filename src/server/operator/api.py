@@ -29,11 +29,11 @@ from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command
 from server.devices.state_machine import Button
-from server.errors import StoreUnavailable, describe
 from server.fleet.device_view import DeviceView
 from server.fleet.node import DeviceOffline, Fleet, history_log
 from server.operator.audit import AuditFilter, AuditLog, BadPageToken
 from server.operator.calls import ApiError, LocalContext, Note, OperatorCalls, not_found
+from server.operator.claims import ClaimAdmin
 from server.operator.enrolments import EnrolmentAdmin
 from server.operator.sign_in import ConsoleSessions
 
@@ -81,7 +81,7 @@ def sound_proto(info: SoundInfo) -> apb.Sound:
     )
 
 
-class FleetAdmin(EnrolmentAdmin, apb_grpc.FleetServiceServicer):
+class FleetAdmin(EnrolmentAdmin, ClaimAdmin, apb_grpc.FleetServiceServicer):
     def __init__(
         self,
         fleet: Fleet,
@@ -462,17 +462,14 @@ class FleetAdmin(EnrolmentAdmin, apb_grpc.FleetServiceServicer):
         return await self.calls.run(context, "CreateConsoleLogin", work, changes=True)
 
     async def _guarded(self, work: Awaitable[T]) -> T:
-        """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records';
-        a sound the operator got wrong is INVALID_ARGUMENT with the reason."""
+        """A sound the operator got wrong is INVALID_ARGUMENT with the reason. The shared data
+        maps its own failures to ``StoreUnavailable`` (UNAVAILABLE) where they happen; anything
+        else is a bug and surfaces as one (INTERNAL, audited, the traceback in the log), never
+        disguised as an outage the operator would wait out."""
         try:
             return await work
         except SoundRejected as exc:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        except ApiError:
-            raise
-        except Exception as exc:
-            log.warning("admin.store_failed", extra={"error": describe(exc)})
-            raise StoreUnavailable("state store unavailable") from None
 
 
 def _json(parameters: dict[str, object]) -> str:

@@ -55,6 +55,12 @@ LEAST_ROLE = {
     "CreateEnrollments": Role.OPERATOR,
     "ListEnrollments": Role.OPERATOR,
     "CancelEnrollment": Role.OPERATOR,
+    "GetClaimCode": Role.OPERATOR,  # open enrolment: see operator/claims.py for why these roles
+    "ListPendingEnrollments": Role.OPERATOR,
+    "ApproveEnrollment": Role.OPERATOR,
+    "DenyEnrollment": Role.OPERATOR,
+    "SetClaimCode": Role.ADMIN,
+    "DisableClaimCode": Role.ADMIN,
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
 }

@@ -21,6 +21,7 @@ from server.access.interceptor import OperatorCall
 from server.fleet.node import Fleet
 from server.operator.calls import ApiError, Note, OperatorCalls, not_found
 from server.state.enrolment_codes import CodeRecord, EnrolmentCodes
+from server.state.enrolment_requests import ClaimCodes, PendingRequests
 
 MAX_COUNT = 1000  # codes one call may create
 MIN_TTL_S, MAX_TTL_S = 60.0, 30 * 86_400.0
@@ -33,6 +34,8 @@ class EnrolmentConfig:
     codes: EnrolmentCodes
     default_ttl_s: float
     ca_fingerprint: Callable[[], str]  # of the CA devices pin when they enrol (follows rotation)
+    claim_codes: ClaimCodes  # open enrolment (operator/claims.py)
+    requests: PendingRequests
 
 
 def enrollment_proto(record: CodeRecord, code: str = "") -> apb.Enrollment:

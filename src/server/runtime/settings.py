@@ -93,6 +93,21 @@ class ServerSettings(BaseSettings):
         le=10_000,
         description="Failed enrolment attempts per client address and minute, then refused",
     )
+    enroll_pending_ttl_s: float = Field(
+        86_400.0,
+        ge=60,
+        le=30 * 86_400,
+        description="How long an open-enrolment request (claim code) waits for an operator's decision",
+    )
+    enroll_pending_per_tenant: int = Field(
+        100, ge=1, le=10_000, description="Open-enrolment requests a tenant may have waiting at once"
+    )
+    enroll_claims_per_min: int = Field(
+        5, ge=1, le=10_000, description="Open-enrolment requests per client address and minute, then refused"
+    )
+    enroll_poll_interval_s: float = Field(
+        5.0, ge=0.1, le=300, description="How often a device waiting for approval is told to poll"
+    )
 
     # --- session tokens ---
     token_issuer: str = Field("audio-server", min_length=1, description="JWT iss of session tokens")

@@ -43,6 +43,7 @@ from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, describe
 from server.limits import TokenBucket
 from server.operator.api import FleetAdmin
 from server.operator.calls import ApiError
+from server.operator.console.enrolment import EnrolmentPage
 from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
 from server.operator.console.present import present
@@ -120,6 +121,7 @@ class Console:
         app.router.add_get("/sounds/{tenant}/{mode}/preview.wav", self.preview)
         app.router.add_post("/sounds/{tenant}/{mode}/{action}", self.sound_action)
         app.router.add_get("/audit", self.audit)
+        EnrolmentPage(self).routes(app)
         app.router.add_static("/static/", HERE / "static", append_version=True)
         return app
 
@@ -207,6 +209,18 @@ class Console:
         except StoreUnavailable:  # audited by the call; the page says "try again", not a bug
             raise ApiError(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) from None
 
+    # for the pages in modules of their own (enrolment.py)
+    invoke = _invoke
+    render = _render
+
+    @staticmethod
+    def session_of(request: web.Request) -> ConsoleSession:
+        return request[SESSION]
+
+    @staticmethod
+    def form_of(request: web.Request) -> Any:
+        return request[FORM]
+
     def _store_down(self, exc: Exception) -> web.Response:
         log.warning("console.store_unavailable", extra={"error": describe(exc)})
         return self._page("message.html", 503, title="Try again shortly", message=STORE_UNAVAILABLE_TEXT)
@@ -216,6 +230,8 @@ class Console:
         title = {404: "Not found", 403: "Not allowed", 409: "Not now"}.get(status, "Could not do that")
         session = request.get(SESSION)
         return self._page("message.html", status, title=title, message=exc.message, session=session)
+
+    error = _error
 
     # --- sign-in ---------------------------------------------------------------------
 
