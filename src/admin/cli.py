@@ -40,6 +40,7 @@ from admin.settings import AdminSettings
 from auth.errors import PkiError
 from comms.cli import parse_settings
 from comms.gen import admin_pb2 as apb
+from comms.renewal_words import renewal_words
 
 PROG = "audio-admin"
 CHUNK = 256 * 1024
@@ -193,8 +194,8 @@ def device_row(device: apb.Device, with_tenant: bool) -> list[str]:
     )
     battery = f"{device.battery_level:.0%}" if device.HasField("battery_level") else "-"
     cert = f"{device.cert_days_left} d" if device.HasField("cert_days_left") else "-"
-    if device.HasField("cert_days_left") and device.cert_days_left < 30:
-        cert += " (renew)"
+    if device.HasField("renewal") and renewal_words(device.renewal)[1]:
+        cert += " (renewal!)"  # failed, or overdue: `devices show` says which
     name = f"{device.tenant}/{device.device_id}" if with_tenant else device.device_id
     last_seen = "now" if device.online else when(device.last_seen_unix)
     return [name, state, device.node or "-", str(device.mode), playing, battery, last_seen, cert,
@@ -207,6 +208,9 @@ def show_device(device: apb.Device) -> str:
     facts["CONNECTED SINCE"] = when(device.connected_since_unix) if device.online else "-"
     facts["SESSION"] = device.session_id or "-"
     facts["CERT SERIAL"] = device.cert_serial or "-"
+    if device.HasField("renewal"):
+        words, look = renewal_words(device.renewal)
+        facts["RENEWAL"] = f"{words} (!)" if look else words
     facts["BUTTONS"] = ", ".join(device.buttons) or "-"
     facts["LEDS"] = ", ".join(f"{led.index}: {led.label}" for led in device.leds)
     lines += [f"  {name.lower():<16} {value}" for name, value in facts.items()]

@@ -32,6 +32,15 @@ class DeviceCredentials:
     identity: Identity
     not_after: dt.datetime
     warnings: list[str] = field(default_factory=list)
+    not_before: dt.datetime | None = None  # with not_after: when the client renews it
+
+
+def expired_text(not_after: dt.datetime) -> str:
+    """The one line a device says when its certificate has expired (start-up or while running)."""
+    return (
+        f"device certificate expired on {not_after:%Y-%m-%d %H:%M} UTC; an expired certificate cannot "
+        "renew: enrol this device again with a new code (audio-device enroll --force ...)"
+    )
 
 
 def load_device_credentials(
@@ -73,11 +82,11 @@ def load_device_credentials(
         error.permanent = False
         raise error
     if now > cert.not_valid_after_utc:
-        raise CredentialError(
-            f"device certificate expired on {cert.not_valid_after_utc:%Y-%m-%d} UTC: provision a new one"
-        )
+        raise CredentialError(expired_text(cert.not_valid_after_utc))
     try:
         identity = identity_from_certificate(cert, trust_domain)
     except IdentityError as exc:
         raise CredentialError(f"device certificate carries no device identity: {exc}") from None
-    return DeviceCredentials(parsed.material, identity, cert.not_valid_after_utc, warnings)
+    return DeviceCredentials(
+        parsed.material, identity, cert.not_valid_after_utc, warnings, cert.not_valid_before_utc
+    )

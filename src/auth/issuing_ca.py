@@ -40,6 +40,7 @@ ISSUING_VALIDITY = dt.timedelta(days=365)
 ISSUING_DIR = "issuing"
 ISSUING_CERT = "issuing-ca.crt"
 ISSUING_KEY = "issuing-ca.key"
+LEAF_BACKDATE_SHARE = 10  # device certificates are backdated by at most 1/10 of their lifetime
 RETIRED_DIR = "retired"  # certificates of issuing CAs replaced by a rotation (their keys are gone)
 #: Excluded in every issuing CA: an empty DNS base is every DNS name, /0 is every address.
 EXCLUDED: tuple[x509.GeneralName, ...] = (
@@ -134,7 +135,9 @@ def issue_for_key(
     lifetime: dt.timedelta,
 ) -> x509.Certificate:
     """A device certificate for a key the device made (from its CSR): the device leaf profile,
-    ``identity`` in the one URI SAN, never past the issuing CA's own notAfter."""
+    ``identity`` in the one URI SAN, never past the issuing CA's own notAfter. Backdated for slow
+    clocks, by at most a tenth of the lifetime, so that notBefore..notAfter (from which the device
+    schedules its renewal) stays close to the lifetime asked for."""
     now = dt.datetime.now(dt.UTC)
     uri = x509.UniformResourceIdentifier(identity.spiffe_id(trust_domain))
     return (
@@ -143,7 +146,7 @@ def issue_for_key(
         .issuer_name(ca.cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - pki.CLOCK_SKEW)
+        .not_valid_before(now - min(pki.CLOCK_SKEW, lifetime / LEAF_BACKDATE_SHARE))
         .not_valid_after(min(now + lifetime, ca.cert.not_valid_after_utc))
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False

@@ -18,6 +18,7 @@ from auth.tokens import TokenPolicy
 from comms.gen import admin_pb2_grpc as apb_grpc
 from comms.gen import comms_pb2_grpc as pb_grpc
 from comms.gen import enroll_pb2_grpc as epb_grpc
+from comms.gen import renew_pb2_grpc as rpb_grpc
 from comms.gen import session_pb2_grpc as spb_grpc
 from server import metrics
 from server.access.authn import Authenticator
@@ -36,6 +37,7 @@ from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
 from server.devices.streams import DeviceService, StreamPolicy
 from server.enrolment.attempts import FailedAttempts, PerAddress
 from server.enrolment.claims import ClaimDesk, OpenEnrolment
+from server.enrolment.renewal import RENEW_METHOD, Renewals
 from server.enrolment.service import Enrolment, IssuingFiles
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
 from server.fleet.labels import DeviceLabels
@@ -339,6 +341,7 @@ async def _assemble(
         announcer,
         generation,
     )
+    add_renewal(app, server, authenticator)
     await start_operator_side(app, data, tls, authenticator, stack)
     if settings.metrics_bind:
         app.metrics = start_metrics_server(settings.metrics_bind)
@@ -392,7 +395,8 @@ def device_server(
     handshakes: HandshakeMonitor,
 ) -> grpc.aio.Server:
     """The device service (the three streams and sessions, mTLS), not bound yet."""
-    mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
+    # Renew checks the session token itself, so that its refusals are counted and audited as renewals.
+    mtls_only = {CREATE_SESSION_METHOD, RENEW_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(
         authenticator, CallLimiter(settings.max_calls_per_device), frozenset(mtls_only), handshakes
     )
@@ -482,6 +486,23 @@ async def start_operator_side(
         if not settings.console_url:  # the port may have been picked by the system (port 0)
             host = settings.console_base_url.rpartition(":")[0]
             admin.console_url = f"{host}:{app.console_port}"
+
+
+def add_renewal(app: AudioServer, server: grpc.aio.Server, authenticator: Authenticator) -> None:
+    """RenewalService on the device port (mTLS + session token). The issuing CA is read per call:
+    without one, renewals are refused (UNAVAILABLE, logged) and everything else works."""
+    settings = app.settings
+    assert settings.issuing_cert and settings.issuing_key and settings.client_ca
+    service = Renewals(
+        app.registry,
+        authenticator,
+        app.trust,
+        app.audit,
+        IssuingFiles(settings.issuing_cert, settings.issuing_key, settings.client_ca),
+        settings.trust_domain,
+        dt.timedelta(seconds=settings.device_cert_lifetime_s),
+    )
+    rpb_grpc.add_RenewalServiceServicer_to_server(service, server)
 
 
 async def start_enrolment(

@@ -164,6 +164,11 @@ ENROLMENTS = Counter(
     "issued; pending: a request queued for approval; or the refusal's reason)",
     ["result"],
 )
+RENEWALS = Counter(
+    "audio_renewals_total",
+    "Certificate renewals (RenewalService.Renew), by result (ok or the refusal's reason)",
+    ["result"],
+)
 ADMIN_CALLS = Counter(
     "audio_admin_calls_total",
     "Operator API (FleetService) calls, by method and status code",

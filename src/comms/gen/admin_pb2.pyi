@@ -36,7 +36,7 @@ class Led(_message.Message):
     def __init__(self, index: _Optional[int] = ..., rgba: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds", "labels")
+    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds", "labels", "renewal")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class Device(_message.Message):
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     LEDS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    RENEWAL_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     device_id: str
     online: bool
@@ -71,7 +72,8 @@ class Device(_message.Message):
     revoked: bool
     leds: _containers.RepeatedCompositeFieldContainer[Led]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    renewal: DeviceRenewal
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., renewal: _Optional[_Union[DeviceRenewal, _Mapping]] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ("tenant", "page_size", "page_token", "online", "mode", "search", "selector")
@@ -462,3 +464,23 @@ class AnnounceResult(_message.Message):
     offline: _containers.RepeatedScalarFieldContainer[str]
     refused: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, announcement_id: _Optional[str] = ..., start_unix: _Optional[float] = ..., sound: _Optional[str] = ..., targeted: _Optional[int] = ..., started: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeviceRenewal(_message.Message):
+    __slots__ = ("cert_issued_unix", "cert_expires_unix", "renew_due_unix", "renews_in_days", "renewed_at_unix", "failed_at_unix", "failure", "overdue")
+    CERT_ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CERT_EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RENEW_DUE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RENEWS_IN_DAYS_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    cert_issued_unix: float
+    cert_expires_unix: float
+    renew_due_unix: float
+    renews_in_days: int
+    renewed_at_unix: float
+    failed_at_unix: float
+    failure: str
+    overdue: bool
+    def __init__(self, cert_issued_unix: _Optional[float] = ..., cert_expires_unix: _Optional[float] = ..., renew_due_unix: _Optional[float] = ..., renews_in_days: _Optional[int] = ..., renewed_at_unix: _Optional[float] = ..., failed_at_unix: _Optional[float] = ..., failure: _Optional[str] = ..., overdue: _Optional[bool] = ...) -> None: ...

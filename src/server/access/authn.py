@@ -48,6 +48,8 @@ class CallAuth:
     claims: Claims | None = None  # None for calls authenticated by mTLS alone
     cert_expires: float = 0.0  # notAfter, wall clock
     issuer_serial: int | None = None  # the issuing CA it came through (None: the fleet CA directly)
+    cert_issued: float = 0.0  # notBefore, wall clock
+    public_key: object = None  # the certificate's public key (a renewal must bring a new one)
 
     @property
     def session_id(self) -> str | None:
@@ -106,6 +108,8 @@ class Authenticator:
             certificate_thumbprint(cert),
             cert_expires=cert.not_valid_after_utc.timestamp(),
             issuer_serial=issuer_serial,
+            cert_issued=cert.not_valid_before_utc.timestamp(),
+            public_key=cert.public_key(),
         )
 
     def operator(self, pem: bytes) -> OperatorAuth:

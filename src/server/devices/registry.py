@@ -39,9 +39,9 @@ from server.devices.controller import DeviceController
 from server.devices.cue import OFFLINE, Cue
 from server.devices.live_session import DeviceSession
 from server.devices.state_machine import ConnectionLost, Press
-from server.errors import DEVICE_REVOKED_TEXT
+from server.errors import DEVICE_REVOKED_TEXT, StoreUnavailable
 from server.state.guard import StoreGuard
-from server.state.store import DeviceRecord
+from server.state.store import DeviceRecord, Renewal
 from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,12 @@ class DeviceRegistry:
         )
 
     async def start_session(
-        self, identity: Identity, session_id: str, cert_serial: int | None = None, cert_expires: float = 0.0
+        self,
+        identity: Identity,
+        session_id: str,
+        cert_serial: int | None = None,
+        cert_expires: float = 0.0,
+        cert_issued: float = 0.0,
     ) -> None:
         """Make ``session_id`` the device's session; a live older session is superseded.
 
@@ -200,6 +205,8 @@ class DeviceRegistry:
         facts: dict[str, object] = {"connected_since": time.time(), "cert_serial": cert_serial}
         if cert_expires:
             facts["cert_expires"] = cert_expires
+        if cert_issued:
+            facts["cert_issued"] = cert_issued
         async with self._lock(identity):
             controller = self._controllers.get(identity)
             epoch = await self._store.claim_now(identity, session_id, facts)
@@ -283,6 +290,8 @@ class DeviceRegistry:
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
                 self.listener.session_opened(controller)
+            elif session.cert_serial != cert_serial:  # streams moved to a renewed certificate
+                session.cert_serial, session.issuer_serial = cert_serial, issuer_serial
             session.active_rpcs += 1
             session.streams[kind] = session.streams.get(kind, 0) + 1
             return controller, session
@@ -340,6 +349,27 @@ class DeviceRegistry:
             if cert_serials is not None and not session.revoked_by(cert_serials):
                 return False
             return await self._end(controller, session, code, message, why)
+
+    async def renewed(self, identity: Identity, renewal: Renewal) -> None:
+        """The device renewed its certificate: on record before it gets the certificate
+        (``StoreUnavailable`` otherwise); a live controller's memory follows, so its later
+        writes and operators' views carry the new serial and expiry."""
+        async with self._lock(identity):
+            await self._store.renewal_now(identity, renewal)
+            controller = self._controllers.get(identity)
+            if controller is not None:
+                controller.record = controller.record.with_changes(**renewal.fields())
+                self.listener.device_changed(controller, "renewed")
+
+    async def renewal_failed(self, identity: Identity, reason: str) -> None:
+        """A refused renewal, for operators; never raises (a store outage loses only this note)."""
+        now = time.time()
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.renewal_failed_now(identity, reason, now)
+        controller = self._controllers.get(identity)
+        if controller is not None:
+            controller.record = controller.record.with_changes(renewal_failed_at=now, renewal_failure=reason)
+            self.listener.device_changed(controller, "renewal_failed")
 
     async def superseded_elsewhere(self, identity: Identity, session_id: str) -> bool:
         """Another node claimed the device for ``session_id``: end what this node holds of it."""

@@ -132,7 +132,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         finally:
             log.info("stream.end", extra={**session.log_fields, "stream": kind, "status": outcome})
             await self._registry.close_rpc(controller, session, kind)
-        if ended is not None:
+        if ended is not None and not context.cancelled():  # a peer that left hears nothing more
             await context.abort(ended.code, ended.message)
         if session.closed and session.close_code != grpc.StatusCode.CANCELLED:
             # Ended by the server (superseded, shutdown): say why with a status.

@@ -55,4 +55,10 @@ ALERTABLE: dict[str, str] = {
     "every rollout.",
     "store.unsaved_at_exit": "The server stopped while the store was down: device changes held in memory "
     "(modes, telemetry) could not be written within 2 s and are lost (`records` says how many).",
+    "renew.refused": "A device's certificate renewal was refused (warning; `reason`, as in "
+    "`audio_renewals_total{result}`). `device_revoked` / `certificate_revoked` is a revoked device still "
+    "trying; `csr_*` a broken or hostile client; `no_issuing_ca` the issuing CA files are missing or "
+    "unreadable: every renewal fails until they are back. Runbook: docs/operate/enrolment.md (Renewal).",
+    "renew.no_issuing_ca": "A renewal found no usable issuing CA (error; which file and why). Devices "
+    "cannot renew until it is fixed; their certificates keep their last third of lifetime meanwhile.",
 }

@@ -81,10 +81,11 @@ class ServerSettings(BaseSettings):
         86_400.0, ge=60, le=30 * 86_400, description="How long an enrolment code stays valid by default"
     )
     device_cert_lifetime_s: int = Field(
-        365 * 86_400,
-        ge=3600,
+        30 * 86_400,
+        ge=10,
         le=825 * 86_400,
-        description="Lifetime of certificates issued at enrolment (never past the issuing CA's)",
+        description="Lifetime of device certificates issued at enrolment and renewal (never past the "
+        "issuing CA's); devices renew at two thirds of it",
     )
     enroll_failures_per_min: int = Field(
         10,
@@ -117,7 +118,12 @@ class ServerSettings(BaseSettings):
     # --- abuse limits ---
     event_rate_per_s: float = Field(10.0, gt=0, description="Button events per second a device may send")
     event_burst: int = Field(20, ge=1, description="Button events a device may send in a burst")
-    max_calls_per_device: int = Field(8, ge=4, description="Concurrent calls per device identity")
+    max_calls_per_device: int = Field(
+        8,
+        ge=4,
+        description="Concurrent calls per device identity (a certificate renewal briefly holds two "
+        "connections' three streams each: below 7 devices cannot renew)",
+    )
 
     # --- operations ---
     health_bind: str = Field(

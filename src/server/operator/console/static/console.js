@@ -36,8 +36,12 @@
     });
     FIELDS.forEach(function (field) { if (field in d) setText(root, field, String(d[field])); });
     root.querySelectorAll('[data-field="cert"]').forEach(function (el) {
-      el.textContent = d.cert + (d.cert_warn ? " (renew soon)" : "");
+      el.textContent = d.cert + (d.cert_warn ? " (look at renewal)" : "");
       el.className = d.cert_warn ? "warn" : "";
+    });
+    root.querySelectorAll('[data-field="renewal"]').forEach(function (el) {
+      el.textContent = d.renewal;
+      el.className = d.renewal_warn ? "warn" : "";
     });
     root.querySelectorAll('[data-field="leds"]').forEach(function (el) { renderLeds(el, d.leds); });
     root.querySelectorAll('[data-field="progress"]').forEach(function (bar) {
