@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # audio-server: the multi-tenant device audio service (mTLS gRPC).
 # Build:  docker build -t device-server:local .
-# Run:    see README "Run in Docker" (certificates are mounted, never baked in).
+# Run:    see docs/operate/kubernetes.md, "Run in Docker" (certificates are mounted, never baked in).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

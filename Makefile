@@ -14,7 +14,7 @@ ARGS   ?=#    extra flags for make run / make sim, e.g. make run ARGS="--mode-co
 TENANT ?= acme
 DEVICE ?= dev-1
 
-.PHONY: help demo run sim admin test lint proto bench pki clean
+.PHONY: help demo run sim admin test lint proto reference bench pki device-wheel clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 16
@@ -62,14 +62,22 @@ lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/mypy
 
 test: lint  ## lint, types, then the test suite (installs Debian's redis-server for the Redis tests)
-	WITH_REDIS=1 WITH_BROWSER=1 PYTHON=$(PYTHON) bash scripts/ensure_system_deps.sh
+	WITH_REDIS=1 WITH_BROWSER=1 WITH_SYSTEMD=1 PYTHON=$(PYTHON) bash scripts/ensure_system_deps.sh
 	WITH_REDIS=1 $(PY) -m pytest -q
 
 bench: $(STAMP)  ## benchmarks, figures printed
 	$(PY) bench/run_all.py
 
+device-wheel: $(STAMP)  ## the Pi client's own wheel (pi/client: no server dependencies) in dist/
+	rm -rf pi/client/build
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist pi/client
+
 proto: $(STAMP)  ## regenerate src/comms/gen from proto/
 	$(PY) scripts/gen_proto.py
 
+reference: $(STAMP)  ## regenerate docs/reference from the settings, metrics and alertable log events
+	$(PY) scripts/gen_reference.py
+
 clean:  ## remove the venv, caches, var/ (device state) and demo output
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(VAR) device-recordings
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(VAR) device-recordings dist \
+		pi/client/build pi/client/*.egg-info

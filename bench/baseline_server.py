@@ -1,8 +1,11 @@
-"""The raw grpc.aio baseline: DeviceService.ServerAudioStream over mTLS, prebuilt packets, full speed.
+"""The raw grpc.aio baseline: DeviceService.ServerAudioStream over mTLS, prebuilt packets.
 
-No authentication beyond TLS, no sessions, no pacing: what grpc.aio itself costs per delivered
-packet on this machine, so the service's cost can be stated as a ratio to it. Prints ``PORT <n>``;
-``sample`` on stdin prints one ``STATS {json}`` line (CPU seconds, packets written); EOF stops.
+No authentication beyond TLS, no sessions: what grpc.aio itself costs per delivered packet on
+this machine, so the service's cost can be stated as a ratio to it. ``baseline_server PKI``
+writes at full speed (gRPC coalesces a stream's queued packets into few system calls);
+``baseline_server PKI FRAME_MS`` writes one packet per stream every FRAME_MS, as real-time audio
+must (one send per packet and connection), paced by one timer like the service's frame clock.
+Prints ``PORT <n>``; ``sample`` on stdin prints one ``STATS {json}`` line; EOF stops.
 """
 
 from __future__ import annotations
@@ -25,18 +28,35 @@ written = 0
 
 
 class Baseline(pb_grpc.DeviceServiceServicer):
+    def __init__(self, frame_ms: int = 0) -> None:
+        self.frame_s = frame_ms / 1000
+        self.tick = asyncio.Event()  # set once per frame: every paced stream writes one packet
+
+    async def ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.frame_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self.tick.set()
+            self.tick = asyncio.Event()
+
     async def ServerAudioStream(
         self, request: pb.AudioStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AudioPacket]:
         global written
         while True:
+            if self.frame_s:
+                await self.tick.wait()
             written += 1
             yield PACKET
 
 
-async def main(pki_dir: Path) -> None:
+async def main(pki_dir: Path, frame_ms: int) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_DeviceServiceServicer_to_server(Baseline(), server)
+    baseline = Baseline(frame_ms)
+    pb_grpc.add_DeviceServiceServicer_to_server(baseline, server)
+    ticker = asyncio.create_task(baseline.ticker()) if frame_ms else None
     credentials = grpc.ssl_server_credentials(
         [((pki_dir / pki.SERVER_KEY).read_bytes(), (pki_dir / pki.SERVER_CERT).read_bytes())],
         root_certificates=(pki_dir / pki.CA_CERT).read_bytes(),
@@ -50,8 +70,10 @@ async def main(pki_dir: Path) -> None:
         if line.strip() == "sample":
             cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
             print("STATS " + json.dumps({"cpu_s": cpu, "packets": written}), flush=True)
+    if ticker is not None:
+        ticker.cancel()
     await server.stop(0)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0))

@@ -1,5 +1,6 @@
 """Where the server's time goes per audio packet: py-spy samples one server process while lean
-devices stream (``python -m bench.profile_server [DEVICES] [SECONDS]``).
+devices stream (``python -m bench.profile_server [DEVICES] [SECONDS] [--native]``; with
+``--native`` gRPC's C core shows too, at the price of pausing the server for each sample).
 
 Prints the functions holding the most samples, by own time and by total time (a function and
 what it calls), from py-spy's raw (collapsed-stack) output. Needs py-spy (``pip install py-spy``,
@@ -49,7 +50,7 @@ def summarise(raw: Path) -> tuple[collections.Counter[str], collections.Counter[
     return own, total, samples
 
 
-def profile(devices: int, seconds: float) -> None:
+def profile(devices: int, seconds: float, native: bool = False) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     redis_binary = shutil.which("redis-server")
     if not Path(spy).exists() or redis_binary is None:
@@ -74,12 +75,13 @@ def profile(devices: int, seconds: float) -> None:
 
         def start_sampling() -> dict[int, float]:
             if not sampler:
+                command = [
+                    spy, "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw),
+                    "--duration", str(int(seconds)), "--rate", "200",
+                    *(["--native"] if native else ["--nonblocking"]),
+                ]  # fmt: skip
                 sampler.append(
-                    subprocess.Popen(
-                        [spy, "record", "--pid", str(server.pid), "--format", "raw", "--output", str(raw),
-                         "--duration", str(int(seconds)), "--rate", "200", "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 )
             return {}
 
@@ -106,4 +108,5 @@ def profile(devices: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    profile(int(sys.argv[1]) if len(sys.argv) > 1 else 400, float(sys.argv[2]) if len(sys.argv) > 2 else 10.0)
+    args = [a for a in sys.argv[1:] if a != "--native"]
+    profile(int(args[0]) if args else 400, float(args[1]) if len(args) > 1 else 10.0, "--native" in sys.argv)

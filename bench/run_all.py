@@ -80,7 +80,7 @@ def main() -> int:
             asyncio.run(run(server, creds, args, floor, cores))
         if note := errors_note(server_log):
             print(f"  ({note})")
-        for own_process in ("bench_admin", "bench_bus", "bench_console"):  # grpc.aio binds to one loop
+        for own_process in OWN_PROCESSES:
             run_own_process(own_process)
         if not args.no_scale:
             bench_scale.run(floor=floor, pki_dir=disk_pki)
@@ -90,6 +90,15 @@ def main() -> int:
             bench_idle.run(args.idle_devices, pki_dir=disk_pki)
     print(f"\n(make bench took {(time.monotonic() - started) / 60:.1f} min)")
     return 0
+
+
+OWN_PROCESSES = (
+    "bench_admin",
+    "bench_announce",
+    "bench_bus",
+    "bench_console",
+    "bench_enrol",
+)  # grpc.aio: a loop each
 
 
 def run_own_process(module: str) -> None:

@@ -1,23 +1,30 @@
 #!/usr/bin/env python3
 """``make demo``: the product end to end on this machine.
 
-Provisions a development PKI if absent, starts the real server (mTLS) on
-127.0.0.1, connects a headless device with its certificate and walks it
-through Mode, Play, Stop (mid long sound), Play, Mode, Play (preempt). Then
-the operator side: ``audio-admin`` (the dev operator's certificate) lists the
-device, plays on it, and shows the audit line. Prints what the device saw and
-heard; exits 0 only if every check passed.
+Provisions a development PKI if absent (with an issuing CA for enrolment), starts
+the real server (mTLS) on 127.0.0.1, connects a headless device with its
+certificate and walks it through Mode, Play, Stop (mid long sound), Play, Mode,
+Play (preempt). Then the operator side: ``audio-admin`` (the dev operator's
+certificate) lists the device, plays on it, and shows the audit line. Last, a new
+device is enrolled with a one-time code instead of a copied key: the dev
+operator makes the code, ``audio-device enroll`` (a subprocess, in a directory of
+its own) makes the key, gets its certificate from the server's enrolment port,
+connects with it and plays. Prints what the devices saw and heard; exits 0 only
+if every check passed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +45,7 @@ COLOURS = ("white", "amber", "magenta", "cyan")
 START_TIMEOUT_S = 120.0
 STEP_TIMEOUT_S = 10.0
 DEV_OPERATOR = "dev-admin"
+ENROLLED = "kitchen-1"  # the device the demo enrols with a code (not in the dev PKI)
 
 
 def free_port() -> int:
@@ -200,6 +208,65 @@ async def operator_side(target: str, admin_target: str, pki_dir: Path) -> list[C
     return checks
 
 
+def enrol_cli(enroll_target: str, code: str, pin: str, device_dir: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "device", "enroll", "--server", enroll_target, "--code", code,
+               "--ca-fingerprint", pin, "--server-name", "localhost",
+               "--pki-dir", str(device_dir)]  # fmt: skip
+    print(f"\n$ audio-device enroll --server {enroll_target} --code {code} --ca-fingerprint {pin[:19]}... "
+          f"--pki-dir {device_dir}")  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    print(result.stdout.rstrip() or result.stderr.rstrip())
+    return result
+
+
+async def enrolment(target: str, admin_target: str, enroll_target: str, pki_dir: Path) -> list[Check]:
+    """A new device with a one-time code: its key is made on the device and never copied."""
+    checks: list[Check] = []
+    made = await asyncio.to_thread(
+        admin_cli,
+        admin_target,
+        pki_dir,
+        "--json",
+        "enrollments",
+        "create",
+        "--device",
+        ENROLLED,
+        "--ttl",
+        "1h",
+    )
+    answer = json.loads(made.stdout) if made.returncode == 0 else {}
+    code = answer.get("enrollments", [{}])[0].get("code", "")
+    pin = answer.get("ca_fingerprint", "")
+    checks.append(Check(f"operator makes a one-time code for acme/{ENROLLED}", bool(code and pin)))
+    with tempfile.TemporaryDirectory(prefix="demo-device-") as tmp:
+        device_dir = Path(tmp)
+        done = await asyncio.to_thread(enrol_cli, enroll_target, code, pin, device_dir)
+        cert, key = device_dir / f"devices/acme/{ENROLLED}.crt", device_dir / f"devices/acme/{ENROLLED}.key"
+        made_here = key.exists() and stat.S_IMODE(key.stat().st_mode) == 0o600
+        never_copied = not (pki_dir / f"devices/acme/{ENROLLED}.key").exists()
+        checks.append(
+            Check(
+                f"audio-device enroll: acme/{ENROLLED} enrolled with the code, its key made on the device",
+                done.returncode == 0 and made_here and never_copied,
+                f"key {key.relative_to(device_dir)} (0600) only in the device's directory",
+            )
+        )
+        again = await asyncio.to_thread(enrol_cli, enroll_target, code, pin, device_dir / "second")
+        checks.append(
+            Check("the code is single use: enrolling with it again is refused", again.returncode == 78)
+        )
+        if done.returncode != 0:
+            return [*checks, Check(f"acme/{ENROLLED} connects with its issued certificate and plays", False)]
+        sink = RecordingSink()
+        tls = load_tls_material(cert, key, device_dir / "ca.crt")
+        async with DeviceClient(target, tls, sink) as device:
+            await until(lambda: device.status_requests >= 1)
+            await device.press(PLAY)
+            heard = await until(lambda: bool(sink.sounds) and sink.sounds[0].packets > 0)
+        checks.append(Check(f"acme/{ENROLLED} connects with its issued certificate and plays", heard))
+    return checks
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pki-dir", type=Path, default=ROOT / "certs" / "dev")
@@ -214,9 +281,11 @@ def main() -> int:
     if not (args.pki_dir / "operators" / "acme" / f"{DEV_OPERATOR}.crt").exists():  # from before operators
         operator = ["operator", "--tenant", "acme", "--name", DEV_OPERATOR, "--role", "admin"]
         subprocess.run([*gen_certs, *operator, "--out", str(args.pki_dir)], check=True)
+    if not (args.pki_dir / "issuing" / "issuing-ca.crt").exists():  # enrolment issues from it
+        subprocess.run([*gen_certs, "issuing-ca", "--out", str(args.pki_dir)], check=True)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    port, admin_port = free_port(), free_port()
+    port, admin_port, enroll_port = free_port(), free_port(), free_port()
     log_path = args.out / "server.log"
     print(f"starting audio-server on 127.0.0.1:{port} (mTLS, PKI {args.pki_dir}); log: {log_path}")
     with log_path.open("w") as log_file:
@@ -239,6 +308,8 @@ def main() -> int:
                 "127.0.0.1:0",
                 "--admin-bind",
                 f"127.0.0.1:{admin_port}",
+                "--enroll-bind",
+                f"127.0.0.1:{enroll_port}",
             ],
             stderr=log_file,
             stdout=log_file,
@@ -256,6 +327,12 @@ def main() -> int:
             checks = asyncio.run(scenario(f"127.0.0.1:{port}", args.pki_dir, args.out))
             print("\nthe operator side, with the dev operator's certificate:")
             checks += asyncio.run(operator_side(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", args.pki_dir))
+            print(f"\na new device, acme/{ENROLLED}, enrolled with a one-time code (no key copied):")
+            checks += asyncio.run(
+                enrolment(
+                    f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", f"127.0.0.1:{enroll_port}", args.pki_dir
+                )
+            )
         finally:
             server.send_signal(signal.SIGTERM)
             try:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the Debian packages the service needs are present: libopus0 (Opus
 # codec used through opuslib) and a Python >= 3.11 with venv; with WITH_REDIS=1
-# also redis-server, with WITH_BROWSER=1 Debian's chromium (both for the tests). Installs them
+# also redis-server, with WITH_BROWSER=1 Debian's chromium, with WITH_SYSTEMD=1 systemd's
+# systemd-analyze (all for the tests; nothing starts systemd). Installs them
 # with apt-get when run as root; otherwise says exactly what to run.
 set -euo pipefail
 
@@ -21,6 +22,9 @@ if [ "${WITH_REDIS:-0}" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
 fi
 if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     missing+=(chromium)  # the console's browser tests drive it headless (Playwright)
+fi
+if [ "${WITH_SYSTEMD:-0}" = 1 ] && ! command -v systemd-analyze >/dev/null 2>&1; then
+    missing+=(systemd)  # systemd-analyze verify/security check pi/audio-device.service offline
 fi
 if [ "${WITH_PORTAUDIO:-0}" = 1 ] && ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'; then
     missing+=(libportaudio2)

@@ -2,12 +2,13 @@
 """Provision the fleet PKI: CA, server certificate, device certificates.
 
     gen_certs.py ca      --out DIR
+    gen_certs.py issuing-ca --out DIR [--days 365] [--rotate]   (DIR/issuing/, signed by DIR/ca.*)
     gen_certs.py server  --out DIR --dns NAME... --ip ADDR...
-    gen_certs.py device  --out DIR --tenant T --device D
+    gen_certs.py device  --out DIR --tenant T --device D [--issuing]
     gen_certs.py operator --out DIR --tenant T | --platform --name N --role viewer|operator|admin
     gen_certs.py dev     --out DIR          (a complete development PKI)
     gen_certs.py signing-key --out DIR      (a new Ed25519 token signing key in DIR/signing)
-    gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX
+    gen_certs.py revoke  --out DIR --tenant T --device D | --serial HEX | --cert FILE
     gen_certs.py k8s-secrets --out DIR [--namespace audio] \
         | kubectl apply --server-side --field-manager=audio-secrets -f -
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import json
 import os
 import sys
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:  # runnable from a checkout without installing
     sys.path.insert(0, str(ROOT / "src"))
 
-from auth import pki  # noqa: E402
+from auth import issuing_ca, pki  # noqa: E402
 from auth.errors import AuthError, PkiError  # noqa: E402
 from auth.identity import (  # noqa: E402
     DEFAULT_TRUST_DOMAIN,
@@ -60,9 +62,11 @@ def grant_group(out: Path, gid: int) -> None:
     """Let group ``gid`` read what the server reads (server key, signing keys): owner rw, group r.
 
     For a container whose user is not the files' owner (the image runs as uid/gid 10001).
-    The CA key and device keys are never shared: the server does not need them.
+    The CA key and device keys are never shared: the server does not need them (the issuing
+    CA's key it does: it issues enrolled devices' certificates).
     """
-    keys = [out / pki.SERVER_KEY, *sorted((out / SIGNING_DIR).glob("*.key"))]
+    _, issuing_key = issuing_ca.issuing_paths(out)
+    keys = [out / pki.SERVER_KEY, issuing_key, *sorted((out / SIGNING_DIR).glob("*.key"))]
     for path in [p for p in keys if p.exists()]:
         os.chown(path, -1, gid)
         path.chmod(GROUP_READABLE)
@@ -76,6 +80,28 @@ def cmd_ca(out: Path, force: bool) -> None:
     _say(out / pki.CA_KEY, "CA private key (0600; keep it offline in production)")
 
 
+def cmd_issuing_ca(out: Path, trust_domain: str, days: int, rotate: bool) -> None:
+    """An issuing CA signed by the root in DIR (the root's key is needed once, here)."""
+    if days < 1:
+        raise PkiError(f"--days {days}: an issuing CA lives at least a day")
+    root = pki.load_ca(out)
+    material = issuing_ca.create_issuing_ca(root, trust_domain, dt.timedelta(days=days))
+    retired = issuing_ca.write_issuing_ca(material, out, rotate=rotate)
+    cert_path, key_path = issuing_ca.issuing_paths(out)
+    if retired is not None:
+        _say(
+            retired,
+            "the previous issuing CA's certificate (its devices keep working until it expires "
+            "or is revoked: gen_certs.py revoke --cert FILE)",
+        )
+    _say(
+        cert_path,
+        f"issuing CA (pathLen 0; names: URIs of {trust_domain} only; until "
+        f"{material.cert.not_valid_after_utc:%Y-%m-%d})",
+    )
+    _say(key_path, "issuing CA private key (0600; the server's, in a Secret of its own)")
+
+
 def cmd_server(out: Path, dns: Sequence[str], ips: Sequence[str], force: bool) -> None:
     ca = pki.load_ca(out)
     server = pki.issue_server_cert(ca, list(dns), list(ips))
@@ -85,13 +111,22 @@ def cmd_server(out: Path, dns: Sequence[str], ips: Sequence[str], force: bool) -
     _say(out / pki.SERVER_KEY, "server private key (0600)")
 
 
-def cmd_device(out: Path, tenant: str, device: str, trust_domain: str, force: bool) -> None:
-    ca = pki.load_ca(out)
+def cmd_device(
+    out: Path, tenant: str, device: str, trust_domain: str, force: bool, issuing: bool = False
+) -> None:
+    """A device certificate signed by the root, or (``issuing``) by the issuing CA: then the
+    certificate file holds the device certificate followed by the issuing CA's."""
     identity = Identity(validate_id(tenant, "tenant"), validate_id(device, "device"))
-    material = pki.issue_device_cert(ca, identity, trust_domain)
     cert_path, key_path = pki.device_paths(out, identity)
-    pki.write_certified_key(material, cert_path, key_path, force=force)
-    _say(cert_path, f"device certificate for {identity.spiffe_id(trust_domain)}")
+    if issuing:
+        ca = issuing_ca.load_issuing_ca(out)
+        material = pki.issue_device_cert(ca, identity, trust_domain)
+        issuing_ca.write_chain(material, ca.cert, cert_path, key_path, force=force)
+    else:
+        material = pki.issue_device_cert(pki.load_ca(out), identity, trust_domain)
+        pki.write_certified_key(material, cert_path, key_path, force=force)
+    via = " (leaf + issuing CA)" if issuing else ""
+    _say(cert_path, f"device certificate for {identity.spiffe_id(trust_domain)}{via}")
     _say(key_path, "device private key (0600)")
 
 
@@ -116,9 +151,13 @@ def cmd_signing_key(out: Path) -> None:
     )
 
 
-def cmd_revoke(out: Path, tenant: str | None, device: str | None, serials: Sequence[str]) -> None:
+def cmd_revoke(
+    out: Path, tenant: str | None, device: str | None, serials: Sequence[str], certs: Sequence[Path] = ()
+) -> None:
+    """Add serials to the root's CRL: root-issued devices, issuing CAs (which revokes every device
+    they issued) and devices an issuing CA issued (serials are matched whoever issued them)."""
     ca = pki.load_ca(out)
-    targets: list[int] = []
+    targets: list[int] = [pki.load_certificate(path).serial_number for path in certs]
     if tenant or device:
         if not (tenant and device):
             raise PkiError("give both --tenant and --device, or --serial")
@@ -134,7 +173,7 @@ def cmd_revoke(out: Path, tenant: str | None, device: str | None, serials: Seque
         except ValueError:
             raise PkiError(f"--serial {text!r} is not a hexadecimal serial number") from None
     if not targets:
-        raise PkiError("nothing to revoke: give --tenant and --device, or --serial")
+        raise PkiError("nothing to revoke: give --tenant and --device, --serial or --cert")
     listed = revoke(ca, out / CRL_FILE, targets)
     for serial in targets:
         print(f"revoked serial {serial:x}")
@@ -162,7 +201,8 @@ K8S_APPLY = "kubectl apply --server-side --field-manager=audio-secrets -f -"
 
 
 def cmd_k8s_secrets(out: Path, namespace: str) -> None:
-    """Print the three Secrets the Deployment mounts, as a JSON List for server-side apply (K8S_APPLY).
+    """Print the Secrets the Deployment mounts, as a JSON List for server-side apply (K8S_APPLY):
+    three, and the issuing CA's (``audio-issuing-ca``) when DIR has one.
 
     Server-side apply: a plain ``kubectl apply`` would copy every key into the
     ``kubectl.kubernetes.io/last-applied-configuration`` annotation of each Secret.
@@ -186,6 +226,11 @@ def cmd_k8s_secrets(out: Path, namespace: str) -> None:
         secret("audio-fleet-ca", namespace, ca_files),
         secret("audio-signing-keys", namespace, {key.name: key.read_bytes() for key in keys}),
     ]
+    cert_path, key_path = issuing_ca.issuing_paths(out)
+    if key_path.exists():  # the enrolment service's key: a Secret of its own (never the root's key)
+        issuing = pki.load_certified_key(cert_path, key_path)
+        files = {cert_path.name: issuing.cert_pem(), key_path.name: issuing.key_pem()}
+        items.append(secret("audio-issuing-ca", namespace, files))
     print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2))
 
 
@@ -212,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="overwrite existing material")
 
     common(sub.add_parser("ca", help="create the fleet CA"))
+    p = sub.add_parser(
+        "issuing-ca",
+        help="create the issuing CA in DIR/issuing (signed by DIR/ca.*: pathLen 0, URIs of the trust "
+        "domain only); the server issues enrolled devices' certificates with it",
+    )
+    p.add_argument("--out", type=Path, required=True, help="PKI directory (with the root's ca.key)")
+    p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    p.add_argument("--days", type=int, default=issuing_ca.ISSUING_VALIDITY.days, help="lifetime")
+    p.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace an existing issuing CA (its certificate is kept in DIR/issuing/retired)",
+    )
     p = sub.add_parser("server", help="issue the server certificate (signed by DIR/ca.*)")
     common(p)
     p.add_argument("--dns", nargs="*", default=[], metavar="NAME", help="DNS names")
@@ -221,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--device", required=True)
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    p.add_argument(
+        "--issuing",
+        action="store_true",
+        help="sign with the issuing CA (DIR/issuing) instead of the root; the file holds leaf + CA",
+    )
     p = sub.add_parser(
         "operator", help="issue an operator certificate: DIR/operators/TENANT/NAME.* (role signed in)"
     )
@@ -238,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
     p = sub.add_parser("signing-key", help="a new Ed25519 token signing key in DIR/signing")
     p.add_argument("--out", type=Path, required=True, help="PKI directory")
-    for name in ("server", "dev", "signing-key"):
+    for name in ("server", "dev", "signing-key", "issuing-ca"):
         sub.choices[name].add_argument(
             "--group",
             type=int,
@@ -246,11 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="also let this group read the server and signing keys (0640), e.g. 10001 for the "
             "Docker image's user; the CA and device keys stay 0600",
         )
-    p = sub.add_parser("revoke", help="revoke a device certificate (writes DIR/crl.pem, signed by the CA)")
+    p = sub.add_parser(
+        "revoke", help="revoke device or issuing CA certificates (writes DIR/crl.pem, signed by the root)"
+    )
     p.add_argument("--out", type=Path, required=True, help="PKI directory")
     p.add_argument("--tenant")
     p.add_argument("--device")
     p.add_argument("--serial", nargs="*", default=[], metavar="HEX", help="certificate serial numbers")
+    p.add_argument(
+        "--cert",
+        nargs="*",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="certificate files (the first certificate of each): a device's, an issuing CA's",
+    )
     p = sub.add_parser(
         "k8s-secrets",
         help=f"print the Kubernetes Secrets (JSON) for: {K8S_APPLY} (no key copy in an annotation)",
@@ -267,10 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             validate_trust_domain(args.trust_domain)
         if args.command == "ca":
             cmd_ca(args.out, args.force)
+        elif args.command == "issuing-ca":
+            cmd_issuing_ca(args.out, args.trust_domain, args.days, args.rotate)
         elif args.command == "server":
             cmd_server(args.out, args.dns, args.ip, args.force)
         elif args.command == "device":
-            cmd_device(args.out, args.tenant, args.device, args.trust_domain, args.force)
+            cmd_device(args.out, args.tenant, args.device, args.trust_domain, args.force, args.issuing)
         elif args.command == "operator":
             tenant = None if args.platform else validate_id(args.tenant, "tenant")
             cmd_operator(args.out, tenant, args.name, args.role, args.trust_domain, args.force)
@@ -279,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "signing-key":
             cmd_signing_key(args.out)
         elif args.command == "revoke":
-            cmd_revoke(args.out, args.tenant, args.device, args.serial)
+            cmd_revoke(args.out, args.tenant, args.device, args.serial, args.cert)
         elif args.command == "k8s-secrets":
             cmd_k8s_secrets(args.out, args.namespace)
         if getattr(args, "group", None) is not None:

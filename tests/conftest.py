@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -145,3 +148,18 @@ def admin(pki: EphemeralPki) -> Admin:
             yield c.stub
 
     return _admin
+
+
+@pytest.fixture(scope="session")
+def device_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Pi client's own wheel (pi/client), built once per run from this checkout."""
+    client = Path(__file__).resolve().parent.parent / "pi" / "client"
+    out = tmp_path_factory.mktemp("device-wheel")
+    shutil.rmtree(client / "build", ignore_errors=True)  # a stale build/lib would leak removed modules
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, client],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("pi_audio_device-*.whl")
+    return built

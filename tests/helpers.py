@@ -14,6 +14,7 @@ from cryptography import x509
 
 from auth import pki
 from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
+from auth.issuing_ca import create_issuing_ca, write_issuing_ca
 from auth.keys import create_signing_key
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
@@ -30,6 +31,7 @@ class EphemeralPki:
     root: Path
     ca: pki.CertifiedKey = field(default_factory=pki.create_ca)
     _devices: dict[Identity, pki.CertifiedKey] = field(default_factory=dict)
+    _issuing: pki.CertifiedKey | None = None
 
     def __post_init__(self) -> None:
         self.server = pki.issue_server_cert(self.ca, ["localhost"], ["127.0.0.1"])
@@ -43,6 +45,20 @@ class EphemeralPki:
         if identity not in self._devices:
             self._devices[identity] = pki.issue_device_cert(self.ca, identity, DEFAULT_TRUST_DOMAIN)
         return self._devices[identity]
+
+    def issuing_ca(self) -> pki.CertifiedKey:
+        """This PKI's issuing CA (made on first use, signed by the root; written to
+        ROOT/issuing, where a server with --enroll-bind finds it)."""
+        if self._issuing is None:
+            self._issuing = create_issuing_ca(self.ca, DEFAULT_TRUST_DOMAIN)
+            write_issuing_ca(self._issuing, self.root)
+        return self._issuing
+
+    def issued_tls(self, tenant: str, device: str, issuing: pki.CertifiedKey | None = None) -> TlsMaterial:
+        """A device certificate from an issuing CA (this PKI's by default), sent as leaf + CA."""
+        ca = issuing or self.issuing_ca()
+        leaf = pki.issue_device_cert(ca, Identity(tenant, device), DEFAULT_TRUST_DOMAIN)
+        return TlsMaterial(leaf.cert_pem() + ca.cert_pem(), leaf.key_pem(), self.ca.cert_pem())
 
     def issue_plain(self) -> pki.CertifiedKey:
         """A client certificate from this CA with no identity at all."""
@@ -92,12 +108,12 @@ def mode_of(leds: list[int]) -> int | None:
     return MODE_PALETTE.index(colour) * MODE_LEDS + index
 
 
-def best_correlation(
-    received: npt.NDArray[np.int16], reference: npt.NDArray[np.int16], max_lag: int = 1200
-) -> float:
-    """Normalised correlation of two signals at the best small lag (Opus adds a short delay)."""
-    a = received.astype(np.float64)
-    b = reference.astype(np.float64)
+def best_correlation(received: npt.ArrayLike, reference: npt.ArrayLike, max_lag: int = 1200) -> float:
+    """Normalised correlation of two signals at the best small lag (Opus adds a short delay).
+
+    Either may be a numpy array (the server's clips) or a plain buffer (a device's recording)."""
+    a = np.asarray(received, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
     best = 0.0
     for lag in range(0, max_lag, 8):
         n = min(len(a) - lag, len(b))

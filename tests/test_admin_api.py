@@ -79,6 +79,27 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
         "ResetSound": stub.ResetSound(apb.ResetSoundRequest(tenant=tenant, mode=1)),
         "RevokeDevice": stub.RevokeDevice(target),
         "UnrevokeDevice": stub.UnrevokeDevice(target),
+        "CreateEnrollments": stub.CreateEnrollments(
+            apb.CreateEnrollmentsRequest(tenant=tenant, device_id=device)
+        ),
+        "ListEnrollments": stub.ListEnrollments(apb.ListEnrollmentsRequest(tenant=tenant)),
+        "CancelEnrollment": stub.CancelEnrollment(
+            apb.CancelEnrollmentRequest(tenant=tenant, id="0123456789abcdef")
+        ),
+        "GetClaimCode": stub.GetClaimCode(apb.ClaimCodeRequest(tenant=tenant)),
+        "SetClaimCode": stub.SetClaimCode(apb.ClaimCodeRequest(tenant=tenant)),
+        "DisableClaimCode": stub.DisableClaimCode(apb.ClaimCodeRequest(tenant=tenant)),
+        "ListPendingEnrollments": stub.ListPendingEnrollments(apb.ClaimCodeRequest(tenant=tenant)),
+        "ApproveEnrollment": stub.ApproveEnrollment(
+            apb.DecideEnrollmentRequest(tenant=tenant, id="0123456789abcdef", device_id=device)
+        ),
+        "DenyEnrollment": stub.DenyEnrollment(
+            apb.DecideEnrollmentRequest(tenant=tenant, id="0123456789abcdef")
+        ),
+        "SetLabels": stub.SetLabels(
+            apb.SetLabelsRequest(device=target, set=[apb.Label(key="zone", value="a")])
+        ),
+        "Announce": stub.Announce(apb.AnnounceRequest(tenant=tenant, device_ids=[device], mode=0)),
     }
 
 
@@ -153,7 +174,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 12)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 21)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

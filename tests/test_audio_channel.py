@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from comms.gen import comms_pb2 as pb
-from server.audio.channel import AudioChannel, end_marker
+from server.audio.channel import WAIT, AudioChannel, end_marker
 from tests.helpers import sample
 
 LATE = 10.0  # seconds in the past: far beyond the 0.2 s bound
@@ -101,3 +101,18 @@ async def test_stop_discards_what_is_queued_and_the_fade_carries_the_start() -> 
     channel.put(now(), packet(b"fade", end=True))
     out = await drain(channel)
     assert [(p.data, p.is_start, p.is_end) for p in out] == [(b"fade", True, True)]
+
+
+async def test_pop_takes_what_is_due_without_waiting_and_says_when_to_wait() -> None:
+    """The stream's fast path: ``pop`` never waits; WAIT when empty and open, None once closed."""
+    channel = AudioChannel()
+    assert channel.pop(now()) is WAIT
+    first, stale = packet(b"a", start=True), packet(b"b")
+    channel.put(now() - LATE, stale)
+    channel.put(now(), first)
+    before = sample("audio_packets_skipped_total", reason="late")
+    assert channel.pop(now()) == first  # the stale one skipped on the way, and counted
+    assert sample("audio_packets_skipped_total", reason="late") == before + 1
+    assert channel.pop(now()) is WAIT
+    channel.close()
+    assert channel.pop(now()) is None

@@ -25,7 +25,6 @@ from tests.helpers import (
     EphemeralPki,
     auth_failures,
     build_cert,
-    button_event,
     counted_since,
     mode_of,
     wait_for,
@@ -42,8 +41,9 @@ async def call_each_method(port: int, creds: grpc.ChannelCredentials) -> dict[st
         stub = pb_grpc.DeviceServiceStub(channel)
         status = stub.StatusStream()
         codes["status"] = (await _read_error(status.read)).code()
+        # Refused on its headers: no event is written, since a client write racing the server's
+        # status can turn that status into INTERNAL on the client (grpc/grpc#36066).
         events = stub.EventStream()
-        await _ignore_errors(events.write(button_event(MODE)))
         codes["event"] = (await _read_error(events.read)).code()
         audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True))
         codes["audio"] = (await _read_error(audio.read)).code()
@@ -213,7 +213,8 @@ def build_cert_self_signed(ca: pki_lib.CertifiedKey) -> pki_lib.CertifiedKey:
 async def test_intermediate_minted_by_the_fleet_ca_cannot_mint_devices(
     server_factory: ServerFactory, pki: EphemeralPki, tmp_path: Path, connect: Connect
 ) -> None:
-    """A CA:TRUE certificate signed by a trusted CA mints globex/victim; TLS accepts the chain, we do not."""
+    """A CA:TRUE certificate signed by a trusted CA mints globex/victim; TLS accepts the chain, we do
+    not: an intermediate may issue devices only as an issuing CA (pathLen 0, name constraints)."""
     root = permissive_root()
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pki.ca.cert_pem() + root.cert_pem())
@@ -226,7 +227,7 @@ async def test_intermediate_minted_by_the_fleet_ca_cannot_mint_devices(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await spb_grpc.SessionServiceStub(channel).CreateSession(spb.CreateSessionRequest(), timeout=10)
     assert info.value.code() == UNAUTH  # the handshake passed: the application refused
-    assert counted_since(before) == {"cert_not_issued_by_ca": 1}
+    assert counted_since(before) == {"cert_issuing_ca": 1}
     async with connect(app, "acme", "fine") as fine:  # devices of either CA still work
         await fine.press(MODE)
         assert not fine.ends

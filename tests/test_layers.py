@@ -21,7 +21,8 @@ LAYERS = [  # lowest first
     {"access", "audio"},
     {"devices"},
     {"fleet"},
-    {"operator"},
+    {"announce"},
+    {"operator", "enrolment"},
     {"runtime"},
     {"root"},
 ]

@@ -25,7 +25,7 @@ from tests.test_admin_api import _upload_chunks, ref, refused
 from tests.test_admin_replicas import replica_pair
 from tests.test_fleet import held_by
 
-DEFAULT_SOUND_MAX_BYTES = 20 * 1024 * 1024  # the README's default for AUDIO_SERVER_SOUND_MAX_BYTES
+DEFAULT_SOUND_MAX_BYTES = 20 * 1024 * 1024  # AUDIO_SERVER_SOUND_MAX_BYTES default (docs/reference)
 WAV_HEADER = 80  # libsndfile's WAV header for 64-bit float samples
 WATCH_S = 2.0  # a change reaches a watcher within a second; twice that before the test gives up
 

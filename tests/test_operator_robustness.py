@@ -8,7 +8,7 @@ import datetime as dt
 import io
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ from auth.operators import OperatorIdentity, Role, operator_subject
 from comms.gen import admin_pb2 as apb
 from server.access.interceptor import BAD_MESSAGE_TEXT
 from server.app import AudioServer
+from server.audio.tenant_sounds import TenantSounds
 from server.operator.api import FleetAdmin
 from server.operator.console import live
 from server.operator.console.web import SECURITY_HEADERS
@@ -106,6 +107,26 @@ async def test_a_bug_after_a_change_landed_still_leaves_one_audit_event(
     assert "bookkeeping" not in error.details()
     revocations = [e for e in await audit_events(server) if e.action == "RevokeDevice"]
     assert [e.result for e in revocations] == ["INTERNAL"]
+
+
+async def test_a_bug_in_the_sounds_is_internal_not_a_store_outage(
+    server: AudioServer, admin: Admin, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, any exception from the sounds, history or sign-in links read as UNAVAILABLE (the
+    store being down), so an operator would wait out a bug; the store's real failures are mapped
+    where they happen (GuardedData) and stay UNAVAILABLE (tests/test_redis_faults.py)."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("sound table bug")
+
+    monkeypatch.setattr(TenantSounds, "list", broken)
+    async with admin(server, "acme") as ops:
+        error = await refused(ops.ListSounds(apb.ListSoundsRequest()))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "sound table bug" not in error.details()
+    listings = [e for e in await audit_events(server) if e.action == "ListSounds"]
+    assert [e.result for e in listings] == ["INTERNAL"]
+    assert any(r.exc_info and "sound table bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -376,12 +397,23 @@ async def test_live_streams_are_capped_per_session(
 
 
 HUGE = 2**32 - 1
+
+
+def label_request(key: str, value: str) -> apb.SetLabelsRequest:
+    return apb.SetLabelsRequest(
+        device=apb.DeviceRef(device_id="dev-1"), set=[apb.Label(key=key, value=value)]
+    )
+
+
 LONG = "x" * 10_000
 
 
-def _odd_requests(ops: Any) -> dict[str, list[Any]]:
-    """Per FleetService method: calls with oversized values and enum numbers protobuf does not know."""
+def _odd_requests(ops: Any) -> dict[str, Callable[[], list[Any]]]:
+    """Per FleetService method: calls with oversized values and enum numbers protobuf does not know.
+    Made when their method's turn comes (a gRPC call starts when it is made, and all of them at
+    once would exceed the listener's concurrent streams)."""
     long_ref = apb.DeviceRef(device_id=LONG)
+    dev_1 = apb.DeviceRef(device_id="dev-1")
     bad_refs = [long_ref, apb.DeviceRef(device_id=""), apb.DeviceRef(device_id="DEV 1")]
 
     async def chunks(mode: int) -> AsyncIterator[apb.UploadSoundChunk]:
@@ -393,34 +425,92 @@ def _odd_requests(ops: Any) -> dict[str, list[Any]]:
         return None
 
     return {
-        "ListDevices": [
+        "ListDevices": lambda: [
             ops.ListDevices(apb.ListDevicesRequest(online=99)),  # type: ignore[arg-type]
             ops.ListDevices(apb.ListDevicesRequest(search=LONG)),
             ops.ListDevices(apb.ListDevicesRequest(page_token=LONG)),
             ops.ListDevices(apb.ListDevicesRequest(tenant=LONG)),
+            ops.ListDevices(apb.ListDevicesRequest(selector=LONG)),
+            ops.ListDevices(apb.ListDevicesRequest(selector="zone")),
+            ops.ListDevices(apb.ListDevicesRequest(selector="zone=a,,floor=2")),
+            ops.ListDevices(apb.ListDevicesRequest(selector="zone=a,zone=b")),
         ],
-        "GetDevice": [ops.GetDevice(r) for r in bad_refs],
-        "ListDeviceEvents": [ops.ListDeviceEvents(r) for r in bad_refs],
-        "WatchDevices": [first(ops.WatchDevices(apb.WatchDevicesRequest(tenant=LONG)))],
-        "ListAuditEvents": [
+        "GetDevice": lambda: [ops.GetDevice(r) for r in bad_refs],
+        "ListDeviceEvents": lambda: [ops.ListDeviceEvents(r) for r in bad_refs],
+        "WatchDevices": lambda: [first(ops.WatchDevices(apb.WatchDevicesRequest(tenant=LONG)))],
+        "ListAuditEvents": lambda: [
             ops.ListAuditEvents(apb.ListAuditEventsRequest(action=LONG)),
             ops.ListAuditEvents(apb.ListAuditEventsRequest(device_id=LONG)),
             ops.ListAuditEvents(apb.ListAuditEventsRequest(operator=LONG)),
             ops.ListAuditEvents(apb.ListAuditEventsRequest(page_token=LONG)),
         ],
-        "ListSounds": [ops.ListSounds(apb.ListSoundsRequest(tenant=LONG))],
-        "SetMode": [
+        "ListSounds": lambda: [ops.ListSounds(apb.ListSoundsRequest(tenant=LONG))],
+        "SetMode": lambda: [
             ops.SetMode(apb.SetModeRequest(device=apb.DeviceRef(device_id="dev-1"), mode=HUGE)),
             ops.SetMode(apb.SetModeRequest(device=long_ref, mode=1)),
         ],
-        "Play": [ops.Play(r) for r in bad_refs],
-        "Stop": [ops.Stop(r) for r in bad_refs],
-        "Disconnect": [ops.Disconnect(r) for r in bad_refs],
-        "UploadSound": [ops.UploadSound(chunks(HUGE))],
-        "ResetSound": [ops.ResetSound(apb.ResetSoundRequest(mode=HUGE))],
-        "RevokeDevice": [ops.RevokeDevice(r) for r in bad_refs],
-        "UnrevokeDevice": [ops.UnrevokeDevice(r) for r in bad_refs],
-        "CreateConsoleLogin": [],  # takes no values
+        "Play": lambda: [ops.Play(r) for r in bad_refs],
+        "Stop": lambda: [ops.Stop(r) for r in bad_refs],
+        "Disconnect": lambda: [ops.Disconnect(r) for r in bad_refs],
+        "UploadSound": lambda: [ops.UploadSound(chunks(HUGE))],
+        "ResetSound": lambda: [ops.ResetSound(apb.ResetSoundRequest(mode=HUGE))],
+        "RevokeDevice": lambda: [ops.RevokeDevice(r) for r in bad_refs],
+        "UnrevokeDevice": lambda: [ops.UnrevokeDevice(r) for r in bad_refs],
+        "CreateConsoleLogin": lambda: [],  # takes no values
+        "CreateEnrollments": lambda: [
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(device_id=LONG)),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(count=HUGE, prefix="p-")),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(count=2, prefix=LONG)),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(device_id="x", ttl_s=1e300)),
+            ops.CreateEnrollments(apb.CreateEnrollmentsRequest(tenant=LONG, device_id="x")),
+        ],
+        "ListEnrollments": lambda: [ops.ListEnrollments(apb.ListEnrollmentsRequest(tenant=LONG))],
+        "CancelEnrollment": lambda: [
+            ops.CancelEnrollment(apb.CancelEnrollmentRequest(id=LONG)),
+            ops.CancelEnrollment(apb.CancelEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
+        ],
+        "GetClaimCode": lambda: [ops.GetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "SetClaimCode": lambda: [ops.SetClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "DisableClaimCode": lambda: [ops.DisableClaimCode(apb.ClaimCodeRequest(tenant=LONG))],
+        "ListPendingEnrollments": lambda: [ops.ListPendingEnrollments(apb.ClaimCodeRequest(tenant=LONG))],
+        "ApproveEnrollment": lambda: [
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id=LONG)),
+            ops.ApproveEnrollment(apb.DecideEnrollmentRequest(tenant=LONG, id="0123456789abcdef")),
+        ],
+        "DenyEnrollment": lambda: [
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id=LONG)),
+            ops.DenyEnrollment(apb.DecideEnrollmentRequest(id="0123456789abcdef", device_id="x")),
+        ],
+        "SetLabels": lambda: [
+            *(ops.SetLabels(apb.SetLabelsRequest(device=r)) for r in bad_refs),
+            ops.SetLabels(label_request(LONG, "a")),
+            ops.SetLabels(label_request("zone", LONG)),
+            ops.SetLabels(label_request("Zone", "a")),
+            ops.SetLabels(label_request("zone", "a b")),
+            ops.SetLabels(label_request("", "a")),
+            ops.SetLabels(apb.SetLabelsRequest(device=dev_1, remove=[LONG])),
+            ops.SetLabels(
+                apb.SetLabelsRequest(device=dev_1, set=[apb.Label(key=f"k{i}", value="v") for i in range(17)])
+            ),
+            ops.SetLabels(apb.SetLabelsRequest(device=dev_1, remove=["k"] * 10_000)),
+        ],
+        "Announce": lambda: [
+            ops.Announce(apb.AnnounceRequest(selector="all", mode=0, priority=HUGE)),
+            ops.Announce(apb.AnnounceRequest(selector="all", mode=HUGE)),
+            ops.Announce(apb.AnnounceRequest(selector="all", sound_name=LONG)),
+            ops.Announce(apb.AnnounceRequest(selector="all", sound_name="nope")),
+            ops.Announce(apb.AnnounceRequest(selector="all")),
+            ops.Announce(apb.AnnounceRequest(mode=0)),
+            ops.Announce(apb.AnnounceRequest(selector="all", device_ids=["dev-1"], mode=0)),
+            ops.Announce(apb.AnnounceRequest(selector=LONG, mode=0)),
+            ops.Announce(apb.AnnounceRequest(selector="zone=a,,b=c", mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=[LONG], mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=["DEV 1"], mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=["no-such"], mode=0)),
+            ops.Announce(apb.AnnounceRequest(device_ids=[f"d{i}" for i in range(1001)], mode=0)),
+            ops.Announce(apb.AnnounceRequest(tenant=LONG, selector="all", mode=0)),
+        ],
     }
 
 
@@ -432,7 +522,7 @@ async def test_oversized_and_unknown_values_on_every_method_are_refused_in_our_w
         assert set(requests) == set(REQUEST_CLASSES)  # a new method must be listed here
         refusals = 0
         for name, calls in requests.items():
-            for call in calls:
+            for call in calls():
                 error = await refused(call)
                 refusals += 1
                 # another tenant's (or a malformed) tenant is NOT_FOUND, like one that does not exist
@@ -482,6 +572,36 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/sounds/acme/1/upload", {"csrf": csrf, "file": "not a file"}),
             ],
             "/audit": [("GET", f"/audit?action={long}&page=abc&refused=maybe", None)],
+            "/enrolment": [
+                ("GET", f"/enrolment?tenant={long}", None),
+                ("GET", "/enrolment?tenant=globex", None),
+            ],
+            "/enrolment/{tenant}/codes": [
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "count": "²", "prefix": "p-"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "count": TWENTY_DIGITS, "prefix": "p-"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "device": "x", "ttl_hours": "-1"}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf, "device": long}),
+                ("POST", "/enrolment/acme/codes", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/codes", {"csrf": csrf, "device": "x"}),
+            ],
+            "/enrolment/{tenant}/codes/{id}/cancel": [
+                ("POST", f"/enrolment/acme/codes/{long}/cancel", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/codes/0123456789abcdef/cancel", {"csrf": csrf}),
+            ],
+            "/enrolment/{tenant}/requests/{id}/{action}": [
+                ("POST", "/enrolment/acme/requests/0123456789abcdef/explode", {"csrf": csrf}),
+                ("POST", f"/enrolment/acme/requests/{long}/approve", {"csrf": csrf}),
+                (
+                    "POST",
+                    "/enrolment/acme/requests/0123456789abcdef/approve",
+                    {"csrf": csrf, "device_id": long},
+                ),
+                ("POST", "/enrolment/globex/requests/0123456789abcdef/deny", {"csrf": csrf}),
+            ],
+            "/enrolment/{tenant}/claim/{action}": [
+                ("POST", "/enrolment/acme/claim/explode", {"csrf": csrf}),
+                ("POST", "/enrolment/globex/claim/enable", {"csrf": csrf}),
+            ],
         }
         assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed
         for route, probes in odd.items():

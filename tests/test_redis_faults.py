@@ -173,7 +173,7 @@ async def test_right_after_an_outage_longer_than_the_lease_operators_reach_live_
 
 
 async def test_every_operator_method_answers_unavailable_in_our_words_during_an_outage(
-    server_factory: ServerFactory, connect: Connect, admin: Admin, tmp_path: Path
+    server_factory: ServerFactory, connect: Connect, admin: Admin, tmp_path: Path, pki: EphemeralPki
 ) -> None:
     from collections.abc import Awaitable, Callable
     from typing import Any
@@ -185,8 +185,13 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
 
     redis = RedisServer(tmp_path / "redis").start()
     try:
+        pki.issuing_ca()  # enrolment on: its code methods need the store too
         app = await server_factory(
-            state_backend="redis", redis_url=redis.url, store_retry_s=0.05, console_bind="127.0.0.1:0"
+            state_backend="redis",
+            redis_url=redis.url,
+            store_retry_s=0.05,
+            console_bind="127.0.0.1:0",
+            enroll_bind="127.0.0.1:0",
         )
         async with connect(app, "acme", "dev-1"):
             pass  # the device exists in the store
@@ -212,6 +217,27 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                 "ResetSound": lambda: ops.ResetSound(apb.ResetSoundRequest(mode=0)),
                 "RevokeDevice": lambda: ops.RevokeDevice(ref("dev-1")),
                 "UnrevokeDevice": lambda: ops.UnrevokeDevice(ref("dev-1")),
+                "CreateEnrollments": lambda: ops.CreateEnrollments(
+                    apb.CreateEnrollmentsRequest(device_id="dev-2")
+                ),
+                "ListEnrollments": lambda: ops.ListEnrollments(apb.ListEnrollmentsRequest()),
+                "CancelEnrollment": lambda: ops.CancelEnrollment(
+                    apb.CancelEnrollmentRequest(id="0123456789abcdef")
+                ),
+                "GetClaimCode": lambda: ops.GetClaimCode(apb.ClaimCodeRequest()),
+                "SetClaimCode": lambda: ops.SetClaimCode(apb.ClaimCodeRequest()),
+                "DisableClaimCode": lambda: ops.DisableClaimCode(apb.ClaimCodeRequest()),
+                "ListPendingEnrollments": lambda: ops.ListPendingEnrollments(apb.ClaimCodeRequest()),
+                "ApproveEnrollment": lambda: ops.ApproveEnrollment(
+                    apb.DecideEnrollmentRequest(id="0123456789abcdef")
+                ),
+                "DenyEnrollment": lambda: ops.DenyEnrollment(
+                    apb.DecideEnrollmentRequest(id="0123456789abcdef")
+                ),
+                "SetLabels": lambda: ops.SetLabels(
+                    apb.SetLabelsRequest(device=ref("dev-1"), set=[apb.Label(key="zone", value="a")])
+                ),
+                "Announce": lambda: ops.Announce(apb.AnnounceRequest(selector="all", mode=0)),
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

@@ -33,7 +33,13 @@ ELSEWHERE: dict[Reason, str] = {
         "tests/test_operators.py::test_operator_paths_are_recognised_and_devices_are_not"
     ),
     Reason.CERT_NOT_ISSUED_BY_CA: (
+        "tests/test_issuing_ca.py::test_a_chain_one_level_deeper_is_refused_end_to_end"
+    ),
+    Reason.CERT_ISSUING_CA: (
         "tests/test_auth_rejections.py::test_intermediate_minted_by_the_fleet_ca_cannot_mint_devices"
+    ),
+    Reason.CERT_NAME_CONSTRAINTS: (
+        "tests/test_issuing_ca.py::test_a_leaf_outside_the_name_constraints_is_refused_by_our_own_check"
     ),
     Reason.CERTIFICATE_REVOKED: (
         "tests/test_security.py::test_revoked_cert_is_refused_and_its_live_streams_cut"

@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tests.helpers import EphemeralPki, wait_for
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-LISTENERS = ["bind", "admin_bind", "console_bind", "metrics_bind", "health_bind"]
+LISTENERS = ["bind", "admin_bind", "console_bind", "metrics_bind", "health_bind", "enroll_bind"]
 
 
 def open_files() -> list[str]:
@@ -54,9 +54,11 @@ def port_in_use() -> Iterator[int]:
 
 def full_settings(pki: EphemeralPki, tmp_path: Path, **overrides: Any) -> Any:
     """Every listener on, a state file (a file the failed start must close), fixed device port."""
+    pki.issuing_ca()  # enrolment's listener needs it
     values: dict[str, Any] = {
         "bind": f"127.0.0.1:{free_port()}",
         "console_bind": "127.0.0.1:0",
+        "enroll_bind": "127.0.0.1:0",
         "metrics_bind": f"127.0.0.1:{free_port()}",
         "state_backend": "sqlite",
         "state_path": tmp_path / "devices.sqlite3",

@@ -62,7 +62,7 @@ async def test_an_audio_stream_that_is_not_read_ends_the_session_after_the_write
             return (
                 controller is not None
                 and controller.session is not None
-                and (controller.session.audio_write_since is not None)
+                and controller.session.audio_write_pending
             )
 
         await wait_for(write_pending, timeout=5)

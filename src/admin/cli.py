@@ -3,9 +3,17 @@
     audio-admin --tenant acme --operator alice devices list [--watch]
     audio-admin ... devices show|events|play|stop|disconnect|revoke|unrevoke DEVICE
     audio-admin ... devices mode DEVICE N
+    audio-admin ... devices label DEVICE key=value ... [--remove KEY ...]
+    audio-admin ... devices list --selector zone=kitchen,floor=2
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
+    audio-admin ... announce (--selector S | --device ID ...) (--mode N | --sound NAME)
+                             [--priority N] [--no-resume]
     audio-admin ... console login
+    audio-admin ... enrollments create --device D [--ttl 24h] | --count N --prefix P [--csv]
+    audio-admin ... enrollments list | enrollments cancel ID
+    audio-admin ... enrollments claim enable|rotate|disable|show
+    audio-admin ... enrollments pending | approve ID [--device-id D] | deny ID
 
 Every failure is one line on stderr (offline device, not found, permission
 denied with the role needed, an unreachable server) and exit status 1.
@@ -26,11 +34,13 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from admin import enrolments
 from admin.client import FleetClient
 from admin.settings import AdminSettings
 from auth.errors import PkiError
 from comms.cli import parse_settings
 from comms.gen import admin_pb2 as apb
+from comms.renewal_words import renewal_words
 
 PROG = "audio-admin"
 CHUNK = 256 * 1024
@@ -55,7 +65,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     common = argparse.ArgumentParser(add_help=False, parents=[options])
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     shared = [common]
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{devices,sounds,audit,console}")
+    topics = parser.add_subparsers(
+        dest="topic", required=True, metavar="{devices,sounds,audit,console,enrollments,announce}"
+    )
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
     )
@@ -68,6 +80,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     online.add_argument("--offline", action="store_true", help="only devices offline now")
     listing.add_argument("--mode", type=int, help="only devices in this mode")
     listing.add_argument("--search", default="", help="device ids containing this")
+    listing.add_argument(
+        "--selector", default="", help="only devices whose labels match: key=value[,key=value...] or all"
+    )
     for name, text in (
         ("show", "everything about one device"),
         ("events", "its recent events: connects, presses, modes, sounds (newest first)"),
@@ -83,6 +98,12 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     )
     mode.add_argument("device")
     mode.add_argument("mode", type=int)
+    label = devices.add_parser(
+        "label", help="set (key=value) and remove (--remove KEY) the device's labels", parents=shared
+    )
+    label.add_argument("device")
+    label.add_argument("labels", nargs="*", metavar="key=value", help="labels to set (or change)")
+    label.add_argument("--remove", action="append", default=[], metavar="KEY", help="a label to remove")
     sounds = topics.add_parser("sounds", help="the tenant's sounds per mode").add_subparsers(
         dest="action", required=True
     )
@@ -101,6 +122,24 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
         "login", help="print a one-time sign-in link (5 minutes, usable once)", parents=shared
     )
     login.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the server to come up")
+    announce = topics.add_parser(
+        "announce",
+        help="play one sound on many devices at the same instant (they resume what they played)",
+        parents=shared,
+    )
+    announce.set_defaults(action="play")
+    targets = announce.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--selector", help="the devices whose labels match: key=value[,key=value...] or all")
+    targets.add_argument("--device", action="append", dest="devices", metavar="ID", help="a device (repeat)")
+    sound = announce.add_mutually_exclusive_group(required=True)
+    sound.add_argument("--mode", type=int, help="the sound a Play of this mode plays")
+    sound.add_argument("--sound", help="an uploaded sound, by its file name (extension optional)")
+    announce.add_argument(
+        "--priority", type=int, default=0, help="0..9: a higher one preempts a lower one (default 0)"
+    )
+    announce.add_argument(
+        "--no-resume", action="store_true", help="the interrupted sounds do not resume afterwards"
+    )
     audit = topics.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     events = audit.add_parser("list", help="newest first", parents=shared)
     events.add_argument("--device", default="")
@@ -108,6 +147,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     events.add_argument("--by", default="", help="operator name")
     events.add_argument("--refused", action="store_true", help="only refused calls")
     events.add_argument("--limit", type=int, default=50)
+    enrolments.configure(topics, shared)
 
 
 # --- output -------------------------------------------------------------------------
@@ -136,7 +176,13 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-DEVICE_HEADER = ("DEVICE", "STATE", "NODE", "MODE", "PLAYING", "BATTERY", "LAST SEEN", "CERT", "LAST END")
+DEVICE_HEADER = (
+    "DEVICE", "STATE", "NODE", "MODE", "PLAYING", "BATTERY", "LAST SEEN", "CERT", "LAST END", "LABELS"
+)  # fmt: skip
+
+
+def labels_text(device: apb.Device) -> str:
+    return ",".join(f"{label.key}={label.value}" for label in device.labels) or "-"
 
 
 def device_row(device: apb.Device, with_tenant: bool) -> list[str]:
@@ -148,12 +194,12 @@ def device_row(device: apb.Device, with_tenant: bool) -> list[str]:
     )
     battery = f"{device.battery_level:.0%}" if device.HasField("battery_level") else "-"
     cert = f"{device.cert_days_left} d" if device.HasField("cert_days_left") else "-"
-    if device.HasField("cert_days_left") and device.cert_days_left < 30:
-        cert += " (renew)"
+    if device.HasField("renewal") and renewal_words(device.renewal)[1]:
+        cert += " (renewal!)"  # failed, or overdue: `devices show` says which
     name = f"{device.tenant}/{device.device_id}" if with_tenant else device.device_id
     last_seen = "now" if device.online else when(device.last_seen_unix)
     return [name, state, device.node or "-", str(device.mode), playing, battery, last_seen, cert,
-            device.last_disconnect_reason or "-"]  # fmt: skip
+            device.last_disconnect_reason or "-", labels_text(device)]  # fmt: skip
 
 
 def show_device(device: apb.Device) -> str:
@@ -162,6 +208,9 @@ def show_device(device: apb.Device) -> str:
     facts["CONNECTED SINCE"] = when(device.connected_since_unix) if device.online else "-"
     facts["SESSION"] = device.session_id or "-"
     facts["CERT SERIAL"] = device.cert_serial or "-"
+    if device.HasField("renewal"):
+        words, look = renewal_words(device.renewal)
+        facts["RENEWAL"] = f"{words} (!)" if look else words
     facts["BUTTONS"] = ", ".join(device.buttons) or "-"
     facts["LEDS"] = ", ".join(f"{led.index}: {led.label}" for led in device.leds)
     lines += [f"  {name.lower():<16} {value}" for name, value in facts.items()]
@@ -190,7 +239,9 @@ class Cli:
         await handler()
 
     async def devices_list(self) -> None:
-        request = apb.ListDevicesRequest(tenant=self.tenant, search=self.args.search, page_size=1000)
+        request = apb.ListDevicesRequest(
+            tenant=self.tenant, search=self.args.search, selector=self.args.selector, page_size=1000
+        )
         if self.args.online:
             request.online = apb.ListDevicesRequest.ONLINE
         elif self.args.offline:
@@ -271,6 +322,19 @@ class Cli:
         where = "stored for its next connection (offline)" if result.stored_only else f"on {result.node}"
         self.out(result, f"mode {self.args.mode} for {self.args.device}: {where}")
 
+    async def devices_label(self) -> None:
+        pairs = []
+        for term in self.args.labels:
+            key, equals, value = term.partition("=")
+            if not equals:
+                raise CliError(f"{term!r} is not key=value (remove a label with --remove KEY)")
+            pairs.append(apb.Label(key=key, value=value))
+        if not pairs and not self.args.remove:
+            raise CliError("give labels to set (key=value) or --remove KEY")
+        request = apb.SetLabelsRequest(device=self.ref(), set=pairs, remove=self.args.remove)
+        device = await self.stub.SetLabels(request, timeout=self.settings.timeout_s)
+        self.out(device, f"labels of {self.args.device}: {labels_text(device)}")
+
     async def sounds_list(self) -> None:
         sounds = (await self.stub.ListSounds(apb.ListSoundsRequest(tenant=self.tenant))).sounds
         if self.json:
@@ -302,6 +366,22 @@ class Cli:
         request = apb.ResetSoundRequest(tenant=self.tenant, mode=self.args.mode)
         sound = await self.stub.ResetSound(request, timeout=self.settings.timeout_s)
         self.out(sound, f"mode {sound.mode}: back to the built-in sound ({sound.length_s:.1f} s)")
+
+    async def announce_play(self) -> None:
+        args = self.args
+        request = apb.AnnounceRequest(
+            tenant=self.tenant,
+            selector=args.selector or "",
+            device_ids=args.devices or [],
+            priority=args.priority,
+            no_resume=args.no_resume,
+        )
+        if args.mode is not None:
+            request.mode = args.mode
+        else:
+            request.sound_name = args.sound
+        result = await self.stub.Announce(request, timeout=max(self.settings.timeout_s, 15))
+        self.out(result, announce_report(result, args.selector or ""))
 
     async def console_login(self) -> None:
         request = apb.CreateConsoleLoginRequest()
@@ -336,6 +416,71 @@ class Cli:
             for e in events
         ]  # fmt: skip
         print(table(rows, ("TIME", "OPERATOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL")))
+
+    async def enrollments_create(self) -> None:
+        request = apb.CreateEnrollmentsRequest(tenant=self.tenant, ttl_s=self.args.ttl)
+        if self.args.device:
+            request.device_id = self.args.device
+        else:
+            if self.args.count < 1 or not self.args.prefix:
+                raise CliError("--count N needs --prefix P (devices P1 .. PN)")
+            request.count, request.prefix = self.args.count, self.args.prefix
+        response = await self.stub.CreateEnrollments(request, timeout=self.settings.timeout_s)
+        self.out(response, enrolments.created_text(response, self.args.csv, table))
+
+    async def enrollments_list(self) -> None:
+        request = apb.ListEnrollmentsRequest(tenant=self.tenant)
+        response = await self.stub.ListEnrollments(request, timeout=self.settings.timeout_s)
+        self.out(response, enrolments.listed_text(response.enrollments, table))
+
+    async def enrollments_cancel(self) -> None:
+        request = apb.CancelEnrollmentRequest(tenant=self.tenant, id=self.args.id)
+        cancelled = await self.stub.CancelEnrollment(request, timeout=self.settings.timeout_s)
+        self.out(cancelled, f"cancelled the code for {cancelled.tenant}/{cancelled.device_id}")
+
+    async def enrollments_claim(self) -> None:
+        request, action = apb.ClaimCodeRequest(tenant=self.tenant), self.args.claim_action
+        method = {"enable": "SetClaimCode", "rotate": "SetClaimCode", "disable": "DisableClaimCode"}
+        call = getattr(self.stub, method.get(action, "GetClaimCode"))
+        claim = await call(request, timeout=self.settings.timeout_s)
+        self.out(claim, enrolments.claim_text(claim))
+
+    async def enrollments_pending(self) -> None:
+        request = apb.ClaimCodeRequest(tenant=self.tenant)
+        response = await self.stub.ListPendingEnrollments(request, timeout=self.settings.timeout_s)
+        self.out(response, enrolments.pending_text(response.requests, table))
+
+    async def enrollments_approve(self) -> None:
+        request = apb.DecideEnrollmentRequest(
+            tenant=self.tenant, id=self.args.id, device_id=self.args.device_id
+        )
+        decided = await self.stub.ApproveEnrollment(request, timeout=self.settings.timeout_s)
+        self.out(decided, enrolments.decided_text(decided))
+
+    async def enrollments_deny(self) -> None:
+        request = apb.DecideEnrollmentRequest(tenant=self.tenant, id=self.args.id)
+        decided = await self.stub.DenyEnrollment(request, timeout=self.settings.timeout_s)
+        self.out(decided, enrolments.decided_text(decided))
+
+
+def announce_report(result: apb.AnnounceResult, selector: str) -> str:
+    """The outcome per device as a table, under one line of counts."""
+    if not result.targeted:
+        return f"0 devices match {selector}: nothing played" if selector else "0 devices: nothing played"
+    at = (
+        time.strftime("%H:%M:%S", time.localtime(result.start_unix))
+        + f".{int(result.start_unix * 1000) % 1000:03d}"
+    )
+    head = (
+        f"announcement {result.announcement_id[:12]} ({result.sound}) at {at}: {result.targeted} targeted, "
+        f"{len(result.started)} started, {len(result.offline)} offline, {len(result.refused)} refused"
+    )
+    rows = sorted(
+        [[d, "started"] for d in result.started]
+        + [[d, "offline"] for d in result.offline]
+        + [[d, "refused (a higher or equal announcement plays)"] for d in result.refused]
+    )
+    return head + "\n" + table(rows, ("DEVICE", "RESULT"))
 
 
 def _params(parameters: str) -> str:

@@ -12,11 +12,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
-from auth.errors import IdentityError, PkiError
+from auth.errors import CertificateNotIssuedByCa, CertificateProfileError, IdentityError, PkiError
 from auth.identity import Identity, identity_from_certificate
+from auth.profile import check_chain
 from auth.tls import TlsMaterial, parse_tls_files
 
 
@@ -34,6 +32,15 @@ class DeviceCredentials:
     identity: Identity
     not_after: dt.datetime
     warnings: list[str] = field(default_factory=list)
+    not_before: dt.datetime | None = None  # with not_after: when the client renews it
+
+
+def expired_text(not_after: dt.datetime) -> str:
+    """The one line a device says when its certificate has expired (start-up or while running)."""
+    return (
+        f"device certificate expired on {not_after:%Y-%m-%d %H:%M} UTC; an expired certificate cannot "
+        "renew: enrol this device again with a new code (audio-device enroll --force ...)"
+    )
 
 
 def load_device_credentials(
@@ -53,8 +60,20 @@ def load_device_credentials(
         warnings.append(
             f"private key {key_path} is readable by others (mode {mode:o}); run: chmod 600 {key_path}"
         )
-    if not any(_signed_by(cert, ca) for ca in parsed.cas):
-        raise CredentialError(f"device certificate {cert_path} is not signed by the CA in {ca_path}")
+    try:
+        issuing = check_chain(cert, parsed.chain, parsed.cas, trust_domain)
+    except CertificateNotIssuedByCa:
+        raise CredentialError(
+            f"device certificate {cert_path} is not signed by the CA in {ca_path} "
+            "(nor by an issuing CA of it that follows the certificate in the file)"
+        ) from None
+    except CertificateProfileError as exc:
+        raise CredentialError(f"device certificate {cert_path} cannot be used: {exc}") from None
+    if issuing is not None and now > issuing.not_valid_after_utc:
+        raise CredentialError(
+            f"the issuing CA in {cert_path} expired on {issuing.not_valid_after_utc:%Y-%m-%d} UTC: "
+            "enrol the device again"
+        )
     if now < cert.not_valid_before_utc:
         error = CredentialError(
             f"device certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
@@ -63,19 +82,11 @@ def load_device_credentials(
         error.permanent = False
         raise error
     if now > cert.not_valid_after_utc:
-        raise CredentialError(
-            f"device certificate expired on {cert.not_valid_after_utc:%Y-%m-%d} UTC: provision a new one"
-        )
+        raise CredentialError(expired_text(cert.not_valid_after_utc))
     try:
         identity = identity_from_certificate(cert, trust_domain)
     except IdentityError as exc:
         raise CredentialError(f"device certificate carries no device identity: {exc}") from None
-    return DeviceCredentials(parsed.material, identity, cert.not_valid_after_utc, warnings)
-
-
-def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    return DeviceCredentials(
+        parsed.material, identity, cert.not_valid_after_utc, warnings, cert.not_valid_before_utc
+    )

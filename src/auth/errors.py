@@ -80,9 +80,23 @@ class CertificateKeyUsage(CertificateProfileError):
 
 
 class CertificateNotIssuedByCa(CertificateProfileError):
-    """The certificate was not signed directly by a CA of the configured bundle."""
+    """Neither a CA of the configured bundle nor an issuing CA it signed signed the certificate
+    (a chain deeper than leaf -> issuing CA -> bundle CA is refused here too)."""
 
     reason = Reason.CERT_NOT_ISSUED_BY_CA
+
+
+class CertificateIssuingCa(CertificateProfileError):
+    """The leaf's intermediate is not an issuing CA of this fleet: CA:TRUE with pathLen 0,
+    keyCertSign, and critical name constraints that permit only this trust domain's URIs."""
+
+    reason = Reason.CERT_ISSUING_CA
+
+
+class CertificateNameConstraints(CertificateProfileError):
+    """The leaf names something its issuing CA's name constraints do not permit."""
+
+    reason = Reason.CERT_NAME_CONSTRAINTS
 
 
 class PkiError(AuthError):

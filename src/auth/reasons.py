@@ -24,6 +24,8 @@ class Reason(StrEnum):
     CERT_NOT_LEAF = "cert_not_leaf"
     CERT_KEY_USAGE = "cert_key_usage"
     CERT_NOT_ISSUED_BY_CA = "cert_not_issued_by_ca"
+    CERT_ISSUING_CA = "cert_issuing_ca"  # the leaf's issuing CA breaks the issuing-CA profile
+    CERT_NAME_CONSTRAINTS = "cert_name_constraints"  # the leaf is outside its issuing CA's names
     CERTIFICATE_REVOKED = "certificate_revoked"
     DEVICE_REVOKED = "device_revoked"
     ROLE_INSUFFICIENT = "role_insufficient"

@@ -42,6 +42,7 @@ class ParsedTls:
     material: TlsMaterial
     leaf: x509.Certificate
     cas: list[x509.Certificate]
+    chain: list[x509.Certificate]  # what the certificate file holds after the leaf (an issuing CA)
 
 
 def parse_tls_files(cert: Path, key: Path, ca: Path, role: str = "", hint: str = "") -> ParsedTls:
@@ -55,7 +56,7 @@ def parse_tls_files(cert: Path, key: Path, ca: Path, role: str = "", hint: str =
     key_pem = _read(key, f"{prefix}private key", hint)
     ca_pem = _read(ca, "CA bundle", hint)
     try:
-        leaf = x509.load_pem_x509_certificate(cert_pem)
+        leaf, *chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
         raise PkiError(f"{prefix}certificate is not a PEM X.509 certificate: {cert}") from None
     try:
@@ -72,7 +73,7 @@ def parse_tls_files(cert: Path, key: Path, ca: Path, role: str = "", hint: str =
     der = serialization.Encoding.DER
     if private.public_key().public_bytes(der, public) != leaf.public_key().public_bytes(der, public):
         raise PkiError(f"private key {key} does not match certificate {cert}")
-    return ParsedTls(TlsMaterial(cert_pem, key_pem, ca_pem), leaf, cas)
+    return ParsedTls(TlsMaterial(cert_pem, key_pem, ca_pem), leaf, cas, chain)
 
 
 def load_tls_material(cert: Path, key: Path, ca: Path) -> TlsMaterial:

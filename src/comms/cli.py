@@ -1,7 +1,7 @@
 """Start-up of both programs: settings from flags, env and .env, or one clear line and exit 1.
 
 The command line is built from the settings model itself, so ``--help`` reads
-like the README's table (what it is, its default in words, its env var, its
+like the settings reference in docs/reference (what it is, its default in words, its env var, its
 range) and can never miss a setting. Precedence: flag > environment > .env >
 default. Unknown ``AUDIO_SERVER_*`` / ``AUDIO_DEVICE_*`` names (a typo silently
 ignored would be worse) stop start-up with the closest real name; a bad value

@@ -4,6 +4,8 @@ On a Pi: GPIO buttons and LEDs (gpiozero), the speaker (sounddevice).
 ``--simulate``: mock pins, the 6 LEDs drawn in their real colours in the
 terminal, keys for the buttons (c Connect, m Mode, s Stop, p Play, then
 Enter; q quits), audio to the speakers if present, else to WAV files.
+``audio-device enroll --server HOST:PORT --code CODE --ca-fingerprint SHA256:...``: get this
+device's certificate with a one-time code first (its key is made here and never sent).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from device.settings import DeviceSettings
 SIMULATE_HELP = (
     "Run without a Raspberry Pi: mock pins, the LEDs drawn in the terminal, keys for the buttons "
     "(c Connect, m Mode, s Stop, p Play, then Enter; q quits), sound to the speaker or WAV files. "
-    "Needs gpiozero (pip install 'pi-audio-service[device]'; on a Pi '[pi]'). Command line only."
+    "Needs gpiozero (pip install 'pi-audio-device[sim]', or 'pi-audio-service[device]' in a checkout). "
+    "Command line only."
 )
 MISSING_DEPENDENCIES = (
-    "audio-device: the device dependencies are not installed: pip install 'pi-audio-service[pi]' "
-    "on a Raspberry Pi, or 'pi-audio-service[device]' for --simulate"
+    "audio-device: the device dependencies are not installed: on a Raspberry Pi run pi/install.sh "
+    "(or pip install 'pi-audio-device[pi]'); for --simulate pip install 'pi-audio-device[sim]'"
 )
 
 
@@ -37,6 +40,11 @@ def _device_dependencies_present() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["enroll"]:  # get a certificate with a one-time code (device.enrol)
+        from device.enrol import main as enrol
+
+        return enrol(args[1:])
     parsed = parse_settings(  # --help ends here: it needs none of the device dependencies
         DeviceSettings,
         "audio-device",

@@ -18,6 +18,7 @@ from typing import Any
 
 from auth.device_credentials import DeviceCredentials
 from comms.audio_format import FRAME_MS
+from comms.gen.session_pb2 import CreateSessionResponse
 from comms.tasks import cancel_and_wait
 from device.audio_sink import AudioSink
 from device.backoff import Backoff
@@ -25,6 +26,7 @@ from device.client import DeviceClient
 from device.connection import ConnectionManager, LinkState
 from device.gpio import HOLD, PRESS, RELEASE, Board
 from device.playback import JitterPlayer, PacedOutput
+from device.renewal import CertificateFiles, RenewalPolicy, Renewer
 from device.settings import DeviceSettings
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,11 @@ class DeviceApp:
         self.dropped_presses = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self.files = CertificateFiles(settings.cert, settings.key, settings.ca)  # type: ignore[arg-type]
+        self.renewer: Renewer | None = None
+        self.stopped = asyncio.Event()  # the client cannot go on (``exit_line`` says why)
+        self.exit_line: str | None = None
         self._blink_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---
@@ -117,8 +124,22 @@ class DeviceApp:
                 sleep=self._sleep,
             )
             self._link_task = asyncio.create_task(self.manager.run(), name="connection")
+            self.renewer = Renewer(
+                self.files,
+                self.credentials,
+                self.settings.trust_domain,
+                RenewalPolicy(
+                    self.settings.renew_fraction, self.settings.renew_jitter, self.settings.renew_retry_s
+                ),
+                self._make_client,
+                self._renewed,
+                self._expired,
+            )
+            self._renew_task = asyncio.create_task(self.renewer.run(self.manager), name="renewal")
             log.info("device.power_on")
             return
+        await cancel_and_wait(self._renew_task)
+        self._renew_task = None
         await cancel_and_wait(self._link_task)
         self._link_task = None
         self._stop_blink()
@@ -127,16 +148,27 @@ class DeviceApp:
         self.link = LinkState.BACKOFF
         log.info("device.power_off")
 
-    def _make_client(self) -> DeviceClient:
+    def _make_client(
+        self, credentials: DeviceCredentials | None = None, resume: CreateSessionResponse | None = None
+    ) -> DeviceClient:
+        """A connection with the current pair; a renewal's: with the new pair, resuming the session."""
         return DeviceClient(
             self.settings.server,
-            self.credentials.tls,
+            (credentials or self.credentials).tls,
             self.sink,
             on_leds=self._on_server_leds,
             server_name=self.settings.server_name,
             audio=self.player,
             max_frame_ms=self.settings.max_frame_ms,
+            resume=resume,
         )
+
+    def _renewed(self, credentials: DeviceCredentials) -> None:
+        self.credentials = credentials  # every later reconnect uses the new pair
+
+    def _expired(self, line: str) -> None:
+        self.exit_line = line
+        self.stopped.set()
 
     # --- link indication ---
 

@@ -3,20 +3,22 @@
 ``RecordingSink`` keeps every sound (PCM, packet count, arrival times) and can
 write each one to a WAV file: it is how tests and the demo "hear" the device.
 A sounddevice sink for the Pi's speaker comes with the full client.
+
+Plain buffers only (``array``, the standard ``wave`` module): the device installs without numpy or
+libsndfile, which 32-bit Raspberry Pi OS would have to build or fetch from a third-party index.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+import wave
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
-import soundfile
-
-from comms.audio_format import SAMPLE_RATE
+from comms.audio_format import BYTES_PER_SAMPLE, CHANNELS, SAMPLE_RATE
 
 
 class AudioSink(Protocol):
@@ -40,12 +42,15 @@ class RecordedSound:
         return len(self.chunks)
 
     @property
-    def pcm(self) -> npt.NDArray[np.int16]:
-        return np.frombuffer(b"".join(self.chunks), dtype=np.int16)
+    def pcm(self) -> array[int]:
+        """The samples (signed 16-bit, native order, as the decoder wrote them)."""
+        samples = array("h")
+        samples.frombytes(b"".join(self.chunks))
+        return samples
 
     @property
     def duration(self) -> float:
-        return sum(len(c) for c in self.chunks) / 2 / SAMPLE_RATE
+        return sum(len(c) for c in self.chunks) / BYTES_PER_SAMPLE / SAMPLE_RATE
 
 
 class RecordingSink:
@@ -94,10 +99,22 @@ class RecordingSink:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             partial = "" if sound.ended else "-partial"
             sound.wav_path = self.out_dir / f"{self.label}-{self._run}-{sound.index:03d}{partial}.wav"
-            soundfile.write(str(sound.wav_path), sound.pcm, SAMPLE_RATE, subtype="PCM_16")
+            write_wav(sound.wav_path, sound.pcm)
 
     def close(self) -> None:
         self._finish()
+
+
+def write_wav(path: Path, samples: array[int]) -> None:
+    """A 16-bit PCM WAV at the service's rate (WAV data is little-endian whatever the host)."""
+    if sys.byteorder == "big":
+        samples = array("h", samples)
+        samples.byteswap()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(CHANNELS)
+        out.setsampwidth(BYTES_PER_SAMPLE)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(samples.tobytes())
 
 
 class NullSink:

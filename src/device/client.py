@@ -23,6 +23,8 @@ from auth.tls import TlsMaterial, channel_credentials
 from comms.audio_format import CHANNELS, MAX_FRAME_SAMPLES, SAMPLE_RATE
 from comms.gen import comms_pb2 as pb
 from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import renew_pb2 as rpb
+from comms.gen import renew_pb2_grpc as rpb_grpc
 from comms.gen import session_pb2 as spb
 from comms.gen import session_pb2_grpc as spb_grpc
 from device.audio_sink import AudioSink
@@ -75,15 +77,20 @@ class DeviceClient:
         audio: AudioHandler | None = None,
         keepalive_ms: tuple[int, int] = (KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS),
         max_frame_ms: int = 0,
+        resume: spb.CreateSessionResponse | None = None,
     ) -> None:
         self.target = target
         self.view = DeviceView()
         self.ends: dict[str, StreamEnd] = {}
         self.closed = asyncio.Event()  # set when any stream ends
+        self.ready = asyncio.Event()  # set at the first status request: the server has our streams
+        self.audio_ended = asyncio.Event()  # the audio stream ended (e.g. moved to a renewed connection)
         self._tls = tls
         self.sink = sink
         self._legacy = (("device_id", legacy_device_id),) if legacy_device_id else ()
-        self.session: spb.CreateSessionResponse | None = None
+        # ``resume``: a session to join (its token bound to this client's certificate, from a
+        # renewal) instead of creating one: the streams attach to the session already playing.
+        self.session: spb.CreateSessionResponse | None = resume
         self._on_leds = on_leds
         self._server_name = server_name
         self._channel: grpc.aio.Channel | None = None
@@ -137,7 +144,8 @@ class DeviceClient:
         if self._server_name:
             options.append(("grpc.ssl_target_name_override", self._server_name))  # type: ignore[arg-type]
         self._channel = grpc.aio.secure_channel(self.target, channel_credentials(self._tls), options=options)
-        await self.create_session()
+        if self.session is None:
+            await self.create_session()
         metadata = self._auth_metadata()
         stub = pb_grpc.DeviceServiceStub(self._channel)
         status = stub.StatusStream(metadata=metadata)
@@ -156,6 +164,8 @@ class DeviceClient:
             self.ends.setdefault(kind, StreamEnd(grpc.StatusCode.OK, "stream ended"))
         except grpc.aio.AioRpcError as exc:
             self.ends.setdefault(kind, StreamEnd(exc.code(), exc.details() or ""))
+        if kind == "audio":
+            self.audio_ended.set()
         self.closed.set()
 
     async def _event_outcome(self, call: grpc.aio.StreamStreamCall) -> None:
@@ -170,6 +180,7 @@ class DeviceClient:
             if request is grpc.aio.EOF:
                 return
             self.status_requests += 1
+            self.ready.set()
             await call.write(self._status_response(request))
 
     def _status_response(self, request: pb.DeviceStatusRequest) -> pb.DeviceStatusResponse:
@@ -205,6 +216,13 @@ class DeviceClient:
             self.sink.write(pcm, packet.is_end)
             if packet.is_end:
                 self.sink.end_sound()
+
+    async def renew(self, csr: bytes) -> rpb.RenewResponse:
+        """RenewalService.Renew over this connection: our certificate and session token vouch."""
+        assert self._channel is not None, "not connected"
+        return await rpb_grpc.RenewalServiceStub(self._channel).Renew(
+            rpb.RenewRequest(csr=csr), metadata=self._auth_metadata(), timeout=ACK_TIMEOUT_S * 2
+        )
 
     async def press(
         self, button: int, kind: int = pb.ButtonEvent.PRESS, timeout: float = ACK_TIMEOUT_S

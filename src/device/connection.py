@@ -17,12 +17,14 @@ fleet waiting on one server does not hammer it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -36,6 +38,7 @@ DEFAULT_REVOKED_RETRY_S = 300.0
 DEFAULT_CLONE_RETRY_S = 3600.0
 STORE_RETRY_BASE_S = 0.25
 STORE_RETRY_CAP_S = 2.0
+OLD_AUDIO_DRAIN_S = 1.0  # a hand-over waits this long at most for the old audio stream to drain
 STORE_REFUSAL_TEXT = "state store unavailable"  # the server's words (server.errors.STORE_UNAVAILABLE_TEXT)
 
 
@@ -70,6 +73,53 @@ class ConnectionManager:
     attempts: list[Attempt] = field(default_factory=list)
     client: DeviceClient | None = None
     last_cause: str | None = None  # the explained cause of the last failed attempt (printed once per change)
+    _handover: asyncio.Future[None] | None = None  # set while ``hand_over`` runs
+
+    async def _until_closed(self, client: DeviceClient) -> DeviceClient:
+        """Wait until the live connection ends, following hand-overs (``hand_over``); returns the
+        connection that ended."""
+        while True:
+            await client.closed.wait()
+            if self._handover is not None:  # the old connection's audio moved over: wait for the outcome
+                await asyncio.wait({self._handover})
+            successor = self.client
+            if successor is None or successor is client:
+                return client
+            await client.close()  # handed over: the new connection carries the session now
+            client = successor
+
+    async def hand_over(self, successor: DeviceClient, timeout_s: float) -> None:
+        """Move the live session to ``successor`` (a client resuming it, e.g. with a renewed
+        certificate) while the current connection keeps playing; the current one is closed once
+        the successor's streams are up. Raises (and closes the successor) if they do not come up."""
+        current = self.client
+        if current is None:
+            raise ConnectionError("not connected")
+        self._handover = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await successor.connect()
+                await _first(successor.ready.wait(), successor.closed.wait())
+            if not successor.ready.is_set():
+                end = next(iter(successor.ends.values()), None)
+                raise ConnectionError(f"the new connection ended: {end.code.name if end else 'closed'}")
+            if self.client is not current:  # the link went meanwhile: the loop reconnects anyway
+                raise ConnectionError("the connection ended during the hand-over")
+            # The server ends the old audio stream once the new one took over, after what it had
+            # queued: closing before that would drop those packets.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OLD_AUDIO_DRAIN_S):
+                    await current.audio_ended.wait()
+        except BaseException:
+            await successor.close()
+            raise
+        else:
+            self.client = successor
+            self.on_state(LinkState.CONNECTED, successor)
+            current.closed.set()  # the loop closes it and follows the successor
+        finally:
+            self._handover.set_result(None)
+            self._handover = None
 
     async def run(self) -> None:
         """Until cancelled (power off): the owner cancels and awaits this."""
@@ -84,7 +134,7 @@ class ConnectionManager:
                 connected_at = self.clock()
                 self.client = client
                 self.on_state(LinkState.CONNECTED, client)
-                await client.closed.wait()
+                client = await self._until_closed(client)
                 reason = next(iter(client.ends.values()), reason)
             except grpc.aio.AioRpcError as exc:
                 reason = StreamEnd(exc.code(), exc.details() or "")
@@ -142,3 +192,14 @@ class ConnectionManager:
                 self.on_state(LinkState.BACKOFF, None)
             self.attempts.append(Attempt(started, connected_for, reason.code.name, delay))
             await self.sleep(delay)
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

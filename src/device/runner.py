@@ -10,14 +10,16 @@ import asyncio
 import logging
 import sys
 import warnings
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from gpiozero.exc import GPIOZeroError, GPIOZeroWarning
 
-from auth.device_credentials import load_device_credentials
 from device.app import DeviceApp
 from device.audio_sink import AudioSink, NullSink, RecordingSink
 from device.exits import EXIT_PERMANENT
+from device.renewal import CertificateFiles
 from device.settings import DeviceSettings
 from device.simview import View, meaning, status_line
 from device.speaker import Speaker, SpeakerUnavailable
@@ -41,7 +43,8 @@ def view_of(app: DeviceApp) -> View:
 
 async def run(settings: DeviceSettings, simulate: bool) -> int:
     assert settings.cert and settings.key and settings.ca
-    credentials = load_device_credentials(settings.cert, settings.key, settings.ca, settings.trust_domain)
+    # The live pair, or the previous one if a renewal was cut between its writes (device.renewal).
+    credentials = CertificateFiles(settings.cert, settings.key, settings.ca).load(settings.trust_domain)
     for warning in credentials.warnings:
         log.warning("device.credentials", extra={"warning": warning})
     log.info(
@@ -82,16 +85,31 @@ async def run(settings: DeviceSettings, simulate: bool) -> int:
         speaker.start()
     try:
         if simulate:
-            await simulate_terminal(app, pin_factory)
+            await until_stopped(app, simulate_terminal(app, pin_factory))
         else:
-            await asyncio.Event().wait()  # until SIGTERM/SIGINT
+            await app.stopped.wait()  # until SIGTERM/SIGINT, or the certificate expired
     finally:
         await app.close()
         if speaker is not None:
             speaker.close()
         if isinstance(sink, RecordingSink):
             sink.close()
+    if app.exit_line is not None:  # e.g. an expired certificate: a new enrolment code is needed
+        print(f"audio-device: {app.exit_line}", file=sys.stderr)
+        return EXIT_PERMANENT
     return 0
+
+
+async def until_stopped(app: DeviceApp, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it ends or the app stops by itself."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(app.stopped.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)
 
 
 async def simulate_terminal(app: DeviceApp, factory: object) -> None:

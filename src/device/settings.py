@@ -93,6 +93,21 @@ class DeviceSettings(BaseSettings):
         3600.0, gt=0, description="Retry interval once told another device uses this certificate (a clone)"
     )
     ack_timeout_s: float = Field(5.0, gt=0, description="No ack within this: reconnect")
+    renew_fraction: float = Field(
+        2 / 3,
+        gt=0.1,
+        lt=0.95,
+        description="Renew the certificate when this share of its lifetime has passed",
+    )
+    renew_jitter: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="Renew up to this share of the lifetime earlier, at random (not a whole fleet at once)",
+    )
+    renew_retry_s: float = Field(
+        300.0, gt=0, description="A failed or refused renewal is tried again after this"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "text"] = Field("auto", description="Log format")
 

@@ -28,7 +28,7 @@ class Speaker:
             import sounddevice
         except (ImportError, OSError) as exc:
             raise SpeakerUnavailable(
-                f"no speaker output ({exc}); install libportaudio2 and the [pi] extra: pip install '.[pi]'"
+                f"no speaker output ({exc}); install libportaudio2 and sounddevice (pi/install.sh does both)"
             ) from None
         self._player = player
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 from collections.abc import Callable
@@ -16,27 +17,37 @@ from auth.errors import RevocationListError
 from auth.tokens import TokenPolicy
 from comms.gen import admin_pb2_grpc as apb_grpc
 from comms.gen import comms_pb2_grpc as pb_grpc
+from comms.gen import enroll_pb2_grpc as epb_grpc
+from comms.gen import renew_pb2_grpc as rpb_grpc
 from comms.gen import session_pb2_grpc as spb_grpc
 from server import metrics
 from server.access.authn import Authenticator
 from server.access.crl_record import CrlRecorder, check_crl_at_start
 from server.access.handshakes import HandshakeMonitor
-from server.access.interceptor import AuthInterceptor
+from server.access.interceptor import AuthInterceptor, OpenInterceptor
 from server.access.tls_reload import ReloadingServerTls
 from server.access.trust import TrustState
+from server.announce.announcer import Announcer
+from server.announce.stage import Stage
 from server.audio.library import AudioLibrary, load_library
 from server.audio.player import FrameClock
 from server.audio.tenant_sounds import TenantSounds
 from server.devices.registry import SHUTDOWN_MESSAGE, DeviceRegistry
 from server.devices.session_service import CREATE_SESSION_METHOD, SessionService
 from server.devices.streams import DeviceService, StreamPolicy
+from server.enrolment.attempts import FailedAttempts, PerAddress
+from server.enrolment.claims import ClaimDesk, OpenEnrolment
+from server.enrolment.renewal import RENEW_METHOD, Renewals
+from server.enrolment.service import Enrolment, IssuingFiles
 from server.fleet.bus import FleetBus, InProcessBus, RedisBus
+from server.fleet.labels import DeviceLabels
 from server.fleet.node import Fleet
 from server.fleet.presence import LocalPresence, Presence, RedisPresence
 from server.limits import CallLimiter
 from server.operator.api import FleetAdmin
 from server.operator.audit import AuditLog
 from server.operator.console.web import Console
+from server.operator.enrolments import EnrolmentConfig
 from server.operator.sign_in import ConsoleSessions
 from server.runtime.probes import (
     DEVICE_SERVICE,
@@ -53,6 +64,8 @@ from server.runtime.store_probe import StoreProbe, store_where
 from server.runtime.store_reset import GenerationCheckedStore, StoreGeneration
 from server.runtime.watch import FileWatcher
 from server.state.backend import Backend, open_backend
+from server.state.enrolment_codes import EnrolmentCodes
+from server.state.enrolment_requests import ClaimCodes, PendingRequests
 from server.state.guard import StoreGuard
 from server.state.shared_data import SharedData
 from server.supervision import TaskOwner
@@ -62,6 +75,8 @@ log = logging.getLogger(__name__)
 MS = 1000
 ADMIN_MAX_MESSAGE = 4 * 1024 * 1024
 ADMIN_CALLS_PER_OPERATOR = 32
+ENROL_MAX_MESSAGE = 16 * 1024  # a code and a CSR in; a two-certificate chain and the CA bundle out
+ENROL_CONCURRENT_CALLS = 64
 START_CHECKS = "store-start-checks"  # readiness problem while start-up reads wait for the store
 REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
@@ -159,6 +174,7 @@ class AudioServer:
     sounds: TenantSounds
     audit: AuditLog
     store_probe: StoreProbe
+    announcer: Announcer
     generation: StoreGeneration | None = None
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
@@ -166,6 +182,10 @@ class AudioServer:
     admin_port: int = 0
     console: Console | None = None
     console_port: int = 0
+    enroll: grpc.aio.Server | None = None
+    enroll_port: int = 0
+    enrolment_codes: EnrolmentCodes | None = None
+    enrolment_requests: PendingRequests | None = None
     stopped: bool = False
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -251,6 +271,8 @@ async def _assemble(
     bus, presence = fleet_links(settings, backend)
     fleet = Fleet(registry, store, bus, presence, trust, data)
     stack.push_async_callback(fleet.close)
+    announcer = Announcer(fleet, Stage(registry, sounds), settings.announce_lead_ms / 1000)
+    stack.push_async_callback(announcer.close)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_record)
     server = device_server(settings, authenticator, registry, trust, handshakes)
     stack.push_async_callback(server.stop, 0)  # a no-op after stop()'s drain; the unwind of a failed start
@@ -264,6 +286,7 @@ async def _assemble(
     store.start()
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
+    announcer.start()
     background.supervise("tls-handshakes", handshakes.run, readiness.flag)
     background.supervise("crl-record", crl_record.run, readiness.flag)
     background.supervise("store-probe", probe.run, readiness.flag)
@@ -315,8 +338,10 @@ async def _assemble(
         sounds,
         audit,
         probe,
+        announcer,
         generation,
     )
+    add_renewal(app, server, authenticator)
     await start_operator_side(app, data, tls, authenticator, stack)
     if settings.metrics_bind:
         app.metrics = start_metrics_server(settings.metrics_bind)
@@ -349,13 +374,15 @@ def listen(
     settings: ServerSettings,
     tls: ReloadingServerTls,
     handshakes: HandshakeMonitor | None,
+    client_auth: bool = True,
 ) -> int:
-    """Bind ``server`` to ``bind`` with the server's TLS (mTLS); one clear line if it cannot."""
+    """Bind ``server`` to ``bind`` with the server's TLS (mTLS unless ``client_auth`` is False);
+    one clear line if it cannot."""
     try:
         if settings.worker_index < 0:  # workers share the port with their siblings on purpose
             ensure_bindable(bind, what)
         started = handshakes.handshake_started if handshakes is not None else None
-        return int(server.add_secure_port(bind, tls.credentials(started)))
+        return int(server.add_secure_port(bind, tls.credentials(started, client_auth)))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {bind} ({what}): {exc}") from None
 
@@ -368,7 +395,8 @@ def device_server(
     handshakes: HandshakeMonitor,
 ) -> grpc.aio.Server:
     """The device service (the three streams and sessions, mTLS), not bound yet."""
-    mtls_only = {CREATE_SESSION_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
+    # Renew checks the session token itself, so that its refusals are counted and audited as renewals.
+    mtls_only = {CREATE_SESSION_METHOD, RENEW_METHOD, *([REFLECTION_METHOD] if settings.reflection else [])}
     interceptor = AuthInterceptor(
         authenticator, CallLimiter(settings.max_calls_per_device), frozenset(mtls_only), handshakes
     )
@@ -431,8 +459,16 @@ async def start_operator_side(
         else None
     )
     admin = FleetAdmin(
-        app.fleet, app.audit, app.sounds, settings.mode_count, sessions, settings.console_base_url
+        app.fleet,
+        app.audit,
+        app.sounds,
+        settings.mode_count,
+        DeviceLabels(data),
+        app.announcer,
+        sessions,
+        settings.console_base_url,
     )
+    await start_enrolment(app, data, tls, admin, stack)
     if settings.admin_bind:
         app.admin = admin_server(authenticator, admin, settings, app.handshakes)
         stack.push_async_callback(app.admin.stop, 0.5)  # ends watches too
@@ -450,3 +486,72 @@ async def start_operator_side(
         if not settings.console_url:  # the port may have been picked by the system (port 0)
             host = settings.console_base_url.rpartition(":")[0]
             admin.console_url = f"{host}:{app.console_port}"
+
+
+def add_renewal(app: AudioServer, server: grpc.aio.Server, authenticator: Authenticator) -> None:
+    """RenewalService on the device port (mTLS + session token). The issuing CA is read per call:
+    without one, renewals are refused (UNAVAILABLE, logged) and everything else works."""
+    settings = app.settings
+    assert settings.issuing_cert and settings.issuing_key and settings.client_ca
+    service = Renewals(
+        app.registry,
+        authenticator,
+        app.trust,
+        app.audit,
+        IssuingFiles(settings.issuing_cert, settings.issuing_key, settings.client_ca),
+        settings.trust_domain,
+        dt.timedelta(seconds=settings.device_cert_lifetime_s),
+    )
+    rpb_grpc.add_RenewalServiceServicer_to_server(service, server)
+
+
+async def start_enrolment(
+    app: AudioServer, data: SharedData, tls: ReloadingServerTls, admin: FleetAdmin, stack: AsyncExitStack
+) -> None:
+    """The enrolment service on a listener of its own, server-only TLS (off without --enroll-bind).
+    It starts only with a usable issuing CA; the operator API's code methods work only then."""
+    settings = app.settings
+    if not settings.enroll_bind:
+        return
+    assert settings.issuing_cert and settings.issuing_key and settings.client_ca
+    files = IssuingFiles(settings.issuing_cert, settings.issuing_key, settings.client_ca)
+    await asyncio.to_thread(files.load)  # PkiError: the entry point says which file, exit 1
+    app.enrolment_codes = codes = EnrolmentCodes(data)
+    app.enrolment_requests = requests = PendingRequests(data)
+    claim_codes = ClaimCodes(data)
+    admin.enrolment = EnrolmentConfig(
+        codes, settings.enroll_code_ttl_s, tls.ca_fingerprint, claim_codes, requests
+    )
+    service = Enrolment(
+        codes,
+        app.audit,
+        files,
+        settings.trust_domain,
+        dt.timedelta(seconds=settings.device_cert_lifetime_s),
+        FailedAttempts(settings.enroll_failures_per_min),
+    )
+    limits = OpenEnrolment(
+        settings.enroll_pending_ttl_s, settings.enroll_pending_per_tenant, settings.enroll_poll_interval_s
+    )
+    service.desk = ClaimDesk(
+        service, claim_codes, requests, limits, PerAddress(settings.enroll_claims_per_min)
+    )
+    options = dict(grpc_options(settings))
+    options.update(
+        {
+            "grpc.max_receive_message_length": ENROL_MAX_MESSAGE,
+            "grpc.max_send_message_length": ENROL_MAX_MESSAGE,
+        }
+    )
+    app.enroll = server = grpc.aio.server(
+        interceptors=[OpenInterceptor()],
+        options=list(options.items()),
+        maximum_concurrent_rpcs=ENROL_CONCURRENT_CALLS,
+    )
+    epb_grpc.add_EnrollmentServiceServicer_to_server(service, server)
+    stack.push_async_callback(server.stop, 0.5)
+    app.enroll_port = listen(
+        server, settings.enroll_bind, "enrolment", settings, tls, None, client_auth=False
+    )
+    await server.start()
+    log.info("enroll.listening", extra={"bind": settings.enroll_bind, "port": app.enroll_port})

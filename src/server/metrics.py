@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service (documented in the README's metrics table).
+"""Prometheus metrics of the service (docs/reference/metrics.md is generated from them).
 
 Module-level collectors in the default registry: one process serves one
 service. Labels are low-cardinality on purpose (no device ids).
@@ -157,6 +157,17 @@ BUS_DROPPED = Counter(
 )
 POSSIBLE_CLONES = Counter(
     "audio_possible_clones_total", "Supersedes that look like two devices sharing one certificate"
+)
+ENROLMENTS = Counter(
+    "audio_enrolments_total",
+    "Enrolment attempts (EnrollmentService Enroll, Claim and Poll), by result (ok: a certificate "
+    "issued; pending: a request queued for approval; or the refusal's reason)",
+    ["result"],
+)
+RENEWALS = Counter(
+    "audio_renewals_total",
+    "Certificate renewals (RenewalService.Renew), by result (ok or the refusal's reason)",
+    ["result"],
 )
 ADMIN_CALLS = Counter(
     "audio_admin_calls_total",

@@ -36,7 +36,7 @@ class Led(_message.Message):
     def __init__(self, index: _Optional[int] = ..., rgba: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds")
+    __slots__ = ("tenant", "device_id", "online", "node", "connected_since_unix", "last_seen_unix", "last_disconnect_reason", "mode", "playing", "battery_level", "buttons", "cert_serial", "cert_days_left", "session_id", "revoked", "leds", "labels", "renewal")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class Device(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     LEDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RENEWAL_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     device_id: str
     online: bool
@@ -69,10 +71,12 @@ class Device(_message.Message):
     session_id: str
     revoked: bool
     leds: _containers.RepeatedCompositeFieldContainer[Led]
-    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    renewal: DeviceRenewal
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., online: _Optional[bool] = ..., node: _Optional[str] = ..., connected_since_unix: _Optional[float] = ..., last_seen_unix: _Optional[float] = ..., last_disconnect_reason: _Optional[str] = ..., mode: _Optional[int] = ..., playing: _Optional[_Union[Playing, _Mapping]] = ..., battery_level: _Optional[float] = ..., buttons: _Optional[_Iterable[str]] = ..., cert_serial: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., session_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., leds: _Optional[_Iterable[_Union[Led, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., renewal: _Optional[_Union[DeviceRenewal, _Mapping]] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
-    __slots__ = ("tenant", "page_size", "page_token", "online", "mode", "search")
+    __slots__ = ("tenant", "page_size", "page_token", "online", "mode", "search", "selector")
     class Online(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ANY: _ClassVar[ListDevicesRequest.Online]
@@ -87,13 +91,15 @@ class ListDevicesRequest(_message.Message):
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     page_size: int
     page_token: str
     online: ListDevicesRequest.Online
     mode: int
     search: str
-    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., online: _Optional[_Union[ListDevicesRequest.Online, str]] = ..., mode: _Optional[int] = ..., search: _Optional[str] = ...) -> None: ...
+    selector: str
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., online: _Optional[_Union[ListDevicesRequest.Online, str]] = ..., mode: _Optional[int] = ..., search: _Optional[str] = ..., selector: _Optional[str] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices", "next_page_token", "total")
@@ -278,3 +284,203 @@ class ConsoleLogin(_message.Message):
     url: str
     expires_unix: float
     def __init__(self, url: _Optional[str] = ..., expires_unix: _Optional[float] = ...) -> None: ...
+
+class CreateEnrollmentsRequest(_message.Message):
+    __slots__ = ("tenant", "device_id", "count", "prefix", "ttl_s")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    device_id: str
+    count: int
+    prefix: str
+    ttl_s: float
+    def __init__(self, tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., count: _Optional[int] = ..., prefix: _Optional[str] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+
+class Enrollment(_message.Message):
+    __slots__ = ("id", "tenant", "device_id", "code", "created_unix", "expires_unix", "created_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    device_id: str
+    code: str
+    created_unix: float
+    expires_unix: float
+    created_by: str
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., device_id: _Optional[str] = ..., code: _Optional[str] = ..., created_unix: _Optional[float] = ..., expires_unix: _Optional[float] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class CreateEnrollmentsResponse(_message.Message):
+    __slots__ = ("enrollments", "ca_fingerprint")
+    ENROLLMENTS_FIELD_NUMBER: _ClassVar[int]
+    CA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    enrollments: _containers.RepeatedCompositeFieldContainer[Enrollment]
+    ca_fingerprint: str
+    def __init__(self, enrollments: _Optional[_Iterable[_Union[Enrollment, _Mapping]]] = ..., ca_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListEnrollmentsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListEnrollmentsResponse(_message.Message):
+    __slots__ = ("enrollments",)
+    ENROLLMENTS_FIELD_NUMBER: _ClassVar[int]
+    enrollments: _containers.RepeatedCompositeFieldContainer[Enrollment]
+    def __init__(self, enrollments: _Optional[_Iterable[_Union[Enrollment, _Mapping]]] = ...) -> None: ...
+
+class CancelEnrollmentRequest(_message.Message):
+    __slots__ = ("tenant", "id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    id: str
+    def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ClaimCodeRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ClaimCode(_message.Message):
+    __slots__ = ("tenant", "enabled", "id", "code", "created_unix", "created_by", "ca_fingerprint")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    enabled: bool
+    id: str
+    code: str
+    created_unix: float
+    created_by: str
+    ca_fingerprint: str
+    def __init__(self, tenant: _Optional[str] = ..., enabled: _Optional[bool] = ..., id: _Optional[str] = ..., code: _Optional[str] = ..., created_unix: _Optional[float] = ..., created_by: _Optional[str] = ..., ca_fingerprint: _Optional[str] = ...) -> None: ...
+
+class PendingEnrollment(_message.Message):
+    __slots__ = ("id", "tenant", "proposed_device_id", "key_fingerprint", "peer", "created_unix", "expires_unix", "state", "device_id", "decided_by", "proposed_id_known")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_ID_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    proposed_device_id: str
+    key_fingerprint: str
+    peer: str
+    created_unix: float
+    expires_unix: float
+    state: str
+    device_id: str
+    decided_by: str
+    proposed_id_known: bool
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., proposed_device_id: _Optional[str] = ..., key_fingerprint: _Optional[str] = ..., peer: _Optional[str] = ..., created_unix: _Optional[float] = ..., expires_unix: _Optional[float] = ..., state: _Optional[str] = ..., device_id: _Optional[str] = ..., decided_by: _Optional[str] = ..., proposed_id_known: _Optional[bool] = ...) -> None: ...
+
+class ListPendingEnrollmentsResponse(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[PendingEnrollment]
+    def __init__(self, requests: _Optional[_Iterable[_Union[PendingEnrollment, _Mapping]]] = ...) -> None: ...
+
+class DecideEnrollmentRequest(_message.Message):
+    __slots__ = ("tenant", "id", "device_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    id: str
+    device_id: str
+    def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SetLabelsRequest(_message.Message):
+    __slots__ = ("device", "set", "remove")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    device: DeviceRef
+    set: _containers.RepeatedCompositeFieldContainer[Label]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device: _Optional[_Union[DeviceRef, _Mapping]] = ..., set: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AnnounceRequest(_message.Message):
+    __slots__ = ("tenant", "selector", "device_ids", "mode", "sound_name", "priority", "no_resume")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOUND_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NO_RESUME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    selector: str
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: int
+    sound_name: str
+    priority: int
+    no_resume: bool
+    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ...) -> None: ...
+
+class AnnounceResult(_message.Message):
+    __slots__ = ("announcement_id", "start_unix", "sound", "targeted", "started", "offline", "refused")
+    ANNOUNCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SOUND_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    announcement_id: str
+    start_unix: float
+    sound: str
+    targeted: int
+    started: _containers.RepeatedScalarFieldContainer[str]
+    offline: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, announcement_id: _Optional[str] = ..., start_unix: _Optional[float] = ..., sound: _Optional[str] = ..., targeted: _Optional[int] = ..., started: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeviceRenewal(_message.Message):
+    __slots__ = ("cert_issued_unix", "cert_expires_unix", "renew_due_unix", "renews_in_days", "renewed_at_unix", "failed_at_unix", "failure", "overdue")
+    CERT_ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CERT_EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RENEW_DUE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RENEWS_IN_DAYS_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    cert_issued_unix: float
+    cert_expires_unix: float
+    renew_due_unix: float
+    renews_in_days: int
+    renewed_at_unix: float
+    failed_at_unix: float
+    failure: str
+    overdue: bool
+    def __init__(self, cert_issued_unix: _Optional[float] = ..., cert_expires_unix: _Optional[float] = ..., renew_due_unix: _Optional[float] = ..., renews_in_days: _Optional[int] = ..., renewed_at_unix: _Optional[float] = ..., failed_at_unix: _Optional[float] = ..., failure: _Optional[str] = ..., overdue: _Optional[bool] = ...) -> None: ...

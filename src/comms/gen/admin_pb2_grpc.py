@@ -99,6 +99,51 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.ResetSoundRequest.SerializeToString,
                 response_deserializer=admin__pb2.Sound.FromString,
                 _registered_method=True)
+        self.CreateEnrollments = channel.unary_unary(
+                '/audio.admin.v1.FleetService/CreateEnrollments',
+                request_serializer=admin__pb2.CreateEnrollmentsRequest.SerializeToString,
+                response_deserializer=admin__pb2.CreateEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.ListEnrollments = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ListEnrollments',
+                request_serializer=admin__pb2.ListEnrollmentsRequest.SerializeToString,
+                response_deserializer=admin__pb2.ListEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.CancelEnrollment = channel.unary_unary(
+                '/audio.admin.v1.FleetService/CancelEnrollment',
+                request_serializer=admin__pb2.CancelEnrollmentRequest.SerializeToString,
+                response_deserializer=admin__pb2.Enrollment.FromString,
+                _registered_method=True)
+        self.GetClaimCode = channel.unary_unary(
+                '/audio.admin.v1.FleetService/GetClaimCode',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ClaimCode.FromString,
+                _registered_method=True)
+        self.ListPendingEnrollments = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ListPendingEnrollments',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ListPendingEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.ApproveEnrollment = channel.unary_unary(
+                '/audio.admin.v1.FleetService/ApproveEnrollment',
+                request_serializer=admin__pb2.DecideEnrollmentRequest.SerializeToString,
+                response_deserializer=admin__pb2.PendingEnrollment.FromString,
+                _registered_method=True)
+        self.DenyEnrollment = channel.unary_unary(
+                '/audio.admin.v1.FleetService/DenyEnrollment',
+                request_serializer=admin__pb2.DecideEnrollmentRequest.SerializeToString,
+                response_deserializer=admin__pb2.PendingEnrollment.FromString,
+                _registered_method=True)
+        self.SetClaimCode = channel.unary_unary(
+                '/audio.admin.v1.FleetService/SetClaimCode',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ClaimCode.FromString,
+                _registered_method=True)
+        self.DisableClaimCode = channel.unary_unary(
+                '/audio.admin.v1.FleetService/DisableClaimCode',
+                request_serializer=admin__pb2.ClaimCodeRequest.SerializeToString,
+                response_deserializer=admin__pb2.ClaimCode.FromString,
+                _registered_method=True)
         self.RevokeDevice = channel.unary_unary(
                 '/audio.admin.v1.FleetService/RevokeDevice',
                 request_serializer=admin__pb2.DeviceRef.SerializeToString,
@@ -108,6 +153,16 @@ class FleetServiceStub:
                 '/audio.admin.v1.FleetService/UnrevokeDevice',
                 request_serializer=admin__pb2.DeviceRef.SerializeToString,
                 response_deserializer=admin__pb2.Device.FromString,
+                _registered_method=True)
+        self.SetLabels = channel.unary_unary(
+                '/audio.admin.v1.FleetService/SetLabels',
+                request_serializer=admin__pb2.SetLabelsRequest.SerializeToString,
+                response_deserializer=admin__pb2.Device.FromString,
+                _registered_method=True)
+        self.Announce = channel.unary_unary(
+                '/audio.admin.v1.FleetService/Announce',
+                request_serializer=admin__pb2.AnnounceRequest.SerializeToString,
+                response_deserializer=admin__pb2.AnnounceResult.FromString,
                 _registered_method=True)
 
 
@@ -195,6 +250,62 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEnrollments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnrollments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEnrollment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClaimCode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingEnrollments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveEnrollment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenyEnrollment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetClaimCode(self, request, context):
+        """admin: opening enrolment to anyone holding the tenant's claim code is a policy change
+        enable, or rotate: a new code
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableClaimCode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeDevice(self, request, context):
         """admin
         """
@@ -204,6 +315,21 @@ class FleetServiceServicer:
 
     def UnrevokeDevice(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLabels(self, request, context):
+        """--- groups and announcements (issue 21) ---
+        operator and above: set and remove a device's labels (the device after the change)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Announce(self, request, context):
+        """operator and above: one sound on every device matching a selector or a list of ids, at one instant
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -276,6 +402,51 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     request_deserializer=admin__pb2.ResetSoundRequest.FromString,
                     response_serializer=admin__pb2.Sound.SerializeToString,
             ),
+            'CreateEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnrollments,
+                    request_deserializer=admin__pb2.CreateEnrollmentsRequest.FromString,
+                    response_serializer=admin__pb2.CreateEnrollmentsResponse.SerializeToString,
+            ),
+            'ListEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnrollments,
+                    request_deserializer=admin__pb2.ListEnrollmentsRequest.FromString,
+                    response_serializer=admin__pb2.ListEnrollmentsResponse.SerializeToString,
+            ),
+            'CancelEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEnrollment,
+                    request_deserializer=admin__pb2.CancelEnrollmentRequest.FromString,
+                    response_serializer=admin__pb2.Enrollment.SerializeToString,
+            ),
+            'GetClaimCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaimCode,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ClaimCode.SerializeToString,
+            ),
+            'ListPendingEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingEnrollments,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ListPendingEnrollmentsResponse.SerializeToString,
+            ),
+            'ApproveEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveEnrollment,
+                    request_deserializer=admin__pb2.DecideEnrollmentRequest.FromString,
+                    response_serializer=admin__pb2.PendingEnrollment.SerializeToString,
+            ),
+            'DenyEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyEnrollment,
+                    request_deserializer=admin__pb2.DecideEnrollmentRequest.FromString,
+                    response_serializer=admin__pb2.PendingEnrollment.SerializeToString,
+            ),
+            'SetClaimCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetClaimCode,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ClaimCode.SerializeToString,
+            ),
+            'DisableClaimCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableClaimCode,
+                    request_deserializer=admin__pb2.ClaimCodeRequest.FromString,
+                    response_serializer=admin__pb2.ClaimCode.SerializeToString,
+            ),
             'RevokeDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeDevice,
                     request_deserializer=admin__pb2.DeviceRef.FromString,
@@ -285,6 +456,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.UnrevokeDevice,
                     request_deserializer=admin__pb2.DeviceRef.FromString,
                     response_serializer=admin__pb2.Device.SerializeToString,
+            ),
+            'SetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabels,
+                    request_deserializer=admin__pb2.SetLabelsRequest.FromString,
+                    response_serializer=admin__pb2.Device.SerializeToString,
+            ),
+            'Announce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Announce,
+                    request_deserializer=admin__pb2.AnnounceRequest.FromString,
+                    response_serializer=admin__pb2.AnnounceResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -649,6 +830,249 @@ class FleetService:
             _registered_method=True)
 
     @staticmethod
+    def CreateEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/CreateEnrollments',
+            admin__pb2.CreateEnrollmentsRequest.SerializeToString,
+            admin__pb2.CreateEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ListEnrollments',
+            admin__pb2.ListEnrollmentsRequest.SerializeToString,
+            admin__pb2.ListEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/CancelEnrollment',
+            admin__pb2.CancelEnrollmentRequest.SerializeToString,
+            admin__pb2.Enrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaimCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/GetClaimCode',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ClaimCode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ListPendingEnrollments',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ListPendingEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/ApproveEnrollment',
+            admin__pb2.DecideEnrollmentRequest.SerializeToString,
+            admin__pb2.PendingEnrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/DenyEnrollment',
+            admin__pb2.DecideEnrollmentRequest.SerializeToString,
+            admin__pb2.PendingEnrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetClaimCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/SetClaimCode',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ClaimCode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableClaimCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/DisableClaimCode',
+            admin__pb2.ClaimCodeRequest.SerializeToString,
+            admin__pb2.ClaimCode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RevokeDevice(request,
             target,
             options=(),
@@ -692,6 +1116,60 @@ class FleetService:
             '/audio.admin.v1.FleetService/UnrevokeDevice',
             admin__pb2.DeviceRef.SerializeToString,
             admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/SetLabels',
+            admin__pb2.SetLabelsRequest.SerializeToString,
+            admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Announce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audio.admin.v1.FleetService/Announce',
+            admin__pb2.AnnounceRequest.SerializeToString,
+            admin__pb2.AnnounceResult.FromString,
             options,
             channel_credentials,
             insecure,

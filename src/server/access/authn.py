@@ -8,7 +8,7 @@ whose class says which status code it maps to.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from cryptography import x509
@@ -16,7 +16,7 @@ from cryptography import x509
 from auth.errors import CertificateRevoked, DeviceRevoked, MalformedIdentity, SessionSuperseded
 from auth.identity import Identity
 from auth.operators import OperatorIdentity
-from auth.profile import device_identity, operator_identity
+from auth.profile import DevicePath, device_path, operator_identity
 from auth.tokens import Claims, certificate_thumbprint, check_binding, verify_token
 from server.access.trust import TrustState
 from server.errors import DEVICE_REVOKED_TEXT
@@ -47,6 +47,9 @@ class CallAuth:
     thumbprint: str
     claims: Claims | None = None  # None for calls authenticated by mTLS alone
     cert_expires: float = 0.0  # notAfter, wall clock
+    issuer_serial: int | None = None  # the issuing CA it came through (None: the fleet CA directly)
+    cert_issued: float = 0.0  # notBefore, wall clock
+    public_key: object = None  # the certificate's public key (a renewal must bring a new one)
 
     @property
     def session_id(self) -> str | None:
@@ -81,14 +84,32 @@ class Authenticator:
             raise CertificateRevoked(f"{kind} certificate is revoked")
         return cert, who
 
-    def peer(self, pem: bytes) -> CallAuth:
-        """Identity of a TLS-verified certificate that follows the device profile and is not revoked."""
-        cert, identity = self._checked(pem, device_identity, "device")
+    def _chain(self, pems: Sequence[bytes]) -> list[x509.Certificate]:
+        try:
+            return [cert for pem in pems for cert in x509.load_pem_x509_certificates(pem)]
+        except ValueError:
+            raise MalformedIdentity("peer certificate chain could not be parsed") from None
+
+    def peer(self, pem: bytes, chain: Sequence[bytes] = ()) -> CallAuth:
+        """Identity of a TLS-verified certificate that follows the device profile and is not revoked
+        (nor is the issuing CA it came through). ``chain``: what the peer sent after its leaf."""
+        sent = self._chain(chain) if chain else []
+
+        def profile(cert: x509.Certificate, issuers: Sequence[x509.Certificate], domain: str) -> DevicePath:
+            return device_path(cert, issuers, domain, sent)
+
+        cert, path = self._checked(pem, profile, "device")
+        issuer_serial = path.issuing_ca.serial_number if path.issuing_ca is not None else None
+        if issuer_serial is not None and self._trust.is_revoked(issuer_serial):
+            raise CertificateRevoked("the issuing CA of this device certificate is revoked")
         return CallAuth(
-            identity,
+            path.identity,
             cert.serial_number,
             certificate_thumbprint(cert),
             cert_expires=cert.not_valid_after_utc.timestamp(),
+            issuer_serial=issuer_serial,
+            cert_issued=cert.not_valid_before_utc.timestamp(),
+            public_key=cert.public_key(),
         )
 
     def operator(self, pem: bytes) -> OperatorAuth:
@@ -111,4 +132,4 @@ class Authenticator:
             raise DeviceRevoked(DEVICE_REVOKED_TEXT)
         if claims.session_id != (record.session_id if record else None):
             raise SessionSuperseded("session was superseded by a newer one: create a new session")
-        return CallAuth(peer.identity, peer.cert_serial, peer.thumbprint, claims, peer.cert_expires)
+        return replace(peer, claims=claims)

@@ -205,6 +205,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return bytes(pems[0])
 
+    @staticmethod
+    def _peer_chain(context: grpc.aio.ServicerContext) -> list[bytes]:
+        """What the client sent after its leaf (an issuing CA), as the handshake verified it."""
+        return [bytes(pem) for pem in context.auth_context().get("x509_pem_cert_chain") or []]
+
     def _authenticate_operator(self, context: grpc.aio.ServicerContext, method: str) -> OperatorAuth:
         pem = self._peer_pem(context)
         with _refusals(method):
@@ -221,7 +226,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> CallAuth:
         pem = self._peer_pem(context)
         with _refusals(method):
-            peer = self._authenticator.peer(pem)
+            peer = self._authenticator.peer(pem, self._peer_chain(context))
             if method in self._mtls_only:
                 return peer
             return await self._authenticator.session(peer, bearer_token(context.invocation_metadata()))
@@ -307,6 +312,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         return _wrap(handler, lambda context: self._admit(context, method), method)
+
+
+class OpenInterceptor(grpc.aio.ServerInterceptor):
+    """For a listener whose callers have no certificate yet (enrolment): no authentication, the
+    rest as everywhere: bytes parsed by us (INVALID_ARGUMENT in our words, counted), a store
+    outage UNAVAILABLE, a bug INTERNAL with the story in the log only."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap(handler, lambda context: _admit_anyone(), handler_call_details.method)
+
+
+@contextlib.asynccontextmanager
+async def _admit_anyone() -> AsyncIterator[None]:
+    yield
 
 
 Admit = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]

@@ -12,6 +12,7 @@ not matching the certificate, unreadable file) is refused and the old one kept.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import threading
@@ -19,6 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from auth.tls import TlsMaterial, load_tls_material
 
@@ -27,10 +31,24 @@ log = logging.getLogger(__name__)
 MIN_HTTPS_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-def _configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration:
+def _configuration(material: TlsMaterial, send_ca: bool = False) -> grpc.ServerCertificateConfiguration:
+    chain = material.cert_pem + (issuer_pem(material) if send_ca else b"")
     return grpc.ssl_server_certificate_configuration(
-        [(material.key_pem, material.cert_pem)], root_certificates=material.ca_pem
+        [(material.key_pem, chain)], root_certificates=material.ca_pem
     )
+
+
+def issuer_pem(material: TlsMaterial) -> bytes:
+    """The CA of the bundle that issued our certificate (PEM), or b"" when none of them did.
+    Sent after our certificate where a client pins the CA by its fingerprint (enrolment)."""
+    leaf = x509.load_pem_x509_certificate(material.cert_pem)
+    for ca in x509.load_pem_x509_certificates(material.ca_pem):
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return ca.public_bytes(serialization.Encoding.PEM)
+    return b""
 
 
 def https_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -55,13 +73,26 @@ class ReloadingServerTls:
         with self._lock:
             return self.generation, self.material
 
-    def credentials(self, on_handshake: Callable[[], None] | None = None) -> grpc.ServerCredentials:
+    def credentials(
+        self, on_handshake: Callable[[], None] | None = None, client_auth: bool = True
+    ) -> grpc.ServerCredentials:
         """mTLS credentials for one listener: a client certificate signed by the (current) CA
-        bundle is required. ``on_handshake`` is called before each handshake (counting them)."""
-        fetcher = _Fetcher(self, on_handshake)
+        bundle is required. ``client_auth=False``: server-only TLS (enrolment: devices have no
+        certificate yet), and our CA is sent after our certificate, so a device can pin it by its
+        fingerprint. ``on_handshake`` is called before each handshake (counting them)."""
+        fetcher = _Fetcher(self, on_handshake, send_ca=not client_auth)
         return grpc.dynamic_ssl_server_credentials(
-            fetcher.initial(), fetcher, require_client_authentication=True
+            fetcher.initial(), fetcher, require_client_authentication=client_auth
         )
+
+    def ca_fingerprint(self) -> str:
+        """``SHA256:<hex>`` of the CA that issued our certificate: what a device enrolling pins."""
+        _, material = self.current()
+        pem = issuer_pem(material)
+        if not pem:
+            return ""
+        der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+        return "SHA256:" + hashlib.sha256(der).hexdigest()
 
     def https_context(self) -> ssl.SSLContext:
         """The HTTPS listener's context: each handshake is given the current certificate."""
@@ -94,16 +125,19 @@ class ReloadingServerTls:
 class _Fetcher:
     """One listener's fetch callback: the newest configuration once, then None ("no change")."""
 
-    def __init__(self, source: ReloadingServerTls, on_handshake: Callable[[], None] | None) -> None:
+    def __init__(
+        self, source: ReloadingServerTls, on_handshake: Callable[[], None] | None, send_ca: bool = False
+    ) -> None:
         self._source = source
         self._on_handshake = on_handshake
+        self._send_ca = send_ca
         self._lock = threading.Lock()
         self._generation = -1
 
     def initial(self) -> grpc.ServerCertificateConfiguration:
         with self._lock:
             self._generation, material = self._source.current()
-        return _configuration(material)
+        return _configuration(material, self._send_ca)
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         """Asked by gRPC before every handshake of this listener (so it also counts them)."""
@@ -114,4 +148,4 @@ class _Fetcher:
             if generation == self._generation:
                 return None
             self._generation = generation
-        return _configuration(material)
+        return _configuration(material, self._send_ca)

@@ -7,7 +7,11 @@
 * ``Player``: one device's sound. Start offers the lead packets at once (Play
   is heard promptly); Stop removes the sound from the clock, drops what is
   still queued and sends a one-frame fade-out carrying ``is_end``, so the
-  device hears the sound end within one frame.
+  device hears the sound end within one frame. A start may be given its
+  timeline origin (an announcement starts every device at one instant) and a
+  first packet (a sound resumed after an announcement: its first packet then
+  carries ``is_start``); ``cut`` is a stop that says where to resume: the first
+  packet the device never got.
 * ``AudioChannel`` (audio_channel.py): the queue between a player and the
   device's ServerAudioStream, kept at the live edge; the timeline runs (and
   finishes) even with no channel.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from comms.audio_format import FRAME_MS, FRAME_SECONDS
@@ -35,10 +40,18 @@ TICK_SECONDS = FRAME_SECONDS / 2
 class Sound:
     """One playing sound: its clip, its schedule and how far it got."""
 
-    __slots__ = ("clip", "encoding", "end_sent", "frame_s", "player", "position", "sound_id", "t0")
+    __slots__ = (
+        "clip", "encoding", "end_sent", "first", "frame_s", "player", "position", "sound_id", "t0"
+    )  # fmt: skip
 
     def __init__(
-        self, player: Player, sound_id: int, clip: Clip, t0: float, frame_ms: int = FRAME_MS
+        self,
+        player: Player,
+        sound_id: int,
+        clip: Clip,
+        t0: float,
+        frame_ms: int = FRAME_MS,
+        first: int = 0,
     ) -> None:
         self.player = player
         self.sound_id = sound_id
@@ -46,20 +59,21 @@ class Sound:
         self.encoding = clip.encoding(frame_ms)  # 20 ms packets, or 60 ms for devices that asked
         self.frame_s = self.encoding.frame_s
         self.t0 = t0  # the sound's timeline origin: packet i is due at t0 + i·frame - lead
-        self.position = 0  # packets offered so far
+        self.first = first  # the packet it starts with (> 0: resumed after an announcement)
+        self.position = first  # the next packet to offer
         self.end_sent = False
 
     @property
     def ends_at(self) -> float:
         return self.t0 + len(self.encoding.packets) * self.frame_s
 
-    def advance(self, now: float, lead_s: float) -> tuple[int, int]:
-        """Offer every packet due by ``now``; return (offered, late)."""
+    def advance(self, now: float, lead_s: float, limit: int | None = None) -> tuple[int, int]:
+        """Offer every packet due by ``now`` (at most ``limit``); return (offered, late)."""
         messages = self.encoding.messages
         frame_s = self.frame_s
         last = len(messages) - 1
         offered = late = 0
-        while self.position <= last:
+        while self.position <= last and (limit is None or offered < limit):
             due = self.t0 + self.position * frame_s - lead_s
             if due > now:
                 break
@@ -68,7 +82,10 @@ class Sound:
             index = self.position
             self.position += 1
             self.end_sent = index == last
-            self.player.offer(due + lead_s, messages[index])
+            message = messages[index]
+            if index == self.first and index > 0:  # a resumed sound begins here: it needs is_start
+                message = pb.AudioPacket(is_start=True, is_end=message.is_end, data=message.data)
+            self.player.offer(due + lead_s, message)
             offered += 1
         return offered, late
 
@@ -126,6 +143,14 @@ class FrameClock:
 SoundFinishedCallback = Callable[[int], Coroutine[Any, Any, None]]
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an interrupted sound continues: its clip, and the seconds into it the device never got."""
+
+    clip: Clip
+    offset_s: float
+
+
 class Player:
     """One device's playback: at most one sound at a time, paced by the shared clock."""
 
@@ -158,13 +183,25 @@ class Player:
         if self.sink is not None:
             self.sink.put(due, packet)
 
-    def start(self, sound_id: int, clip: Clip) -> None:
+    def start(self, sound_id: int, clip: Clip, t0: float | None = None, offset_s: float = 0.0) -> bool:
+        """Play ``clip`` from ``offset_s`` with its timeline starting at loop time ``t0`` (now by
+        default). False if nothing is left to play.
+
+        A start at a given ``t0`` (an announcement: many devices at one instant) offers only the
+        first packet at once and leaves the rest of the lead to the clock's next tick, half a frame
+        later: every device's first packet goes out before any device's second."""
         if self._sound is not None:
             raise RuntimeError("start() while a sound is playing: stop it first")
         now = asyncio.get_running_loop().time()
-        sound = Sound(self, sound_id, clip, t0=now, frame_ms=self.frame_ms)
+        frame_s = clip.encoding(self.frame_ms).frame_s
+        first = round(offset_s / frame_s)
+        if first >= len(clip.encoding(self.frame_ms).packets):
+            return False
+        origin = (now if t0 is None else t0) - first * frame_s
+        sound = Sound(self, sound_id, clip, t0=origin, frame_ms=self.frame_ms, first=first)
         self._sound = sound
-        count_packets(*sound.advance(now, self._clock.lead_s))  # the lead goes out at once
+        burst = None if t0 is None else 1  # else the lead goes out at once
+        count_packets(*sound.advance(now, self._clock.lead_s, burst))
         self._clock.add(sound)
         metrics.SOUNDS_STARTED.inc()
         log.info(
@@ -174,22 +211,36 @@ class Player:
                 "sound": sound_id,
                 "clip": clip.name,
                 "seconds": round(clip.duration, 2),
+                "from_s": round(first * frame_s, 2),  # > 0: resumed after an announcement
             },
         )
+        return True
 
-    def stop(self, sound_id: int, reason: str) -> None:
-        """End the sound now: off the clock, queued packets dropped, a fade-out with is_end sent."""
+    def cut(self, sound_id: int, reason: str) -> ResumePoint | None:
+        """Stop the sound like ``stop``; where to resume it: the first packet the device never got
+        (those still queued for its stream are dropped here). None if it is not playing."""
         sound = self._sound
         if sound is None or sound.sound_id != sound_id:
-            return
+            return None
+        undelivered = self.stop(sound_id, reason)
+        return ResumePoint(sound.clip, (sound.position - undelivered) * sound.frame_s)
+
+    def stop(self, sound_id: int, reason: str) -> int:
+        """End the sound now: off the clock, queued packets dropped, a fade-out with is_end sent.
+        Returns how many of its packets were dropped before reaching the stream."""
+        sound = self._sound
+        if sound is None or sound.sound_id != sound_id:
+            return 0
         self._sound = None
         self._clock.discard(sound)
+        dropped = 0
         if not sound.end_sent:
             if self.sink is not None:
-                self.sink.discard_pending()
-            fade = sound.clip.fade_out_packet(sound.position, sound.encoding.frame_ms)
+                dropped = self.sink.discard_pending()
+            fade = sound.clip.fade_out_packet(sound.position - dropped, sound.encoding.frame_ms)
             now = asyncio.get_running_loop().time()
-            self.offer(now, pb.AudioPacket(is_start=sound.position == 0, is_end=True, data=fade))
+            is_start = sound.position - dropped == sound.first  # the device never got its start
+            self.offer(now, pb.AudioPacket(is_start=is_start, is_end=True, data=fade))
         metrics.SOUNDS_STOPPED.labels(reason=reason).inc()
         log.info(
             "sound.stop",
@@ -197,9 +248,10 @@ class Player:
                 **self._log_fields,
                 "sound": sound_id,
                 "reason": reason,
-                "at_s": round(sound.position * sound.frame_s, 2),
+                "at_s": round((sound.position - dropped) * sound.frame_s, 2),
             },
         )
+        return dropped
 
     def finished(self, sound: Sound) -> None:
         """Called by the clock at the sound's real end; the state machine hears of it in a task."""

@@ -43,6 +43,7 @@ CACHED_CLIPS = 16
 MIN_RATE, MAX_RATE = 8_000, 384_000  # sample rates an upload may have (Hz): telephone to studio
 MAX_CHANNELS = 8
 MIN_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # one frame at 48 kHz: anything shorter is no sound
+MAX_NAME = 200  # a sound's name is its file name, kept to this length at upload
 UNREADABLE_TEXT = "not a readable audio file (use WAV, FLAC, Ogg Vorbis/Opus or MP3)"
 
 
@@ -69,6 +70,24 @@ class SoundInfo:
     def decode(cls, raw: str) -> SoundInfo:
         data = json.loads(raw)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class SoundChoice:
+    """A sound chosen once (by the node that took an announcement) and played alike everywhere:
+    an upload's stored blob, or the built-in sound of ``mode`` when ``blob`` is empty."""
+
+    tenant: str
+    mode: int
+    blob: str = ""
+    label: str = ""  # in words: "mode 2 (built-in)", "chime.wav"
+
+    def to_data(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, object]) -> SoundChoice:
+        return cls(str(data["tenant"]), int(str(data["mode"])), str(data["blob"]), str(data["label"]))
 
 
 def decode_upload(data: bytes, max_seconds: float) -> Int16Pcm:
@@ -223,6 +242,35 @@ class TenantSounds:
         self._tables.get(tenant, {}).pop(mode, None)
         log.info("sounds.reset", extra={"tenant": tenant, "mode": mode})
         return self.builtin(tenant, mode)
+
+    async def choose(self, tenant: str, mode: int | None = None, name: str = "") -> SoundChoice:
+        """The tenant's sound of ``mode``, or its upload named ``name`` (the file name, with or
+        without its extension); ``SoundRejected`` or ``LookupError`` saying why not."""
+        table = await self.table(tenant)
+        if mode is not None:
+            self.check_mode(mode)
+            info = table.get(mode)
+            if info is None:
+                return SoundChoice(tenant, mode, "", f"mode {mode} (built-in)")
+            return SoundChoice(tenant, mode, info.blob, f"mode {mode} ({info.filename})")
+        if not 1 <= len(name) <= MAX_NAME:
+            raise SoundRejected(f"a sound name is 1..{MAX_NAME} characters")
+        named = [i for m, i in sorted(table.items()) if name in (i.filename, i.filename.rsplit(".", 1)[0])]
+        if not named:
+            uploads = ", ".join(sorted({i.filename for i in table.values()})) or "none yet"
+            raise LookupError(f"no uploaded sound is named {name!r} (uploads: {uploads[:200]})")
+        if len(named) > 1:
+            modes = ", ".join(str(i.mode) for i in named)
+            raise SoundRejected(f"the uploads of modes {modes} are all named {name!r}: choose a mode instead")
+        return SoundChoice(tenant, named[0].mode, named[0].blob, named[0].filename)
+
+    async def clip_of(self, choice: SoundChoice) -> Clip:
+        """The clip of a choice made by ``choose`` (on this node or another); raises if the stored
+        sound cannot be read."""
+        if not choice.blob:
+            return self.library.clip_for(choice.mode)
+        info = SoundInfo(choice.tenant, choice.mode, "uploaded", 0.0, choice.label, blob=choice.blob)
+        return await self._clip(info)
 
     async def clip(self, tenant: str, mode: int) -> Clip:
         """What a Play of ``mode`` sounds like for ``tenant`` right now (never raises)."""

@@ -3,27 +3,38 @@
 The controller carries out the effects (LED sets wake the status stream, sounds
 go to the player), keeps the record in memory and queues its changes for the
 store; it tells whoever listens (the fleet) when the mode or playing changes.
+An announcement (``announce``) goes the same way: the state machine decides
+(preempt, refuse), the controller plays the cue's clip on the cue's timeline and
+keeps where the interrupted sound was cut, to resume it afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
 from auth.identity import Identity
 from server.audio.library import ClipSource
-from server.audio.player import FrameClock, Player
+from server.audio.player import FrameClock, Player, ResumePoint
+from server.devices.cue import REFUSED, STARTED, Cue
 from server.devices.leds import LedFrame
 from server.devices.live_session import DeviceSession
 from server.devices.state_machine import (
+    AnnouncementStarts,
     ButtonPressed,
     DeviceState,
+    Effect,
     Event,
+    InterruptSound,
     ModeSelected,
+    ResumeSound,
     SetLeds,
     SoundFinished,
+    StartAnnouncement,
     StartSound,
+    StopReason,
     StopSound,
     transition,
 )
@@ -58,6 +69,9 @@ class DeviceController:
         self._store = store
         self._mode_count = mode_count
         self._lock = asyncio.Lock()
+        self._leds_changed = False  # a SetLeds effect of the event being handled
+        self._cues: dict[str, Cue] = {}  # announcements being handed to the state machine
+        self._resume: tuple[int, ResumePoint] | None = None  # (interrupted sound, where it was cut)
         fields = {"tenant": record.identity.tenant, "device": record.identity.device_id}
         self.player = Player(clock, self._sound_finished, fields)
 
@@ -69,21 +83,18 @@ class DeviceController:
     def leds(self) -> LedFrame:
         return self.state.leds
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: Event, later: list[Callable[[], None]] | None = None) -> None:
+        """Apply ``event``. With ``later``, the news of it (the LED wake-up of the status stream,
+        the fleet's watchers) is appended there instead of told at once: an announcement starting
+        many devices lets every audio stream write its first packet before any of that runs."""
         async with self._lock:
             old_mode = self.state.mode
-            self.state, effects = transition(self.state, event, self._mode_count)
             changes: dict[str, object] = {}
-            for effect in effects:
-                if isinstance(effect, StopSound):
-                    self.player.stop(effect.sound_id, effect.reason)
-                    changes["playing"] = None
-                elif isinstance(effect, StartSound):
-                    clip = await self._sounds.clip(self.identity.tenant, effect.mode)
-                    self.player.start(effect.sound_id, clip)
-                    changes["playing"] = (effect.mode, time.time(), round(clip.duration, 3))
-                elif isinstance(effect, SetLeds) and self.session is not None:
-                    self.session.leds_changed.set()
+            self._leds_changed = False
+            pending: Event | None = event
+            while pending is not None:  # a sound that cannot resume finishes at once
+                self.state, effects = transition(self.state, pending, self._mode_count)
+                pending = await self._carry_out(effects, changes)
             if self.state.playing is None and self.record.playing is not None:
                 changes["playing"] = None  # finished by itself
             if self.state.mode != old_mode:
@@ -91,7 +102,63 @@ class DeviceController:
             if changes:
                 self.record = self.record.with_changes(**changes)
                 self._store.update_later(self.identity, self.record.session_id, **changes)
-                self._on_change(self, "mode" if "mode" in changes else "playing")
+            change = ("mode" if "mode" in changes else "playing") if changes else ""
+            news = functools.partial(self._tell, self._leds_changed, change)
+            if later is None:
+                news()
+            else:
+                later.append(news)
+
+    def _tell(self, leds_changed: bool, change: str) -> None:
+        if leds_changed and self.session is not None:
+            self.session.leds_changed.set()
+        if change:
+            self._on_change(self, change)
+
+    async def _carry_out(self, effects: list[Effect], changes: dict[str, object]) -> Event | None:
+        """Do what the state machine said; the event that follows at once, if any."""
+        follow: Event | None = None
+        for effect in effects:
+            if isinstance(effect, StopSound):
+                self.player.stop(effect.sound_id, effect.reason)
+                changes["playing"] = None
+            elif isinstance(effect, InterruptSound):
+                point = self.player.cut(effect.sound_id, StopReason.INTERRUPTED)
+                self._resume = (effect.sound_id, point) if point is not None else None
+                changes["playing"] = None
+            elif isinstance(effect, StartSound):
+                clip = await self._sounds.clip(self.identity.tenant, effect.mode)
+                self.player.start(effect.sound_id, clip)
+                changes["playing"] = (effect.mode, time.time(), round(clip.duration, 3))
+            elif isinstance(effect, StartAnnouncement):
+                cue = self._cues.pop(effect.announcement)
+                self.player.start(effect.sound_id, cue.clip, t0=cue.t0)
+                changes["playing"] = (self.state.mode, time.time(), round(cue.clip.duration, 3))
+            elif isinstance(effect, ResumeSound):
+                resume, self._resume = self._resume, None
+                if resume is None or resume[0] != effect.interrupted:
+                    follow = SoundFinished(effect.sound_id)  # it had ended by itself as it was cut
+                    continue
+                point = resume[1]
+                if not self.player.start(effect.sound_id, point.clip, offset_s=point.offset_s):
+                    follow = SoundFinished(effect.sound_id)  # cut at its very end: nothing left
+                    continue
+                rest = round(point.clip.duration - point.offset_s, 3)
+                changes["playing"] = (self.state.mode, time.time(), rest)
+            elif isinstance(effect, SetLeds):
+                self._leds_changed = True
+        return follow
+
+    async def announce(self, cue: Cue, later: list[Callable[[], None]] | None = None) -> str:
+        """Play ``cue`` now (call it at the cue's instant): ``STARTED``, or ``REFUSED`` while an
+        announcement of equal or higher priority plays. ``later``: as for ``handle``."""
+        self._cues[cue.announcement] = cue
+        try:
+            await self.handle(AnnouncementStarts(cue.announcement, cue.priority, cue.resume), later)
+        finally:
+            self._cues.pop(cue.announcement, None)
+        on_air = self.state.on_air
+        return STARTED if on_air is not None and on_air.announcement == cue.announcement else REFUSED
 
     async def press(self, button: int, kind: int) -> None:
         await self.handle(ButtonPressed(button, kind))

@@ -33,20 +33,31 @@ async def run_until_first(*aws: Coroutine[Any, Any, Any] | Awaitable[Any]) -> No
 class DeviceSession:
     """The live streams of one session (one CreateSession) of a device."""
 
-    def __init__(self, identity: Identity, session_id: str, cert_serial: int) -> None:
+    def __init__(
+        self, identity: Identity, session_id: str, cert_serial: int, issuer_serial: int | None = None
+    ) -> None:
         self.id = session_id
         self.identity = identity
         self.cert_serial = cert_serial
+        self.issuer_serial = issuer_serial  # its issuing CA's: revoking that CA ends this session too
         self.active_rpcs = 0
         self.streams: dict[str, int] = {}  # open RPCs by kind (status/event/audio)
         self.unanswered_since: float | None = None  # loop time of the oldest unanswered status request
         self.answered = asyncio.Event()  # set whenever the device answers a status request
-        self.audio_write_since: float | None = None  # loop time the pending audio write began
+        # Audio writes begun and completed: two increments per packet; the registry's watchdog
+        # samples them once a second (a write begun and never done is a device not reading).
+        self.audio_writes_begun = 0
+        self.audio_writes_done = 0
+        self.write_watch: tuple[int, float] | None = None  # the watchdog's: (write, first seen pending)
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK
         self.close_message = ""
         self._on_close: list[Callable[[], None]] = []
+
+    def revoked_by(self, serials: frozenset[int]) -> bool:
+        """Whether revoking ``serials`` revokes this session's certificate (or its issuing CA)."""
+        return self.cert_serial in serials or self.issuer_serial in serials
 
     @property
     def log_fields(self) -> dict[str, str]:
@@ -59,6 +70,10 @@ class DeviceSession:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def audio_write_pending(self) -> bool:
+        return self.audio_writes_begun != self.audio_writes_done
 
     def stalled(self, threshold_s: float) -> bool:
         """The link is stalled: a status request has gone unanswered for more than ``threshold_s``.

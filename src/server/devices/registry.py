@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -36,11 +36,12 @@ from server.audio.library import ClipSource
 from server.audio.player import FrameClock
 from server.devices.commands import DISCONNECT, MODE, PRESS, REVOKE, Command
 from server.devices.controller import DeviceController
+from server.devices.cue import OFFLINE, Cue
 from server.devices.live_session import DeviceSession
 from server.devices.state_machine import ConnectionLost, Press
-from server.errors import DEVICE_REVOKED_TEXT
+from server.errors import DEVICE_REVOKED_TEXT, StoreUnavailable
 from server.state.guard import StoreGuard
-from server.state.store import DeviceRecord
+from server.state.store import DeviceRecord, Renewal
 from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,12 @@ class DeviceRegistry:
         )
 
     async def start_session(
-        self, identity: Identity, session_id: str, cert_serial: int | None = None, cert_expires: float = 0.0
+        self,
+        identity: Identity,
+        session_id: str,
+        cert_serial: int | None = None,
+        cert_expires: float = 0.0,
+        cert_issued: float = 0.0,
     ) -> None:
         """Make ``session_id`` the device's session; a live older session is superseded.
 
@@ -199,6 +205,8 @@ class DeviceRegistry:
         facts: dict[str, object] = {"connected_since": time.time(), "cert_serial": cert_serial}
         if cert_expires:
             facts["cert_expires"] = cert_expires
+        if cert_issued:
+            facts["cert_issued"] = cert_issued
         async with self._lock(identity):
             controller = self._controllers.get(identity)
             epoch = await self._store.claim_now(identity, session_id, facts)
@@ -259,7 +267,12 @@ class DeviceRegistry:
         return len(self._locks)
 
     async def open_rpc(
-        self, identity: Identity, session_id: str, cert_serial: int, kind: str
+        self,
+        identity: Identity,
+        session_id: str,
+        cert_serial: int,
+        kind: str,
+        issuer_serial: int | None = None,
     ) -> tuple[DeviceController, DeviceSession]:
         """Attach one RPC to the streams of its session. Raises SessionSuperseded for an old session."""
         async with self._lock(identity):
@@ -272,11 +285,13 @@ class DeviceRegistry:
                 raise SessionSuperseded("session was superseded by a newer one: create a new session")
             session = controller.session
             if session is None or session.closed or session.id != session_id:
-                session = DeviceSession(identity, session_id, cert_serial)
+                session = DeviceSession(identity, session_id, cert_serial, issuer_serial)
                 controller.session = session
                 metrics.SESSIONS_OPENED.inc()
                 log.info("session.open", extra={**session.log_fields, "mode": controller.state.mode})
                 self.listener.session_opened(controller)
+            elif session.cert_serial != cert_serial:  # streams moved to a renewed certificate
+                session.cert_serial, session.issuer_serial = cert_serial, issuer_serial
             session.active_rpcs += 1
             session.streams[kind] = session.streams.get(kind, 0) + 1
             return controller, session
@@ -325,15 +340,36 @@ class DeviceRegistry:
         why: str,
         cert_serials: frozenset[int] | None = None,
     ) -> bool:
-        """End the live session of ``identity`` (if given: only if its certificate is in ``cert_serials``)."""
+        """End the live session of ``identity`` (if given: only if ``cert_serials`` revoke it)."""
         async with self._lock(identity):
             controller = self._controllers.get(identity)
             session = controller.session if controller is not None else None
             if controller is None or session is None:
                 return False
-            if cert_serials is not None and session.cert_serial not in cert_serials:
+            if cert_serials is not None and not session.revoked_by(cert_serials):
                 return False
             return await self._end(controller, session, code, message, why)
+
+    async def renewed(self, identity: Identity, renewal: Renewal) -> None:
+        """The device renewed its certificate: on record before it gets the certificate
+        (``StoreUnavailable`` otherwise); a live controller's memory follows, so its later
+        writes and operators' views carry the new serial and expiry."""
+        async with self._lock(identity):
+            await self._store.renewal_now(identity, renewal)
+            controller = self._controllers.get(identity)
+            if controller is not None:
+                controller.record = controller.record.with_changes(**renewal.fields())
+                self.listener.device_changed(controller, "renewed")
+
+    async def renewal_failed(self, identity: Identity, reason: str) -> None:
+        """A refused renewal, for operators; never raises (a store outage loses only this note)."""
+        now = time.time()
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.renewal_failed_now(identity, reason, now)
+        controller = self._controllers.get(identity)
+        if controller is not None:
+            controller.record = controller.record.with_changes(renewal_failed_at=now, renewal_failure=reason)
+            self.listener.device_changed(controller, "renewal_failed")
 
     async def superseded_elsewhere(self, identity: Identity, session_id: str) -> bool:
         """Another node claimed the device for ``session_id``: end what this node holds of it."""
@@ -364,10 +400,23 @@ class DeviceRegistry:
             )
         return True
 
+    async def announce(self, identity: Identity, cue: Cue, later: list[Callable[[], None]]) -> str:
+        """Play ``cue`` on the device if it is live on this node: ``STARTED``, ``REFUSED`` (a
+        higher or equal announcement plays) or ``OFFLINE`` (not live here). The news of it is
+        appended to ``later`` (see ``DeviceController.handle``)."""
+        controller = self._controllers.get(identity)
+        if controller is None or controller.session is None or controller.session.closed:
+            return OFFLINE
+        outcome = await controller.announce(cue, later)
+        what = f"announcement {cue.announcement[:12]}: {outcome}"
+        later.append(lambda: self.listener.device_event(controller, what))
+        return outcome
+
     def revoke(self, serials: frozenset[int]) -> None:
-        """End at once the live sessions whose certificate was just revoked (called by the CRL reload)."""
+        """End at once the live sessions whose certificate (or its issuing CA) was just revoked
+        (called by the CRL reload)."""
         for session in self.live_sessions():
-            if session.cert_serial in serials:
+            if session.revoked_by(serials):
                 self._tasks.spawn(
                     self.end_session(
                         session.identity,
@@ -405,18 +454,29 @@ class DeviceRegistry:
         self._tasks.supervise("write-watchdog", self._watch_writes, on_failing)
 
     async def _watch_writes(self) -> None:
-        """One sweep a second instead of a timer per packet: end sessions whose audio write is stuck."""
+        """One sweep a second instead of a timer per packet: end sessions whose audio write is stuck.
+
+        A write counts as stuck from the first sweep that sees it pending: the stream only counts
+        (no clock read per packet), so a stuck write ends the session within the timeout plus
+        up to two sweeps."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             now = loop.time()
             for session in self.live_sessions():
-                since = session.audio_write_since
-                if since is not None and now - since > self._write_timeout_s:
+                if not session.audio_write_pending:
+                    session.write_watch = None
+                    continue
+                write = session.audio_writes_begun
+                if session.write_watch is None or session.write_watch[0] != write:
+                    session.write_watch = (write, now)  # a new write in flight: its clock starts
+                    continue
+                since = session.write_watch[1]
+                if now - since > self._write_timeout_s:
                     log.warning(
                         "audio.stalled", extra={**session.log_fields, "stuck_s": round(now - since, 1)}
                     )
-                    session.audio_write_since = None  # ended once
+                    session.audio_writes_done = write  # ended once
                     self._tasks.spawn(
                         self.end_session(
                             session.identity, grpc.StatusCode.UNAVAILABLE, STALLED_MESSAGE, "stalled"

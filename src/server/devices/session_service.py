@@ -51,7 +51,7 @@ class SessionService(spb_grpc.SessionServiceServicer):
             else:
                 session_id, kind, frame_ms = new_session_id(), "new", frame_ms_for(request)
                 await self._registry.start_session(
-                    peer.identity, session_id, peer.cert_serial, peer.cert_expires
+                    peer.identity, session_id, peer.cert_serial, peer.cert_expires, peer.cert_issued
                 )
         except AuthError as exc:
             await abort_rejected(

@@ -24,7 +24,7 @@ from comms.gen import comms_pb2 as pb
 from comms.gen import comms_pb2_grpc as pb_grpc
 from server import metrics
 from server.access.interceptor import abort_rejected, current_auth
-from server.audio.channel import AudioChannel
+from server.audio.channel import WAIT, AudioChannel
 from server.devices.controller import DeviceController
 from server.devices.leds import LedFrame
 from server.devices.live_session import DeviceSession, run_until_first
@@ -102,7 +102,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         assert auth.session_id is not None, "DeviceService calls are session-authenticated"
         try:
             controller, session = await self._registry.open_rpc(
-                auth.identity, auth.session_id, auth.cert_serial, kind
+                auth.identity, auth.session_id, auth.cert_serial, kind, auth.issuer_serial
             )
         except SessionSuperseded as exc:  # a newer session started since the interceptor looked
             await abort_rejected(
@@ -132,7 +132,7 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         finally:
             log.info("stream.end", extra={**session.log_fields, "stream": kind, "status": outcome})
             await self._registry.close_rpc(controller, session, kind)
-        if ended is not None:
+        if ended is not None and not context.cancelled():  # a peer that left hears nothing more
             await context.abort(ended.code, ended.message)
         if session.closed and session.close_code != grpc.StatusCode.CANCELLED:
             # Ended by the server (superseded, shutdown): say why with a status.
@@ -338,15 +338,21 @@ async def _stream_audio(
     session.on_close(channel.close)
     try:
         while True:
-            await _wait_for_link(session, policy, len(channel))
-            packet = await channel.get()  # after the wait: what went stale meanwhile is skipped
-            if packet is None:
-                break
+            if session.unanswered_since is not None:  # a status request is out: is the link stalled?
+                await _wait_for_link(session, policy, len(channel))
+            # Taken without waiting when one is due (the usual case: no coroutine per packet);
+            # after the link wait, so what went stale meanwhile is skipped.
+            packet = channel.pop(loop.time())
+            if packet is WAIT:
+                packet = await channel.get()
+            if not isinstance(packet, pb.AudioPacket):
+                break  # None: the channel closed and drained
             # A plain write, never cancelled mid-flight: closing ends this loop through the channel.
-            # The registry's watchdog ends the session if it does not complete in time.
-            session.audio_write_since = loop.time()
+            # The registry's watchdog samples the two counters: a write begun and not done for
+            # longer than the write timeout ends the session.
+            session.audio_writes_begun += 1
             await context.write(packet)
-            session.audio_write_since = None
+            session.audio_writes_done += 1
     finally:
         controller.player.detach(channel)
     if channel.replaced:

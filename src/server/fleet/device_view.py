@@ -19,6 +19,8 @@ from server.devices.leds import LED1_IDLE, LED1_PLAYING, MODE_PALETTE, OFF, leds
 from server.state.store import DeviceRecord
 
 BUTTON_STATES = {0: "pressed", 1: "released"}
+RENEW_FRACTION = 2 / 3  # devices renew by this share of their certificate's lifetime (their default)
+DAY_S = 86_400
 LED_COLOURS = {  # rgba -> (a short name, e.g. a CSS class; words for people)
     OFF: ("off", "off"),
     LED1_IDLE: ("idle", "dim green (connected, idle)"),
@@ -39,6 +41,28 @@ def colour_words(rgba: int) -> str:
     """Words for an LED colour, so state is never shown by colour alone."""
     known = LED_COLOURS.get(rgba)
     return known[1] if known else f"#{rgba >> 8:06x}"
+
+
+def renewal_of(record: DeviceRecord, now: float) -> apb.DeviceRenewal | None:
+    """The renewal facts operators see: when it is due ("renews in N days"), whether the last
+    attempt was refused after the last success, and whether the device is past two thirds of
+    its certificate's lifetime without having renewed. None without a certificate on record."""
+    if record.cert_expires is None:
+        return None
+    renewal = apb.DeviceRenewal(
+        cert_expires_unix=record.cert_expires, renewed_at_unix=record.renewed_at or 0.0
+    )
+    if record.cert_issued is not None:
+        due = record.cert_issued + (record.cert_expires - record.cert_issued) * RENEW_FRACTION
+        renewal.cert_issued_unix = record.cert_issued
+        renewal.renew_due_unix = due
+        renewal.renews_in_days = math.floor((due - now) / DAY_S)
+        renewal.overdue = now > due
+    failed = record.renewal_failed_at
+    if failed is not None and failed > (record.renewed_at or 0.0):
+        renewal.failed_at_unix = failed
+        renewal.failure = record.renewal_failure or "refused"
+    return renewal
 
 
 @dataclass(frozen=True)
@@ -98,7 +122,10 @@ class DeviceView:
         if record.buttons is not None:
             device.buttons.extend(BUTTON_STATES.get(b, "held") for b in record.buttons)
         if record.cert_expires is not None:
-            device.cert_days_left = math.floor((record.cert_expires - now) / 86_400)
+            device.cert_days_left = math.floor((record.cert_expires - now) / DAY_S)
+        renewal = renewal_of(record, now)
+        if renewal is not None:
+            device.renewal.CopyFrom(renewal)
         for index, rgba in enumerate(self.leds(), start=1):
             device.leds.append(apb.Led(index=index, rgba=rgba, label=colour_words(rgba)))
         return device

@@ -26,14 +26,18 @@ from auth.identity import MAX_ID_LENGTH, Identity, validate_id
 from comms.gen import admin_pb2 as apb
 from comms.gen import admin_pb2_grpc as apb_grpc
 from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
+from server.announce.announcer import Announcer
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command
 from server.devices.state_machine import Button
-from server.errors import StoreUnavailable, describe
 from server.fleet.device_view import DeviceView
+from server.fleet.labels import BadLabel, DeviceLabels
 from server.fleet.node import DeviceOffline, Fleet, history_log
 from server.operator.audit import AuditFilter, AuditLog, BadPageToken
 from server.operator.calls import ApiError, LocalContext, Note, OperatorCalls, not_found
+from server.operator.claims import ClaimAdmin
+from server.operator.enrolments import EnrolmentAdmin
+from server.operator.groups import GroupCalls
 from server.operator.sign_in import ConsoleSessions
 
 log = logging.getLogger(__name__)
@@ -80,17 +84,21 @@ def sound_proto(info: SoundInfo) -> apb.Sound:
     )
 
 
-class FleetAdmin(apb_grpc.FleetServiceServicer):
+class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceServicer):
     def __init__(
         self,
         fleet: Fleet,
         audit: AuditLog,
         sounds: TenantSounds,
         mode_count: int,
+        labels: DeviceLabels,
+        announcer: Announcer,
         console: ConsoleSessions | None = None,
         console_url: str = "",
     ) -> None:
         self._fleet = fleet
+        self.labels = labels
+        self.announcer = announcer
         self._audit = audit
         self.calls = OperatorCalls(audit)
         self.sounds = sounds
@@ -167,6 +175,8 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         views = await self._fleet.devices(
             tenant, (lambda r: search.lower() in r.identity.device_id) if search else None
         )
+        if request.selector:
+            views = await self.selected(views, request.selector)
         if online == apb.ListDevicesRequest.ONLINE:
             views = [v for v in views if v.online]
         elif online == apb.ListDevicesRequest.OFFLINE:
@@ -188,7 +198,7 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
             more = page and page[-1] is not views[-1]
             last = page[-1].identity if more else None
             return apb.ListDevicesResponse(
-                devices=[v.to_proto() for v in page],
+                devices=await self.labelled(page),
                 next_page_token=f"{last.tenant}/{last.device_id}" if last else "",
                 total=len(views),
             )
@@ -197,7 +207,8 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
 
     async def GetDevice(self, request: apb.DeviceRef, context: grpc.aio.ServicerContext) -> apb.Device:
         async def work(call: OperatorCall, note: Note) -> apb.Device:
-            return (await self._device(call, request, note)).to_proto()
+            (device,) = await self.labelled([await self._device(call, request, note)])
+            return device
 
         return await self.calls.run(context, "GetDevice", work, changes=False)
 
@@ -461,17 +472,14 @@ class FleetAdmin(apb_grpc.FleetServiceServicer):
         return await self.calls.run(context, "CreateConsoleLogin", work, changes=True)
 
     async def _guarded(self, work: Awaitable[T]) -> T:
-        """Sound data lives in the shared store: its failure is UNAVAILABLE, like the device records';
-        a sound the operator got wrong is INVALID_ARGUMENT with the reason."""
+        """A sound the operator got wrong is INVALID_ARGUMENT with the reason. The shared data
+        maps its own failures to ``StoreUnavailable`` (UNAVAILABLE) where they happen; anything
+        else is a bug and surfaces as one (INTERNAL, audited, the traceback in the log), never
+        disguised as an outage the operator would wait out."""
         try:
             return await work
-        except SoundRejected as exc:
+        except (SoundRejected, BadLabel) as exc:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        except ApiError:
-            raise
-        except Exception as exc:
-            log.warning("admin.store_failed", extra={"error": describe(exc)})
-            raise StoreUnavailable("state store unavailable") from None
 
 
 def _json(parameters: dict[str, object]) -> str:

@@ -52,8 +52,20 @@ LEAST_ROLE = {
     "Disconnect": Role.OPERATOR,
     "UploadSound": Role.OPERATOR,
     "ResetSound": Role.OPERATOR,
+    "CreateEnrollments": Role.OPERATOR,
+    "ListEnrollments": Role.OPERATOR,
+    "CancelEnrollment": Role.OPERATOR,
+    "GetClaimCode": Role.OPERATOR,  # open enrolment: see operator/claims.py for why these roles
+    "ListPendingEnrollments": Role.OPERATOR,
+    "ApproveEnrollment": Role.OPERATOR,
+    "DenyEnrollment": Role.OPERATOR,
+    "SetClaimCode": Role.ADMIN,
+    "DisableClaimCode": Role.ADMIN,
     "RevokeDevice": Role.ADMIN,
     "UnrevokeDevice": Role.ADMIN,
+    # groups and announcements (issue 21)
+    "SetLabels": Role.OPERATOR,
+    "Announce": Role.OPERATOR,
 }
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 

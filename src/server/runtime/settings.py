@@ -1,6 +1,7 @@
 """Server settings: one object, built at start-up from CLI flags, env (AUDIO_SERVER_*) and .env.
 
-Every field is documented here and in the README's configuration table.
+Every field is documented here; docs/reference/server-settings.md is generated from it
+(``make reference``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,54 @@ class ServerSettings(BaseSettings):
         0.5, gt=0, le=60, description="How often CRL and signing keys are checked for changes"
     )
 
+    # --- enrolment (devices without a certificate get one for a one-time code) ---
+    enroll_bind: str = Field(
+        "",
+        description="Enrolment service (EnrollmentService) HOST:PORT, server-only TLS (devices have no "
+        "certificate yet); never the device port; empty disables",
+    )
+    issuing_cert: Path | None = Field(
+        None,
+        description="Issuing CA certificate the enrolment service signs with (gen_certs.py issuing-ca)",
+        json_schema_extra={"default_text": "PKI_DIR/issuing/issuing-ca.crt"},
+    )
+    issuing_key: Path | None = Field(
+        None,
+        description="Issuing CA private key (never the root's)",
+        json_schema_extra={"default_text": "PKI_DIR/issuing/issuing-ca.key"},
+    )
+    enroll_code_ttl_s: float = Field(
+        86_400.0, ge=60, le=30 * 86_400, description="How long an enrolment code stays valid by default"
+    )
+    device_cert_lifetime_s: int = Field(
+        30 * 86_400,
+        ge=10,
+        le=825 * 86_400,
+        description="Lifetime of device certificates issued at enrolment and renewal (never past the "
+        "issuing CA's); devices renew at two thirds of it",
+    )
+    enroll_failures_per_min: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Failed enrolment attempts per client address and minute, then refused",
+    )
+    enroll_pending_ttl_s: float = Field(
+        86_400.0,
+        ge=60,
+        le=30 * 86_400,
+        description="How long an open-enrolment request (claim code) waits for an operator's decision",
+    )
+    enroll_pending_per_tenant: int = Field(
+        100, ge=1, le=10_000, description="Open-enrolment requests a tenant may have waiting at once"
+    )
+    enroll_claims_per_min: int = Field(
+        5, ge=1, le=10_000, description="Open-enrolment requests per client address and minute, then refused"
+    )
+    enroll_poll_interval_s: float = Field(
+        5.0, ge=0.1, le=300, description="How often a device waiting for approval is told to poll"
+    )
+
     # --- session tokens ---
     token_issuer: str = Field("audio-server", min_length=1, description="JWT iss of session tokens")
     token_audience: str = Field("audio-device-service", min_length=1, description="JWT aud of session tokens")
@@ -69,7 +118,12 @@ class ServerSettings(BaseSettings):
     # --- abuse limits ---
     event_rate_per_s: float = Field(10.0, gt=0, description="Button events per second a device may send")
     event_burst: int = Field(20, ge=1, description="Button events a device may send in a burst")
-    max_calls_per_device: int = Field(8, ge=4, description="Concurrent calls per device identity")
+    max_calls_per_device: int = Field(
+        8,
+        ge=4,
+        description="Concurrent calls per device identity (a certificate renewal briefly holds two "
+        "connections' three streams each: below 7 devices cannot renew)",
+    )
 
     # --- operations ---
     health_bind: str = Field(
@@ -128,6 +182,13 @@ class ServerSettings(BaseSettings):
         "audio waits",
     )
     audio_lead_ms: int = Field(100, ge=0, le=1000, description="How far ahead of real time audio is sent")
+    announce_lead_ms: int = Field(
+        300,
+        ge=20,
+        le=10_000,
+        description="How far ahead an announcement's start instant is set: time for every node to "
+        "hear of it through the bus and load its sound",
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )
@@ -187,7 +248,7 @@ class ServerSettings(BaseSettings):
     )
     state_path: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "audio-server" / "devices.sqlite3",
-        description="SQLite file for device records (state_backend=sqlite); make run/demo use var/",
+        description="SQLite file for device records (state_backend=sqlite); make run uses var/",
         json_schema_extra={
             "default_text": "$XDG_STATE_HOME/audio-server/devices.sqlite3 (~/.local/state/audio-server/...)"
         },
@@ -219,7 +280,7 @@ class ServerSettings(BaseSettings):
     def _trust_domain(cls, value: str) -> str:
         return validate_trust_domain(value)
 
-    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind", "console_bind")
+    @field_validator("bind", "health_bind", "metrics_bind", "admin_bind", "console_bind", "enroll_bind")
     @classmethod
     def _bind(cls, value: str, info: ValidationInfo) -> str:
         if value == "" and info.field_name != "bind":
@@ -278,6 +339,14 @@ class ServerSettings(BaseSettings):
         self.client_ca = self.client_ca or self.pki_dir / "ca.crt"
         self.crl_path = self.crl_path or self.pki_dir / "crl.pem"
         self.signing_key_dir = self.signing_key_dir or self.pki_dir / "signing"
+        self.issuing_cert = self.issuing_cert or self.pki_dir / "issuing" / "issuing-ca.crt"
+        self.issuing_key = self.issuing_key or self.pki_dir / "issuing" / "issuing-ca.key"
+        return self
+
+    @model_validator(mode="after")
+    def _enrolment_apart(self) -> ServerSettings:
+        if self.enroll_bind and not self.enroll_bind.endswith(":0") and self.enroll_bind == self.bind:
+            raise ValueError("enroll_bind must not be the device port (bind): it has no client auth")
         return self
 
     @property

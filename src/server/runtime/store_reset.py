@@ -40,7 +40,7 @@ from server.fleet.device_view import DeviceView
 from server.fleet.node import Fleet
 from server.operator.audit import AuditEvent, AuditLog
 from server.state.redis_store import KEY_PREFIX, TENANTS_KEY, device_key, tenant_devices_key
-from server.state.store import DeviceRecord, DeviceStore, Telemetry, stored_value
+from server.state.store import DeviceRecord, DeviceStore, Renewal, Telemetry, stored_value
 from server.supervision import HealthCallback
 
 log = logging.getLogger(__name__)
@@ -291,6 +291,12 @@ class GenerationCheckedStore:
         self, identity: Identity, telemetry: Telemetry, session_id: str | None
     ) -> bool:
         return await self.store.record_telemetry(identity, telemetry, session_id)
+
+    async def record_renewal(self, identity: Identity, renewal: Renewal) -> bool:
+        return await self.store.record_renewal(identity, renewal)
+
+    async def record_renewal_failure(self, identity: Identity, reason: str, at: float) -> bool:
+        return await self.store.record_renewal_failure(identity, reason, at)
 
     async def probe(self) -> None:
         await self.store.probe()

@@ -31,7 +31,7 @@ from auth.identity import Identity
 from server import metrics
 from server.errors import StoreResetting, StoreUnavailable, describe
 from server.state.outage import STORE, Outage
-from server.state.store import DeviceRecord, DeviceStore, Telemetry
+from server.state.store import DeviceRecord, DeviceStore, Renewal, Telemetry
 from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,18 @@ class StoreGuard:
             applied = await self._now("update", self.store.update(identity, changes, session_id))
         self._recovered()
         return applied
+
+    async def renewal_now(self, identity: Identity, renewal: Renewal) -> None:
+        """A renewed certificate: on record before the device gets it (``StoreUnavailable`` otherwise)."""
+        async with self._write_lock:
+            await self._now("renewal", self.store.record_renewal(identity, renewal))
+        self._recovered()
+
+    async def renewal_failed_now(self, identity: Identity, reason: str, at: float) -> None:
+        """A refused renewal, on record for operators (``StoreUnavailable`` if the store is away)."""
+        async with self._write_lock:
+            await self._now("renewal", self.store.record_renewal_failure(identity, reason, at))
+        self._recovered()
 
     async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
         records = await self._now("list", self.store.list_devices(tenant))

@@ -11,6 +11,9 @@ other, so the store offers operations that say what they mean:
   the session applies unconditionally (an operator setting an offline device).
 * ``update``: any other facts (cert, playing, disconnect reason, revoked),
   compare-and-set on the session like the two above.
+* ``record_renewal`` / ``record_renewal_failure``: the device renewed its certificate (new serial,
+  notBefore, notAfter, when) or was refused (when, why); unconditional, since a renewal is about
+  the device's certificate, not one of its sessions.
 * ``load`` / ``list_devices``: the shared truth (one device / a tenant's seen devices).
 
 A revoked device (operator deny-list, ``revoked``) cannot claim a session:
@@ -59,9 +62,13 @@ class DeviceRecord:
     disconnect_reason: str | None = None  # status its last session ended with
     cert_serial: int | None = None  # the certificate of the current session
     cert_expires: float | None = None  # its notAfter (wall clock)
+    cert_issued: float | None = None  # its notBefore (wall clock): with notAfter, when renewal is due
     playing: tuple[int, float, float] | None = None  # (mode, started at, length s) while a sound plays
     revoked: bool = False  # on the operator deny-list: refused until unrevoked
     revoked_serial: int | None = None  # the certificate it had when revoked (for the record)
+    renewed_at: float | None = None  # wall clock of its last certificate renewal
+    renewal_failed_at: float | None = None  # wall clock of its last refused renewal
+    renewal_failure: str | None = None  # why that one was refused (the refusal's reason)
     updated_at: float = field(default_factory=time.time)
 
     def with_changes(self, **changes: object) -> DeviceRecord:
@@ -80,9 +87,13 @@ class DeviceRecord:
             "disconnect_reason": self.disconnect_reason,
             "cert_serial": self.cert_serial,
             "cert_expires": self.cert_expires,
+            "cert_issued": self.cert_issued,
             "playing": list(self.playing) if self.playing is not None else None,
             "revoked": self.revoked,
             "revoked_serial": self.revoked_serial,
+            "renewed_at": self.renewed_at,
+            "renewal_failed_at": self.renewal_failed_at,
+            "renewal_failure": self.renewal_failure,
             "updated_at": self.updated_at,
         }
 
@@ -104,9 +115,13 @@ class DeviceRecord:
             disconnect_reason=data.get("disconnect_reason") or None,
             cert_serial=_int_or_none(data.get("cert_serial")),
             cert_expires=_float_or_none(data.get("cert_expires")),
+            cert_issued=_float_or_none(data.get("cert_issued")),
             playing=(int(playing[0]), float(playing[1]), float(playing[2])) if playing else None,
             revoked=bool(data.get("revoked")),
             revoked_serial=_int_or_none(data.get("revoked_serial")),
+            renewed_at=_float_or_none(data.get("renewed_at")),
+            renewal_failed_at=_float_or_none(data.get("renewal_failed_at")),
+            renewal_failure=data.get("renewal_failure") or None,
             updated_at=float(data.get("updated_at") or 0.0),
         )
 
@@ -139,6 +154,25 @@ class Telemetry:
         return {"battery_level": self.battery_level, "buttons": self.buttons, "last_seen": self.last_seen}
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """A certificate renewal as the record keeps it."""
+
+    cert_serial: int
+    cert_issued: float  # notBefore
+    cert_expires: float  # notAfter
+    renewed_at: float
+
+    def fields(self) -> dict[str, object]:
+        """As ``DeviceRecord`` fields (for ``update``)."""
+        return {
+            "cert_serial": self.cert_serial,
+            "cert_issued": self.cert_issued,
+            "cert_expires": self.cert_expires,
+            "renewed_at": self.renewed_at,
+        }
+
+
 class DeviceStore(Protocol):
     async def load(self, identity: Identity) -> DeviceRecord | None: ...
     async def list_devices(self, tenant: str | None) -> list[DeviceRecord]:
@@ -156,6 +190,8 @@ class DeviceStore(Protocol):
     async def record_telemetry(
         self, identity: Identity, telemetry: Telemetry, session_id: str | None
     ) -> bool: ...
+    async def record_renewal(self, identity: Identity, renewal: Renewal) -> bool: ...
+    async def record_renewal_failure(self, identity: Identity, reason: str, at: float) -> bool: ...
     async def probe(self) -> None:
         """A cheap write that fails exactly when other writes would (disk full, locked, down)."""
 
@@ -186,7 +222,8 @@ def checked_changes(changes: dict[str, object]) -> dict[str, object]:
 
 
 class Intents:
-    """``set_mode`` and ``record_telemetry`` for every backend: both are ``update``s."""
+    """``set_mode``, ``record_telemetry`` and the renewal intents for every backend: all are
+    ``update``s (each backend makes ``update`` atomic: a dict step, a transaction, a Lua script)."""
 
     async def update(self, identity: Identity, changes: dict[str, object], session_id: str | None) -> bool:
         raise NotImplementedError
@@ -198,6 +235,12 @@ class Intents:
         self, identity: Identity, telemetry: Telemetry, session_id: str | None
     ) -> bool:
         return await self.update(identity, telemetry.fields(), session_id)
+
+    async def record_renewal(self, identity: Identity, renewal: Renewal) -> bool:
+        return await self.update(identity, renewal.fields(), None)
+
+    async def record_renewal_failure(self, identity: Identity, reason: str, at: float) -> bool:
+        return await self.update(identity, {"renewal_failed_at": at, "renewal_failure": reason}, None)
 
 
 class MemoryStore(Intents):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from comms.gen import admin_pb2 as apb
+from comms.renewal_words import renewal_words
 from server.fleet.device_view import colour_name
 
 CERT_WARN_DAYS = 30
@@ -49,6 +50,9 @@ def present(device: apb.Device, now: float | None = None) -> dict[str, Any]:
             f"{device.playing.length_s:.0f} s",
         }
     days = device.cert_days_left if device.HasField("cert_days_left") else None
+    renewal, renewal_warn = (
+        renewal_words(device.renewal, now) if device.HasField("renewal") else ("unknown", False)
+    )
     return {
         "key": f"{device.tenant}/{device.device_id}",
         "tenant": device.tenant,
@@ -65,10 +69,17 @@ def present(device: apb.Device, now: float | None = None) -> dict[str, Any]:
         "connected_since": ago(device.connected_since_unix, now) if device.online else "-",
         "last_end": device.last_disconnect_reason or "-",
         "cert": f"{days} days" if days is not None else "unknown",
-        "cert_warn": days is not None and days < CERT_WARN_DAYS,
+        # A device that renews itself is flagged only when renewal goes wrong; one without renewal
+        # facts (not seen since renewal came) when its certificate is close to its end.
+        "cert_warn": renewal_warn
+        or (not device.HasField("renewal") and days is not None and days < CERT_WARN_DAYS),
+        "renewal": renewal,
+        "renewal_warn": renewal_warn,
         "cert_serial": device.cert_serial or "-",
         "session_id": device.session_id or "-",
         "buttons": ", ".join(device.buttons) or "unknown",
+        "labels": [{"key": label.key, "value": label.value} for label in device.labels],
+        "labels_text": " ".join(f"{label.key}={label.value}" for label in device.labels) or "-",
         "leds": [
             {"index": led.index, "cls": colour_name(led.rgba), "label": led.label} for led in device.leds
         ],

@@ -40,9 +40,11 @@ from comms.audio_format import SAMPLE_RATE
 from comms.gen import admin_pb2 as apb
 from server.access.interceptor import OperatorCall
 from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, describe
+from server.fleet.labels import MAX_SELECTOR
 from server.limits import TokenBucket
 from server.operator.api import FleetAdmin
 from server.operator.calls import ApiError
+from server.operator.console.enrolment import EnrolmentPage
 from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
 from server.operator.console.present import present
@@ -120,6 +122,7 @@ class Console:
         app.router.add_get("/sounds/{tenant}/{mode}/preview.wav", self.preview)
         app.router.add_post("/sounds/{tenant}/{mode}/{action}", self.sound_action)
         app.router.add_get("/audit", self.audit)
+        EnrolmentPage(self).routes(app)
         app.router.add_static("/static/", HERE / "static", append_version=True)
         return app
 
@@ -207,6 +210,18 @@ class Console:
         except StoreUnavailable:  # audited by the call; the page says "try again", not a bug
             raise ApiError(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) from None
 
+    # for the pages in modules of their own (enrolment.py)
+    invoke = _invoke
+    render = _render
+
+    @staticmethod
+    def session_of(request: web.Request) -> ConsoleSession:
+        return request[SESSION]
+
+    @staticmethod
+    def form_of(request: web.Request) -> Any:
+        return request[FORM]
+
     def _store_down(self, exc: Exception) -> web.Response:
         log.warning("console.store_unavailable", extra={"error": describe(exc)})
         return self._page("message.html", 503, title="Try again shortly", message=STORE_UNAVAILABLE_TEXT)
@@ -216,6 +231,8 @@ class Console:
         title = {404: "Not found", 403: "Not allowed", 409: "Not now"}.get(status, "Could not do that")
         session = request.get(SESSION)
         return self._page("message.html", status, title=title, message=exc.message, session=session)
+
+    error = _error
 
     # --- sign-in ---------------------------------------------------------------------
 
@@ -264,7 +281,9 @@ class Console:
 
     async def fleet(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        listing = apb.ListDevicesRequest(page_size=1000, search=query.get("q", "")[:64])
+        listing = apb.ListDevicesRequest(
+            page_size=1000, search=query.get("q", "")[:64], selector=query.get("selector", "")[:MAX_SELECTOR]
+        )
         online = query.get("online", "")
         listing.online = {
             "online": apb.ListDevicesRequest.ONLINE,
@@ -283,7 +302,12 @@ class Console:
             "offline": sum(d["state"] == "offline" for d in devices),
             "revoked": sum(d["revoked"] for d in devices),
         }
-        filters = {"q": listing.search, "online": online, "mode": query.get("mode", "")}
+        filters = {
+            "q": listing.search,
+            "online": online,
+            "mode": query.get("mode", ""),
+            "selector": listing.selector,
+        }
         return self._render(request, "fleet.html", devices=devices, counts=counts, filters=filters)
 
     async def device(self, request: web.Request) -> web.StreamResponse:
@@ -327,6 +351,10 @@ class Console:
                 mode = whole_number(str(form["mode"]), "mode", below=self.admin.mode_count)
                 result = await self._invoke(request, "SetMode", apb.SetModeRequest(device=ref, mode=mode))
                 done = f"mode {mode}" + (" (stored: offline)" if result.stored_only else "")
+            elif action == "labels":
+                change = labels_request(ref, str(form.get("set", "")), str(form.get("remove", "")))
+                changed = await self._invoke(request, "SetLabels", change)
+                done = "labels: " + (" ".join(f"{x.key}={x.value}" for x in changed.labels) or "none")
             elif action in ACTIONS:
                 method, done = ACTIONS[action]
                 await self._invoke(request, method, ref)
@@ -511,6 +539,22 @@ class Console:
         except Exception as exc:  # the store is away: end the stream; the page's reconnect gets a 503
             log.warning("console.live_check_failed", extra={"error": type(exc).__name__})
             return False
+
+
+def labels_request(ref: apb.DeviceRef, set_text: str, remove_text: str) -> apb.SetLabelsRequest:
+    """The device page's label form: ``key=value`` terms and keys to remove, each separated by
+    spaces or commas. Only the shape is read here; the API checks every key and value."""
+    terms = set_text.replace(",", " ").split()
+    keys = remove_text.replace(",", " ").split()
+    if not terms and not keys:
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "give labels to set (key=value) or keys to remove")
+    labels = []
+    for term in terms:
+        key, equals, value = term.partition("=")
+        if not equals:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{term[:40]!r} is not key=value")
+        labels.append(apb.Label(key=key, value=value))
+    return apb.SetLabelsRequest(device=ref, set=labels, remove=keys)
 
 
 async def _chunks(tenant: str, mode: int, filename: str, data: bytes) -> AsyncIterator[apb.UploadSoundChunk]:

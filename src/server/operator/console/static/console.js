@@ -36,8 +36,12 @@
     });
     FIELDS.forEach(function (field) { if (field in d) setText(root, field, String(d[field])); });
     root.querySelectorAll('[data-field="cert"]').forEach(function (el) {
-      el.textContent = d.cert + (d.cert_warn ? " (renew soon)" : "");
+      el.textContent = d.cert + (d.cert_warn ? " (look at renewal)" : "");
       el.className = d.cert_warn ? "warn" : "";
+    });
+    root.querySelectorAll('[data-field="renewal"]').forEach(function (el) {
+      el.textContent = d.renewal;
+      el.className = d.renewal_warn ? "warn" : "";
     });
     root.querySelectorAll('[data-field="leds"]').forEach(function (el) { renderLeds(el, d.leds); });
     root.querySelectorAll('[data-field="progress"]').forEach(function (bar) {
@@ -83,7 +87,7 @@
     row.append(cell("Device", link), cell("State", field("state")), cell("LEDs", leds),
       cell("Mode", field("mode")), cell("Playing", playing), cell("Battery", field("battery")),
       cell("Last seen", field("last_seen")), cell("Last end", field("last_end")),
-      cell("Certificate", field("cert")));
+      cell("Certificate", field("cert")), cell("Labels", document.createTextNode(d.labels_text)));
     body.append(row);
     const empty = document.querySelector(".empty");
     if (empty) empty.remove();

@@ -1,0 +1,25 @@
+"""What one device needs to play an announcement: the sound, the instant, the priority.
+
+The announcement core (``server.announce``) builds one ``Cue`` per announcement
+and node and hands it to every targeted device live there; a schedule or a live
+talk would hand over a cue the same way. ``t0`` is in this node's loop time, so
+every device of the node starts on one timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.audio.library import Clip
+
+
+@dataclass(frozen=True)
+class Cue:
+    announcement: str  # its id (logs, the device's recent events)
+    clip: Clip
+    t0: float  # loop time packet 0 is due: the same instant for every device
+    priority: int
+    resume: bool = True  # the interrupted sound continues afterwards
+
+
+STARTED, REFUSED, OFFLINE = "started", "refused", "offline"
