@@ -53,7 +53,8 @@ __all__ = ["free_port", "run_generators", "wait_listening", "write_pki"]  # benc
 STORM_DEVICES = 1000
 WINDOW_S = 5.0
 ONE_WINDOW_S = 8.0
-FLOOR_STREAMS = 40
+FLOOR_STREAMS = 40  # at full speed: the generators, not the streams, are its limit
+PACED_FLOORS = {20: 400, 60: 600}  # frame_ms: streams, as many as the scenarios' devices
 SETTLE_S = 2.0
 
 
@@ -130,9 +131,18 @@ class Measured:
 class Floor:
     us: Spread
     measured: Measured
+    frame_ms: int = 0  # 0: full speed; else one packet per stream every frame_ms
+    streams: int = FLOOR_STREAMS
+
+    @property
+    def kind(self) -> str:
+        return f"paced {self.frame_ms} ms" if self.frame_ms else "full speed"
 
     def show(self) -> str:
-        return f"{self.us.median:.1f} us"
+        return f"{self.us.median:.1f} us, {self.kind}"
+
+
+Floors = dict[int, Floor]  # by frame_ms, 0 for full speed
 
 
 def measure_floor(
@@ -140,11 +150,13 @@ def measure_floor(
     cores: CoreSplit,
     windows: int = REPEATS,
     seconds: float = WINDOW_S,
-    baseline_args: tuple[str, ...] = (),
+    frame_ms: int = 0,
+    streams: int = FLOOR_STREAMS,
 ) -> Floor:
-    """The raw grpc.aio servicer, pinned like the service: CPU per delivered packet."""
+    """The raw grpc.aio servicer, pinned like the service: CPU per delivered packet, at full speed
+    or paced (one packet per stream every ``frame_ms``, as real-time audio must be sent)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.baseline_server", str(pki_dir), *baseline_args],
+        [sys.executable, "-m", "bench.baseline_server", str(pki_dir), *([str(frame_ms)] if frame_ms else [])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     pin_process(server.pid, cores.server)
@@ -154,25 +166,44 @@ def measure_floor(
         if not line.startswith("PORT "):
             raise BenchError(f"the baseline server did not start: {line.strip() or 'no output'}")
         target = f"127.0.0.1:{int(line.split()[1])}"
-        with Generators("baseline", pki_dir, target, FLOOR_STREAMS, 0, cores=cores.generators) as generators:
+        with Generators("baseline", pki_dir, target, streams, 0, cores=cores.generators) as generators:
             generators.ready()
+            time.sleep(SETTLE_S)  # every stream's handshake done before the first window
             found = measure(generators, lambda: {server.pid: cpu_seconds(server.pid)}, windows, seconds)
             measured = Measured(found, cores, generators.processes, generators.connected, generators.failed)
     finally:
         if server.stdin is not None:
             server.stdin.close()
         stop_process(server, timeout_s=10)
-    return Floor(measured.us, measured)
+    return Floor(measured.us, measured, frame_ms, streams)
 
 
 def show_floor(floor: Floor) -> str:
     m = floor.measured
     bound = "; generator-bound" if m.generator_bound else ""
     return (
-        f"raw grpc.aio floor (mTLS, prebuilt packets, full speed, {FLOOR_STREAMS} streams): "
+        f"raw grpc.aio floor (mTLS, prebuilt packets, {floor.kind}, {floor.streams} streams): "
         f"{floor.us.show(1, ' us')} CPU/packet at {m.rate.median:,.0f} packets/s; "
         f"generators {m.generator_pct.median:.0f} % CPU{bound}"
     )
+
+
+def measure_floors(pki_dir: Path, cores: CoreSplit) -> Floors:
+    """The floor at full speed and paced at each frame size the scenarios use, each printed."""
+    floors: Floors = {}
+    for frame_ms, streams in ((0, FLOOR_STREAMS), *PACED_FLOORS.items()):
+        try:
+            floors[frame_ms] = measure_floor(pki_dir, cores, frame_ms=frame_ms, streams=streams)
+        except Exception as exc:
+            print(not_measured(f"raw grpc.aio floor ({'paced' if frame_ms else 'full speed'})", exc))
+            continue
+        print(f"  {show_floor(floors[frame_ms])}")
+    return floors
+
+
+def floor_for(floors: Floors, frame_ms: int) -> Floor | None:
+    """The paced floor of that frame size (the like-for-like comparison), else the full-speed one."""
+    return floors.get(frame_ms) or floors.get(0)
 
 
 def run_service(
@@ -219,7 +250,7 @@ def describe_run(scenario: Scenario, m: Measured, floor: Floor | None) -> list[s
     due = scenario.devices * 1000 / scenario.frame_ms
     cost = m.us
     against = (
-        f" = {ratio(cost.median, floor.us.median):.2f}x the floor ({floor.show()} in this run)"
+        f" = {ratio(cost.median, floor.us.median):.2f}x the floor ({floor.show()}, this run)"
         if floor is not None
         else ""
     )
@@ -303,26 +334,24 @@ def reconnect_storm(
     }
 
 
-def run(seconds: float = WINDOW_S, floor: Floor | None = None, pki_dir: Path | None = None) -> Floor | None:
-    """The section; ``floor`` measured earlier in the same run (else measured here), ``pki_dir``
+def run(seconds: float = WINDOW_S, floors: Floors | None = None, pki_dir: Path | None = None) -> Floors:
+    """The section; ``floors`` measured earlier in the same run (else measured here), ``pki_dir``
     with at least as many device certificates as any scenario here (else written here)."""
     cores = split_cores()
     print(f"\nScale-out, per-packet cost ({cores.describe()}; server CPU from /proc):")
     with tempfile.TemporaryDirectory() as tmp_text:
         tmp = Path(tmp_text)
-        devices = max(STORM_DEVICES, *(s.devices for s in SCENARIOS))
+        devices = max(STORM_DEVICES, *(s.devices for s in SCENARIOS), *PACED_FLOORS.values())
         pki_dir = pki_dir or write_pki(tmp / "pki", devices)
         with redis_server(tmp) as redis_port:
             if redis_port is None:
                 print("  skipped: redis-server is not installed (workers share state through Redis)")
-                return floor
-            if floor is None:
-                try:
-                    floor = measure_floor(pki_dir, cores)
-                except Exception as exc:
-                    print(not_measured("raw grpc.aio floor", exc))
-            if floor is not None:
-                print(f"  {show_floor(floor)}")
+                return floors or {}
+            if floors is None:
+                floors = measure_floors(pki_dir, cores)
+            else:
+                for floor in floors.values():
+                    print(f"  {show_floor(floor)}  (measured at the start of this run)")
             database = iter(range(1, 64))  # a Redis database each: fresh devices
 
             def url() -> str:
@@ -334,7 +363,7 @@ def run(seconds: float = WINDOW_S, floor: Floor | None = None, pki_dir: Path | N
                 except Exception as exc:
                     print(not_measured(f"{scenario.label}, {scenario.devices} devices", exc))
                     continue
-                for line in describe_run(scenario, m, floor):
+                for line in describe_run(scenario, m, floor_for(floors, scenario.frame_ms)):
                     print(line)
             if cores.server and len(cores.server) < 2:
                 print("  (2 workers share the server's one core here: their figure is the cost per packet of")
@@ -370,7 +399,7 @@ def run(seconds: float = WINDOW_S, floor: Floor | None = None, pki_dir: Path | N
                 )
                 for note in storm["notes"]:
                     print(f"      note: {note}")
-    return floor
+    return floors
 
 
 def sweep(

@@ -31,7 +31,7 @@ from bench import (  # noqa: E402
     bench_sessions,
     bench_streams,
 )
-from bench.bench_scale import Floor, measure_floor, not_measured, show_floor, write_pki  # noqa: E402
+from bench.bench_scale import Floor, floor_for, measure_floors, not_measured, write_pki  # noqa: E402
 from bench.cores import AVAILABLE, CoreSplit, pin, pin_process, split_cores  # noqa: E402
 from bench.figures import overload, verdict  # noqa: E402
 from bench.harness import ServerProcess, percentiles, server_process  # noqa: E402
@@ -62,28 +62,23 @@ def main() -> int:
     # Device state persists per identity, so every scenario gets identities of its own.
     needed = 1 + args.latency_background + 1 + sum(args.streams) + args.sessions + 1
     on_disk = max(
-        bench_scale.STORM_DEVICES, args.outage_devices, args.idle_devices, bench_scale.FLOOR_STREAMS
+        bench_scale.STORM_DEVICES, args.outage_devices, args.idle_devices, *bench_scale.PACED_FLOORS.values()
     )
     with tempfile.TemporaryDirectory() as tmp_text:
         tmp = Path(tmp_text)
         disk_pki = write_pki(tmp / "disk-pki", on_disk)  # the load-generator processes read these
-        floor: Floor | None = None
-        try:
-            floor = measure_floor(disk_pki, cores)
-            print(f"  {show_floor(floor)}")
-        except Exception as exc:
-            print(not_measured("raw grpc.aio floor", exc))
+        floors = measure_floors(disk_pki, cores)
         pki_dir, creds = make_pki(tmp / "pki", needed)
         print(f"benchmark PKI: {len(creds)} device certificates (EC P-256), server in its own process")
         server_log = tmp / "server_proc.log"
         with server_process(pki_dir, tmp / "cache", cores.server, server_log) as server:
-            asyncio.run(run(server, creds, args, floor, cores))
+            asyncio.run(run(server, creds, args, floor_for(floors, 20), cores))
         if note := errors_note(server_log):
             print(f"  ({note})")
         for own_process in OWN_PROCESSES:
             run_own_process(own_process)
         if not args.no_scale:
-            bench_scale.run(floor=floor, pki_dir=disk_pki)
+            bench_scale.run(floors=floors, pki_dir=disk_pki)
             if args.outage_devices:
                 bench_outage.run(args.outage_devices, pki_dir=disk_pki)
         if args.idle_devices:
@@ -166,7 +161,7 @@ async def run(
             print(not_measured(f"{count} devices", exc))
             continue
         against = (
-            f" = {r.us.median / floor.us.median:.2f}x the floor ({floor.show()} in this run)" if floor else ""
+            f" = {r.us.median / floor.us.median:.2f}x the floor ({floor.show()}, this run)" if floor else ""
         )
         state = verdict(r.packet_rate, r.expected_rate, r.client_late_pct, r.generator_bound)
         print(f"  {r.devices:4d} devices: {r.us.show(1, ' us')}/packet{against} -> {state}")
