@@ -380,9 +380,20 @@ async def _answering_client_faults(context: grpc.aio.ServicerContext, method: st
         await _store_unavailable(context, method)
     except grpc.aio.AbortError:
         raise  # the handler answered on purpose
-    except Exception:  # a bug the handler did not catch: our words on the wire, the story in the log
-        log.exception("request.internal_error", extra={"method": method})
+    except grpc.aio.InternalError:
+        if context.done():
+            # gRPC failed to send on a call that is over (the device left before its status):
+            # gRPC ignores that for a call its client closed; nothing is left to tell anyone.
+            raise
+        _internal_error(method)
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_TEXT)
+    except Exception:  # a bug the handler did not catch: our words on the wire, the story in the log
+        _internal_error(method)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_TEXT)
+
+
+def _internal_error(method: str) -> None:
+    log.exception("request.internal_error", extra={"method": method})
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
