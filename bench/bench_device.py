@@ -10,6 +10,7 @@ import asyncio
 import resource
 import time
 
+from cryptography import x509
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from auth.device_credentials import DeviceCredentials
@@ -46,7 +47,10 @@ async def run(port: int, tls: TlsMaterial, device: str) -> tuple[list[float], fl
     """(press -> first sample latencies in s, client CPU % while playing)."""
     factory = MockFactory(pin_class=MockPWMPin)
     settings = DeviceSettings(server=f"127.0.0.1:{port}", tenant="bench", device=device)
-    credentials = DeviceCredentials(tls, Identity("bench", device), None)  # type: ignore[arg-type]
+    cert = x509.load_pem_x509_certificate(tls.cert_pem)  # its dates: when the client would renew it
+    credentials = DeviceCredentials(
+        tls, Identity("bench", device), cert.not_valid_after_utc, not_before=cert.not_valid_before_utc
+    )
     sink = RecordingSink()
     app = DeviceApp(settings, credentials, sink, pin_factory=factory)
     await app.start()

@@ -1,33 +1,61 @@
-"""Scale-out figures: the raw grpc.aio baseline, 1 vs 2 workers, 20 ms vs 60 ms packets.
+"""Per-packet figures: the raw grpc.aio floor, the service with 1 and 2 workers at 20 ms and 60 ms
+packets, the devices served in real time, latency under load, a reconnect storm after a restart.
 
-Everything shares this 2-core machine: the server's CPU is read from /proc for its own
-processes (the supervisor's workers), apart from the load generators, which run as two
-processes of lean devices. Printed, never asserted.
+The server's processes are pinned to half the cores and the load generators (processes of lean
+devices) to the other half (bench.cores), so the server's CPU per delivered packet is read from
+/proc on cores of its own; the generators' CPU is read too, and a figure is marked
+generator-bound when they saturated their cores (a shortfall is then theirs, not the server's).
+Each per-packet figure is three windows on one set-up, printed as median and range; its ratio
+is taken from the medians, to the floor measured in the same run. Printed, never asserted.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from auth import pki
 from auth.identity import Identity
 from auth.keys import create_signing_key
+from bench.cores import CoreSplit, pin_process, split_cores
+from bench.figures import (
+    REPEATS,
+    Spread,
+    generator_bound,
+    is_real_time,
+    overload,
+    percentile,
+    processes,
+    ratio,
+    spread,
+    verdict,
+)
+from bench.generators import Generators, Window, measure, merge, run_generators
+from bench.procs import (
+    ROOT,
+    BenchError,
+    Service,
+    Stopped,
+    cpu_seconds,
+    free_port,
+    redis_server,
+    stop_process,
+    wait_listening,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-GENERATORS = 2
+__all__ = ["free_port", "run_generators", "wait_listening", "write_pki"]  # bench.profile_server's
+
 STORM_DEVICES = 1000
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-START_TIMEOUT_S = 60.0
+WINDOW_S = 5.0
+ONE_WINDOW_S = 8.0
+FLOOR_STREAMS = 40  # at full speed: the generators, not the streams, are its limit
+PACED_FLOORS = {20: 400, 60: 600}  # frame_ms: streams, as many as the scenarios' devices
+SETTLE_S = 2.0
 
 
 def write_pki(root: Path, devices: int) -> Path:
@@ -44,81 +72,6 @@ def write_pki(root: Path, devices: int) -> Path:
     return root
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError("the server under test did not start")
-
-
-Samples = dict[int, float]
-
-
-def run_generators(
-    kind: str, pki_dir: Path, target: str, devices: int, seconds: float, *extra: str, on_go: object = None
-) -> tuple[list[dict[str, Any]], Samples, Samples]:
-    """Start the generators, wait until all are ready, then run the window together."""
-    share = -(-devices // GENERATORS)
-    procs = []
-    for g in range(GENERATORS):
-        args = [
-            kind,
-            str(pki_dir),
-            target,
-            str(g * share),
-            str(min(share, devices - g * share)),
-            str(seconds),
-        ]
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "bench.loadgen_proc", *args, *extra],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-        )
-    for proc in procs:
-        assert proc.stdout is not None
-        while (line := proc.stdout.readline()) and not line.startswith("READY"):
-            pass
-    before: Samples = on_go() if callable(on_go) else {}
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = []
-    after: Samples = {}
-    for proc in procs:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("RESULT "):
-                results.append(json.loads(line[7:]))
-                if not after and callable(on_go):
-                    after = on_go()
-        proc.wait(timeout=60)
-    return results, before, after
-
-
 @dataclass
 class Scenario:
     label: str
@@ -128,216 +81,353 @@ class Scenario:
     probes: int = 0  # devices per generator that measure Stop -> is_end and Play -> first packet
 
 
-def baseline_us_per_packet(pki_dir: Path, streams: int = 40, seconds: float = 5.0) -> float:
+@dataclass
+class Measured:
+    """Windows of one set-up, and what the generators said about it."""
+
+    windows: list[Window]
+    cores: CoreSplit
+    processes: int
+    connected: int = 0
+    failed: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+    stopped: Stopped | None = None
+
+    @property
+    def us(self) -> Spread:
+        return spread([w.us_per_packet for w in self.windows])
+
+    @property
+    def rate(self) -> Spread:
+        return spread([w.rate for w in self.windows])
+
+    @property
+    def generator_pct(self) -> Spread:
+        return spread([w.generator_cpu_pct for w in self.windows])
+
+    @property
+    def generator_bound(self) -> bool:
+        return generator_bound(self.generator_pct.median, len(self.cores.generators), self.processes)
+
+    def server_pct(self) -> list[float]:
+        """Per server process, the median over the windows."""
+        per_window = [w.per_process_pct for w in self.windows]
+        return [spread([row[i] for row in per_window]).median for i in range(len(per_window[0]))]
+
+    def late_pct(self) -> float:
+        return spread([w.late_pct for w in self.windows]).median
+
+    def lost(self) -> int:
+        return self.windows[-1].lost if self.windows else 0
+
+    def values(self, key: str) -> list[float]:
+        return sorted(v for r in self.results for v in r.get(key, []))
+
+    def note(self) -> str:
+        return self.stopped.note() if self.stopped is not None else ""
+
+
+@dataclass(frozen=True)
+class Floor:
+    us: Spread
+    measured: Measured
+    frame_ms: int = 0  # 0: full speed; else one packet per stream every frame_ms
+    streams: int = FLOOR_STREAMS
+
+    @property
+    def kind(self) -> str:
+        return f"paced {self.frame_ms} ms" if self.frame_ms else "full speed"
+
+    def show(self) -> str:
+        return f"{self.us.median:.1f} us, {self.kind}"
+
+
+Floors = dict[int, Floor]  # by frame_ms, 0 for full speed
+
+
+def measure_floor(
+    pki_dir: Path,
+    cores: CoreSplit,
+    windows: int = REPEATS,
+    seconds: float = WINDOW_S,
+    frame_ms: int = 0,
+    streams: int = FLOOR_STREAMS,
+) -> Floor:
+    """The raw grpc.aio servicer, pinned like the service: CPU per delivered packet, at full speed
+    or paced (one packet per stream every ``frame_ms``, as real-time audio must be sent)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.baseline_server", str(pki_dir)],
+        [sys.executable, "-m", "bench.baseline_server", str(pki_dir), *([str(frame_ms)] if frame_ms else [])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
+    pin_process(server.pid, cores.server)
     try:
         assert server.stdout is not None
-        port = int(server.stdout.readline().split()[1])
-        sample = lambda: {server.pid: cpu_seconds(server.pid)}  # noqa: E731
-        results, before, after = run_generators(
-            "baseline", pki_dir, f"127.0.0.1:{port}", streams, seconds, on_go=sample
-        )
-        packets = sum(r["packets"] for r in results)
-        return (after[server.pid] - before[server.pid]) * 1e6 / max(packets, 1)
+        line = server.stdout.readline()
+        if not line.startswith("PORT "):
+            raise BenchError(f"the baseline server did not start: {line.strip() or 'no output'}")
+        target = f"127.0.0.1:{int(line.split()[1])}"
+        with Generators("baseline", pki_dir, target, streams, 0, cores=cores.generators) as generators:
+            generators.ready()
+            time.sleep(SETTLE_S)  # every stream's handshake done before the first window
+            found = measure(generators, lambda: {server.pid: cpu_seconds(server.pid)}, windows, seconds)
+            measured = Measured(found, cores, generators.processes, generators.connected, generators.failed)
     finally:
-        server.kill()
-        server.wait()
+        if server.stdin is not None:
+            server.stdin.close()
+        stop_process(server, timeout_s=10)
+    return Floor(measured.us, measured, frame_ms, streams)
 
 
-def run_service(pki_dir: Path, redis_url: str, scenario: Scenario, seconds: float) -> dict[str, Any]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server", "--pki-dir", str(pki_dir), "--bind", f"127.0.0.1:{port}",
-             "--health-bind", "", "--metrics-bind", "", "--admin-bind", "",
-             "--state-backend", "redis", "--redis-url", redis_url, "--workers", str(scenario.workers),
-             "--log-level", "ERROR", "--cache-dir", f"{tmp}/cache",
-             "--max-concurrent-streams", "8"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-        )  # fmt: skip
+def show_floor(floor: Floor) -> str:
+    m = floor.measured
+    bound = "; generator-bound" if m.generator_bound else ""
+    return (
+        f"raw grpc.aio floor (mTLS, prebuilt packets, {floor.kind}, {floor.streams} streams): "
+        f"{floor.us.show(1, ' us')} CPU/packet at {m.rate.median:,.0f} packets/s; "
+        f"generators {m.generator_pct.median:.0f} % CPU{bound}"
+    )
+
+
+def measure_floors(pki_dir: Path, cores: CoreSplit) -> Floors:
+    """The floor at full speed and paced at each frame size the scenarios use, each printed."""
+    floors: Floors = {}
+    for frame_ms, streams in ((0, FLOOR_STREAMS), *PACED_FLOORS.items()):
         try:
-            wait_listening(port, server)
-            time.sleep(1.0 * scenario.workers)  # every worker listening
-            pids = children(server.pid) if scenario.workers > 1 else [server.pid]
-
-            def sample() -> dict[int, float]:
-                return {pid: cpu_seconds(pid) for pid in pids}
-
-            results, before, after = run_generators(
-                "realtime", pki_dir, f"127.0.0.1:{port}", scenario.devices, seconds, str(scenario.frame_ms),
-                str(scenario.probes), on_go=sample,
-            )  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    elapsed = max(r["elapsed"] for r in results)
-    packets = sum(r["packets"] for r in results)
-    per_worker = [100 * (after[p] - before[p]) / elapsed for p in pids]
-    return {
-        "devices": sum(r["devices"] for r in results),
-        "failed": sum(r["failed"] for r in results),
-        "rate": packets / elapsed,
-        "due": sum(r["devices"] for r in results) * 1000 / scenario.frame_ms,
-        "late_pct": 100 * sum(r["late"] for r in results) / max(packets, 1),
-        "cpu_pct": sum(per_worker),
-        "per_worker": per_worker,
-        "us_per_packet": sum(after[p] - before[p] for p in pids) * 1e6 / max(packets, 1),
-        "generators_cpu_pct": sum(r.get("cpu_pct", 0.0) for r in results),
-        "stop_ms": sorted(ms for r in results for ms in r.get("stop_ms", [])),
-        "play_ms": sorted(ms for r in results for ms in r.get("play_ms", [])),
-    }
+            floors[frame_ms] = measure_floor(pki_dir, cores, frame_ms=frame_ms, streams=streams)
+        except Exception as exc:
+            print(not_measured(f"raw grpc.aio floor ({'paced' if frame_ms else 'full speed'})", exc))
+            continue
+        print(f"  {show_floor(floors[frame_ms])}")
+    return floors
 
 
-def reconnect_storm(pki_dir: Path, redis_url: str, devices: int, timeout_s: float = 90.0) -> dict[str, Any]:
-    """Every device dropped at once by a server restart; the time until all stream again."""
-    port = free_port()
+def floor_for(floors: Floors, frame_ms: int) -> Floor | None:
+    """The paced floor of that frame size (the like-for-like comparison), else the full-speed one."""
+    return floors.get(frame_ms) or floors.get(0)
 
-    def start_server() -> subprocess.Popen[bytes]:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server", "--pki-dir", str(pki_dir), "--bind", f"127.0.0.1:{port}",
-             "--health-bind", "", "--metrics-bind", "", "--admin-bind", "",
-             "--state-backend", "redis", "--redis-url", redis_url, "--workers", "2",
-             "--log-level", "ERROR", "--shutdown-grace-s", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-        )  # fmt: skip
-        wait_listening(port, server)
-        return server
 
-    servers = [start_server()]
-    time.sleep(2.0)
-
-    def restart() -> Samples:
-        servers[0].terminate()  # drains: every device's streams end (UNAVAILABLE)
-        servers[0].wait(timeout=60)
-        servers.append(start_server())
-        return {}
-
+def run_service(
+    pki_dir: Path,
+    redis_url: str,
+    scenario: Scenario,
+    cores: CoreSplit,
+    log_dir: Path,
+    windows: int = REPEATS,
+    seconds: float = WINDOW_S,
+) -> Measured:
+    service = Service(
+        ["--pki-dir", str(pki_dir), "--state-backend", "redis", "--redis-url", redis_url,
+         "--log-level", "WARNING", "--cache-dir", str(log_dir / "cache"), "--max-concurrent-streams", "8"],
+        cores.server, log_dir / f"server-{scenario.workers}w-{scenario.devices}-{scenario.frame_ms}.log",
+        workers=scenario.workers,
+    )  # fmt: skip
     try:
-        results, _, _ = run_generators(
-            "storm", pki_dir, f"127.0.0.1:{port}", devices, timeout_s, on_go=restart
-        )
+        service.wait_ready()
+        with Generators(
+            "realtime", pki_dir, service.target, scenario.devices, 0, str(scenario.frame_ms),
+            str(scenario.probes), cores=cores.generators,
+        ) as generators:  # fmt: skip
+            generators.ready()
+            time.sleep(SETTLE_S)  # past the start of every sound: the windows see the steady state
+            found = measure(generators, service.cpu, windows, seconds)
+            measured = Measured(
+                found,
+                cores,
+                generators.processes,
+                generators.connected,
+                generators.failed,
+                generators.results(),
+            )
     finally:
-        for server in servers:
-            if server.poll() is None:
-                server.terminate()
-                server.wait(timeout=60)
-    delays = sorted(d for r in results for d in r["delays"])
-    back = sum(r["back"] for r in results)
-    return {
-        "devices": devices,
-        "back": back,
-        "failures": sum(r["failures"] for r in results),
-        "median_s": delays[len(delays) // 2] if delays else float("nan"),
-        "all_s": delays[-1] if back == devices else float("inf"),
-        "reasons": [r.get("reasons") for r in results if r.get("reasons")],
-    }
+        stopped = service.stop()
+    measured.stopped = stopped
+    return measured
 
 
-SCENARIOS = (
+def describe_run(scenario: Scenario, m: Measured, floor: Floor | None) -> list[str]:
+    """Two lines (three with a note): the cost per packet against the floor and the verdict, then
+    the load: packets due (for every device asked for) vs delivered, lateness, CPU on each side."""
+    due = scenario.devices * 1000 / scenario.frame_ms
+    cost = m.us
+    against = (
+        f" = {ratio(cost.median, floor.us.median):.2f}x the floor ({floor.show()}, this run)"
+        if floor is not None
+        else ""
+    )
+    workers = " + ".join(f"{c:.0f} %" for c in m.server_pct())
+    lost = f", {m.lost()} streams lost" if m.lost() else ""
+    lines = [
+        f"  {scenario.label}, {m.connected:5d} devices: {cost.show(1, ' us')}/packet{against} -> "
+        f"{verdict(m.rate.median, due, m.late_pct(), m.generator_bound)}",
+        f"      {overload(due, m.rate.median, m.failed)}{lost}, {m.late_pct():.2f} % > 50 ms late; "
+        f"server {workers}; generators {m.generator_pct.show(0, ' %')} CPU ({processes(m.processes)})",
+    ]
+    if m.note():
+        lines.append(f"      note: {m.note()}")
+    return lines
+
+
+def not_measured(label: str, exc: BaseException) -> str:
+    detail = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+    return f"  {label}: not measured: {detail}"
+
+
+SCENARIOS = (  # loads one server core can carry, so the cost per packet is not an overload's
     Scenario("1 worker,  20 ms", 1, 400, 20),
     Scenario("2 workers, 20 ms", 2, 400, 20),
-    Scenario("2 workers, 20 ms", 2, 600, 20),
-    Scenario("2 workers, 60 ms", 2, 1500, 60),
+    Scenario("1 worker,  60 ms", 1, 600, 60),
+    Scenario("2 workers, 60 ms", 2, 600, 60),
 )
-
-
 LATENCY = (
     Scenario("1 worker,  200 devices per worker", 1, 200, 20, probes=5),
     Scenario("2 workers, 200 devices per worker", 2, 400, 20, probes=5),
 )
-REAL_TIME_SWEEP = {20: (200, 300, 400), 60: (600, 900, 1200)}  # devices tried with 2 workers
+REAL_TIME_SWEEP = {20: (300, 450, 600), 60: (900, 1200, 1500)}  # tried in turn until one fails
 
 
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+def workers_for(cores: CoreSplit) -> int:
+    """One worker per server core: the sweep and the storm measure the server as deployed."""
+    return max(1, len(cores.server))
 
 
-def is_real_time(r: dict[str, Any]) -> bool:
-    return r["late_pct"] < 0.5 and r["rate"] >= 0.99 * r["due"]
-
-
-def run(seconds: float = 8.0) -> None:
-    print("\nScale-out (server processes' CPU from /proc; 2 load-generator processes share the 2 cores):")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        print("  skipped: redis-server is not installed (workers share state through Redis)")
-        return
-    devices = max(STORM_DEVICES, *(s.devices for s in SCENARIOS))
-    with tempfile.TemporaryDirectory() as tmp:
-        pki_dir = write_pki(Path(tmp) / "pki", devices)
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            baseline = baseline_us_per_packet(pki_dir)
-            print(
-                f"  raw grpc.aio baseline (mTLS, prebuilt packets, full speed): {baseline:6.1f} us CPU/packet"
+def reconnect_storm(
+    pki_dir: Path, redis_url: str, devices: int, cores: CoreSplit, log_dir: Path, timeout_s: float = 90.0
+) -> dict[str, Any]:
+    """Every device dropped at once by a server restart; the time until all play again."""
+    port = free_port()
+    args = ["--pki-dir", str(pki_dir), "--state-backend", "redis", "--redis-url", redis_url, "--log-level",
+            "WARNING", "--shutdown-grace-s", "1", "--cache-dir", str(log_dir / "cache")]  # fmt: skip
+    workers = workers_for(cores)
+    servers = [Service(args, cores.server, log_dir / "storm-server-1.log", workers=workers, port=port)]
+    stops: list[Stopped] = []
+    try:
+        servers[0].wait_ready()
+        with Generators(
+            "storm", pki_dir, servers[0].target, devices, timeout_s, cores=cores.generators
+        ) as gens:
+            gens.ready()
+            gens.go()
+            stops.append(servers[0].stop())  # drains: every device's streams end (UNAVAILABLE)
+            restarted = time.perf_counter()
+            servers.append(
+                Service(args, cores.server, log_dir / "storm-server-2.log", workers=workers, port=port)
             )
-            one_worker_rate = None
-            for number, scenario in enumerate(SCENARIOS, start=1):  # a Redis database each: fresh devices
-                r = run_service(pki_dir, f"redis://127.0.0.1:{redis_port}/{number}", scenario, seconds)
-                if scenario.workers == 1:
-                    one_worker_rate = r["rate"]
-                scaling = (
-                    f", scaling {r['rate'] / one_worker_rate:4.2f}x of 1 worker"
-                    if scenario.workers > 1 and scenario.devices == 400 and one_worker_rate
-                    else ""
-                )
-                on_time = is_real_time(r)
-                workers = " + ".join(f"{c:.0f}%" for c in r["per_worker"])
-                cost = r["us_per_packet"]
-                print(
-                    f"  {scenario.label}, {int(r['devices']):5d} devices: "
-                    f"{r['rate']:7.0f} of {r['due']:6.0f} packets/s, {r['late_pct']:5.2f}% > 50 ms late -> "
-                    f"{'real time' if on_time else 'NOT real time'}; "
-                    f"server CPU {r['cpu_pct']:4.0f}% "
-                    f"({workers}), {cost:5.1f} us/packet = {cost / baseline:4.1f}x baseline{scaling}; "
-                    f"load generators {r['generators_cpu_pct']:3.0f}% CPU; {int(r['failed'])} connects failed"
-                )
-            database = len(SCENARIOS) + 2
+            servers[1].wait_ready()
+            listening = time.perf_counter() - restarted
+            results = gens.results(timeout_s=timeout_s + 60, quit=False)
+            connected = gens.connected
+    finally:
+        for server in servers:
+            if server.stopped is None:
+                stops.append(server.stop())
+    delays = sorted(d for r in results for d in r["delays"])
+    back = sum(r["back"] for r in results)
+    return {
+        "workers": workers,
+        "devices": connected,
+        "back": back,
+        "failures": sum(r["failures"] for r in results),
+        "median_s": percentile(delays, 0.5) - listening,
+        "all_s": delays[-1] - listening if delays and back == connected else float("inf"),
+        "reasons": merge(r.get("reasons") for r in results),
+        "notes": [s.note() for s in stops if s.killed],
+    }
+
+
+def run(seconds: float = WINDOW_S, floors: Floors | None = None, pki_dir: Path | None = None) -> Floors:
+    """The section; ``floors`` measured earlier in the same run (else measured here), ``pki_dir``
+    with at least as many device certificates as any scenario here (else written here)."""
+    cores = split_cores()
+    print(f"\nScale-out, per-packet cost ({cores.describe()}; server CPU from /proc):")
+    with tempfile.TemporaryDirectory() as tmp_text:
+        tmp = Path(tmp_text)
+        devices = max(STORM_DEVICES, *(s.devices for s in SCENARIOS), *PACED_FLOORS.values())
+        pki_dir = pki_dir or write_pki(tmp / "pki", devices)
+        with redis_server(tmp) as redis_port:
+            if redis_port is None:
+                print("  skipped: redis-server is not installed (workers share state through Redis)")
+                return floors or {}
+            if floors is None:
+                floors = measure_floors(pki_dir, cores)
+            else:
+                for floor in floors.values():
+                    print(f"  {show_floor(floor)}  (measured at the start of this run)")
+            database = iter(range(1, 64))  # a Redis database each: fresh devices
+
+            def url() -> str:
+                return f"redis://127.0.0.1:{redis_port}/{next(database)}"
+
+            for scenario in SCENARIOS:
+                try:
+                    m = run_service(pki_dir, url(), scenario, cores, tmp, seconds=seconds)
+                except Exception as exc:
+                    print(not_measured(f"{scenario.label}, {scenario.devices} devices", exc))
+                    continue
+                for line in describe_run(scenario, m, floor_for(floors, scenario.frame_ms)):
+                    print(line)
+            if cores.server and len(cores.server) < 2:
+                print("  (2 workers share the server's one core here: their figure is the cost per packet of")
+                print("   running 2 processes, not a scale-out; on more cores each side gets half of them)")
             for scenario in LATENCY:
-                r = run_service(pki_dir, f"redis://127.0.0.1:{redis_port}/{database}", scenario, seconds)
-                database += 1
-                stops, plays = r["stop_ms"], r["play_ms"]
+                try:
+                    m = run_service(pki_dir, url(), scenario, cores, tmp, windows=1, seconds=ONE_WINDOW_S)
+                except Exception as exc:
+                    print(not_measured(scenario.label, exc))
+                    continue
+                stops, plays = m.values("stop_ms"), m.values("play_ms")
+                failed = sum(int(r.get("probes_failed", 0)) for r in m.results)
+                bound = "; generator-bound" if m.generator_bound else ""
                 print(
-                    f"  {scenario.label} ({int(r['devices'])} streaming): Play -> first packet "
-                    f"{pct(plays, 0.5):5.1f} / {pct(plays, 0.99):5.1f} ms, Stop -> is_end "
-                    f"{pct(stops, 0.5):5.1f} / {pct(stops, 0.99):5.1f} ms (median / p99, {len(plays)} probes)"
+                    f"  {scenario.label} ({m.connected} streaming): Play -> first packet "
+                    f"{percentile(plays, 0.5):5.1f} / {percentile(plays, 0.99):5.1f} ms, Stop -> is_end "
+                    f"{percentile(stops, 0.5):5.1f} / {percentile(stops, 0.99):5.1f} ms (median / p99, "
+                    f"{len(plays)} probes, {failed} failed; generators {m.generator_pct.median:.0f} %{bound})"
                 )
             for frame_ms, counts in REAL_TIME_SWEEP.items():
-                served = 0
-                for count in counts:
-                    r = run_service(
-                        pki_dir,
-                        f"redis://127.0.0.1:{redis_port}/{database}",
-                        Scenario("", 2, count, frame_ms),
-                        seconds,
-                    )
-                    database += 1
-                    if is_real_time(r):
-                        served = count
+                print(f"  {sweep(pki_dir, url, frame_ms, counts, cores, tmp)}")
+            try:
+                storm = reconnect_storm(pki_dir, url(), STORM_DEVICES, cores, tmp)
+            except Exception as exc:
+                print(not_measured("reconnect storm after a restart", exc))
+            else:
                 print(
-                    f"  devices served in real time (< 0.5 % > 50 ms late) by 2 workers at {frame_ms} ms: "
-                    f"{served} of {', '.join(map(str, counts))} tried"
+                    f"  reconnect storm: {storm['devices']} devices dropped at once by a restart "
+                    f"({storm['workers']} worker(s)); "
+                    f"from the new server listening, with the client's backoff, until each played again: "
+                    f"median {storm['median_s']:.1f} s, all {storm['all_s']:.1f} s; {storm['back']} playing "
+                    f"again, {storm['failures']} attempts failed {storm['reasons'] or ''}"
                 )
-            storm = reconnect_storm(
-                pki_dir, f"redis://127.0.0.1:{redis_port}/{len(SCENARIOS) + 1}", STORM_DEVICES
+                for note in storm["notes"]:
+                    print(f"      note: {note}")
+    return floors
+
+
+def sweep(
+    pki_dir: Path, url: Any, frame_ms: int, counts: tuple[int, ...], cores: CoreSplit, tmp: Path
+) -> str:
+    served, limit, workers = 0, "", workers_for(cores)
+    for count in counts:
+        try:
+            m = run_service(
+                pki_dir, url(), Scenario("", workers, count, frame_ms), cores, tmp, 1, ONE_WINDOW_S
             )
-            print(
-                f"  reconnect storm: {int(storm['devices'])} devices dropped at once by a restart "
-                f"(2 workers); from the new server listening, with the client's backoff: "
-                f"median {storm['median_s']:.1f} s, all {storm['all_s']:.1f} s; "
-                f"{int(storm['back'])} streaming again, {int(storm['failures'])} attempts failed "
-                f"{storm['reasons'] or ''}"
-            )
-        finally:
-            redis.terminate()
-            redis.wait()
+        except Exception as exc:
+            limit = not_measured(f"{count} devices", exc).strip()
+            break
+        due = count * 1000 / frame_ms
+        if is_real_time(m.rate.median, due, m.late_pct()):
+            served = count
+            continue
+        who = "generator-bound" if m.generator_bound else f"server {sum(m.server_pct()):.0f} % CPU"
+        limit = (
+            f"at {count}: {100 * m.rate.median / max(due, 1):.1f} % delivered, {m.late_pct():.2f} % late, "
+            f"{m.failed} connects failed; {who}"
+        )
+        break  # more devices would not do better
+    return (
+        f"devices served in real time (>= 99 % delivered, < 0.5 % > 50 ms late) by {workers} worker(s) at "
+        f"{frame_ms} ms: {served} of {', '.join(map(str, counts))} tried" + (f" ({limit})" if limit else "")
+    )
 
 
 if __name__ == "__main__":

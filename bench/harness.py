@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from auth.tls import TlsMaterial
+from bench.cores import pin_process
+from bench.figures import percentile
 from bench.loadclient import LoadDevice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +38,21 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(pki_dir: Path, cache_dir: Path) -> Iterator[ServerProcess]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.server_proc", str(pki_dir), str(cache_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+def server_process(
+    pki_dir: Path, cache_dir: Path, cores: frozenset[int], log_path: Path
+) -> Iterator[ServerProcess]:
+    """The in-process server of bench.server_proc, pinned to ``cores`` (the server's half), its
+    log in ``log_path`` (JSON lines; not the benchmark's output)."""
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.server_proc", str(pki_dir), str(cache_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+        )
+    pin_process(process.pid, cores)
     try:
         assert process.stdout
         line = process.stdout.readline()
@@ -67,10 +76,8 @@ async def connect_all(port: int, creds: Sequence[TlsMaterial]) -> list[LoadDevic
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
-    """(median, p99) in milliseconds."""
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p99 * 1000
+    """(median, p99) in milliseconds, of values in seconds."""
+    return statistics.median(values) * 1000, percentile(values, 0.99) * 1000
 
 
 def now() -> float:

@@ -25,6 +25,8 @@ from comms.gen import session_pb2 as spb
 from comms.gen import session_pb2_grpc as spb_grpc
 
 MODE, STOP, PLAY = 1, 2, 3
+# The server ended the call: grpc.aio raises either (a write on a finished call: "RPC already finished").
+CALL_ENDED = (grpc.aio.AioRpcError, asyncio.InvalidStateError)
 SUCCESS = pb.DeviceStatusResponse(status="success")
 
 
@@ -70,7 +72,7 @@ class LoadDevice:
         await self._channel.channel_ready()
 
     async def _answer(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
+        with contextlib.suppress(*CALL_ENDED):
             while (request := await self._status.read()) is not grpc.aio.EOF:
                 await self._status.write(
                     SUCCESS
@@ -79,7 +81,7 @@ class LoadDevice:
                 )
 
     async def _listen(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
+        with contextlib.suppress(*CALL_ENDED):
             async for packet in self._audio:
                 now = time.perf_counter()
                 self.packets += 1

@@ -1,301 +1,336 @@
-"""One load-generating process: many lean devices, measured, one JSON line of results.
+"""One load-generating process: many lean devices, measured, JSON lines on stdout.
 
-Several of these run side by side so the load generator is not the bottleneck of one core.
+Several run side by side, pinned by the orchestrator (bench.generators) to the cores the server
+does not use. Arguments: ``KIND PKI TARGET FIRST COUNT SECONDS [KIND's own...]``; device
+identities ``bench/d<FIRST>`` onwards.
 
-``baseline PKI TARGET FIRST COUNT SECONDS``: COUNT raw audio streams, packets counted.
-``realtime PKI TARGET FIRST COUNT SECONDS FRAME_MS``: COUNT devices (CreateSession asking for
-FRAME_MS), all playing the long sound; over SECONDS: packets received, packets more than 50 ms
-behind their sound's own schedule.
-``storm PKI TARGET FIRST COUNT SECONDS``: COUNT devices connected; after "go" (the server is
-being restarted) each reconnects with the device client's backoff (full jitter) whenever its
-streams end; reports when each was streaming again and how many attempts failed.
-``drop PKI TARGET FIRST COUNT SECONDS``: as ``storm``, but at "go" every device drops its
-connection itself (the server is fine, its store is not); wall-clock times of every
-reconnect and failure, and how long each successful reconnect (CreateSession and streams) took.
+``baseline``: COUNT raw audio streams read at full speed, packets counted.
+``realtime FRAME_MS PROBES``: COUNT devices (CreateSession asking for FRAME_MS), all playing the
+long sound; packets received, packets more than 50 ms behind their sound's own schedule; the
+first PROBES devices measure Stop -> is_end and Play -> first packet.
+``idle``: COUNT devices with their three streams open and no audio, answering status requests.
+``storm``: COUNT devices connected; after "go" (the server is being restarted) each reconnects
+with the device client's backoff (full jitter) once its streams end, presses Play and waits for
+the first packet (then Stop): when each played again, how many attempts failed and why.
+``drop``: as ``storm``, but at "go" every device drops its connection itself (the server is
+fine, its store is not); wall-clock times of every return and of the start of every failed attempt.
+
+Lines out: ``READY {json}`` once set up (devices connected, connects failed); then for
+baseline/realtime/idle each ``mark`` on stdin answers ``MARK {json}`` (cumulative counters at
+that moment: this process's CPU seconds, packets, late, streams lost) and ``quit`` (or EOF)
+answers ``RESULT {json}`` and closes the devices; storm/drop run on ``go`` and answer
+``RESULT {json}``. When the generator itself cannot go on it prints ``FAILED <one line>`` and
+exits 1: an overloaded server is reported in the figures, never as a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from auth import pki
-from auth.identity import Identity
-from auth.tls import TlsMaterial, channel_credentials
+from auth.tls import channel_credentials
+from bench.lean_device import CALL_ENDED, MODE, PLAY, STOP, Device, first_of, reason, tls
 from comms.gen import comms_pb2 as pb
 from comms.gen import comms_pb2_grpc as pb_grpc
-from comms.gen import session_pb2 as spb
-from comms.gen import session_pb2_grpc as spb_grpc
 
-LATE_S = 0.050
-SUCCESS = pb.DeviceStatusResponse(status="success")
-MODE, STOP, PLAY = 1, 2, 3
 PROBE_ROUNDS = 10
+PROBE_TIMEOUT_S = 5.0
+PROBES_AFTER_QUIT_S = 20.0
 PLAY_SPREAD_S = 1.0
-CONNECT_BATCH = 50
+CONNECTS_AT_ONCE = 50  # set-up connects in flight per process (the measured storm has no limit)
+CONNECT_TIMEOUT_S = 30.0
+ATTEMPT_TIMEOUT_S = 10.0  # one reconnect attempt in a storm, as the device client allows
+FIRST_CONNECT_DEADLINE_S = 120.0
 
 
 def cpu_seconds() -> float:
     return sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 
 
-def tls(pki_dir: Path, index: int) -> TlsMaterial:
-    cert, key = pki.device_paths(pki_dir, Identity("bench", f"d{index:04d}"))
-    return TlsMaterial(cert.read_bytes(), key.read_bytes(), (pki_dir / pki.CA_CERT).read_bytes())
+def emit(tag: str, payload: object) -> None:
+    print(f"{tag} {json.dumps(payload)}", flush=True)
 
 
-class Device:
-    def __init__(self, target: str, material: TlsMaterial, frame_ms: int) -> None:
-        self.channel = grpc.aio.secure_channel(target, channel_credentials(material))
-        self.frame_s = frame_ms / 1000
-        self.frame_ms = frame_ms
-        self.packets = 0
-        self.late = 0
-        self.counting = False
-        self.streaming = asyncio.Event()  # the server asked for the first status: streams are up
-        self._first = 0.0
-        self._index = 0
-        self._waiting: dict[str, asyncio.Future[float]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        session = await spb_grpc.SessionServiceStub(self.channel).CreateSession(
-            spb.CreateSessionRequest(max_frame_ms=self.frame_ms)
-        )
-        metadata = (("authorization", f"Bearer {session.token}"),)
-        stub = pb_grpc.DeviceServiceStub(self.channel)
-        self.status = stub.StatusStream(metadata=metadata)
-        self.events = stub.EventStream(metadata=metadata)
-        self.audio = stub.ServerAudioStream(pb.AudioStreamRequest(start=True), metadata=metadata)
-        self._tasks = [asyncio.create_task(self._answer()), asyncio.create_task(self._listen())]
-
-    async def _answer(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            while (request := await self.status.read()) is not grpc.aio.EOF:
-                self.streaming.set()
-                await self.status.write(
-                    SUCCESS if request.HasField("set") else pb.DeviceStatusResponse(state=pb.DeviceStatus())
-                )
-
-    async def _listen(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            async for packet in self.audio:
-                now = time.perf_counter()
-                if packet.is_start:
-                    self._first, self._index = now, 0
-                    self._resolve("start", now)
-                else:
-                    self._index += 1
-                if packet.is_end:
-                    self._resolve("end", now)
-                if self.counting:
-                    self.packets += 1
-                    if now - (self._first + self._index * self.frame_s) > LATE_S:
-                        self.late += 1
-
-    def _resolve(self, kind: str, now: float) -> None:
-        waiter = self._waiting.pop(kind, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(now)
-
-    def expect(self, kind: str) -> asyncio.Future[float]:
-        self._waiting[kind] = asyncio.get_running_loop().create_future()
-        return self._waiting[kind]
-
-    async def press(self, button: int) -> None:
-        await self.events.write(pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button)))  # type: ignore[arg-type]
-        await self.events.read()
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.channel.close()
+async def stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
 
 
-async def probe_latency(device: Device, rounds: int) -> tuple[list[float], list[float]]:
-    """Stop -> is_end and Play -> first packet, in ms, on a device that is playing the long sound."""
-    stops, plays = [], []
-    for _ in range(rounds):
-        end, started = device.expect("end"), time.perf_counter()
-        await device.press(STOP)
-        stops.append(1000 * (await asyncio.wait_for(end, 5) - started))
-        await asyncio.sleep(0.1)
-        start, started = device.expect("start"), time.perf_counter()
-        await device.press(PLAY)
-        plays.append(1000 * (await asyncio.wait_for(start, 5) - started))
-        await asyncio.sleep(0.2)
-    return stops, plays
+async def connect_all(devices: Sequence[Device]) -> tuple[list[Device], Counter[str]]:
+    """Every device's session and streams, CONNECTS_AT_ONCE in flight; (up, failures by reason)."""
+    limit = asyncio.Semaphore(CONNECTS_AT_ONCE)
+    failures: Counter[str] = Counter()
+
+    async def one(device: Device) -> bool:
+        async with limit:
+            why = await device.open(CONNECT_TIMEOUT_S)
+        if why is not None:
+            failures[why] += 1
+            await device.close()
+        return why is None
+
+    results = await asyncio.gather(*(one(d) for d in devices))
+    return [d for d, up in zip(devices, results, strict=True) if up], failures
 
 
-async def realtime(
-    pki_dir: Path, target: str, first: int, count: int, seconds: float, frame_ms: int, probes: int = 0
-) -> dict:
-    devices = [Device(target, tls(pki_dir, first + i), frame_ms) for i in range(count)]
+async def marks(snapshot: Callable[[], dict], on_first: Callable[[], None] = lambda: None) -> None:
+    """Answer ``mark`` with a snapshot until ``quit`` or EOF; ``on_first`` runs at the first."""
+    commands = await stdin_reader()
+    marked = False
+    while line := (await commands.readline()).decode().strip():
+        if line == "quit":
+            return
+        if line == "mark":
+            if not marked:
+                marked = True
+                on_first()
+            emit("MARK", {"t": time.perf_counter(), "cpu_s": cpu_seconds(), **snapshot()})
+
+
+async def probe_latency(device: Device) -> tuple[list[float], list[float], int]:
+    """Stop -> is_end and Play -> first packet (ms) on a device playing the long sound; failures."""
+    stops: list[float] = []
+    plays: list[float] = []
     failed = 0
-    for start in range(0, count, CONNECT_BATCH):
-        results = await asyncio.gather(
-            *(d.start() for d in devices[start : start + CONNECT_BATCH]), return_exceptions=True
-        )
-        failed += sum(isinstance(r, BaseException) for r in results)
-    live = [d for d in devices if d._tasks]
-    await asyncio.gather(*(d.press(MODE) for d in live))
+    for _ in range(PROBE_ROUNDS):
+        if device.lost:
+            return stops, plays, failed + 1
+        for button, kind, into in ((STOP, "end", stops), (PLAY, "start", plays)):
+            waiter, started = device.expect(kind), time.perf_counter()
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    if not await device.press(button):
+                        raise TimeoutError
+                    into.append(1000 * (await waiter - started))
+            except TimeoutError:
+                failed += 1
+            await asyncio.sleep(0.1 if button == STOP else 0.2)
+    return stops, plays, failed
 
-    async def play_at(device: Device, delay: float) -> None:
+
+async def realtime(pki_dir: Path, target: str, first: int, count: int, frame_ms: int, probes: int) -> dict:
+    devices = [Device(target, tls(pki_dir, first + i), frame_ms) for i in range(count)]
+    live, failures = await connect_all(devices)
+    press_failed = sum(not ok for ok in await asyncio.gather(*(d.press(MODE) for d in live)))
+
+    async def play_at(device: Device, delay: float) -> bool:
         await asyncio.sleep(delay)
-        await device.press(PLAY)
+        return await device.press(PLAY)
 
     # Sounds start spread over a second, as in a real fleet: not one aligned burst per frame.
-    await asyncio.gather(*(play_at(d, i * PLAY_SPREAD_S / max(len(live), 1)) for i, d in enumerate(live)))
-    print("READY", flush=True)
-    sys.stdin.readline()  # the orchestrator starts every generator's window together
-    for device in live:
-        device.counting = True
-    started, cpu_before = time.perf_counter(), cpu_seconds()
-    measured = await asyncio.gather(*(probe_latency(d, PROBE_ROUNDS) for d in live[:probes]))
-    await asyncio.sleep(max(0.0, seconds - (time.perf_counter() - started)))
-    elapsed = time.perf_counter() - started
+    played = await asyncio.gather(
+        *(play_at(d, i * PLAY_SPREAD_S / max(len(live), 1)) for i, d in enumerate(live))
+    )
+    press_failed += sum(not ok for ok in played)
+    emit("READY", {"devices": len(live), "failed": sum(failures.values()), "reasons": failures})
+    probing: list[asyncio.Task[tuple[list[float], list[float], int]]] = []
+
+    def snapshot() -> dict:
+        return {
+            "packets": sum(d.packets for d in live),
+            "late": sum(d.late for d in live),
+            "lost": sum(d.lost for d in live),
+        }
+
+    def start_probes() -> None:  # from the first mark on, inside the measured windows
+        probing.extend(asyncio.create_task(probe_latency(d)) for d in live[:probes])
+
+    await marks(snapshot, start_probes)
+    measured = []
+    if probing:
+        done, pending = await asyncio.wait(probing, timeout=PROBES_AFTER_QUIT_S)
+        for task in pending:
+            task.cancel()
+        measured = [task.result() for task in done]
+    lost = Counter(d.lost_code for d in live if d.lost)
     result = {
-        "cpu_pct": 100 * (cpu_seconds() - cpu_before) / elapsed,
         "devices": len(live),
-        "failed": failed,
-        "packets": sum(d.packets for d in live),
-        "late": sum(d.late for d in live),
-        "elapsed": elapsed,
-        "stop_ms": [ms for stops, _ in measured for ms in stops],
-        "play_ms": [ms for _, plays in measured for ms in plays],
+        "failed": sum(failures.values()),
+        "press_failed": press_failed,
+        "lost_reasons": lost,
+        "stop_ms": [ms for stops, _, _ in measured for ms in stops],
+        "play_ms": [ms for _, plays, _ in measured for ms in plays],
+        "probes_failed": sum(f for _, _, f in measured) + PROBE_ROUNDS * (len(probing) - len(measured)),
     }
-    await asyncio.gather(*(d.close() for d in devices), return_exceptions=True)
+    await asyncio.gather(*(d.close() for d in devices))
     return result
 
 
-async def baseline(pki_dir: Path, target: str, first: int, count: int, seconds: float) -> dict:
+async def idle(pki_dir: Path, target: str, first: int, count: int) -> dict:
+    devices = [Device(target, tls(pki_dir, first + i)) for i in range(count)]
+    started = time.perf_counter()
+    live, failures = await connect_all(devices)
+    emit(
+        "READY",
+        {"devices": len(live), "failed": sum(failures.values()), "reasons": failures,
+         "connect_s": time.perf_counter() - started},
+    )  # fmt: skip
+    await marks(lambda: {"lost": sum(d.lost for d in live), "status": sum(d.status_answered for d in live)})
+    result = {"devices": len(live), "lost_reasons": Counter(d.lost_code for d in live if d.lost)}
+    await asyncio.gather(*(d.close() for d in devices))
+    return result
+
+
+async def baseline(pki_dir: Path, target: str, first: int, count: int) -> dict:
     channels = [
         grpc.aio.secure_channel(target, channel_credentials(tls(pki_dir, first + i))) for i in range(count)
     ]
     received = 0
-    counting = False
+    ended: Counter[str] = Counter()
 
     async def drain(channel: grpc.aio.Channel) -> None:
         nonlocal received
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+        try:
             async for _ in pb_grpc.DeviceServiceStub(channel).ServerAudioStream(
                 pb.AudioStreamRequest(start=True)
             ):
-                if counting:
-                    received += 1
+                received += 1
+        except CALL_ENDED as exc:
+            ended[reason(exc)] += 1
+        except asyncio.CancelledError:
+            pass
 
     tasks = [asyncio.create_task(drain(c)) for c in channels]
     await asyncio.sleep(1.0)
-    print("READY", flush=True)
-    sys.stdin.readline()
-    counting = True
-    started = time.perf_counter()
-    await asyncio.sleep(seconds)
-    counting = False
-    elapsed = time.perf_counter() - started
+    emit("READY", {"devices": count - sum(ended.values()), "failed": sum(ended.values())})
+    await marks(lambda: {"packets": received, "lost": sum(ended.values())})
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels:
         await channel.close()
-    return {"packets": received, "elapsed": elapsed}
+    return {"devices": count, "lost_reasons": ended}
 
 
-async def storm(
-    pki_dir: Path, target: str, first: int, count: int, seconds: float, drop_self: bool = False
-) -> dict:
+async def storm(pki_dir: Path, target: str, first: int, count: int, seconds: float, drop_self: bool) -> dict:
     """Reconnect loops like the Pi client's: on any failure, back off with full jitter, retry."""
     from device.backoff import Backoff
 
-    failures = 0
-    reasons: dict[str, int] = {}
+    reasons: Counter[str] = Counter()
+    first_failures: Counter[str] = Counter()
     back: list[float] = []
     back_wall: list[float] = []
     failed_wall: list[float] = []
     connect_s: list[float] = []
+    held: list[Device] = []
+    settled: list[bool] = []
+    all_settled = asyncio.Event()
     dropped = asyncio.Event()
+    limit = asyncio.Semaphore(CONNECTS_AT_ONCE)
+    loop = asyncio.get_running_loop()
+
+    def settle(up: bool) -> None:
+        settled.append(up)
+        if len(settled) == count:
+            all_settled.set()
+
+    async def first_connect(index: int) -> Device | None:
+        backoff, deadline = Backoff(), loop.time() + FIRST_CONNECT_DEADLINE_S
+        while loop.time() < deadline:
+            device = Device(target, tls(pki_dir, first + index))
+            async with limit:
+                why = await device.open(CONNECT_TIMEOUT_S)
+            if why is None:
+                return device
+            first_failures[why] += 1
+            await device.close()
+            await asyncio.sleep(backoff.next_delay())
+        return None
 
     async def one(index: int) -> None:
-        nonlocal failures
-        material = tls(pki_dir, first + index)
-        backoff = Backoff()
-        device = Device(target, material, 20)
-        await device.start()
-        await device.streaming.wait()
-        ready.append(index)
-        if len(ready) == count:
-            all_ready.set()
+        device = await first_connect(index)
+        settle(device is not None)
+        if device is None:
+            return
         await dropped.wait()
-        while True:  # wait for the drop, then come back
-            if not drop_self:
-                with contextlib.suppress(Exception):
-                    await device.audio.code()
-            await device.close()
-            while True:
-                await asyncio.sleep(backoff.next_delay(0.0))
-                device = Device(target, material, 20)
-                attempt = time.perf_counter()
-                try:
-                    await asyncio.wait_for(device.start(), 10)
-                    await asyncio.wait_for(device.streaming.wait(), 10)
-                except Exception as exc:
-                    failures += 1
-                    failed_wall.append(time.time())
-                    why = type(exc).__name__  # what failed, counted: the orchestrator prints it
-                    reasons[why] = reasons.get(why, 0) + 1
-                    await device.close()
-                    continue
+        if not drop_self:  # the server is restarting: its drain ends our streams
+            await first_of(loop.create_future(), device.gone)
+        await device.close()
+        backoff = Backoff()
+        while True:
+            await asyncio.sleep(backoff.next_delay())
+            device = Device(target, tls(pki_dir, first + index))
+            attempt, attempt_wall = time.perf_counter(), time.time()
+            why = await device.open(ATTEMPT_TIMEOUT_S, play=True)
+            if why is None:
                 back.append(time.perf_counter())
                 back_wall.append(time.time())
                 connect_s.append(back[-1] - attempt)
-                await device.close()
+                held.append(device)  # it stays connected, as a device that came back does
                 return
+            reasons[why] += 1
+            failed_wall.append(attempt_wall)  # when the failed attempt began
+            await device.close()
 
-    ready: list[int] = []
-    all_ready = asyncio.Event()
     tasks = [asyncio.create_task(one(i)) for i in range(count)]
-    await all_ready.wait()
-    print("READY", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    started = time.perf_counter()
+    await all_settled.wait()
+    emit("READY", {"devices": sum(settled), "failed": count - sum(settled), "reasons": first_failures})
+    commands = await stdin_reader()
+    await commands.readline()  # "go"
+    started, cpu_at_go = time.perf_counter(), cpu_seconds()
     dropped.set()
     await asyncio.wait(tasks, timeout=seconds)
+    cpu_s, elapsed = cpu_seconds() - cpu_at_go, time.perf_counter() - started
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    delays = sorted(t - started for t in back)
+    await asyncio.gather(*(d.close() for d in held))
     return {
-        "devices": count,
+        "cpu_s": cpu_s,
+        "elapsed": elapsed,
+        "devices": sum(settled),
         "back": len(back),
-        "failures": failures,
-        "delays": delays,
+        "failures": sum(reasons.values()),
         "reasons": reasons,
+        "delays": sorted(t - started for t in back),
         "back_wall": back_wall,
         "failed_wall": failed_wall,
         "connect_s": connect_s,
     }
 
 
-def main() -> None:
-    kind, pki_dir, target, first, count, seconds = sys.argv[1:7]
-    args = (Path(pki_dir), target, int(first), int(count), float(seconds))
+async def run(argv: Sequence[str]) -> dict:
+    kind, pki_text, target, first_text, count_text, seconds_text, *extra = argv
+    pki_dir, first, count, seconds = Path(pki_text), int(first_text), int(count_text), float(seconds_text)
+    asyncio.get_running_loop().set_exception_handler(quiet_handler)
     if kind == "baseline":
-        result = asyncio.run(baseline(*args))
-    elif kind in ("storm", "drop"):
-        result = asyncio.run(storm(*args, drop_self=kind == "drop"))
-    else:
-        probes = int(sys.argv[8]) if len(sys.argv) > 8 else 0
-        result = asyncio.run(realtime(*args, int(sys.argv[7]), probes))
-    print("RESULT " + json.dumps(result), flush=True)
+        return await baseline(pki_dir, target, first, count)
+    if kind == "idle":
+        return await idle(pki_dir, target, first, count)
+    if kind in ("storm", "drop"):
+        return await storm(pki_dir, target, first, count, seconds, drop_self=kind == "drop")
+    if kind == "realtime":
+        frame_ms = int(extra[0]) if extra else 20
+        return await realtime(pki_dir, target, first, count, frame_ms, int(extra[1]) if len(extra) > 1 else 0)
+    raise ValueError(f"unknown load kind {kind!r}")
+
+
+def quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A stray task's error is one line on stderr (kept by the orchestrator), not a traceback."""
+    error = context.get("exception")
+    detail = f"{type(error).__name__}: {error}" if error is not None else context.get("message", "")
+    print(f"loadgen: {detail}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    try:
+        emit("RESULT", asyncio.run(run(sys.argv[1:])))
+    except (Exception, KeyboardInterrupt) as exc:
+        print(f"FAILED {type(exc).__name__}: {exc}".replace("\n", " ")[:500], flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """The server under benchmark, in its own process so its CPU is measured apart from the load.
 
-Prints ``PORT <n>`` when listening. On SIGTERM (or stdin closing) prints one
-``STATS {json}`` line with its CPU time and the audio counters, then exits.
+Prints ``PORT <n>`` when listening; logs JSON lines (WARNING and up) on stderr. ``sample`` on
+stdin prints one ``STATS {json}`` line with its CPU time and the audio counters; SIGTERM or
+stdin closing stops it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from comms.logfmt import configure_logging
 from server import metrics
 from server.app import start_server
 from server.runtime.settings import ServerSettings
@@ -40,6 +42,7 @@ async def main(pki_dir: Path, cache_dir: Path) -> None:
         admin_bind="",
         max_concurrent_streams=8,
     )
+    configure_logging(settings.log_level, settings.log_format)  # JSON lines on stderr (a log file)
     app = await start_server(settings)
     print(f"PORT {app.port}", flush=True)
     loop = asyncio.get_running_loop()
