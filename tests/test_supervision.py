@@ -132,3 +132,24 @@ async def test_join_waits_for_jobs_without_cancelling_them() -> None:
             owner.spawn(job(n))
         await owner.join()
         assert done == [1, 2, 3]
+
+
+async def test_close_cancels_again_a_task_that_swallowed_its_cancel() -> None:
+    """Python 3.11's ``asyncio.wait_for`` (inside redis-py's writes) can lose a cancel that lands
+    as the awaited call completes (gh-86296): the task goes on. One cancel then hung the server's
+    shutdown on SIGTERM (seen in make bench's outage run); close must cancel again."""
+    owner = TaskOwner("test-owner")
+    swallowed = asyncio.Event()
+
+    async def loses_one_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # as wait_for does when the inner call finished at the same moment
+        await asyncio.Event().wait()  # back to waiting for work, like the fleet's outbox loop
+
+    owner.spawn(loses_one_cancel(), "loop")
+    await asyncio.sleep(0)
+    await asyncio.wait_for(owner.close(), timeout=5)
+    assert swallowed.is_set()
+    assert len(owner) == 0

@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
-from comms.tasks import cancel_and_wait
 from server import metrics
 from server.errors import describe
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 0.5
+CANCEL_AGAIN_S = 0.5  # TaskOwner.close: a cancel a library swallowed is sent again after this
 FAILING_AFTER = 3
 WINDOW_S = 60.0
 
@@ -124,10 +124,18 @@ class TaskOwner:
             await asyncio.wait(running)
 
     async def close(self) -> None:
-        """Cancel every task and wait until all are gone; later ``spawn`` calls are refused."""
+        """Cancel every task and wait until all are gone; later ``spawn`` calls are refused.
+
+        A task still running ``CANCEL_AGAIN_S`` after its cancel is cancelled again: on Python 3.11
+        ``asyncio.wait_for`` (redis-py wraps every socket write in it) loses a cancel that lands
+        as the write completes (CPython gh-86296), and a single cancel then left the fleet's
+        outbox loop running and the server deaf to SIGTERM. Also again if a task started another
+        while being cancelled."""
         self._closed = True
         while running := [task for task in self._tasks if not task.done()]:
-            await cancel_and_wait(*running)  # again if a task started another while cancelled
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=CANCEL_AGAIN_S)
 
     async def __aenter__(self) -> TaskOwner:
         return self
