@@ -78,8 +78,9 @@ def measure_idle(
     lines = [
         f"  {connected} devices connected in {connect_s:.0f} s ({failed} failed{why}; server CPU "
         f"{1000 * connect_cpu / max(connected, 1):.1f} ms per connect); server RSS "
-        f"{rss / MB:,.0f} MB total ({verdict} the 2 GB target), {per_device / 1024:.0f} KB per device "
-        f"(with no device: {empty_rss / MB:.0f} MB; {backend_name} backend)",
+        f"{rss / MB:,.0f} MB total ({verdict} the 2 GB = 2,048 MB target), "
+        f"{per_device / 1024:.0f} KB per device (with no device: {empty_rss / MB:.0f} MB; "
+        f"{backend_name} backend)",
         f"      CPU while idle: server {window.server_cpu_pct:.1f} % of one core (with no device: "
         f"{empty_pct:.1f} %), {window.status / window.seconds:,.0f} status requests/s answered; generators "
         f"{window.generator_cpu_pct:.0f} % CPU ({processes(gens.processes)}{bound}); "
