@@ -24,7 +24,6 @@ from auth import poll_proof
 from auth.csr import CsrRejected, device_public_key
 from auth.errors import InvalidIdentifier
 from auth.identity import MAX_ID_LENGTH, Identity, validate_id
-from auth.issuing_ca import chain_pem
 from comms.gen import enroll_pb2 as epb
 from server import metrics
 from server.enrolment.attempts import PerAddress
@@ -160,24 +159,7 @@ class ClaimDesk:
         identity = Identity(taken.tenant, taken.device_id)  # the claim code's tenant, the approval's id
         public_key = serialization.load_der_public_key(taken.public_der())
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        cert = self._service.issue(issuing, public_key, identity)
-        audited.parameters.update({"serial": f"{cert.serial_number:x}", "approved_by": taken.decided_by})
-        await self._service.record("Poll", audited, grpc.StatusCode.OK, "", address)
-        metrics.ENROLMENTS.labels(result="ok").inc()
-        log.info(
-            "enrol.issued",
-            extra={
-                "tenant": identity.tenant,
-                "device": identity.device_id,
-                "request": taken.id,
-                "serial": f"{cert.serial_number:x}",
-                "not_after": cert.not_valid_after_utc.isoformat(),
-                "peer": address,
-            },
-        )
-        return epb.EnrollResponse(
-            certificate_chain=chain_pem(cert, issuing.cert),
-            ca_bundle=bundle,
-            tenant=identity.tenant,
-            device_id=identity.device_id,
+        audited.parameters["approved_by"] = taken.decided_by
+        return await self._service.issue_answer(
+            "Poll", audited, identity, public_key, (issuing, bundle), address, request=taken.id
         )

@@ -196,17 +196,35 @@ class Enrolment(epb_grpc.EnrollmentServiceServicer):
                 grpc.StatusCode.UNAUTHENTICATED, "code_expired", CODE_EXPIRED_TEXT, Audited.of(record)
             )
         identity = Identity(record.tenant, record.device_id)
+        return await self.issue_answer(
+            ACTION, Audited.of(record), identity, public_key, (issuing, bundle), address, enrollment=record.id
+        )
+
+    async def issue_answer(
+        self,
+        action: str,
+        audited: Audited,
+        identity: Identity,
+        public_key: ec.EllipticCurvePublicKey,
+        issuer: tuple[pki.CertifiedKey, bytes],
+        address: str,
+        enrollment: str = "",
+        request: str = "",
+    ) -> epb.EnrollResponse:
+        """Issue ``identity``'s certificate and answer with it: audited, counted and logged once,
+        the same way for a one-time code (``enrollment``) and an approved claim (``request``)."""
+        issuing, bundle = issuer
         cert = self.issue(issuing, public_key, identity)
-        audited = Audited.of(record)
         audited.parameters["serial"] = f"{cert.serial_number:x}"
-        await self.record(ACTION, audited, grpc.StatusCode.OK, "", address)
+        await self.record(action, audited, grpc.StatusCode.OK, "", address)
         metrics.ENROLMENTS.labels(result="ok").inc()
         log.info(
             "enrol.issued",
             extra={
                 "tenant": identity.tenant,
                 "device": identity.device_id,
-                "enrollment": record.id,
+                "enrollment": enrollment,
+                "request": request,
                 "serial": f"{cert.serial_number:x}",
                 "not_after": cert.not_valid_after_utc.isoformat(),
                 "peer": address,
