@@ -180,7 +180,29 @@ def _refusals(method: str) -> Iterator[None]:
         raise Rejected(grpc.StatusCode.UNAUTHENTICATED, Reason.AUTH_INTERNAL, AUTH_FAILED_TEXT) from None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class OpenInterceptor(grpc.aio.ServerInterceptor):
+    """Every listener's handling of requests: bytes parsed by us (INVALID_ARGUMENT in our words,
+    counted), a store outage UNAVAILABLE, a bug INTERNAL with the story in the log only, all
+    inside ``_admit``. Used as is where callers have no certificate yet (enrolment), which admits
+    everyone; ``AuthInterceptor`` admits only authenticated callers."""
+
+    @contextlib.asynccontextmanager
+    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        yield
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return _wrap(handler, lambda context: self._admit(context, method), method)
+
+
+class AuthInterceptor(OpenInterceptor):
     """Authenticate every call; hand the handler a ``CallAuth``; cap concurrent calls per identity."""
 
     def __init__(
@@ -301,38 +323,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             yield
         finally:
             self._limiter.release(auth.identity)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        return _wrap(handler, lambda context: self._admit(context, method), method)
-
-
-class OpenInterceptor(grpc.aio.ServerInterceptor):
-    """For a listener whose callers have no certificate yet (enrolment): no authentication, the
-    rest as everywhere: bytes parsed by us (INVALID_ARGUMENT in our words, counted), a store
-    outage UNAVAILABLE, a bug INTERNAL with the story in the log only."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return _wrap(handler, lambda context: _admit_anyone(), handler_call_details.method)
-
-
-@contextlib.asynccontextmanager
-async def _admit_anyone() -> AsyncIterator[None]:
-    yield
 
 
 Admit = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
