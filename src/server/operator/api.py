@@ -146,14 +146,20 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceSe
         except InvalidIdentifier as exc:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
+    def _one_tenant(self, call: OperatorCall, requested: str, note: Note) -> str:
+        """The one tenant a request acts on (see ``_tenant``); a platform operator's call is audited
+        in that tenant's log too."""
+        tenant = self._tenant(call, requested)
+        assert tenant is not None
+        note.tenant = tenant if call.operator.platform else ""
+        return tenant
+
     async def _device(self, call: OperatorCall, ref: apb.DeviceRef, note: Note) -> DeviceView:
         """The device a request names, if the operator may see it and it has ever been seen."""
         note.target = ref.device_id[:64]
         if call.operator.tenant is not None and ref.tenant not in ("", call.operator.tenant):
             raise not_found(f"device {ref.tenant[:64]}/{ref.device_id[:64]}")  # word for word a missing one
-        tenant = self._tenant(call, ref.tenant)
-        assert tenant is not None
-        note.tenant = tenant if call.operator.platform else ""
+        tenant = self._one_tenant(call, ref.tenant, note)
         try:
             identity = Identity(tenant, validate_id(ref.device_id, "device id"))
         except InvalidIdentifier as exc:
@@ -404,17 +410,11 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceSe
 
     # --- sounds --------------------------------------------------------------------
 
-    def _sound_tenant(self, call: OperatorCall, requested: str, note: Note) -> str:
-        tenant = self._tenant(call, requested)
-        assert tenant is not None
-        note.tenant = tenant if call.operator.platform else ""
-        return tenant
-
     async def ListSounds(
         self, request: apb.ListSoundsRequest, context: grpc.aio.ServicerContext
     ) -> apb.ListSoundsResponse:
         async def work(call: OperatorCall, note: Note) -> apb.ListSoundsResponse:
-            tenant = self._sound_tenant(call, request.tenant, note)
+            tenant = self._one_tenant(call, request.tenant, note)
             sounds = await self._guarded(self.sounds.list(tenant))
             return apb.ListSoundsResponse(sounds=[sound_proto(s) for s in sounds])
 
@@ -430,7 +430,7 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceSe
                     first = chunk
                     note.parameters.update(mode=chunk.mode, filename=chunk.filename[:200])
                     note.target = f"mode {chunk.mode}"
-                    tenant = self._sound_tenant(call, chunk.tenant, note)
+                    tenant = self._one_tenant(call, chunk.tenant, note)
                 data += chunk.data
                 if len(data) > self.sounds.max_bytes:
                     raise ApiError(
@@ -452,7 +452,7 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceSe
         self, request: apb.ResetSoundRequest, context: grpc.aio.ServicerContext
     ) -> apb.Sound:
         async def work(call: OperatorCall, note: Note) -> apb.Sound:
-            tenant = self._sound_tenant(call, request.tenant, note)
+            tenant = self._one_tenant(call, request.tenant, note)
             note.target, note.parameters["mode"] = f"mode {request.mode}", request.mode
             return sound_proto(await self._guarded(self.sounds.reset(tenant, request.mode)))
 

@@ -87,10 +87,7 @@ class EnrolmentAdmin:
         return self.enrolment
 
     def _one_tenant(self, call: OperatorCall, requested: str, note: Note) -> str:
-        tenant = self._tenant(call, requested)
-        assert tenant is not None
-        note.tenant = tenant if call.operator.platform else ""
-        return tenant
+        raise NotImplementedError  # FleetAdmin's
 
     async def CreateEnrollments(
         self, request: apb.CreateEnrollmentsRequest, context: grpc.aio.ServicerContext

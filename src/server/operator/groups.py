@@ -49,6 +49,9 @@ class GroupCalls:
     def _tenant(self, call: OperatorCall, requested: str, *, all_allowed: bool = False) -> str | None:
         raise NotImplementedError  # FleetAdmin's
 
+    def _one_tenant(self, call: OperatorCall, requested: str, note: Note) -> str:
+        raise NotImplementedError  # FleetAdmin's
+
     async def _device(self, call: OperatorCall, ref: apb.DeviceRef, note: Note) -> DeviceView:
         raise NotImplementedError  # FleetAdmin's
 
@@ -114,9 +117,7 @@ class GroupCalls:
         self, request: apb.AnnounceRequest, context: grpc.aio.ServicerContext
     ) -> apb.AnnounceResult:
         async def work(call: OperatorCall, note: Note) -> apb.AnnounceResult:
-            tenant = self._tenant(call, request.tenant)
-            assert tenant is not None
-            note.tenant = tenant if call.operator.platform else ""
+            tenant = self._one_tenant(call, request.tenant, note)
             note.parameters.update(priority=request.priority, resume=not request.no_resume)
             if request.priority > MAX_PRIORITY:
                 raise ApiError(
