@@ -20,6 +20,7 @@ from pathlib import Path
 
 from admin.client import FleetClient
 from auth.tls import TlsMaterial
+from bench.bench_admin import percentile
 from bench.bench_scale import ROOT, free_port, wait_listening
 from comms.gen import admin_pb2 as apb
 from device.enrol import enrol
@@ -27,11 +28,6 @@ from device.enrol import enrol
 SEQUENTIAL = 50
 CONCURRENT = (16, 64)
 PER_CONCURRENT_RUN = 256
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def make_pki(root: Path) -> None:
