@@ -48,7 +48,8 @@ class DeviceSession:
         # samples them once a second (a write begun and never done is a device not reading).
         self.audio_writes_begun = 0
         self.audio_writes_done = 0
-        self.write_watch: tuple[int, float] | None = None  # the watchdog's: (write, first seen pending)
+        # The watchdog's: (write, loop time first seen pending), the time inf once it ended the session.
+        self.write_watch: tuple[int, float] | None = None
         self.leds_changed = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code = grpc.StatusCode.OK

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
@@ -476,7 +477,7 @@ class DeviceRegistry:
                     log.warning(
                         "audio.stalled", extra={**session.log_fields, "stuck_s": round(now - since, 1)}
                     )
-                    session.audio_writes_done = write  # ended once
+                    session.write_watch = (write, math.inf)  # ended once (the stream keeps its counts)
                     self._tasks.spawn(
                         self.end_session(
                             session.identity, grpc.StatusCode.UNAVAILABLE, STALLED_MESSAGE, "stalled"
