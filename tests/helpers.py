@@ -126,6 +126,53 @@ def best_correlation(received: npt.ArrayLike, reference: npt.ArrayLike, max_lag:
     return best
 
 
+def fit_scores(needle: npt.ArrayLike, haystack: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """How well ``needle`` fits ``haystack`` at each sample offset (normalised correlation, 0..1).
+    Either may be the device sink's ``array('h')`` or a clip's numpy array."""
+    x, y = np.asarray(needle, dtype=np.float64), np.asarray(haystack, dtype=np.float64)
+    n = len(x)
+    size = 1 << (len(y) + n).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)[: len(y) - n + 1]
+    energy = np.sqrt(np.maximum(np.convolve(y * y, np.ones(n), "valid"), 1e-9) * max((x * x).sum(), 1e-9))
+    return corr / energy  # type: ignore[no-any-return]
+
+
+def best_offset(needle: npt.ArrayLike, haystack: npt.ArrayLike) -> tuple[int, float]:
+    """Where in ``haystack`` ``needle`` fits best (sample offset) and how well."""
+    score = fit_scores(needle, haystack)
+    best = int(np.argmax(score))
+    return best, float(score[best])
+
+
+SAMPLES_PER_20MS = 960
+
+
+def heard_clip(
+    heard: npt.ArrayLike, clip: npt.ArrayLike, window_frames: int = 5, share: float = 0.75
+) -> bool:
+    """What a device heard is ``clip``, in order, allowing for packets the server's live edge
+    skipped as late (a loaded machine can stall a stream for longer than the 200 ms it allows).
+
+    ``heard`` is cut into windows of ``window_frames`` 20 ms frames; a window matches where it
+    fits in ``clip`` (correlation > 0.9) after where the window before it matched. At least
+    ``share`` of the windows must match: a skip spoils only the window it falls in, while any
+    other sound (another clip, silence, noise) matches almost none."""
+    samples = np.asarray(heard, dtype=np.float64)
+    reference = np.asarray(clip, dtype=np.float64)
+    size = min(window_frames * SAMPLES_PER_20MS, len(samples), len(reference))
+    if size < SAMPLES_PER_20MS:
+        return False
+    windows = [samples[i : i + size] for i in range(0, len(samples) - size + 1, size)]
+    matched, start = 0, 0
+    for window in windows:
+        if len(reference) - start < size:
+            break
+        fits = np.flatnonzero(fit_scores(window, reference[start:]) > 0.9)
+        if len(fits):  # the earliest fit after the window before (a tone fits every period)
+            matched, start = matched + 1, start + int(fits[0]) + 1
+    return matched >= share * len(windows)
+
+
 def button_event(button: int, kind: int = pb.ButtonEvent.PRESS) -> pb.DeviceEvent:
     return pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=button, event=kind))
 

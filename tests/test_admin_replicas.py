@@ -17,8 +17,8 @@ from tests.helpers import (
     MODE,
     EphemeralPki,
     auth_failures,
-    best_correlation,
     counted_since,
+    heard_clip,
     mode_of,
     wait_for,
 )
@@ -57,7 +57,7 @@ async def test_a_command_on_b_plays_on_the_device_connected_to_a(
         played = await ops.Play(ref("dev-1"))
         assert played.node == "node-a"
         await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].ended, timeout=5)
-        assert best_correlation(sink.sounds[0].pcm, a.sounds.library.clip_for(3).pcm) > 0.9  # type: ignore[union-attr]
+        assert heard_clip(sink.sounds[0].pcm, a.sounds.library.clip_for(3).pcm)  # type: ignore[union-attr]
         got = await ops.GetDevice(ref("dev-1"))
         assert got.online and got.node == "node-a" and got.mode == 3
 
@@ -128,7 +128,7 @@ async def test_a_sound_uploaded_on_b_plays_on_a_from_the_next_play(
         await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].ended, timeout=5)
         uploaded = await a.sounds.clip("acme", 0)  # type: ignore[union-attr]
         assert uploaded.source == "uploaded"
-        assert best_correlation(sink.sounds[0].pcm, uploaded.pcm) > 0.9
+        assert heard_clip(sink.sounds[0].pcm, uploaded.pcm)
 
 
 SAMPLE_RATE_44K = 44_100

@@ -13,7 +13,7 @@ import soundfile
 from comms.audio_format import SAMPLE_RATE, SAMPLES_PER_FRAME
 from server.audio import opus as opus_codec
 from server.audio.library import AudioLibrary, load_library, read_audio_file
-from tests.helpers import best_correlation
+from tests.helpers import best_correlation, heard_clip
 
 
 def decode_all(packets: tuple[bytes, ...] | list[bytes]) -> np.ndarray:
@@ -165,3 +165,15 @@ def test_every_unused_file_is_reported_with_why(tmp_path: Path, caplog: pytest.L
         str(getattr(r, "reason", "")) for r in caplog.records if r.getMessage() == "audio.content_rejected"
     ]
     assert any("the file is empty (0 bytes)" in reason for reason in reasons)  # not "Format not recognised"
+
+
+def test_heard_clip_allows_live_edge_skips_but_not_another_sound(library: AudioLibrary) -> None:
+    """The content check the end-to-end tests use: decoded packets with a stretch skipped (as the
+    live edge does on a loaded machine) are still the clip; another clip or silence are not."""
+    frames = decode_all(library.clip_for(1).packets[:50])
+    skipped = np.concatenate([frames[: 12 * SAMPLES_PER_FRAME], frames[25 * SAMPLES_PER_FRAME :]])
+    reference = library.clip_for(1).pcm[: 50 * SAMPLES_PER_FRAME]
+    assert heard_clip(frames, reference) and heard_clip(skipped, reference)
+    assert not heard_clip(decode_all(library.clip_for(2).packets[:50]), reference)
+    assert not heard_clip(np.zeros_like(frames), reference)
+    assert not heard_clip(skipped[::-1], reference)  # out of order

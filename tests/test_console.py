@@ -31,7 +31,7 @@ from device.audio_sink import RecordingSink
 from server.app import AudioServer
 from server.operator import sign_in as console_sessions
 from tests.conftest import Connect, ServerFactory
-from tests.helpers import MODE, EphemeralPki, best_correlation, mode_of, reload_attempt, wait_for
+from tests.helpers import MODE, EphemeralPki, heard_clip, mode_of, reload_attempt, wait_for
 from tests.redis_server import RedisServer
 from tests.test_admin_api import wav_bytes
 from tests.test_admin_cli import cli, provision
@@ -121,7 +121,7 @@ async def test_device_actions_play_stop_and_revoke_from_the_browser(
         await page.wait_for_selector('.done:has-text("Play pressed")')
         await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].packets > 30)
         heard = sink.sounds[0].pcm[: 48_000 // 2]
-        assert best_correlation(heard, console.sounds.library.clip_for(1).pcm[:48_000]) > 0.9  # type: ignore[union-attr]
+        assert heard_clip(heard, console.sounds.library.clip_for(1).pcm[:48_000])  # type: ignore[union-attr]
         await page.wait_for_selector('[data-field="progress"]:not([hidden])', timeout=LIVE_TIMEOUT_MS)
         await page.click('button:has-text("Stop")')
         await wait_for(lambda: sink.sounds[0].ended)  # the sound ends with is_end
