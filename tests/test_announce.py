@@ -7,14 +7,18 @@ device only; a device that connects later never plays it; roles and scope, audit
 
 from __future__ import annotations
 
+import io
 import json
 from array import array
+from pathlib import Path
 from typing import TypeAlias
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
+import soundfile
+import soxr
 
 from auth.identity import Identity
 from auth.operators import Role
@@ -244,6 +248,49 @@ async def test_an_uploaded_sound_is_announced_by_its_name(
         error = await refused(ops.Announce(apb.AnnounceRequest(device_ids=["dev-1"], sound_name="nope")))
         assert error.code() == grpc.StatusCode.NOT_FOUND
         assert error.details() == "no uploaded sound is named 'nope' (uploads: tone.wav)"
+
+
+async def test_a_clip_sent_with_the_call_plays_and_no_mode_sound_changes(
+    server: AudioServer, connect: Connect, admin: Admin, pki: EphemeralPki, tmp_path: Path
+) -> None:
+    from tests.test_admin_api import wav_bytes
+
+    provision(pki, "acme", "alice", Role.OPERATOR)
+    sink = RecordingSink()
+    clip = tmp_path / "doorbell.wav"
+    clip.write_bytes(wav_bytes(1.0, freq=740.0))
+    async with connect(server, "acme", "dev-1", sink=sink) as device, admin(server, role="operator") as ops:
+        await online(server, device, "acme", "dev-1")
+        code, out, err = await cli(
+            server, pki, "announce", "--device", "dev-1", "--file", str(clip), "--json"
+        )
+        assert code == 0, err
+        result = json.loads(out)
+        assert (result["sound"], result["started"]) == ("doorbell.wav", ["dev-1"])
+        await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].ended)
+        samples, rate = soundfile.read(io.BytesIO(clip.read_bytes()), dtype="float32")
+        tone = (soxr.resample(samples, rate, 48_000) * 32767).astype(np.int16)
+        assert heard_clip(sink.sounds[0].pcm, tone)
+        sounds = await ops.ListSounds(apb.ListSoundsRequest())
+        assert {s.source for s in sounds.sounds} == {"builtin"}  # no mode's sound was replaced
+        for bad, reason in ((b"not audio", "not a readable audio file"), (b"", "the file is empty")):
+            error = await refused(ops.Announce(apb.AnnounceRequest(device_ids=["dev-1"], clip=bad)))
+            assert error.code() == INVALID and error.details().startswith(reason), error.details()
+        big = tmp_path / "long.wav"
+        big.write_bytes(b"\0" * (3 * 1024 * 1024 + 1))
+        code, _, err = await cli(server, pki, "announce", "--device", "dev-1", "--file", str(big))
+        assert code == 1 and "larger than 3 MiB: upload it (sounds upload)" in err
+        error = await refused(
+            ops.Announce(apb.AnnounceRequest(device_ids=["dev-1"], clip=b"\0" * (3 * 1024 * 1024 + 1)))
+        )
+        assert (error.code(), error.details()) == (
+            INVALID,
+            f"the file is {3 * 1024 * 1024 + 1} bytes; at most 3145728",
+        )
+    assert len(sink.sounds) == 1  # the refused clips played nothing
+    events = [e for e in await audit_events(server, "acme") if e.action == "Announce"]
+    assert [e.result for e in events] == ["INVALID_ARGUMENT"] * 3 + ["OK"]  # newest first
+    assert events[-1].parameters["sound"] == "doorbell.wav"
 
 
 @pytest.mark.parametrize(

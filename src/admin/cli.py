@@ -7,7 +7,7 @@
     audio-admin ... devices list --selector zone=kitchen,floor=2
     audio-admin ... sounds list | sounds upload --mode N FILE | sounds reset --mode N
     audio-admin ... audit list [--device D] [--action A] [--refused]
-    audio-admin ... announce (--selector S | --device ID ...) (--mode N | --sound NAME)
+    audio-admin ... announce (--selector S | --device ID ...) (--mode N | --sound NAME | --file F)
                              [--priority N] [--no-resume]
     audio-admin ... console login
     audio-admin ... enrollments create --device D [--ttl 24h] | --count N --prefix P [--csv]
@@ -44,6 +44,7 @@ from comms.renewal_words import renewal_words
 
 PROG = "audio-admin"
 CHUNK = 256 * 1024
+ANNOUNCE_CLIP_MAX = 3 * 1024 * 1024  # what Announce takes with the call (the server says the same)
 EXIT_FAILED = 1
 _CODE_WORDS = {
     grpc.StatusCode.NOT_FOUND: "not found",
@@ -134,6 +135,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     sound = announce.add_mutually_exclusive_group(required=True)
     sound.add_argument("--mode", type=int, help="the sound a Play of this mode plays")
     sound.add_argument("--sound", help="an uploaded sound, by its file name (extension optional)")
+    sound.add_argument(
+        "--file", type=Path, help="a sound file sent with the call (WAV, FLAC, Ogg, MP3; at most 3 MiB)"
+    )
     announce.add_argument(
         "--priority", type=int, default=0, help="0..9: a higher one preempts a lower one (default 0)"
     )
@@ -347,12 +351,22 @@ class Cli:
         ]  # fmt: skip
         print(table(rows, ("MODE", "SOURCE", "LENGTH", "FILE", "UPLOADED", "BY")))
 
-    async def sounds_upload(self) -> None:
-        path: Path = self.args.file
+    @staticmethod
+    def read_file(path: Path, max_bytes: int | None = None) -> bytes:
+        """A file the call sends, read before anything is sent; ``CliError`` saying why not."""
         try:
-            data = path.read_bytes()  # noqa: ASYNC240 - one file, before anything is sent
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                raise CliError(
+                    f"{path} is larger than {max_bytes // (1024 * 1024)} MiB: upload it "
+                    "(sounds upload) and announce it by --sound"
+                )
+            return path.read_bytes()
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    async def sounds_upload(self) -> None:
+        path: Path = self.args.file
+        data = self.read_file(path)
 
         async def chunks() -> AsyncIterator[apb.UploadSoundChunk]:
             yield apb.UploadSoundChunk(tenant=self.tenant, mode=self.args.mode, filename=path.name)
@@ -378,6 +392,8 @@ class Cli:
         )
         if args.mode is not None:
             request.mode = args.mode
+        elif args.file is not None:
+            request.clip, request.clip_name = self.read_file(args.file, ANNOUNCE_CLIP_MAX), args.file.name
         else:
             request.sound_name = args.sound
         result = await self.stub.Announce(request, timeout=max(self.settings.timeout_s, 15))

@@ -430,12 +430,14 @@ class SetLabelsRequest(_message.Message):
     def __init__(self, device: _Optional[_Union[DeviceRef, _Mapping]] = ..., set: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnnounceRequest(_message.Message):
-    __slots__ = ("tenant", "selector", "device_ids", "mode", "sound_name", "priority", "no_resume")
+    __slots__ = ("tenant", "selector", "device_ids", "mode", "sound_name", "clip", "clip_name", "priority", "no_resume")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SOUND_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NAME_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NO_RESUME_FIELD_NUMBER: _ClassVar[int]
     tenant: str
@@ -443,9 +445,11 @@ class AnnounceRequest(_message.Message):
     device_ids: _containers.RepeatedScalarFieldContainer[str]
     mode: int
     sound_name: str
+    clip: bytes
+    clip_name: str
     priority: int
     no_resume: bool
-    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ...) -> None: ...
+    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ..., clip: _Optional[bytes] = ..., clip_name: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ...) -> None: ...
 
 class AnnounceResult(_message.Message):
     __slots__ = ("announcement_id", "start_unix", "sound", "targeted", "started", "offline", "refused")

@@ -201,20 +201,13 @@ class TenantSounds:
     async def upload(self, tenant: str, mode: int, filename: str, data: bytes, uploaded_by: str) -> SoundInfo:
         """Validate, encode once (content-addressed), store, and make it the tenant's sound for ``mode``."""
         self.check_mode(mode)
-        if len(data) > self.max_bytes:
-            raise SoundRejected(f"the file is {len(data)} bytes; at most {self.max_bytes}")
-        digest = hashlib.sha256(data).hexdigest()
-        blob_key = f"sound:{digest}-{self._bitrate}"
-        pcm = await asyncio.to_thread(decode_upload, data, self._max_seconds)
-        if await self._data.get_blob(blob_key) is None:
-            blob = await asyncio.to_thread(encode_blob, pcm, self._bitrate)
-            await self._data.put_blob(blob_key, blob)
+        digest, blob_key, length_s = await self._stored(data, self.max_bytes)
         info = SoundInfo(
             tenant,
             mode,
             "uploaded",
-            round(len(pcm) / SAMPLE_RATE, 3),
-            filename[:200],
+            length_s,
+            filename[:MAX_NAME],
             digest,
             time.time(),
             uploaded_by,
@@ -235,6 +228,31 @@ class TenantSounds:
             },
         )
         return info
+
+    async def clip_for_call(self, tenant: str, filename: str, data: bytes, max_bytes: int) -> SoundChoice:
+        """A sound file sent with an announcement: checked as an upload is, stored (content-addressed:
+        the same file sent again is stored once) so every node plays the same blob, but no mode's
+        sound changes."""
+        digest, blob_key, length_s = await self._stored(data, min(max_bytes, self.max_bytes))
+        label = (filename or "clip")[:MAX_NAME]
+        log.info(
+            "sounds.clip_stored",
+            extra={"tenant": tenant, "sound_file": label, "sha256": digest, "length_s": length_s},
+        )
+        return SoundChoice(tenant, 0, blob_key, label)
+
+    async def _stored(self, data: bytes, max_bytes: int) -> tuple[str, str, float]:
+        """Decode ``data`` (``SoundRejected`` in our words if it is no sound), encode it once and
+        store the blob; its sha256, blob key and length in seconds."""
+        if len(data) > max_bytes:
+            raise SoundRejected(f"the file is {len(data)} bytes; at most {max_bytes}")
+        digest = hashlib.sha256(data).hexdigest()
+        blob_key = f"sound:{digest}-{self._bitrate}"
+        pcm = await asyncio.to_thread(decode_upload, data, self._max_seconds)
+        if await self._data.get_blob(blob_key) is None:
+            blob = await asyncio.to_thread(encode_blob, pcm, self._bitrate)
+            await self._data.put_blob(blob_key, blob)
+        return digest, blob_key, round(len(pcm) / SAMPLE_RATE, 3)
 
     async def reset(self, tenant: str, mode: int) -> SoundInfo:
         self.check_mode(mode)

@@ -30,7 +30,9 @@ AUDIT_TEXT = MAX_VALUE + 8  # a key or value as the audit keeps it (a bad one is
 MAX_TARGET_IDS = 1000  # device ids one announcement may name (a selector reaches any number)
 AUDIT_IDS = 100  # device ids per outcome the audit event keeps (the counts are always whole)
 NO_TARGETS_TEXT = "name the targets: a selector or device ids, not both"
-NO_SOUND_TEXT = "choose the sound: a mode or the name of an uploaded sound"
+NO_SOUND_TEXT = "choose the sound: a mode, the name of an uploaded sound or a clip sent with the call"
+MAX_CLIP_BYTES = 3 * 1024 * 1024  # a clip sent with Announce (the operator port takes 4 MiB messages)
+MAX_CLIP_NAME = 200
 
 
 def label_protos(labels: Labels) -> list[apb.Label]:
@@ -151,14 +153,24 @@ class GroupCalls:
         which = request.WhichOneof("sound")
         if which is None:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, NO_SOUND_TEXT)
-        note.parameters["sound"] = (
-            f"mode {request.mode}" if which == "mode" else request.sound_name[:AUDIT_TEXT]
-        )
+        note.parameters["sound"] = {
+            "mode": f"mode {request.mode}",
+            "sound_name": request.sound_name[:AUDIT_TEXT],
+            "clip": f"clip {request.clip_name[:AUDIT_TEXT]!r} ({len(request.clip)} bytes)",
+        }[which]
+        if len(request.clip_name) > MAX_CLIP_NAME:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"a clip's name is at most {MAX_CLIP_NAME} characters"
+            )
 
         async def choose() -> SoundChoice:
             try:
                 if which == "mode":
                     return await self.sounds.choose(tenant, mode=request.mode)
+                if which == "clip":
+                    return await self.sounds.clip_for_call(
+                        tenant, request.clip_name, request.clip, MAX_CLIP_BYTES
+                    )
                 return await self.sounds.choose(tenant, name=request.sound_name)
             except LookupError as exc:
                 raise ApiError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
