@@ -242,6 +242,10 @@ async def test_every_console_route_answers_bad_numbers_with_400_and_the_headers(
                 http.post(f"{base}/devices/acme/dev-1/mode", data={"csrf": csrf, "mode": bad}, ssl=False),
                 http.post(f"{base}/sounds/acme/{quoted}/reset", data={"csrf": csrf}, ssl=False),
                 http.post(f"{base}/sounds/acme/{quoted}/upload", data={"csrf": csrf}, ssl=False),
+                http.get(f"{base}/announce?mode={quoted}", ssl=False),
+                http.post(
+                    f"{base}/announce", data={"csrf": csrf, "device": "dev-1", "sound": bad}, ssl=False
+                ),
             ]
             for probe in probes:
                 async with probe as response:
@@ -601,6 +605,17 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
             "/enrolment/{tenant}/claim/{action}": [
                 ("POST", "/enrolment/acme/claim/explode", {"csrf": csrf}),
                 ("POST", "/enrolment/globex/claim/enable", {"csrf": csrf}),
+            ],
+            "/announce": [
+                ("GET", "/announce?tenant=globex", None),
+                ("GET", "/announce?mode=1e9", None),
+                ("GET", f"/announce?device={long}", None),
+                ("POST", "/announce", {"csrf": csrf, "tenant": "acme", "sound": "0"}),
+                ("POST", "/announce", {"csrf": csrf, "tenant": "acme", "device": "dev-1", "sound": "²"}),
+                ("POST", "/announce", {"csrf": csrf, "tenant": "acme", "device": "dev-1", "sound": "clip"}),
+                ("POST", "/announce", {"csrf": csrf, "device": "dev-1", "sound": "0", "priority": "10"}),
+                ("POST", "/announce", {"csrf": csrf, "device": long, "sound": "0"}),
+                ("POST", "/announce", {"csrf": csrf, "tenant": "globex", "device": "dev-9", "sound": "0"}),
             ],
         }
         assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed

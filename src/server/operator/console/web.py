@@ -40,10 +40,10 @@ from comms.audio_format import SAMPLE_RATE
 from comms.gen import admin_pb2 as apb
 from server.access.interceptor import OperatorCall
 from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable, describe
-from server.fleet.labels import MAX_SELECTOR
 from server.limits import TokenBucket
 from server.operator.api import FleetAdmin
 from server.operator.calls import ApiError
+from server.operator.console.announce import AnnouncePage, listing_of
 from server.operator.console.enrolment import EnrolmentPage
 from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
@@ -123,6 +123,7 @@ class Console:
         app.router.add_post("/sounds/{tenant}/{mode}/{action}", self.sound_action)
         app.router.add_get("/audit", self.audit)
         EnrolmentPage(self).routes(app)
+        AnnouncePage(self).routes(app)
         app.router.add_static("/static/", HERE / "static", append_version=True)
         return app
 
@@ -281,16 +282,8 @@ class Console:
 
     async def fleet(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        listing = apb.ListDevicesRequest(
-            page_size=1000, search=query.get("q", "")[:64], selector=query.get("selector", "")[:MAX_SELECTOR]
-        )
+        listing = listing_of(query, "", self.admin.mode_count)
         online = query.get("online", "")
-        listing.online = {
-            "online": apb.ListDevicesRequest.ONLINE,
-            "offline": apb.ListDevicesRequest.OFFLINE,
-        }.get(online, apb.ListDevicesRequest.ANY)
-        if query.get("mode", ""):
-            listing.mode = whole_number(query["mode"], "mode", below=self.admin.mode_count)
         try:
             response = await self._invoke(request, "ListDevices", listing)
         except ApiError as exc:
@@ -308,7 +301,18 @@ class Console:
             "mode": query.get("mode", ""),
             "selector": listing.selector,
         }
-        return self._render(request, "fleet.html", devices=devices, counts=counts, filters=filters)
+        tenants = {d["tenant"] for d in devices}
+        announce = {k: v for k, v in filters.items() if v}
+        if len(tenants) == 1:  # a platform operator's list of one tenant: announce there
+            announce["tenant"] = tenants.pop()
+        return self._render(
+            request,
+            "fleet.html",
+            devices=devices,
+            counts=counts,
+            filters=filters,
+            announce_query=urlencode(announce),
+        )
 
     async def device(self, request: web.Request) -> web.StreamResponse:
         ref = apb.DeviceRef(tenant=request.match_info["tenant"], device_id=request.match_info["device"])
