@@ -245,6 +245,12 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def skipped_packets() -> float:
+    """Audio packets this process's servers did not send: stale at hand-off (the live edge) or
+    piled up while a link was down."""
+    return sum(sample("audio_packets_skipped_total", reason=r) for r in ("late", "overflow"))
+
+
 def connected(tenant: str) -> float:
     return sample("audio_connected_devices", tenant=tenant)
 

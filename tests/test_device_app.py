@@ -25,7 +25,7 @@ from server.app import AudioServer
 from server.audio.library import AudioLibrary
 from server.devices import leds
 from tests.conftest import ServerFactory
-from tests.helpers import EphemeralPki, free_port, heard_clip, wait_for
+from tests.helpers import EphemeralPki, free_port, heard_clip, skipped_packets, wait_for
 from tests.test_service_e2e import BARRIER_POLL_S, status_round_trip
 
 BUTTON_PINS = [17, 27, 22, 23]
@@ -119,11 +119,13 @@ async def test_play_is_heard_and_matches_the_clip(
         await wait_for(connected(app))
         await tap(factory, MODE)
         await tap(factory, MODE)  # mode 2: the 2 s chirp
+        skipped_before = skipped_packets()
         await tap(factory, PLAY)
         await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].ended, timeout=6)
         sound = sink.sounds[0]
         clip = library.clip_for(2)
-        assert abs(sound.duration - clip.duration) < 0.1
+        # all of it, but what the server's live edge skipped as late (a loaded machine)
+        assert abs(sound.duration + (skipped_packets() - skipped_before) * 0.02 - clip.duration) < 0.1
         assert heard_clip(sound.pcm, clip.pcm)
         # Real time: the sink got the 2 s sound over about 2 s, not in a burst.
         assert sound.arrivals[-1] - sound.arrivals[0] > clip.duration - 0.2

@@ -19,17 +19,12 @@ from device.playback import JitterPlayer, PacedOutput
 from server.app import AudioServer
 from tests.conftest import ServerFactory
 from tests.fault_proxy import FaultProxy
-from tests.helpers import MODE, PLAY, EphemeralPki, mode_of, sample, wait_for
+from tests.helpers import MODE, PLAY, EphemeralPki, mode_of, sample, skipped_packets, wait_for
 
 pytestmark = pytest.mark.slow
 
 PARTITION_S = 20.0
 LONG = 120_000  # keepalive (ms) longer than the partition: the live-edge rules must work by themselves
-
-
-def skipped_total() -> float:
-    """Packets the server did not send because they were stale or piled up while the link was down."""
-    return sum(sample("audio_packets_skipped_total", reason=r) for r in ("late", "overflow"))
 
 
 @pytest.fixture
@@ -66,7 +61,7 @@ async def test_a_20s_partition_resumes_at_the_live_edge_and_drops_the_late_press
         await wait_for(lambda: client.packets_received > 50)
         controller = app.registry.controller(Identity("acme", "partitioned"))
         assert controller is not None and controller.state.mode == 1
-        skipped_before = skipped_total()
+        skipped_before = skipped_packets()
         stale_before = sample("audio_events_stale_total", reason="stalled")
 
         proxy.hold()
@@ -84,7 +79,7 @@ async def test_a_20s_partition_resumes_at_the_live_edge_and_drops_the_late_press
         assert controller.state.mode == 1
         # The server skipped what went stale instead of delivering 20 s of old audio.
         await wait_for(lambda: client.packets_received > received_before_heal + 100, timeout=5)
-        skipped = skipped_total() - skipped_before
+        skipped = skipped_packets() - skipped_before
         assert skipped > 0.5 * PARTITION_S * 50, skipped
         # The device plays within its bound of real time.
         assert len(player._queue) <= player.max_frames

@@ -49,7 +49,7 @@ from server.audio.library import AudioLibrary
 from server.state.redis_store import RedisStore
 from server.state.store import MemoryStore, Renewal, SqliteStore
 from tests.conftest import Admin, Connect, ServerFactory
-from tests.helpers import EphemeralPki, free_port, sample, wait_for
+from tests.helpers import EphemeralPki, free_port, sample, skipped_packets, wait_for
 from tests.redis_server import RedisServer
 from tests.test_console import login_link
 from tests.test_entrypoint import SRC
@@ -131,10 +131,6 @@ async def renew_audit(server: AudioServer, device: str) -> list[Any]:
     return [e for e in events if e.action == "Renew" and e.target == device]
 
 
-def skipped() -> float:
-    return sum(sample("audio_packets_skipped_total", reason=r) for r in ("late", "overflow"))
-
-
 def missing_from(received: list[bytes], sent: tuple[bytes, ...]) -> int:
     """How many of ``sent`` (from the first) are missing from ``received``, which must hold the
     rest in order, each once (a duplicate or a reordering fails)."""
@@ -152,7 +148,7 @@ async def test_a_device_renews_several_times_while_a_sound_plays_without_a_gap(
 ) -> None:
     files = write_device(pki, tmp_path, "renew-1")
     first = leaf_of(files.cert)
-    ok_before, skipped_before = sample("audio_renewals_total", result="ok"), skipped()
+    ok_before, skipped_before = sample("audio_renewals_total", result="ok"), skipped_packets()
     # Renew at a third of the 10 s lifetime (less up to 5 %): every ~3 s.
     async with pi(renewing, files, "renew-1", renew_fraction=0.3, renew_retry_s=0.5) as (app, factory, sink):
         received: list[bytes] = []  # every audio packet the device got, over whichever connection
@@ -188,7 +184,7 @@ async def test_a_device_renews_several_times_while_a_sound_plays_without_a_gap(
         # (none missing but what the server's live edge skipped as late on a loaded machine).
         sent = library.clip_for(1).encoding(app.settings.max_frame_ms).packets
         assert len(received) > 2 * 1000 // app.settings.max_frame_ms  # seconds of sound, renewals in them
-        assert missing_from(received, sent) == skipped() - skipped_before
+        assert missing_from(received, sent) == skipped_packets() - skipped_before
         count = len(received)
         await wait_for(lambda: len(received) > count + 5)  # and it keeps coming
         # The same session throughout: renewal re-binds it, it does not start a new one.
