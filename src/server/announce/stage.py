@@ -56,7 +56,9 @@ class Stage:
         for device in devices:
             result = await self._registry.announce(Identity(announcement.tenant, device), cue, later)
             {STARTED: outcome.started, OFFLINE: outcome.offline}.get(result, outcome.refused).append(device)
+        handed = loop.time()
         await asyncio.sleep(0)  # every audio stream hands gRPC its first packet ...
+        written = loop.time()
         for news in later:  # ... before the LED updates and the watchers' news take the loop
             news()
         log.info(
@@ -68,6 +70,8 @@ class Stage:
                 "refused": len(outcome.refused),
                 "offline": len(outcome.offline),
                 "late_ms": round(max(0.0, loop.time() - t0) * 1000, 1),
+                "handed_ms": round((handed - t0) * 1000, 2),  # every device had its cue
+                "written_ms": round((written - t0) * 1000, 2),  # ... and gRPC its first packet
             },
         )
         return outcome
