@@ -163,6 +163,9 @@ LEAF_COMMANDS = [
     ["enrollments", "approve", "0123456789abcdef", "--device-id", "dev-9"],
     ["enrollments", "deny", "0123456789abcdef"],
     ["announce", "--selector", "all", "--mode", "1"],
+    ["schedules", "create", "--selector", "all", "--mode", "1", "--cron", "0 9 * * *", "--tz", "UTC"],
+    ["schedules", "list"],
+    *[["schedules", action, "0123456789ab"] for action in ("show", "pause", "resume", "delete")],
 ]
 
 

@@ -511,7 +511,39 @@ def _odd_requests(ops: Any) -> dict[str, Callable[[], list[Any]]]:
             ops.Announce(apb.AnnounceRequest(device_ids=[f"d{i}" for i in range(1001)], mode=0)),
             ops.Announce(apb.AnnounceRequest(tenant=LONG, selector="all", mode=0)),
         ],
+        "CreateSchedule": lambda: [
+            ops.CreateSchedule(schedule_request(cron=LONG)),
+            ops.CreateSchedule(schedule_request(cron="0 0 30 2 *")),
+            ops.CreateSchedule(schedule_request(cron="* * *")),
+            ops.CreateSchedule(schedule_request(at=LONG, cron="")),
+            ops.CreateSchedule(schedule_request(at="2001-01-01T00:00", cron="")),
+            ops.CreateSchedule(schedule_request(time_zone=LONG)),
+            ops.CreateSchedule(schedule_request(time_zone="../../etc/passwd")),
+            ops.CreateSchedule(schedule_request(selector=LONG)),
+            ops.CreateSchedule(schedule_request(priority=HUGE)),
+            ops.CreateSchedule(schedule_request(mode=HUGE)),
+            ops.CreateSchedule(schedule_request(sound_name=LONG)),
+            ops.CreateSchedule(schedule_request(tenant=LONG)),
+        ],
+        "ListSchedules": lambda: [ops.ListSchedules(apb.ListSchedulesRequest(tenant=LONG))],
+        **{
+            name: (
+                lambda name=name: [
+                    getattr(ops, name)(apb.ScheduleRef(id=LONG)),
+                    getattr(ops, name)(apb.ScheduleRef(id="0123456789ab")),
+                    getattr(ops, name)(apb.ScheduleRef(tenant=LONG, id="0123456789ab")),
+                ]
+            )
+            for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
+        },
     }
+
+
+def schedule_request(**fields: Any) -> apb.CreateScheduleRequest:
+    values: dict[str, Any] = {"selector": "all", "cron": "0 9 * * *", **fields}
+    if "sound_name" not in values:
+        values.setdefault("mode", 0)
+    return apb.CreateScheduleRequest(**values)
 
 
 async def test_oversized_and_unknown_values_on_every_method_are_refused_in_our_words(

@@ -189,6 +189,23 @@ class ServerSettings(BaseSettings):
         description="How far ahead an announcement's start instant is set: time for every node to "
         "hear of it through the bus and load its sound",
     )
+    schedule_tick_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each node looks for due schedule occurrences (an occurrence starts up to "
+        "this late)",
+    )
+    schedule_grace_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="A schedule occurrence that could not start within this many seconds of its time "
+        "(every node down) is skipped and recorded as missed, never played late",
+    )
+    schedule_max_per_tenant: int = Field(
+        100, ge=1, le=10_000, description="Announcement schedules a tenant may keep"
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )
