@@ -634,6 +634,32 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/enrolment/acme/claim/explode", {"csrf": csrf}),
                 ("POST", "/enrolment/globex/claim/enable", {"csrf": csrf}),
             ],
+            "/schedules": [
+                ("GET", f"/schedules?tenant={long}", None),
+                ("GET", "/schedules?tenant=globex", None),
+            ],
+            "/schedules/{tenant}": [
+                ("POST", "/schedules/acme", {"csrf": csrf, "selector": "all", "mode": "0", "priority": "²"}),
+                ("POST", "/schedules/acme", {"csrf": csrf, "selector": "all", "mode": TWENTY_DIGITS}),
+                (
+                    "POST",
+                    "/schedules/acme",
+                    {"csrf": csrf, "selector": "all", "mode": "0", "when": "cron", "cron": "0 0 30 2 *"},
+                ),
+                ("POST", "/schedules/acme", {"csrf": csrf, "selector": long, "mode": "0", "at": long}),
+                ("POST", "/schedules/acme", {"csrf": csrf}),
+                (
+                    "POST",
+                    "/schedules/globex",
+                    {"csrf": csrf, "selector": "all", "mode": "0", "when": "cron", "cron": "0 9 * * *"},
+                ),
+            ],
+            "/schedules/{tenant}/{id}/{action}": [
+                ("POST", "/schedules/acme/0123456789ab/explode", {"csrf": csrf}),
+                ("POST", f"/schedules/acme/{long}/pause", {"csrf": csrf}),
+                ("POST", "/schedules/acme/0123456789ab/delete", {"csrf": csrf}),
+                ("POST", "/schedules/globex/0123456789ab/resume", {"csrf": csrf}),
+            ],
         }
         assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed
         for route, probes in odd.items():
