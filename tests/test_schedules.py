@@ -1,7 +1,7 @@
 """Announcement schedules (issue 21): real servers, real Redis, two replicas, real devices.
 
-The next-run computation across Europe/Berlin's clock changes; the shared store's claims (one winner
-among many, on every backend); create/list/show/pause/resume/delete through the API and the CLI;
+The next-run computation across Europe/Berlin's clock changes (the claims underneath are tested on
+every backend in test_shared_data.py); create/list/show/pause/resume/delete through the API and the CLI;
 refusals that store nothing; an occurrence running exactly once with two replicas, on the other
 replica when one is stopped, and recorded missed when no node ran it within the grace; roles and
 scope, audited.
@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,9 +26,6 @@ from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from server.announce.schedule import ScheduleError, Timing, parse_timing
 from server.app import AudioServer
-from server.state.redis_store import RedisStore
-from server.state.shared_data import MemoryData, RedisData, SharedData, SqliteData
-from server.state.store import SqliteStore
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import EphemeralPki, wait_for
 from tests.redis_server import RedisServer
@@ -173,34 +169,6 @@ def test_bad_timings_are_refused_in_our_words(at: str, cron: str, zone: str, mes
     assert str(info.value) == message
 
 
-# --- claims: one winner among many, on every backend -------------------------------------------
-
-
-async def _claims_on(data: SharedData) -> None:
-    won = await asyncio.gather(*(data.claim("schedule:acme/x@1.0", f"node-{i}", 60) for i in range(20)))
-    assert sum(won) == 1
-    assert await data.claim("schedule:acme/x@2.0", "node-0", 0.05)  # another occurrence: its own claim
-    assert not await data.claim("schedule:acme/x@2.0", "node-1", 0.05)
-    await asyncio.sleep(0.1)  # the claim's expiry is the behaviour under test
-    assert await data.claim("schedule:acme/x@2.0", "node-1", 60)  # expired: takeable again
-
-
-async def test_a_claim_has_exactly_one_winner_in_memory_sqlite_and_redis(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
-    await _claims_on(MemoryData())
-    sqlite_store = await SqliteStore.open(tmp_path / "state.sqlite3")
-    try:
-        await _claims_on(await SqliteData.open(sqlite_store))
-    finally:
-        await sqlite_store.close()
-    redis_store = RedisStore.connect(redis_server.url, None, None)
-    try:
-        await _claims_on(RedisData(redis_store.client))
-    finally:
-        await redis_store.close()
-
-
 # --- the calls -----------------------------------------------------------------------------------
 
 
@@ -247,6 +215,25 @@ async def test_a_selector_that_matches_nothing_at_run_time_is_a_run_with_0_targe
     (event,) = [e for e in await audit_events(server) if e.action == "ScheduleRun"]
     assert (event.result, event.target, event.parameters["targeted"]) == ("OK", made.id, 0)
     assert event.role == "schedule" and event.operator.endswith("/operator/ops")
+
+
+async def test_an_unreadable_schedule_stops_no_other(server_factory: ServerFactory, admin: Admin) -> None:
+    server = await server_factory(**FAST)
+    store = server.scheduler.store
+    async with admin(server, role="operator") as ops:
+        broken = await ops.CreateSchedule(create(cron="0 9 * * *", time_zone="Europe/Berlin"))
+        stored = await store.get("acme", broken.id)
+        assert stored is not None
+        gone_zone = stored.encode().replace("Europe/Berlin", "Europe/Atlantis")  # as if tzdata lost it
+        await store._data.set_entry("schedules", stored.key, gone_zone)
+        await store._data.set_entry("schedules", "acme/0123456789ab", "{not json")
+        at, instant = soon(1.5)
+        fine = await ops.CreateSchedule(create("zone=garage", at=at))
+        (run,) = await runs_of(ops, fine.id)
+        assert (run.result, run.occurrence_unix) == ("ran", instant)
+        listed = {s.id: s for s in (await ops.ListSchedules(apb.ListSchedulesRequest())).schedules}
+        assert set(listed) == {broken.id, fine.id}  # the unreadable entry is left out
+        assert list(listed[broken.id].next_runs_unix) == []
 
 
 @pytest.mark.parametrize(

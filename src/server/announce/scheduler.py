@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from comms.log_sampling import SampledLog
 from server.announce.announcer import Announcer
 from server.announce.schedule import FAILED, MISSED, RAN, Run, Schedule, ScheduleStore
 from server.audio.tenant_sounds import SoundRejected, TenantSounds
@@ -39,6 +40,7 @@ from server.fleet.node import Fleet
 from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
+_scan_failures = SampledLog()  # a broken schedule fails every tick: a few lines, not one a second
 
 CLAIM_EXTRA_S = 86_400.0  # a claim is held this long past the grace
 MAX_SCAN = 1000  # occurrences one scan of a schedule looks at (a long outage is worked off over ticks)
@@ -90,8 +92,19 @@ class Scheduler:
         schedules = await self.store.all()
         cursors = await self.store.cursors()
         for schedule in schedules:
-            if not schedule.paused:
+            if schedule.paused:
+                continue
+            try:
                 await self._handle(schedule, max(schedule.since, cursors.get(schedule.key, 0.0)), now)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # one schedule we cannot read (a zone gone from tzdata) stops no other
+                held_back = _scan_failures.admit(schedule.key)
+                if held_back is not None:
+                    log.error(
+                        "schedule.scan_failed",
+                        extra={"schedule": schedule.id, "error": describe(exc), "suppressed": held_back},
+                    )
         self.ticks += 1
 
     async def _handle(self, schedule: Schedule, since: float, now: float) -> None:
