@@ -15,24 +15,28 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import grpc
 import pytest
+from pydantic import ValidationError
 
 from auth.operators import Role
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from server.announce.schedule import ScheduleError, Timing, parse_timing
 from server.app import AudioServer
-from tests.conftest import Admin, Connect, ServerFactory
+from tests.conftest import Admin, Connect, ServerFactory, make_settings
 from tests.helpers import EphemeralPki, wait_for
 from tests.redis_server import RedisServer
 from tests.test_admin_api import refused
 from tests.test_admin_cli import cli, provision
 from tests.test_admin_replicas import shared
 from tests.test_announce import CHIRP, clip_pcm, labelled, online, sounds_like
+from tests.test_console import _csrf, login_link
 from tests.test_operator_robustness import audit_events
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -453,3 +457,41 @@ async def test_the_cli_creates_lists_shows_pauses_resumes_and_deletes(
     assert (code, err.strip()) == (1, "audio-admin: invalid: the cron expression '0 0 30 2 *' never fires")
     code, _, err = await cli(server, pki, "schedules", "show", "0123456789ab")
     assert (code, err.strip()) == (1, "audio-admin: not found: schedule 0123456789ab not found")
+
+
+# --- the console page: roles, CSRF, tenants ------------------------------------------------------
+
+
+async def test_roles_csrf_and_tenants_on_the_schedules_page(
+    console: AudioServer, pki: EphemeralPki, admin: Admin, http: aiohttp.ClientSession
+) -> None:
+    async with admin(console, "globex", role="operator") as globex:
+        theirs = await globex.CreateSchedule(create(cron="0 9 * * *"))
+    async with admin(console, "acme", role="operator") as ops:
+        ours = await ops.CreateSchedule(create(cron="0 9 * * *"))
+    link = await login_link(console, pki, "acme", "viewer", "vic")
+    base = link.split("/login/")[0]
+    async with http.get(link, ssl=False) as signed:
+        csrf = _csrf(await signed.text())
+    async with http.get(f"{base}/schedules", ssl=False) as r:
+        text = await r.text()
+        assert r.status == 200 and ours.id in text and theirs.id not in text
+        assert 'data-field="create"' not in text and f"Pause {ours.id}" not in text  # a viewer: no forms
+    async with http.post(f"{base}/schedules/acme/{ours.id}/pause", data={"csrf": csrf}, ssl=False) as r:
+        assert r.status == 403  # the role, for a hand-made POST
+    async with http.post(f"{base}/schedules/acme/{ours.id}/delete", data={}, ssl=False) as r:
+        assert r.status == 403  # no CSRF token
+    async with http.get(f"{base}/schedules?tenant=globex", ssl=False) as r:
+        assert r.status == 404 and theirs.id not in await r.text()
+    async with admin(console, "acme", role="viewer") as viewer:
+        (still,) = (await viewer.ListSchedules(apb.ListSchedulesRequest())).schedules
+        assert still.state == "active"
+    seen = [(e.action, e.result) for e in (await console.audit.list("acme", 50))[0]]
+    assert ("PauseSchedule", "PERMISSION_DENIED") in seen
+    assert (f"console:/schedules/acme/{ours.id}/delete", "PERMISSION_DENIED") in seen
+
+
+def test_a_grace_shorter_than_two_ticks_is_refused_at_start(pki: EphemeralPki, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as info:
+        make_settings(pki, tmp_path, schedule_tick_s=10.0, schedule_grace_s=5.0)
+    assert "schedule_grace_s must be at least twice schedule_tick_s" in str(info.value)

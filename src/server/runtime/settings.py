@@ -361,6 +361,15 @@ class ServerSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _schedule_grace_outlasts_a_tick(self) -> ServerSettings:
+        if self.schedule_grace_s < 2 * self.schedule_tick_s:
+            raise ValueError(
+                "schedule_grace_s must be at least twice schedule_tick_s: else an occurrence between two "
+                "scans is missed though every node runs"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _enrolment_apart(self) -> ServerSettings:
         if self.enroll_bind and not self.enroll_bind.endswith(":0") and self.enroll_bind == self.bind:
             raise ValueError("enroll_bind must not be the device port (bind): it has no client auth")
