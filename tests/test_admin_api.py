@@ -100,6 +100,14 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
             apb.SetLabelsRequest(device=target, set=[apb.Label(key="zone", value="a")])
         ),
         "Announce": stub.Announce(apb.AnnounceRequest(tenant=tenant, device_ids=[device], mode=0)),
+        "CreateSchedule": stub.CreateSchedule(
+            apb.CreateScheduleRequest(tenant=tenant, selector="all", mode=0, cron="0 9 * * *")
+        ),
+        "ListSchedules": stub.ListSchedules(apb.ListSchedulesRequest(tenant=tenant)),
+        **{
+            name: getattr(stub, name)(apb.ScheduleRef(tenant=tenant, id="0123456789ab"))
+            for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
+        },
     }
 
 
@@ -174,7 +182,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 6), ("operator", 21)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 8), ("operator", 27)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

@@ -28,11 +28,12 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def provision(pki: EphemeralPki, tenant: str | None, name: str, role: Role) -> None:
+    """``name``'s certificate with ``role``, issued afresh: the PKI lives for the session, and a
+    kept certificate would carry whatever role an earlier test gave that name."""
     operator = OperatorIdentity(name, role, tenant)
     cert, key = pki_lib.operator_paths(pki.root, operator)
-    if not cert.exists():
-        material = pki_lib.issue_operator_cert(pki.ca, operator, DEFAULT_TRUST_DOMAIN)
-        pki_lib.write_certified_key(material, cert, key)
+    material = pki_lib.issue_operator_cert(pki.ca, operator, DEFAULT_TRUST_DOMAIN)
+    pki_lib.write_certified_key(material, cert, key, force=True)
 
 
 async def cli(server: AudioServer, pki: EphemeralPki, *args: str, who: str = "alice") -> tuple[int, str, str]:
@@ -163,6 +164,9 @@ LEAF_COMMANDS = [
     ["enrollments", "approve", "0123456789abcdef", "--device-id", "dev-9"],
     ["enrollments", "deny", "0123456789abcdef"],
     ["announce", "--selector", "all", "--mode", "1"],
+    ["schedules", "create", "--selector", "all", "--mode", "1", "--cron", "0 9 * * *", "--tz", "UTC"],
+    ["schedules", "list"],
+    *[["schedules", action, "0123456789ab"] for action in ("show", "pause", "resume", "delete")],
 ]
 
 

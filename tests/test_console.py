@@ -395,3 +395,79 @@ async def test_a_store_outage_is_a_clear_503_not_an_error(
             assert back.status == 200  # the same session, once the store is back
     finally:
         redis.stop()
+
+
+async def test_schedules_are_created_run_and_paused_from_the_browser(
+    server_factory: ServerFactory, connect: Connect, pki: EphemeralPki, browser: Browser
+) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    app = await server_factory(console_bind="127.0.0.1:0", schedule_tick_s=0.05)
+    sink = RecordingSink()
+    async with connect(app, "acme", "kitchen-1", sink=sink) as device:
+        await wait_for(lambda: device.status_requests >= 1)
+        async with FleetClient(
+            f"127.0.0.1:{app.admin_port}", pki.operator_tls("acme", "ops", "operator")
+        ) as c:
+            await c.stub.SetLabels(
+                apb.SetLabelsRequest(
+                    device=apb.DeviceRef(device_id="kitchen-1"), set=[apb.Label(key="zone", value="kitchen")]
+                )
+            )
+        page = await signed_in(browser, app, pki, role="operator")
+        await page.click('nav a[href="/schedules"]')
+        assert await page.locator(".empty").inner_text() == "No schedules yet."
+        form = page.locator('[data-field="create"]')
+        await form.locator('input[name="selector"]').fill("zone=kitchen")
+        await form.locator('input[name="mode"]').fill("2")
+        await form.locator('input[value="cron"]').check()
+        await form.locator('input[name="cron"]').fill("0 9 * * 1-5")
+        await form.locator('input[name="tz"]').fill("Europe/Berlin")
+        await form.locator('button:has-text("Create schedule")').click()
+        await page.wait_for_selector('.done:has-text("created schedule")')
+        weekly = page.locator("[data-schedule]").first
+        assert await weekly.locator('[data-field="state"]').inner_text() == "active"
+        next_runs = (await weekly.locator('[data-field="next"]').inner_text()).splitlines()
+        assert len(next_runs) == 3 and all(n.endswith(" 09:00 CET") for n in next_runs), next_runs
+        at = datetime.fromtimestamp(int(time.time()) + 3, ZoneInfo("Europe/Berlin"))
+        await form.locator('input[name="selector"]').fill("zone=kitchen")
+        await form.locator('input[name="mode"]').fill("0")
+        await form.locator('input[value="at"]').check()
+        await form.locator('input[name="at"]').fill(at.strftime("%Y-%m-%dT%H:%M:%S"))
+        await form.locator('input[name="tz"]').fill("Europe/Berlin")
+        await form.locator('button:has-text("Create schedule")').click()
+        await page.wait_for_selector('.done:has-text("created schedule")')
+        await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].ended, timeout=8)  # the run played
+        assert heard_clip(sink.sounds[0].pcm, app.sounds.library.clip_for(0).pcm)  # type: ignore[union-attr]
+        schedules = await app.scheduler.store.of_tenant("acme")
+        once = next(s for s in schedules if s.one_shot)
+
+        async def recorded() -> bool:
+            return bool(await app.scheduler.store.runs(once))
+
+        deadline = time.monotonic() + 5
+        while not await recorded():
+            assert time.monotonic() < deadline, "the run was not recorded"
+            await asyncio.sleep(0.05)
+        await page.goto(page.url.split("?")[0])
+        row = page.locator(f'[data-schedule="{once.id}"]')
+        assert await row.locator('[data-field="state"]').inner_text() == "done"
+        assert (
+            "ran, 1 targeted, 1 started, 0 offline, 0 refused"
+            in await row.locator('[data-field="runs"]').inner_text()
+        )
+        weekly_id = next(s.id for s in schedules if not s.one_shot)
+        await page.click(f'button:has-text("Pause {weekly_id}")')
+        await page.wait_for_selector(f'.done:has-text("paused schedule {weekly_id}")')
+        paused = page.locator(f'[data-schedule="{weekly_id}"]')
+        assert await paused.locator('[data-field="state"]').inner_text() == "paused"
+        assert await paused.locator('[data-field="next"]').inner_text() == "-"
+        await page.click(f'button:has-text("Resume {weekly_id}")')
+        await page.wait_for_selector(f'.done:has-text("resumed schedule {weekly_id}")')
+        await shot(page, "schedules")
+        await page.click(f'button:has-text("Delete {once.id}")')
+        await page.wait_for_selector(f'.done:has-text("deleted schedule {once.id}")')
+        assert await page.locator("[data-schedule]").count() == 1
+    events = [e.action for e in (await app.audit.list("acme", 100))[0] if e.result == "OK"]
+    assert events.count("CreateSchedule") == 2 and "ScheduleRun" in events and "PauseSchedule" in events

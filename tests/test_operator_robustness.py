@@ -515,7 +515,39 @@ def _odd_requests(ops: Any) -> dict[str, Callable[[], list[Any]]]:
             ops.Announce(apb.AnnounceRequest(device_ids=[f"d{i}" for i in range(1001)], mode=0)),
             ops.Announce(apb.AnnounceRequest(tenant=LONG, selector="all", mode=0)),
         ],
+        "CreateSchedule": lambda: [
+            ops.CreateSchedule(schedule_request(cron=LONG)),
+            ops.CreateSchedule(schedule_request(cron="0 0 30 2 *")),
+            ops.CreateSchedule(schedule_request(cron="* * *")),
+            ops.CreateSchedule(schedule_request(at=LONG, cron="")),
+            ops.CreateSchedule(schedule_request(at="2001-01-01T00:00", cron="")),
+            ops.CreateSchedule(schedule_request(time_zone=LONG)),
+            ops.CreateSchedule(schedule_request(time_zone="../../etc/passwd")),
+            ops.CreateSchedule(schedule_request(selector=LONG)),
+            ops.CreateSchedule(schedule_request(priority=HUGE)),
+            ops.CreateSchedule(schedule_request(mode=HUGE)),
+            ops.CreateSchedule(schedule_request(sound_name=LONG)),
+            ops.CreateSchedule(schedule_request(tenant=LONG)),
+        ],
+        "ListSchedules": lambda: [ops.ListSchedules(apb.ListSchedulesRequest(tenant=LONG))],
+        **{
+            name: (
+                lambda name=name: [
+                    getattr(ops, name)(apb.ScheduleRef(id=LONG)),
+                    getattr(ops, name)(apb.ScheduleRef(id="0123456789ab")),
+                    getattr(ops, name)(apb.ScheduleRef(tenant=LONG, id="0123456789ab")),
+                ]
+            )
+            for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
+        },
     }
+
+
+def schedule_request(**fields: Any) -> apb.CreateScheduleRequest:
+    values: dict[str, Any] = {"selector": "all", "cron": "0 9 * * *", **fields}
+    if "sound_name" not in values:
+        values.setdefault("mode", 0)
+    return apb.CreateScheduleRequest(**values)
 
 
 async def test_oversized_and_unknown_values_on_every_method_are_refused_in_our_words(
@@ -616,6 +648,32 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/announce", {"csrf": csrf, "device": "dev-1", "sound": "0", "priority": "10"}),
                 ("POST", "/announce", {"csrf": csrf, "device": long, "sound": "0"}),
                 ("POST", "/announce", {"csrf": csrf, "tenant": "globex", "device": "dev-9", "sound": "0"}),
+            ],
+            "/schedules": [
+                ("GET", f"/schedules?tenant={long}", None),
+                ("GET", "/schedules?tenant=globex", None),
+            ],
+            "/schedules/{tenant}": [
+                ("POST", "/schedules/acme", {"csrf": csrf, "selector": "all", "mode": "0", "priority": "²"}),
+                ("POST", "/schedules/acme", {"csrf": csrf, "selector": "all", "mode": TWENTY_DIGITS}),
+                (
+                    "POST",
+                    "/schedules/acme",
+                    {"csrf": csrf, "selector": "all", "mode": "0", "when": "cron", "cron": "0 0 30 2 *"},
+                ),
+                ("POST", "/schedules/acme", {"csrf": csrf, "selector": long, "mode": "0", "at": long}),
+                ("POST", "/schedules/acme", {"csrf": csrf}),
+                (
+                    "POST",
+                    "/schedules/globex",
+                    {"csrf": csrf, "selector": "all", "mode": "0", "when": "cron", "cron": "0 9 * * *"},
+                ),
+            ],
+            "/schedules/{tenant}/{id}/{action}": [
+                ("POST", "/schedules/acme/0123456789ab/explode", {"csrf": csrf}),
+                ("POST", f"/schedules/acme/{long}/pause", {"csrf": csrf}),
+                ("POST", "/schedules/acme/0123456789ab/delete", {"csrf": csrf}),
+                ("POST", "/schedules/globex/0123456789ab/resume", {"csrf": csrf}),
             ],
         }
         assert routes - {"/static"} <= set(odd), sorted(routes - set(odd))  # a new route must be listed

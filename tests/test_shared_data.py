@@ -1,6 +1,8 @@
-"""Operator data primitives on every backend: blobs, tables, logs kept by count and age."""
+"""Operator data primitives on every backend: blobs, tables, logs kept by count and age, claims."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -62,3 +64,13 @@ async def test_an_entry_is_taken_once(data: SharedData) -> None:
     assert await data.take_entry("logins", "t1") == "alice"
     assert await data.take_entry("logins", "t1") is None
     assert await data.get_entry("logins", "t1") is None
+
+
+async def test_a_claim_has_exactly_one_winner_and_expires(data: SharedData) -> None:
+    won = await asyncio.gather(*(data.claim("schedule:acme/x@1.0", f"node-{i}", 60) for i in range(20)))
+    assert sum(won) == 1
+    assert await data.claim("schedule:acme/x@2.0", "node-0", 0.05)  # another occurrence: its own claim
+    assert not await data.claim("schedule:acme/x@2.0", "node-1", 0.05)
+    await asyncio.sleep(0.1)  # the claim's expiry is the behaviour under test
+    assert await data.claim("schedule:acme/x@2.0", "node-1", 60)  # expired: takeable again
+    assert not await data.claim("schedule:acme/x@1.0", "node-2", 60)  # the first is still held

@@ -9,6 +9,9 @@
     audio-admin ... audit list [--device D] [--action A] [--refused]
     audio-admin ... announce (--selector S | --device ID ...) (--mode N | --sound NAME | --file F)
                              [--priority N] [--no-resume]
+    audio-admin ... schedules create --selector S (--mode N | --sound NAME)
+                              (--at 2026-12-03T09:00 | --cron "0 9 * * 1-5") [--tz ZONE]
+    audio-admin ... schedules list | show|pause|resume|delete ID
     audio-admin ... console login
     audio-admin ... enrollments create --device D [--ttl 24h] | --count N --prefix P [--csv]
     audio-admin ... enrollments list | enrollments cancel ID
@@ -34,7 +37,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from admin import enrolments
+from admin import enrolments, schedules
 from admin.client import FleetClient
 from admin.settings import AdminSettings
 from auth.errors import PkiError
@@ -67,7 +70,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     shared = [common]
     topics = parser.add_subparsers(
-        dest="topic", required=True, metavar="{devices,sounds,audit,console,enrollments,announce}"
+        dest="topic", required=True, metavar="{devices,sounds,audit,console,enrollments,announce,schedules}"
     )
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
@@ -152,6 +155,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     events.add_argument("--refused", action="store_true", help="only refused calls")
     events.add_argument("--limit", type=int, default=50)
     enrolments.configure(topics, shared)
+    schedules.configure(topics, shared)
 
 
 # --- output -------------------------------------------------------------------------
@@ -398,6 +402,43 @@ class Cli:
             request.sound_name = args.sound
         result = await self.stub.Announce(request, timeout=max(self.settings.timeout_s, 15))
         self.out(result, announce_report(result, args.selector or ""))
+
+    async def schedules_create(self) -> None:
+        request = schedules.create_request(self.tenant, self.args)
+        created = await self.stub.CreateSchedule(request, timeout=self.settings.timeout_s)
+        self.out(created, f"created schedule {created.id}\n" + schedules.shown_text(created, table))
+
+    async def schedules_list(self) -> None:
+        request = apb.ListSchedulesRequest(tenant=self.tenant)
+        found = (await self.stub.ListSchedules(request, timeout=self.settings.timeout_s)).schedules
+        if self.json:
+            print(json.dumps([as_dict(s) for s in found]))
+            return
+        print(schedules.listed_text(list(found), table))
+
+    async def _schedule(self, method: str) -> apb.Schedule:
+        ref = apb.ScheduleRef(tenant=self.tenant, id=self.args.id)
+        found: apb.Schedule = await getattr(self.stub, method)(ref, timeout=self.settings.timeout_s)
+        return found
+
+    async def schedules_show(self) -> None:
+        found = await self._schedule("GetSchedule")
+        self.out(found, schedules.shown_text(found, table))
+
+    async def schedules_pause(self) -> None:
+        found = await self._schedule("PauseSchedule")
+        self.out(found, f"paused schedule {found.id}: no runs until it is resumed")
+
+    async def schedules_resume(self) -> None:
+        found = await self._schedule("ResumeSchedule")
+        following = (
+            schedules.local(found.next_runs_unix[0], found.time_zone) if found.next_runs_unix else "none"
+        )
+        self.out(found, f"resumed schedule {found.id} ({found.state}); next run: {following}")
+
+    async def schedules_delete(self) -> None:
+        found = await self._schedule("DeleteSchedule")
+        self.out(found, f"deleted schedule {found.id}")
 
     async def console_login(self) -> None:
         request = apb.CreateConsoleLoginRequest()

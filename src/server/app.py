@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -28,6 +28,8 @@ from server.access.interceptor import AuthInterceptor, OpenInterceptor
 from server.access.tls_reload import ReloadingServerTls
 from server.access.trust import TrustState
 from server.announce.announcer import Announcer
+from server.announce.schedule import Run, Schedule, ScheduleStore
+from server.announce.scheduler import Scheduler
 from server.announce.stage import Stage
 from server.audio.library import AudioLibrary, load_library
 from server.audio.player import FrameClock
@@ -45,7 +47,7 @@ from server.fleet.node import Fleet
 from server.fleet.presence import LocalPresence, Presence, RedisPresence
 from server.limits import CallLimiter
 from server.operator.api import FleetAdmin
-from server.operator.audit import AuditLog
+from server.operator.audit import AuditEvent, AuditLog
 from server.operator.console.web import Console
 from server.operator.enrolments import EnrolmentConfig
 from server.operator.sign_in import ConsoleSessions
@@ -175,6 +177,7 @@ class AudioServer:
     audit: AuditLog
     store_probe: StoreProbe
     announcer: Announcer
+    scheduler: Scheduler
     generation: StoreGeneration | None = None
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
@@ -319,6 +322,17 @@ async def _assemble(
         data, settings.audit_keep_count, settings.audit_keep_days * 86_400, settings.store_retry_s
     )
     background.supervise("audit-backlog", audit.keep_storing)
+    scheduler = Scheduler(
+        ScheduleStore(data),
+        fleet,
+        DeviceLabels(data),
+        sounds,
+        announcer,
+        schedule_audit(audit),
+        settings.schedule_tick_s,
+        settings.schedule_grace_s,
+    )
+    stack.push_async_callback(scheduler.close)  # its runs in flight, before the announcer closes
     if generation is not None:
         generation.audit = audit
     app = AudioServer(
@@ -339,10 +353,12 @@ async def _assemble(
         audit,
         probe,
         announcer,
+        scheduler,
         generation,
     )
     add_renewal(app, server, authenticator)
     await start_operator_side(app, data, tls, authenticator, stack)
+    background.supervise("schedules", scheduler.run, readiness.flag)  # every node; claims pick one
     if settings.metrics_bind:
         app.metrics = start_metrics_server(settings.metrics_bind)
         stack.callback(app.metrics.stop)
@@ -365,6 +381,38 @@ async def _assemble(
         },
     )
     return app
+
+
+def schedule_audit(audit: AuditLog) -> Callable[[Schedule, Run], Awaitable[None]]:
+    """How the schedule runner audits a run or a miss: under the schedule's tenant, in the name of
+    the operator who created it (role ``schedule``: no one called)."""
+
+    async def record(schedule: Schedule, run: Run) -> None:
+        code = {"ran": "OK", "missed": "DEADLINE_EXCEEDED"}.get(run.result, "FAILED_PRECONDITION")
+        await audit.record(
+            AuditEvent(
+                operator=schedule.created_by,
+                role="schedule",
+                tenant=schedule.tenant,
+                action="ScheduleRun",
+                target=schedule.id,
+                parameters={
+                    "result": run.result,
+                    "occurrence": run.occurrence,
+                    "node": run.node,
+                    "announcement": run.announcement,
+                    "targeted": run.targeted,
+                    "started": run.started,
+                    "offline": run.offline,
+                    "refused": run.refused,
+                    "missed": run.missed,
+                },
+                result=code,
+                message=run.message,
+            )
+        )
+
+    return record
 
 
 def listen(
@@ -465,6 +513,8 @@ async def start_operator_side(
         settings.mode_count,
         DeviceLabels(data),
         app.announcer,
+        app.scheduler.store,
+        settings.schedule_max_per_tenant,
         sessions,
         settings.console_base_url,
     )

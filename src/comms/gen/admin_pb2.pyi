@@ -469,6 +469,110 @@ class AnnounceResult(_message.Message):
     refused: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, announcement_id: _Optional[str] = ..., start_unix: _Optional[float] = ..., sound: _Optional[str] = ..., targeted: _Optional[int] = ..., started: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class CreateScheduleRequest(_message.Message):
+    __slots__ = ("tenant", "selector", "mode", "sound_name", "at", "cron", "time_zone", "priority", "no_resume")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOUND_NAME_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NO_RESUME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    selector: str
+    mode: int
+    sound_name: str
+    at: str
+    cron: str
+    time_zone: str
+    priority: int
+    no_resume: bool
+    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ..., at: _Optional[str] = ..., cron: _Optional[str] = ..., time_zone: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ...) -> None: ...
+
+class ScheduleRun(_message.Message):
+    __slots__ = ("occurrence_unix", "ran_unix", "result", "node", "announcement_id", "targeted", "started", "offline", "refused", "missed", "message")
+    OCCURRENCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RAN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ANNOUNCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    occurrence_unix: float
+    ran_unix: float
+    result: str
+    node: str
+    announcement_id: str
+    targeted: int
+    started: int
+    offline: int
+    refused: int
+    missed: int
+    message: str
+    def __init__(self, occurrence_unix: _Optional[float] = ..., ran_unix: _Optional[float] = ..., result: _Optional[str] = ..., node: _Optional[str] = ..., announcement_id: _Optional[str] = ..., targeted: _Optional[int] = ..., started: _Optional[int] = ..., offline: _Optional[int] = ..., refused: _Optional[int] = ..., missed: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("id", "tenant", "selector", "sound", "at", "cron", "time_zone", "priority", "no_resume", "state", "next_runs_unix", "created_by", "created_unix", "recent_runs", "mode", "sound_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    SOUND_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NO_RESUME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUNS_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RECENT_RUNS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOUND_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    selector: str
+    sound: str
+    at: str
+    cron: str
+    time_zone: str
+    priority: int
+    no_resume: bool
+    state: str
+    next_runs_unix: _containers.RepeatedScalarFieldContainer[float]
+    created_by: str
+    created_unix: float
+    recent_runs: _containers.RepeatedCompositeFieldContainer[ScheduleRun]
+    mode: int
+    sound_name: str
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., selector: _Optional[str] = ..., sound: _Optional[str] = ..., at: _Optional[str] = ..., cron: _Optional[str] = ..., time_zone: _Optional[str] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ..., state: _Optional[str] = ..., next_runs_unix: _Optional[_Iterable[float]] = ..., created_by: _Optional[str] = ..., created_unix: _Optional[float] = ..., recent_runs: _Optional[_Iterable[_Union[ScheduleRun, _Mapping]]] = ..., mode: _Optional[int] = ..., sound_name: _Optional[str] = ...) -> None: ...
+
+class ScheduleRef(_message.Message):
+    __slots__ = ("tenant", "id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    id: str
+    def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
 class DeviceRenewal(_message.Message):
     __slots__ = ("cert_issued_unix", "cert_expires_unix", "renew_due_unix", "renews_in_days", "renewed_at_unix", "failed_at_unix", "failure", "overdue")
     CERT_ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]

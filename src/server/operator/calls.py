@@ -66,6 +66,12 @@ LEAST_ROLE = {
     # groups and announcements (issue 21)
     "SetLabels": Role.OPERATOR,
     "Announce": Role.OPERATOR,
+    "CreateSchedule": Role.OPERATOR,
+    "ListSchedules": Role.VIEWER,
+    "GetSchedule": Role.VIEWER,
+    "PauseSchedule": Role.OPERATOR,
+    "ResumeSchedule": Role.OPERATOR,
+    "DeleteSchedule": Role.OPERATOR,
 }
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 

@@ -189,6 +189,23 @@ class ServerSettings(BaseSettings):
         description="How far ahead an announcement's start instant is set: time for every node to "
         "hear of it through the bus and load its sound",
     )
+    schedule_tick_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each node looks for due schedule occurrences (an occurrence starts up to "
+        "this late)",
+    )
+    schedule_grace_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="A schedule occurrence that could not start within this many seconds of its time "
+        "(every node down) is skipped and recorded as missed, never played late",
+    )
+    schedule_max_per_tenant: int = Field(
+        100, ge=1, le=10_000, description="Announcement schedules a tenant may keep"
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )
@@ -341,6 +358,15 @@ class ServerSettings(BaseSettings):
         self.signing_key_dir = self.signing_key_dir or self.pki_dir / "signing"
         self.issuing_cert = self.issuing_cert or self.pki_dir / "issuing" / "issuing-ca.crt"
         self.issuing_key = self.issuing_key or self.pki_dir / "issuing" / "issuing-ca.key"
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_grace_outlasts_a_tick(self) -> ServerSettings:
+        if self.schedule_grace_s < 2 * self.schedule_tick_s:
+            raise ValueError(
+                "schedule_grace_s must be at least twice schedule_tick_s: else an occurrence between two "
+                "scans is missed though every node runs"
+            )
         return self
 
     @model_validator(mode="after")

@@ -7,7 +7,10 @@ replicas share it through Redis):
 * blobs, content-addressed (encoded sounds): ``put_blob`` / ``get_blob``;
 * small tables of JSON entries (each tenant's sounds per mode): ``set_entry`` / ``entries``;
 * append-only logs kept for a count and an age (the audit log): ``append`` /
-  ``recent``, newest first, paged by entry id.
+  ``recent``, newest first, paged by entry id;
+* claims (``claim``): a key taken once, atomically, for a time; of any number of
+  processes asking for the same key while it is held, exactly one gets it (the
+  schedules' exactly-once occurrences).
 
 The audit log and the tenant sounds are written once on top of these; each
 backend implements only the primitives.
@@ -54,6 +57,9 @@ class SharedData(Protocol):
     async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
         """Up to ``limit`` (id, entry), newest first, older than the id ``before`` if given."""
 
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        """Take ``key`` for ``ttl_s`` if nobody holds it, atomically: True for the one caller that did."""
+
 
 class MemoryData:
     """For tests and the memory backend: nothing survives the process."""
@@ -63,6 +69,7 @@ class MemoryData:
         self._tables: dict[str, dict[str, str]] = {}
         self._logs: dict[str, deque[tuple[int, float, str]]] = {}
         self._ids = itertools.count(1)
+        self._claims: dict[str, float] = {}  # key: until (unix time)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         self._blobs[key] = data
@@ -100,6 +107,15 @@ class MemoryData:
         rows = [r for r in reversed(self._logs.get(log, ())) if bound is None or r[0] < bound]
         return [(str(entry_id), entry) for entry_id, _, entry in rows[:limit]]
 
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        for old in [k for k, until in self._claims.items() if until <= now]:
+            del self._claims[old]
+        if key in self._claims:
+            return False
+        self._claims[key] = now + ttl_s
+        return True
+
 
 _SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, data BLOB NOT NULL)",
@@ -108,6 +124,7 @@ _SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY AUTOINCREMENT, log TEXT NOT NULL, "
     "at REAL NOT NULL, entry TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS logs_by_log ON logs (log, id)",
+    "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)",
 )
 
 
@@ -200,6 +217,20 @@ class SqliteData:
         )
         return [(str(i), str(e)) for i, e in rows]
 
+    def _claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        db = self._db
+        with write_transaction(db):  # one writer at a time, across the processes sharing the file
+            db.execute("DELETE FROM claims WHERE until <= ?", (now,))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO claims (key, holder, until) VALUES (?, ?, ?)",
+                (key, holder, now + ttl_s),
+            )
+        return cursor.rowcount == 1
+
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        return await self._store.run(self._claim, key, holder, ttl_s)
+
 
 # KEYS[1] = table hash, ARGV[1] = key: the value, deleted in the same step (nil when absent).
 _TAKE = """
@@ -212,7 +243,7 @@ return value
 class RedisData:
     """Keys beside the device records: ``blob:<key>`` (base64: the client decodes replies as
     text), ``table:<name>`` hashes, ``log:<name>`` streams trimmed by count and age (stream ids
-    are times)."""
+    are times), ``claim:<key>`` strings set with NX and an expiry."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
@@ -257,6 +288,12 @@ class RedisData:
         top = f"({before}" if before else "+"
         rows = await self._redis.xrevrange(f"{KEY_PREFIX}log:{log}", max=top, min="-", count=limit)
         return [(str(entry_id), str((fields or {}).get("e", ""))) for entry_id, fields in rows or []]
+
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        taken = await self._redis.set(
+            f"{KEY_PREFIX}claim:{key}", holder, nx=True, px=max(1, int(ttl_s * 1000))
+        )
+        return bool(taken)
 
 
 class GuardedData:
@@ -313,3 +350,7 @@ class GuardedData:
     async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
         async with self._mapped("recent"):
             return await self._backend.recent(log, limit, before)
+
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        async with self._mapped("claim"):
+            return await self._backend.claim(key, holder, ttl_s)

@@ -48,6 +48,7 @@ from server.operator.console.enrolment import EnrolmentPage
 from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
 from server.operator.console.present import present
+from server.operator.console.schedules import SchedulesPage
 from server.operator.sign_in import ConsoleSession, ConsoleSessions
 from server.supervision import TaskOwner
 
@@ -124,6 +125,7 @@ class Console:
         app.router.add_get("/audit", self.audit)
         EnrolmentPage(self).routes(app)
         AnnouncePage(self).routes(app)
+        SchedulesPage(self).routes(app)
         app.router.add_static("/static/", HERE / "static", append_version=True)
         return app
 
@@ -211,7 +213,7 @@ class Console:
         except StoreUnavailable:  # audited by the call; the page says "try again", not a bug
             raise ApiError(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) from None
 
-    # for the pages in modules of their own (enrolment.py)
+    # for the pages in modules of their own (enrolment.py, schedules.py)
     invoke = _invoke
     render = _render
 
