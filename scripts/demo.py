@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -208,6 +209,40 @@ async def operator_side(target: str, admin_target: str, pki_dir: Path) -> list[C
     return checks
 
 
+async def announcement(target: str, admin_target: str, pki_dir: Path) -> list[Check]:
+    """Two devices labelled zone=hall; one announcement to the label plays on both at one instant."""
+    sinks = {name: RecordingSink() for name in ("dev-1", "dev-2")}
+    checks: list[Check] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for name, sink in sinks.items():
+            tls = load_tls_material(
+                pki_dir / f"devices/acme/{name}.crt", pki_dir / f"devices/acme/{name}.key", pki_dir / "ca.crt"
+            )
+            device = await stack.enter_async_context(DeviceClient(target, tls, sink))
+            await until(lambda d=device: d.status_requests >= 1)  # type: ignore[misc]
+        labelled = [
+            await asyncio.to_thread(admin_cli, admin_target, pki_dir, "devices", "label", name, "zone=hall")
+            for name in sinks
+        ]
+        played = await asyncio.to_thread(
+            admin_cli, admin_target, pki_dir, "--json", "announce", "--selector", "zone=hall", "--mode", "2"
+        )
+        result = json.loads(played.stdout) if played.returncode == 0 else {}
+        heard = await until(lambda: all(s.sounds and s.sounds[0].ended for s in sinks.values()))
+        firsts = [s.sounds[0].arrivals[0] for s in sinks.values() if s.sounds]
+        spread_ms = 1000 * (max(firsts) - min(firsts)) if len(firsts) == 2 else float("inf")
+        checks.append(
+            Check(
+                "audio-admin announce --selector zone=hall -> both devices play it at one instant",
+                all(r.returncode == 0 for r in labelled)
+                and sorted(result.get("started", [])) == sorted(sinks)
+                and heard,
+                f"first packets {spread_ms:.1f} ms apart",
+            )
+        )
+    return checks
+
+
 def enrol_cli(enroll_target: str, code: str, pin: str, device_dir: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "device", "enroll", "--server", enroll_target, "--code", code,
                "--ca-fingerprint", pin, "--server-name", "localhost",
@@ -327,6 +362,8 @@ def main() -> int:
             checks = asyncio.run(scenario(f"127.0.0.1:{port}", args.pki_dir, args.out))
             print("\nthe operator side, with the dev operator's certificate:")
             checks += asyncio.run(operator_side(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", args.pki_dir))
+            print("\nan announcement to two devices by their label:")
+            checks += asyncio.run(announcement(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", args.pki_dir))
             print(f"\na new device, acme/{ENROLLED}, enrolled with a one-time code (no key copied):")
             checks += asyncio.run(
                 enrolment(
