@@ -55,6 +55,7 @@ def test_settings_from_env_and_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         (["--bind", "nonsense"], "bad setting --bind:"),
         (["--trust-domain", "Bad Domain"], "bad setting --trust-domain:"),
         (["--audio-lead-ms", "-5"], "bad setting --audio-lead-ms:"),
+        (["--max-calls-per-device", "6"], "bad setting --max-calls-per-device: Input should be greater than"),
         (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
     ],
 )

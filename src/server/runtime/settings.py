@@ -120,9 +120,10 @@ class ServerSettings(BaseSettings):
     event_burst: int = Field(20, ge=1, description="Button events a device may send in a burst")
     max_calls_per_device: int = Field(
         8,
-        ge=4,
-        description="Concurrent calls per device identity (a certificate renewal briefly holds two "
-        "connections' three streams each: below 7 devices cannot renew)",
+        ge=7,
+        le=1000,
+        description="Concurrent calls per device identity (at least 7: a certificate renewal briefly "
+        "holds two connections' three streams each, and the Renew call)",
     )
 
     # --- operations ---
