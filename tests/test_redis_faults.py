@@ -238,6 +238,14 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                     apb.SetLabelsRequest(device=ref("dev-1"), set=[apb.Label(key="zone", value="a")])
                 ),
                 "Announce": lambda: ops.Announce(apb.AnnounceRequest(selector="all", mode=0)),
+                "CreateSchedule": lambda: ops.CreateSchedule(
+                    apb.CreateScheduleRequest(selector="all", mode=0, cron="0 9 * * *")
+                ),
+                "ListSchedules": lambda: ops.ListSchedules(apb.ListSchedulesRequest()),
+                **{
+                    name: (lambda n=name: getattr(ops, n)(apb.ScheduleRef(id="0123456789ab")))
+                    for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
+                },
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

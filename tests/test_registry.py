@@ -13,7 +13,7 @@ from server.audio.player import FrameClock
 from server.devices.registry import DeviceRegistry
 from server.devices.state_machine import ConnectionLost, Event
 from server.state.guard import StoreGuard
-from server.state.store import MemoryStore
+from server.state.memory_store import MemoryStore
 from tests.helpers import connected, sample
 
 DEVICE = Identity("registry", "dev-1")

@@ -46,8 +46,10 @@ from device.renewal import CertificateFiles, RenewalFailed, RenewalPolicy, new_k
 from device.settings import DeviceSettings
 from server.app import AudioServer
 from server.audio.library import AudioLibrary
+from server.state.memory_store import MemoryStore
 from server.state.redis_store import RedisStore
-from server.state.store import MemoryStore, Renewal, SqliteStore
+from server.state.sqlite_store import SqliteStore
+from server.state.store import Renewal
 from tests.conftest import Admin, Connect, ServerFactory
 from tests.helpers import EphemeralPki, free_port, sample, skipped_packets, wait_for
 from tests.redis_server import RedisServer

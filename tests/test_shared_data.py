@@ -8,7 +8,8 @@ import pytest
 
 from server.state.redis_store import RedisStore
 from server.state.shared_data import GuardedData, MemoryData, RedisData, SharedData, SqliteData
-from server.state.store import DeviceStore, SqliteStore
+from server.state.sqlite_store import SqliteStore
+from server.state.store import DeviceStore
 from tests.test_store import store
 
 __all__ = ["store"]  # the fixture, shared with the device store's tests

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from auth.identity import Identity
+from server.state.memory_store import MemoryStore
 from server.state.redis_store import RedisStore, device_key, redacted
-from server.state.store import DeviceStore, MemoryStore, SqliteStore, StateFileError, Telemetry
+from server.state.sqlite_store import SqliteStore
+from server.state.store import DeviceStore, StateFileError, Telemetry
 
 A = Identity("acme", "dev-1")
 B = Identity("globex", "dev-1")

@@ -22,7 +22,8 @@ import pytest
 from auth.identity import Identity
 from server.app import AudioServer
 from server.errors import StoreUnavailable
-from server.state.store import SqliteStore, StateFileError
+from server.state.sqlite_store import SqliteStore
+from server.state.store import StateFileError
 from tests.conftest import Connect, ServerFactory
 from tests.helpers import (
     MODE,

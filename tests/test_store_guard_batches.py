@@ -6,7 +6,7 @@ import asyncio
 
 from auth.identity import Identity
 from server.state.guard import FLUSH_BATCH, StoreGuard
-from server.state.store import MemoryStore
+from server.state.memory_store import MemoryStore
 from tests.helpers import wait_for
 
 BACKLOG = 6 * FLUSH_BATCH

@@ -14,9 +14,11 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from server.state.memory_store import MemoryStore
 from server.state.redis_store import RedisStore
 from server.state.shared_data import GuardedData, MemoryData, RedisData, SharedData, SqliteData
-from server.state.store import DeviceStore, MemoryStore, SqliteStore
+from server.state.sqlite_store import SqliteStore
+from server.state.store import DeviceStore
 
 
 class BackendSettings(Protocol):

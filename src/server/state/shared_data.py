@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from comms.log_sampling import SampledLog
 from server.errors import StoreUnavailable, describe
 from server.state.redis_store import KEY_PREFIX
-from server.state.store import SqliteStore, write_transaction
+from server.state.sqlite_store import SqliteStore, write_transaction
 
 log = logging.getLogger(__name__)
 _failures = SampledLog()  # an outage fails every use: a few lines, not thousands
