@@ -163,6 +163,7 @@ LEAF_COMMANDS = [
     ["enrollments", "approve", "0123456789abcdef", "--device-id", "dev-9"],
     ["enrollments", "deny", "0123456789abcdef"],
     ["announce", "--selector", "all", "--mode", "1"],
+    ["talk", "--selector", "all", "a.wav"],
 ]
 
 

@@ -181,7 +181,7 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
     from comms.gen import admin_pb2 as apb
     from server.errors import STORE_UNAVAILABLE_TEXT
     from server.operator.calls import LEAST_ROLE
-    from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes
+    from tests.test_admin_api import _upload_chunks, ref, refused, talk_requests, wav_bytes
 
     redis = RedisServer(tmp_path / "redis").start()
     try:
@@ -238,6 +238,7 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                     apb.SetLabelsRequest(device=ref("dev-1"), set=[apb.Label(key="zone", value="a")])
                 ),
                 "Announce": lambda: ops.Announce(apb.AnnounceRequest(selector="all", mode=0)),
+                "Talk": lambda: ops.Talk(talk_requests(apb.TalkStart(selector="all"))),
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

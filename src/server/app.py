@@ -29,6 +29,7 @@ from server.access.tls_reload import ReloadingServerTls
 from server.access.trust import TrustState
 from server.announce.announcer import Announcer
 from server.announce.stage import Stage
+from server.announce.talk import Talks
 from server.audio.library import AudioLibrary, load_library
 from server.audio.player import FrameClock
 from server.audio.tenant_sounds import TenantSounds
@@ -175,6 +176,7 @@ class AudioServer:
     audit: AuditLog
     store_probe: StoreProbe
     announcer: Announcer
+    talks: Talks
     generation: StoreGeneration | None = None
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
@@ -273,6 +275,8 @@ async def _assemble(
     stack.push_async_callback(fleet.close)
     announcer = Announcer(fleet, Stage(registry, sounds), settings.announce_lead_ms / 1000)
     stack.push_async_callback(announcer.close)
+    talks = Talks(fleet, registry, settings.opus_bitrate)
+    stack.push_async_callback(talks.close)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_record)
     server = device_server(settings, authenticator, registry, trust, handshakes)
     stack.push_async_callback(server.stop, 0)  # a no-op after stop()'s drain; the unwind of a failed start
@@ -287,6 +291,7 @@ async def _assemble(
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
     announcer.start()
+    talks.start()
     background.supervise("tls-handshakes", handshakes.run, readiness.flag)
     background.supervise("crl-record", crl_record.run, readiness.flag)
     background.supervise("store-probe", probe.run, readiness.flag)
@@ -339,6 +344,7 @@ async def _assemble(
         audit,
         probe,
         announcer,
+        talks,
         generation,
     )
     add_renewal(app, server, authenticator)
@@ -465,6 +471,8 @@ async def start_operator_side(
         settings.mode_count,
         DeviceLabels(data),
         app.announcer,
+        app.talks,
+        settings.talk_max_s,
         sessions,
         settings.console_base_url,
     )

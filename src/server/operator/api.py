@@ -27,6 +27,7 @@ from comms.gen import admin_pb2 as apb
 from comms.gen import admin_pb2_grpc as apb_grpc
 from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
 from server.announce.announcer import Announcer
+from server.announce.talk import Talks
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command
 from server.devices.state_machine import Button
@@ -39,6 +40,7 @@ from server.operator.claims import ClaimAdmin
 from server.operator.enrolments import EnrolmentAdmin
 from server.operator.groups import GroupCalls
 from server.operator.sign_in import ConsoleSessions
+from server.operator.talking import TalkCalls
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def sound_proto(info: SoundInfo) -> apb.Sound:
     )
 
 
-class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceServicer):
+class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, TalkCalls, apb_grpc.FleetServiceServicer):
     def __init__(
         self,
         fleet: Fleet,
@@ -93,12 +95,16 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, apb_grpc.FleetServiceSe
         mode_count: int,
         labels: DeviceLabels,
         announcer: Announcer,
+        talks: Talks,
+        talk_max_s: float,
         console: ConsoleSessions | None = None,
         console_url: str = "",
     ) -> None:
         self._fleet = fleet
         self.labels = labels
         self.announcer = announcer
+        self.talks = talks
+        self.talk_max_s = talk_max_s
         self._audit = audit
         self.calls = OperatorCalls(audit)
         self.sounds = sounds

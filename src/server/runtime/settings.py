@@ -189,6 +189,12 @@ class ServerSettings(BaseSettings):
         description="How far ahead an announcement's start instant is set: time for every node to "
         "hear of it through the bus and load its sound",
     )
+    talk_max_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="The longest a push-to-talk may last (seconds); then it ends on every device",
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )
