@@ -586,6 +586,10 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/sounds/acme/1/upload", {"csrf": csrf, "file": "not a file"}),
             ],
             "/audit": [("GET", f"/audit?action={long}&page=abc&refused=maybe", None)],
+            "/talk": [
+                ("GET", f"/talk?csrf={long}&device=dev-1", None),
+                ("GET", f"/talk?csrf={csrf}&device={long}", None),  # not a WebSocket
+            ],
             "/enrolment": [
                 ("GET", f"/enrolment?tenant={long}", None),
                 ("GET", "/enrolment?tenant=globex", None),

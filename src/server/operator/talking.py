@@ -34,7 +34,9 @@ Metadata = Sequence[tuple[str, str]]
 
 def outcome_metadata(talk: LiveTalk) -> Metadata:
     """The outcome as the talk starts (gRPC initial metadata; the console's first message)."""
-    counts = [(f"talk-{name}", str(len(ids))) for name, ids in talk.outcome.to_data().items()]
+    outcome = talk.outcome
+    kinds = {"started": outcome.started, "busy": outcome.busy, "offline": outcome.offline}
+    counts = [(f"talk-{name}", str(len(ids))) for name, ids in {**kinds, "refused": outcome.refused}.items()]
     return [("talk-id", talk.id), ("talk-targeted", str(talk.targeted)), *counts]
 
 

@@ -48,6 +48,7 @@ from server.operator.console.enrolment import EnrolmentPage
 from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
 from server.operator.console.present import present
+from server.operator.console.talk import TalkSocket
 from server.operator.sign_in import ConsoleSession, ConsoleSessions
 from server.supervision import TaskOwner
 
@@ -123,6 +124,7 @@ class Console:
         app.router.add_post("/sounds/{tenant}/{mode}/{action}", self.sound_action)
         app.router.add_get("/audit", self.audit)
         EnrolmentPage(self).routes(app)
+        TalkSocket(self).routes(app)
         app.router.add_static("/static/", HERE / "static", append_version=True)
         return app
 
@@ -233,6 +235,7 @@ class Console:
         return self._page("message.html", status, title=title, message=exc.message, session=session)
 
     error = _error
+    page = _page
 
     # --- sign-in ---------------------------------------------------------------------
 
