@@ -163,3 +163,22 @@ def upgrade() -> dict[str, str]:
         "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     }
+
+
+async def test_the_fleet_page_offers_talk_for_its_label_filter_to_operators_only(
+    console: AudioServer, connect: Connect, pki: EphemeralPki, http: aiohttp.ClientSession
+) -> None:
+    async with connect(console, "acme", "dev-1"):
+        base, csrf = await _signed_in(console, pki, http, role="operator", name="talker")
+        async with http.get(f"{base}/?selector=zone%3Dkitchen", ssl=False) as page:
+            text = await page.text()
+        assert f'data-talk="/talk?csrf={csrf}&amp;selector=zone%3Dkitchen"' in text
+        assert "Hold Talk to speak to the devices matching zone=kitchen." in text
+        async with http.get(f"{base}/", ssl=False) as page:
+            assert "data-talk=" not in await page.text()  # no filter: no talk to the whole fleet here
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as viewer_http:
+            vbase, _ = await _signed_in(console, pki, viewer_http, role="viewer", name="looker")
+            async with viewer_http.get(f"{vbase}/?selector=zone%3Dkitchen", ssl=False) as page:
+                assert "data-talk=" not in await page.text()
+            async with viewer_http.get(f"{vbase}/devices/acme/dev-1", ssl=False) as page:
+                assert "data-talk=" not in await page.text()

@@ -227,7 +227,10 @@ class Talks:
             extra={
                 "talk": plan.id,
                 "tenant": tenant,
-                **{k: len(v) for k, v in talk.outcome.to_data().items()},
+                "started": len(talk.outcome.started),
+                "busy": len(talk.outcome.busy),
+                "offline": len(talk.outcome.offline),
+                "refused": len(talk.outcome.refused),
             },
         )
         return talk
@@ -258,7 +261,10 @@ class Talks:
             extra={
                 "talk": plan.id,
                 "tenant": plan.tenant,
-                **{k: len(v) for k, v in outcome.to_data().items()},
+                "started": len(outcome.started),
+                "busy": len(outcome.busy),
+                "offline": len(outcome.offline),
+                "refused": len(outcome.refused),
             },
         )
         return outcome
