@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
+import grpc
 from aiohttp import web
 
 from auth.reasons import Reason
 from comms.gen import admin_pb2 as apb
+from server.errors import STORE_UNAVAILABLE_TEXT, StoreUnavailable
 from server.fleet.labels import MAX_SELECTOR
 from server.operator.calls import ApiError
 from server.operator.talking import Metadata
@@ -87,7 +89,10 @@ class TalkSocket:
             await socket.send_json({"type": "started", "talk": values.get("talk-id", ""), **counts})
 
         try:
-            result = await console.admin.talk(call, self._requests(start, socket), started)
+            try:
+                result = await console.admin.talk(call, self._requests(start, socket), started)
+            except StoreUnavailable:  # audited by the call
+                raise ApiError(grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE_TEXT) from None
         except ApiError as exc:
             status = HTTP_STATUS.get(exc.code, 500)
             if not socket.closed:
