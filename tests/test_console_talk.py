@@ -182,3 +182,35 @@ async def test_the_fleet_page_offers_talk_for_its_label_filter_to_operators_only
                 assert "data-talk=" not in await page.text()
             async with viewer_http.get(f"{vbase}/devices/acme/dev-1", ssl=False) as page:
                 assert "data-talk=" not in await page.text()
+
+
+RESAMPLE_PROBE = """
+async () => {
+  const context = new OfflineAudioContext(1, 44100, 44100);  // one second at 44.1 kHz
+  await context.audioWorklet.addModule("/static/talk-worklet.js");
+  const frames = new AudioWorkletNode(context, "talk-frames");
+  const got = [];
+  frames.port.onmessage = (message) => got.push(Array.from(new Int16Array(message.data)));
+  const tone = context.createOscillator();
+  tone.frequency.value = 1000;
+  tone.connect(frames);
+  frames.connect(context.destination);
+  tone.start();
+  await context.startRendering();
+  await new Promise((resolve) => setTimeout(resolve, 200));  // the last frames' messages
+  return got;
+}
+"""
+
+
+async def test_the_worklet_resamples_a_44100_hz_context_to_48_khz_frames(
+    console: AudioServer, pki: EphemeralPki, talking_browser: tuple[Browser, npt.NDArray[np.int16]]
+) -> None:
+    browser, _ = talking_browser
+    page = await signed_in(browser, console, pki, role="operator")
+    frames = await page.evaluate(RESAMPLE_PROBE)
+    assert 48 <= len(frames) <= 50 and {len(f) for f in frames} == {960}  # 1 s at 48 kHz: 50 frames
+    pcm = np.concatenate([np.asarray(f, dtype=np.float64) for f in frames])
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    peak_hz = np.argmax(spectrum) * RATE / len(pcm)
+    assert abs(peak_hz - 1000) < 5  # the tone keeps its pitch: the frames really are 48 kHz
