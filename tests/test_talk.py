@@ -309,3 +309,25 @@ async def test_the_cli_talks_a_file_in_real_time_and_prints_the_outcome(
             server, pki, "talk", "--device", "dev-1", f"{tmp_path}/none.wav", who="talker"
         )
         assert code == 1 and "none.wav" in err
+
+
+async def test_two_talkers_on_two_replicas_one_device_the_second_is_busy(
+    redis_server: RedisServer, server_factory: ServerFactory, connect: Connect, admin: Admin
+) -> None:
+    a, b = await replica_pair(server_factory, redis_server)
+    sink = RecordingSink()
+    async with (
+        connect(b, "acme", "dev-1", sink=sink) as device,
+        admin(a, role="operator", name="first") as first,
+        admin(b, role="operator", name="second") as second,
+    ):
+        await online(b, device, "acme", "dev-1")
+        release = asyncio.Event()
+        talking = first.Talk(held(release, apb.TalkStart(device_ids=["dev-1"])))  # via a, to b's device
+        assert dict(await talking.initial_metadata())["talk-started"] == "1"
+        error = await refused(second.Talk(talk_requests(apb.TalkStart(device_ids=["dev-1"]), voice(0.2))))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        release.set()
+        assert (await talking).ended == "released"
+        await wait_for(lambda: bool(sink.sounds) and sink.sounds[0].ended, timeout=3)
+        assert len(sink.sounds) == 1
