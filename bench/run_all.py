@@ -93,6 +93,7 @@ OWN_PROCESSES = (
     "bench_bus",
     "bench_console",
     "bench_enrol",
+    "bench_talk",
 )  # grpc.aio: a loop each
 
 

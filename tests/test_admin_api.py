@@ -12,12 +12,13 @@ from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 import pytest
 import soundfile
 
 from admin.client import FleetClient
 from auth.tls import TlsMaterial
-from comms.audio_format import SAMPLE_RATE
+from comms.audio_format import SAMPLE_RATE, SAMPLES_PER_FRAME
 from comms.gen import admin_pb2 as apb
 from comms.gen import comms_pb2 as pb
 from comms.gen import comms_pb2_grpc as pb_grpc
@@ -59,6 +60,21 @@ async def _upload_chunks(mode: int, data: bytes, tenant: str = "") -> AsyncItera
     yield apb.UploadSoundChunk(tenant=tenant, mode=mode, filename="tone.wav")
     for start in range(0, len(data), 256 * 1024):
         yield apb.UploadSoundChunk(data=data[start : start + 256 * 1024])
+
+
+async def talk_requests(
+    start: apb.TalkStart, pcm: npt.NDArray[np.int16] | None = None, pace_s: float = 0.02
+) -> AsyncIterator[apb.TalkRequest]:
+    """A talk: ``start``, then ``pcm`` (48 kHz mono) as 20 ms frames, one every ``pace_s``, and its end."""
+    yield apb.TalkRequest(start=start)
+    if pcm is None:
+        return
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for index, at in enumerate(range(0, len(pcm) - SAMPLES_PER_FRAME + 1, SAMPLES_PER_FRAME)):
+        await asyncio.sleep(max(0.0, began + index * pace_s - loop.time()))
+        yield apb.TalkRequest(pcm=pcm[at : at + SAMPLES_PER_FRAME].tobytes())
+    yield apb.TalkRequest(end=True)
 
 
 def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]:
@@ -108,6 +124,7 @@ def every_call(stub: Any, tenant: str, device: str) -> dict[str, Awaitable[Any]]
             name: getattr(stub, name)(apb.ScheduleRef(tenant=tenant, id="0123456789ab"))
             for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
         },
+        "Talk": stub.Talk(talk_requests(apb.TalkStart(tenant=tenant, device_ids=[device]))),
     }
 
 
@@ -182,7 +199,7 @@ def _identity(tenant: str, device: str) -> Any:
     return Identity(tenant, device)
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("viewer", 8), ("operator", 27)])
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", 8), ("operator", 28)])
 async def test_each_role_may_call_only_its_methods(
     server: AudioServer, connect: Connect, admin: Admin, role: str, allowed: int
 ) -> None:

@@ -167,6 +167,7 @@ LEAF_COMMANDS = [
     ["schedules", "create", "--selector", "all", "--mode", "1", "--cron", "0 9 * * *", "--tz", "UTC"],
     ["schedules", "list"],
     *[["schedules", action, "0123456789ab"] for action in ("show", "pause", "resume", "delete")],
+    ["talk", "--selector", "all", "a.wav"],
 ]
 
 

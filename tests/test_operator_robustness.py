@@ -31,7 +31,7 @@ from server.operator.console import live
 from server.operator.console.web import SECURITY_HEADERS
 from tests.conftest import Admin, Connect
 from tests.helpers import MODE, EphemeralPki, sample, wait_for
-from tests.test_admin_api import refused, wav_bytes
+from tests.test_admin_api import refused, talk_requests, wav_bytes
 from tests.test_console import _csrf, login_link
 
 SERVICE = "/audio.admin.v1.FleetService/"
@@ -423,6 +423,9 @@ def _odd_requests(ops: Any) -> dict[str, Callable[[], list[Any]]]:
     async def chunks(mode: int) -> AsyncIterator[apb.UploadSoundChunk]:
         yield apb.UploadSoundChunk(mode=mode, filename="a.wav", data=wav_bytes(0.1))
 
+    async def odd_talk() -> AsyncIterator[apb.TalkRequest]:
+        yield apb.TalkRequest(pcm=b"\0" * 1920)  # frames before the start
+
     async def first(call: Any) -> Any:
         async for update in call:
             return update
@@ -540,6 +543,17 @@ def _odd_requests(ops: Any) -> dict[str, Callable[[], list[Any]]]:
             )
             for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
         },
+        "Talk": lambda: [
+            ops.Talk(talk_requests(apb.TalkStart(selector="all", priority=HUGE))),
+            ops.Talk(talk_requests(apb.TalkStart(selector="all", sample_rate=44_100))),
+            ops.Talk(talk_requests(apb.TalkStart())),
+            ops.Talk(talk_requests(apb.TalkStart(selector="all", device_ids=["dev-1"]))),
+            ops.Talk(talk_requests(apb.TalkStart(selector=LONG))),
+            ops.Talk(talk_requests(apb.TalkStart(device_ids=[LONG]))),
+            ops.Talk(talk_requests(apb.TalkStart(device_ids=["no-such"]))),
+            ops.Talk(talk_requests(apb.TalkStart(tenant=LONG, selector="all"))),
+            ops.Talk(odd_talk()),
+        ],
     }
 
 
@@ -608,6 +622,10 @@ async def test_every_console_route_answers_odd_input_with_a_4xx_page_and_the_hea
                 ("POST", "/sounds/acme/1/upload", {"csrf": csrf, "file": "not a file"}),
             ],
             "/audit": [("GET", f"/audit?action={long}&page=abc&refused=maybe", None)],
+            "/talk": [
+                ("GET", f"/talk?csrf={long}&device=dev-1", None),
+                ("GET", f"/talk?csrf={csrf}&device={long}", None),  # not a WebSocket
+            ],
             "/enrolment": [
                 ("GET", f"/enrolment?tenant={long}", None),
                 ("GET", "/enrolment?tenant=globex", None),

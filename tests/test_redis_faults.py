@@ -181,7 +181,7 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
     from comms.gen import admin_pb2 as apb
     from server.errors import STORE_UNAVAILABLE_TEXT
     from server.operator.calls import LEAST_ROLE
-    from tests.test_admin_api import _upload_chunks, ref, refused, wav_bytes
+    from tests.test_admin_api import _upload_chunks, ref, refused, talk_requests, wav_bytes
 
     redis = RedisServer(tmp_path / "redis").start()
     try:
@@ -246,6 +246,7 @@ async def test_every_operator_method_answers_unavailable_in_our_words_during_an_
                     name: (lambda n=name: getattr(ops, n)(apb.ScheduleRef(id="0123456789ab")))
                     for name in ("GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
                 },
+                "Talk": lambda: ops.Talk(talk_requests(apb.TalkStart(selector="all"))),
             }
             assert set(calls) == set(LEAST_ROLE)  # a new method must be added here
             while (await first_watch.read()).kind != apb.DeviceUpdate.SNAPSHOT_END:  # all works before

@@ -12,6 +12,7 @@
     audio-admin ... schedules create --selector S (--mode N | --sound NAME)
                               (--at 2026-12-03T09:00 | --cron "0 9 * * 1-5") [--tz ZONE]
     audio-admin ... schedules list | show|pause|resume|delete ID
+    audio-admin ... talk (--selector S | --device ID ...) [--priority N] [--no-resume] FILE
     audio-admin ... console login
     audio-admin ... enrollments create --device D [--ttl 24h] | --count N --prefix P [--csv]
     audio-admin ... enrollments list | enrollments cancel ID
@@ -40,6 +41,7 @@ from google.protobuf.message import Message
 from admin import enrolments, schedules
 from admin.client import FleetClient
 from admin.settings import AdminSettings
+from admin.talk_file import TalkFileError, paced, read_pcm
 from auth.errors import PkiError
 from comms.cli import parse_settings
 from comms.gen import admin_pb2 as apb
@@ -70,7 +72,9 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     shared = [common]
     topics = parser.add_subparsers(
-        dest="topic", required=True, metavar="{devices,sounds,audit,console,enrollments,announce,schedules}"
+        dest="topic",
+        required=True,
+        metavar="{devices,sounds,audit,console,enrollments,announce,schedules,talk}",
     )
     devices = topics.add_parser("devices", help="list, show and command devices").add_subparsers(
         dest="action", required=True
@@ -147,6 +151,22 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     announce.add_argument(
         "--no-resume", action="store_true", help="the interrupted sounds do not resume afterwards"
     )
+    talk = topics.add_parser(
+        "talk",
+        help="say FILE live on many devices, in real time (push-to-talk from a file)",
+        parents=shared,
+    )
+    talk.set_defaults(action="file")
+    speakers = talk.add_mutually_exclusive_group(required=True)
+    speakers.add_argument(
+        "--selector", help="the devices whose labels match: key=value[,key=value...] or all"
+    )
+    speakers.add_argument("--device", action="append", dest="devices", metavar="ID", help="a device (repeat)")
+    talk.add_argument("--priority", type=int, default=0, help="0..9, as for announce (default 0)")
+    talk.add_argument(
+        "--no-resume", action="store_true", help="the interrupted sounds do not resume afterwards"
+    )
+    talk.add_argument("file", type=Path, help="any format libsndfile reads (resampled to 48 kHz mono)")
     audit = topics.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     events = audit.add_parser("list", help="newest first", parents=shared)
     events.add_argument("--device", default="")
@@ -440,6 +460,26 @@ class Cli:
         found = await self._schedule("DeleteSchedule")
         self.out(found, f"deleted schedule {found.id}")
 
+    async def talk_file(self) -> None:
+        args = self.args
+        try:
+            pcm = await asyncio.to_thread(read_pcm, args.file)
+        except TalkFileError as exc:
+            raise CliError(str(exc)) from None
+        start = apb.TalkStart(
+            tenant=self.tenant,
+            selector=args.selector or "",
+            device_ids=args.devices or [],
+            priority=args.priority,
+            no_resume=args.no_resume,
+        )
+        call = self.stub.Talk(paced(start, pcm))
+        started = dict(await call.initial_metadata())
+        if not self.json and "talk-id" in started:
+            print(talk_start_line(started), flush=True)
+        result = await call
+        self.out(result, talk_report(result))
+
     async def console_login(self) -> None:
         request = apb.CreateConsoleLoginRequest()
         deadline = time.monotonic() + self.args.wait
@@ -538,6 +578,26 @@ def announce_report(result: apb.AnnounceResult, selector: str) -> str:
         + [[d, "refused (a higher or equal announcement plays)"] for d in result.refused]
     )
     return head + "\n" + table(rows, ("DEVICE", "RESULT"))
+
+
+def talk_start_line(metadata: dict[str, Any]) -> str:
+    count = {kind: metadata.get(f"talk-{kind}", "0") for kind in ("started", "busy", "offline", "refused")}
+    return (
+        f"talk {str(metadata['talk-id'])[:12]}: {metadata.get('talk-targeted', '0')} targeted, "
+        + ", ".join(f"{n} {kind}" for kind, n in count.items())
+    )
+
+
+def talk_report(result: apb.TalkResult) -> str:
+    rows = sorted(
+        [[d, "started"] for d in result.started]
+        + [[d, "busy (in another talk)"] for d in result.busy]
+        + [[d, "offline"] for d in result.offline]
+        + [[d, "refused (a higher or equal announcement plays)"] for d in result.refused]
+    )
+    lines = [table(rows, ("DEVICE", "RESULT"))] if rows else ["0 devices: nobody heard it"]
+    lines.append(f"talk ended ({result.ended}) after {result.seconds:.1f} s ({result.frames} frames)")
+    return "\n".join(lines)
 
 
 def _params(parameters: str) -> str:

@@ -31,6 +31,7 @@ from server.announce.announcer import Announcer
 from server.announce.schedule import Run, Schedule, ScheduleStore
 from server.announce.scheduler import Scheduler
 from server.announce.stage import Stage
+from server.announce.talk import Talks
 from server.audio.library import AudioLibrary, load_library
 from server.audio.player import FrameClock
 from server.audio.tenant_sounds import TenantSounds
@@ -178,6 +179,7 @@ class AudioServer:
     store_probe: StoreProbe
     announcer: Announcer
     scheduler: Scheduler
+    talks: Talks
     generation: StoreGeneration | None = None
     health: HealthServer | None = None
     metrics: MetricsServer | None = None
@@ -276,6 +278,8 @@ async def _assemble(
     stack.push_async_callback(fleet.close)
     announcer = Announcer(fleet, Stage(registry, sounds), settings.announce_lead_ms / 1000)
     stack.push_async_callback(announcer.close)
+    talks = Talks(fleet, registry, settings.opus_bitrate)
+    stack.push_async_callback(talks.close)
     authenticator = Authenticator(settings.trust_domain, trust, registry.current_record)
     server = device_server(settings, authenticator, registry, trust, handshakes)
     stack.push_async_callback(server.stop, 0)  # a no-op after stop()'s drain; the unwind of a failed start
@@ -290,6 +294,7 @@ async def _assemble(
     registry.start(readiness.flag)
     await fleet.start(readiness.flag)
     announcer.start()
+    talks.start()
     background.supervise("tls-handshakes", handshakes.run, readiness.flag)
     background.supervise("crl-record", crl_record.run, readiness.flag)
     background.supervise("store-probe", probe.run, readiness.flag)
@@ -354,6 +359,7 @@ async def _assemble(
         probe,
         announcer,
         scheduler,
+        talks,
         generation,
     )
     add_renewal(app, server, authenticator)
@@ -515,6 +521,8 @@ async def start_operator_side(
         app.announcer,
         app.scheduler.store,
         settings.schedule_max_per_tenant,
+        app.talks,
+        settings.talk_max_s,
         sessions,
         settings.console_base_url,
     )

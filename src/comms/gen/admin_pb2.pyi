@@ -573,6 +573,56 @@ class ListSchedulesResponse(_message.Message):
     schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
     def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
 
+class TalkStart(_message.Message):
+    __slots__ = ("tenant", "selector", "device_ids", "priority", "no_resume", "sample_rate")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NO_RESUME_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    selector: str
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    priority: int
+    no_resume: bool
+    sample_rate: int
+    def __init__(self, tenant: _Optional[str] = ..., selector: _Optional[str] = ..., device_ids: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., no_resume: _Optional[bool] = ..., sample_rate: _Optional[int] = ...) -> None: ...
+
+class TalkRequest(_message.Message):
+    __slots__ = ("start", "pcm", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    PCM_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: TalkStart
+    pcm: bytes
+    end: bool
+    def __init__(self, start: _Optional[_Union[TalkStart, _Mapping]] = ..., pcm: _Optional[bytes] = ..., end: _Optional[bool] = ...) -> None: ...
+
+class TalkResult(_message.Message):
+    __slots__ = ("talk_id", "start_unix", "targeted", "started", "offline", "busy", "refused", "seconds", "frames", "ended")
+    TALK_ID_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    talk_id: str
+    start_unix: float
+    targeted: int
+    started: _containers.RepeatedScalarFieldContainer[str]
+    offline: _containers.RepeatedScalarFieldContainer[str]
+    busy: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    seconds: float
+    frames: int
+    ended: str
+    def __init__(self, talk_id: _Optional[str] = ..., start_unix: _Optional[float] = ..., targeted: _Optional[int] = ..., started: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., busy: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., frames: _Optional[int] = ..., ended: _Optional[str] = ...) -> None: ...
+
 class DeviceRenewal(_message.Message):
     __slots__ = ("cert_issued_unix", "cert_expires_unix", "renew_due_unix", "renews_in_days", "renewed_at_unix", "failed_at_unix", "failure", "overdue")
     CERT_ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]

@@ -194,6 +194,11 @@ class FleetServiceStub:
                 request_serializer=admin__pb2.ScheduleRef.SerializeToString,
                 response_deserializer=admin__pb2.Schedule.FromString,
                 _registered_method=True)
+        self.Talk = channel.stream_unary(
+                '/audio.admin.v1.FleetService/Talk',
+                request_serializer=admin__pb2.TalkRequest.SerializeToString,
+                response_deserializer=admin__pb2.TalkResult.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -401,6 +406,14 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Talk(self, request_iterator, context):
+        """Push-to-talk: the first message names the targets, then 20 ms PCM frames in real time. The
+        initial metadata tells the outcome as soon as the talk starts (talk-started, talk-busy, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -563,6 +576,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=admin__pb2.ScheduleRef.FromString,
                     response_serializer=admin__pb2.Schedule.SerializeToString,
+            ),
+            'Talk': grpc.stream_unary_rpc_method_handler(
+                    servicer.Talk,
+                    request_deserializer=admin__pb2.TalkRequest.FromString,
+                    response_serializer=admin__pb2.TalkResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1429,6 +1447,33 @@ class FleetService:
             '/audio.admin.v1.FleetService/DeleteSchedule',
             admin__pb2.ScheduleRef.SerializeToString,
             admin__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Talk(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/audio.admin.v1.FleetService/Talk',
+            admin__pb2.TalkRequest.SerializeToString,
+            admin__pb2.TalkResult.FromString,
             options,
             channel_credentials,
             insecure,

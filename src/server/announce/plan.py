@@ -5,7 +5,8 @@ blob), the instant every device starts (wall clock: the nodes' clocks are kept
 in step by NTP, their loop clocks are not comparable), a priority and whether
 the interrupted sounds resume. The targets travel beside it, per node.
 ``Outcome`` is per device: started, refused (a higher or equal announcement
-plays there) or offline (no live session where it was expected).
+plays there), busy (a talk reached a device in another talk) or offline (no
+live session where it was expected).
 """
 
 from __future__ import annotations
@@ -56,18 +57,22 @@ class Outcome:
     started: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     offline: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # talks only
 
     def add(self, other: Outcome) -> None:
         self.started += other.started
         self.refused += other.refused
         self.offline += other.offline
+        self.busy += other.busy
 
     def sorted(self) -> Outcome:
-        return Outcome(sorted(self.started), sorted(self.refused), sorted(self.offline))
+        return Outcome(*(sorted(ids) for ids in (self.started, self.refused, self.offline, self.busy)))
 
     def to_data(self) -> dict[str, list[str]]:
-        return {"started": self.started, "refused": self.refused, "offline": self.offline}
+        data = {"started": self.started, "refused": self.refused, "offline": self.offline}
+        return {**data, "busy": self.busy} if self.busy else data  # an announcement is never busy
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Outcome:
-        return cls(*([str(d) for d in data.get(k, [])] for k in ("started", "refused", "offline")))
+        kinds = ("started", "refused", "offline", "busy")
+        return cls(*([str(d) for d in data.get(k, [])] for k in kinds))

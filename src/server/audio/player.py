@@ -7,7 +7,9 @@
 * ``Player``: one device's sound. Start offers the lead packets at once (Play
   is heard promptly); Stop removes the sound from the clock, drops what is
   still queued and sends a one-frame fade-out carrying ``is_end``, so the
-  device hears the sound end within one frame. A start may be given its
+  device hears the sound end within one frame. A live sound (a talk,
+  ``live.py``) is pushed as its packets arrive instead; the clock only sees
+  it end. A start may be given its
   timeline origin (an announcement starts every device at one instant) and a
   first packet (a sound resumed after an announcement: its first packet then
   carries ``is_start``); ``cut`` is a stop that says where to resume: the first
@@ -30,6 +32,7 @@ from comms.gen import comms_pb2 as pb
 from server import metrics
 from server.audio.channel import AudioChannel
 from server.audio.library import Clip
+from server.audio.live import LiveFeed, LiveSound
 from server.supervision import HealthCallback, TaskOwner
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,13 @@ class Sound:
             offered += 1
         return offered, late
 
+    def fade_out(self, index: int) -> bytes:
+        """A one-frame fade to silence from packet ``index`` (the last packet of a stopped sound)."""
+        return self.clip.fade_out_packet(index, self.encoding.frame_ms)
+
+    def retire(self) -> None:
+        """Off the player (a clip's sound holds nothing else)."""
+
 
 def count_packets(offered: int, late: int) -> None:
     """Metrics in batches: one counter update per tick, not per packet."""
@@ -103,7 +113,7 @@ class FrameClock:
 
     def __init__(self, lead_s: float) -> None:
         self.lead_s = lead_s
-        self._sounds: set[Sound] = set()
+        self._sounds: set[Sound | LiveSound] = set()
         self._wake = asyncio.Event()
         self._tasks = TaskOwner("frame-clock")
 
@@ -113,11 +123,11 @@ class FrameClock:
     async def close(self) -> None:
         await self._tasks.close()
 
-    def add(self, sound: Sound) -> None:
+    def add(self, sound: Sound | LiveSound) -> None:
         self._sounds.add(sound)
         self._wake.set()
 
-    def discard(self, sound: Sound) -> None:
+    def discard(self, sound: Sound | LiveSound) -> None:
         self._sounds.discard(sound)
 
     def tick(self, now: float) -> None:
@@ -160,7 +170,7 @@ class Player:
         self._clock = clock
         self._on_finished = on_finished
         self._log_fields = log_fields
-        self._sound: Sound | None = None
+        self._sound: Sound | LiveSound | None = None
         self._tasks = TaskOwner("player")  # the state machine hearing that a sound ended
         self.sink: AudioChannel | None = None
         self.frame_ms = FRAME_MS  # what the device's audio stream asked for (its session's choice)
@@ -216,6 +226,20 @@ class Player:
         )
         return True
 
+    def start_live(self, sound_id: int, feed: LiveFeed) -> None:
+        """Play ``feed`` (a talk) from its live edge, each packet pushed as it arrives."""
+        if self._sound is not None:
+            raise RuntimeError("start_live() while a sound is playing: stop it first")
+        sound = LiveSound(self, sound_id, feed)
+        self._sound = sound
+        feed.join(sound)
+        count_packets(sound.push(asyncio.get_running_loop().time()), 0)
+        self._clock.add(sound)
+        metrics.SOUNDS_STARTED.inc()
+        log.info(
+            "sound.start", extra={**self._log_fields, "sound": sound_id, "clip": feed.name, "live": True}
+        )
+
     def cut(self, sound_id: int, reason: str) -> ResumePoint | None:
         """Stop the sound like ``stop``; where to resume it: the first packet the device never got
         (those still queued for its stream are dropped here). None if it is not playing."""
@@ -223,6 +247,8 @@ class Player:
         if sound is None or sound.sound_id != sound_id:
             return None
         undelivered = self.stop(sound_id, reason)
+        if isinstance(sound, LiveSound):
+            return None  # a talk is live: nothing of it comes back later
         return ResumePoint(sound.clip, (sound.position - undelivered) * sound.frame_s)
 
     def stop(self, sound_id: int, reason: str) -> int:
@@ -233,11 +259,12 @@ class Player:
             return 0
         self._sound = None
         self._clock.discard(sound)
+        sound.retire()
         dropped = 0
         if not sound.end_sent:
             if self.sink is not None:
                 dropped = self.sink.discard_pending()
-            fade = sound.clip.fade_out_packet(sound.position - dropped, sound.encoding.frame_ms)
+            fade = sound.fade_out(sound.position - dropped)
             now = asyncio.get_running_loop().time()
             is_start = sound.position - dropped == sound.first  # the device never got its start
             self.offer(now, pb.AudioPacket(is_start=is_start, is_end=True, data=fade))
@@ -253,11 +280,12 @@ class Player:
         )
         return dropped
 
-    def finished(self, sound: Sound) -> None:
+    def finished(self, sound: Sound | LiveSound) -> None:
         """Called by the clock at the sound's real end; the state machine hears of it in a task."""
         if self._sound is not sound:
             return
         self._sound = None
+        sound.retire()
         log.info("sound.finished", extra={**self._log_fields, "sound": sound.sound_id})
         self._tasks.spawn(self._on_finished(sound.sound_id), f"finished-{sound.sound_id}")
 
@@ -265,5 +293,6 @@ class Player:
         """Take the sound off the clock and await the pending callbacks (owner's shutdown)."""
         if self._sound is not None:
             self._clock.discard(self._sound)
+            self._sound.retire()
             self._sound = None
         await self._tasks.close()

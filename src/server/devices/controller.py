@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from auth.identity import Identity
 from server.audio.library import ClipSource
+from server.audio.live import LiveFeed
 from server.audio.player import FrameClock, Player, ResumePoint
-from server.devices.cue import REFUSED, STARTED, Cue
+from server.devices.cue import BUSY, REFUSED, STARTED, Cue
 from server.devices.leds import LedFrame
 from server.devices.live_session import DeviceSession
 from server.devices.state_machine import (
@@ -132,7 +133,10 @@ class DeviceController:
                 changes["playing"] = (effect.mode, time.time(), round(clip.duration, 3))
             elif isinstance(effect, StartAnnouncement):
                 cue = self._cues.pop(effect.announcement)
-                self.player.start(effect.sound_id, cue.clip, t0=cue.t0)
+                if isinstance(cue.clip, LiveFeed):
+                    self.player.start_live(effect.sound_id, cue.clip)
+                else:
+                    self.player.start(effect.sound_id, cue.clip, t0=cue.t0)
                 changes["playing"] = (self.state.mode, time.time(), round(cue.clip.duration, 3))
             elif isinstance(effect, ResumeSound):
                 resume, self._resume = self._resume, None
@@ -151,14 +155,18 @@ class DeviceController:
 
     async def announce(self, cue: Cue, later: list[Callable[[], None]] | None = None) -> str:
         """Play ``cue`` now (call it at the cue's instant): ``STARTED``, or ``REFUSED`` while an
-        announcement of equal or higher priority plays. ``later``: as for ``handle``."""
+        announcement of equal or higher priority plays, ``BUSY`` for a talk while another talk is
+        on air. ``later``: as for ``handle``."""
         self._cues[cue.announcement] = cue
         try:
-            await self.handle(AnnouncementStarts(cue.announcement, cue.priority, cue.resume), later)
+            event = AnnouncementStarts(cue.announcement, cue.priority, cue.resume, cue.talk)
+            await self.handle(event, later)
         finally:
             self._cues.pop(cue.announcement, None)
         on_air = self.state.on_air
-        return STARTED if on_air is not None and on_air.announcement == cue.announcement else REFUSED
+        if on_air is not None and on_air.announcement == cue.announcement:
+            return STARTED
+        return BUSY if cue.talk and on_air is not None and on_air.talk else REFUSED
 
     async def press(self, button: int, kind: int) -> None:
         await self.handle(ButtonPressed(button, kind))

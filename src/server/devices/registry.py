@@ -409,7 +409,7 @@ class DeviceRegistry:
         if controller is None or controller.session is None or controller.session.closed:
             return OFFLINE
         outcome = await controller.announce(cue, later)
-        what = f"announcement {cue.announcement[:12]}: {outcome}"
+        what = f"{'talk' if cue.talk else 'announcement'} {cue.announcement[:12]}: {outcome}"
         later.append(lambda: self.listener.device_event(controller, what))
         return outcome
 

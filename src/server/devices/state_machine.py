@@ -8,7 +8,9 @@ One preempts what the device plays: a mode sound is interrupted (the controller
 remembers where) and resumes from there once the announcement ends, unless the
 announcement says not to; an announcement on air is preempted only by one of a
 higher priority (which then resumes what the first had interrupted); an equal
-or lower one is refused. The device's own buttons still rule: Stop ends the
+or lower one is refused. A talk (a live announcement) is one too, and a device
+in a talk refuses any other talk whatever its priority: one talker per device
+(the caller hears "busy"). The device's own buttons still rule: Stop ends the
 announcement and leaves the device idle, Play plays its mode instead.
 """
 
@@ -53,6 +55,7 @@ class OnAir:
     sound_id: int
     priority: int
     resume: int | None  # the sound it interrupted, resumed once it ends (None: idle afterwards)
+    talk: bool = False  # a live talk (one talker per device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class AnnouncementStarts:
     announcement: str
     priority: int
     resume: bool = True  # resume the interrupted sound afterwards
+    talk: bool = False  # a live talk: refused while another talk is on air, whatever the priorities
 
 
 Event = ButtonPressed | ModeSelected | SoundFinished | ConnectionLost | AnnouncementStarts
@@ -151,7 +155,7 @@ Effect = SetLeds | StartSound | StopSound | InterruptSound | StartAnnouncement |
 
 def announce(state: DeviceState, event: AnnouncementStarts) -> tuple[DeviceState, list[Effect]]:
     on_air = state.on_air
-    if on_air is not None and on_air.priority >= event.priority:
+    if on_air is not None and (on_air.priority >= event.priority or (on_air.talk and event.talk)):
         return state, []
     effects: list[Effect] = []
     resume: int | None = None
@@ -168,7 +172,9 @@ def announce(state: DeviceState, event: AnnouncementStarts) -> tuple[DeviceState
         state,
         playing=sound_id,
         next_sound_id=sound_id + 1,
-        on_air=OnAir(event.announcement, sound_id, event.priority, resume if event.resume else None),
+        on_air=OnAir(
+            event.announcement, sound_id, event.priority, resume if event.resume else None, event.talk
+        ),
     )
     effects.append(StartAnnouncement(sound_id, event.announcement))
     if state.playing is None:

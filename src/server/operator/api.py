@@ -28,6 +28,7 @@ from comms.gen import admin_pb2_grpc as apb_grpc
 from server.access.interceptor import OperatorCall, OperatorPolicy, acting_as
 from server.announce.announcer import Announcer
 from server.announce.schedule import ScheduleStore
+from server.announce.talk import Talks
 from server.audio.tenant_sounds import SoundInfo, SoundRejected, TenantSounds
 from server.devices.commands import DISCONNECT, Command
 from server.devices.state_machine import Button
@@ -41,6 +42,7 @@ from server.operator.enrolments import EnrolmentAdmin
 from server.operator.groups import GroupCalls
 from server.operator.schedules import ScheduleCalls
 from server.operator.sign_in import ConsoleSessions
+from server.operator.talking import TalkCalls
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,9 @@ def sound_proto(info: SoundInfo) -> apb.Sound:
     )
 
 
-class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, ScheduleCalls, apb_grpc.FleetServiceServicer):
+class FleetAdmin(
+    EnrolmentAdmin, ClaimAdmin, GroupCalls, ScheduleCalls, TalkCalls, apb_grpc.FleetServiceServicer
+):
     def __init__(
         self,
         fleet: Fleet,
@@ -97,6 +101,8 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, ScheduleCalls, apb_grpc
         announcer: Announcer,
         schedules: ScheduleStore,
         schedule_cap: int,
+        talks: Talks,
+        talk_max_s: float,
         console: ConsoleSessions | None = None,
         console_url: str = "",
     ) -> None:
@@ -105,6 +111,8 @@ class FleetAdmin(EnrolmentAdmin, ClaimAdmin, GroupCalls, ScheduleCalls, apb_grpc
         self.announcer = announcer
         self.schedules = schedules
         self.schedule_cap = schedule_cap
+        self.talks = talks
+        self.talk_max_s = talk_max_s
         self._audit = audit
         self.calls = OperatorCalls(audit)
         self.sounds = sounds

@@ -72,6 +72,7 @@ LEAST_ROLE = {
     "PauseSchedule": Role.OPERATOR,
     "ResumeSchedule": Role.OPERATOR,
     "DeleteSchedule": Role.OPERATOR,
+    "Talk": Role.OPERATOR,
 }
 METHOD_ROLES = {f"/{SERVICE}/{name}": role for name, role in LEAST_ROLE.items()}
 
@@ -209,6 +210,12 @@ class OperatorCalls:
             await self._write(call.auth, action, grpc.StatusCode.OK, "", call.request_id, note)
         metrics.ADMIN_CALLS.labels(method=action, code="OK").inc()
         return result
+
+    async def cancelled(self, call: OperatorCall, action: str, note: Note) -> None:
+        """A call whose caller went away (a talk's browser closed): audited as CANCELLED."""
+        cancelled = grpc.StatusCode.CANCELLED
+        await self._write(call.auth, action, cancelled, "the caller went away", call.request_id, note)
+        metrics.ADMIN_CALLS.labels(method=action, code=cancelled.name).inc()
 
     async def _unavailable(self, call: OperatorCall, action: str, note: Note) -> None:
         unavailable = grpc.StatusCode.UNAVAILABLE

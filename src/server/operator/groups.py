@@ -179,7 +179,9 @@ class GroupCalls:
         note.parameters["sound"] = choice.label
         return choice
 
-    async def _targets(self, tenant: str, request: apb.AnnounceRequest, note: Note) -> list[str]:
+    async def _targets(
+        self, tenant: str, request: apb.AnnounceRequest | apb.TalkStart, note: Note
+    ) -> list[str]:
         """The ids of the tenant's devices the request names (ever seen; live or not)."""
         if bool(request.selector) == bool(request.device_ids):
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, NO_TARGETS_TEXT)

@@ -207,6 +207,12 @@ class ServerSettings(BaseSettings):
     schedule_max_per_tenant: int = Field(
         100, ge=1, le=10_000, description="Announcement schedules a tenant may keep"
     )
+    talk_max_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="The longest a push-to-talk may last (seconds); then it ends on every device",
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )

@@ -49,6 +49,7 @@ from server.operator.console.live import LIVE_LIMIT_TEXT, LiveStreams
 from server.operator.console.params import BadParameter, whole_number
 from server.operator.console.present import present
 from server.operator.console.schedules import SchedulesPage
+from server.operator.console.talk import TalkSocket
 from server.operator.sign_in import ConsoleSession, ConsoleSessions
 from server.supervision import TaskOwner
 
@@ -126,6 +127,7 @@ class Console:
         EnrolmentPage(self).routes(app)
         AnnouncePage(self).routes(app)
         SchedulesPage(self).routes(app)
+        TalkSocket(self).routes(app)
         app.router.add_static("/static/", HERE / "static", append_version=True)
         return app
 
@@ -236,6 +238,7 @@ class Console:
         return self._page("message.html", status, title=title, message=exc.message, session=session)
 
     error = _error
+    page = _page
 
     # --- sign-in ---------------------------------------------------------------------
 
