@@ -125,3 +125,21 @@ async def test_the_end_of_a_live_sound_finishes_it_and_a_stop_retires_it() -> No
     assert len(channel) == 0  # nothing more reaches the device
     await player.close()
     await clock.close()
+
+
+def test_a_live_talk_shows_as_live_with_its_running_time_not_as_0_of_0_s() -> None:
+    """A talk's sound has no length (0): operators read how long it has run, in words."""
+    import time
+
+    from auth.identity import Identity
+    from server.fleet.device_view import DeviceView
+    from server.operator.console.present import present
+    from server.state.store import DeviceRecord
+
+    started = time.time()
+    talking = DeviceView(DeviceRecord(Identity("acme", "dev-1"), playing=(0, started, 0.0)), online=True)
+    device = talking.to_proto(now=started + 3.2)
+    assert device.playing.length_s == 0 and abs(device.playing.position_s - 3.2) < 1e-3
+    assert present(device)["playing_text"] == "live (push-to-talk): 3 s"
+    playing = DeviceView(DeviceRecord(Identity("acme", "dev-1"), playing=(2, started, 2.0)), online=True)
+    assert present(playing.to_proto(now=started + 3.2))["playing_text"] == "mode 2: 2 of 2 s"  # capped

@@ -114,8 +114,11 @@ class DeviceView:
         )
         if self.online and record.playing is not None:
             mode, started, length = record.playing
+            elapsed = max(0.0, now - started)  # a live talk has no length (0): how long it has run
             device.playing.CopyFrom(
-                apb.Playing(mode=mode, position_s=min(max(0.0, now - started), length), length_s=length)
+                apb.Playing(
+                    mode=mode, position_s=min(elapsed, length) if length else elapsed, length_s=length
+                )
             )
         if record.battery_level is not None:
             device.battery_level = record.battery_level

@@ -47,7 +47,9 @@ def present(device: apb.Device, now: float | None = None) -> dict[str, Any]:
             "position": round(device.playing.position_s, 1),
             "length": round(device.playing.length_s, 1),
             "text": f"mode {device.playing.mode}: {device.playing.position_s:.0f} of "
-            f"{device.playing.length_s:.0f} s",
+            f"{device.playing.length_s:.0f} s"
+            if device.playing.length_s
+            else f"live (push-to-talk): {device.playing.position_s:.0f} s",
         }
     days = device.cert_days_left if device.HasField("cert_days_left") else None
     renewal, renewal_warn = (
