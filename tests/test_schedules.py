@@ -43,6 +43,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 FAST = {"schedule_tick_s": 0.05, "schedule_grace_s": 5.0}
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 FIELDS = "minute hour day-of-month month day-of-week"
+STANDARD = "numbers, *, lists a,b, ranges a-b, steps /n; names in month and day-of-week"
 
 
 def berlin(*fields: int) -> float:
@@ -163,14 +164,47 @@ def test_weekday_mornings_in_berlin_keep_their_local_time_across_the_change() ->
         ("2027-01-01T09:00", "0 9 * * *", "UTC", "give the time as one instant (at) or a cron expression, "
          "not both"),
         ("", "", "UTC", "give the time: one instant (at) or a cron expression"),
+        ("", "R 9 * * *", "UTC", f"the minute field 'R' is not standard cron ({STANDARD})"),
+        ("", "H 9 * * *", "UTC", f"the minute field 'H' is not standard cron ({STANDARD})"),
+        ("", "0 9 L * *", "UTC", f"the day-of-month field 'L' is not standard cron ({STANDARD})"),
+        ("", "0 9 ? * *", "UTC", f"the day-of-month field '?' is not standard cron ({STANDARD})"),
+        ("", "0 9 * * 5#3", "UTC", f"the day-of-week field '5#3' is not standard cron ({STANDARD})"),
+        ("", "0 0 9 * * *", "UTC", f"a cron expression has five fields ({FIELDS}); '0 0 9 * * *' has 6"),
     ],
     ids=["never fires", "bad field", "four fields", "nickname", "past", "not a time", "zone", "both",
-         "neither"],
+         "neither", "random", "hashed", "last day", "question mark", "nth weekday", "six fields"],
 )  # fmt: skip
 def test_bad_timings_are_refused_in_our_words(at: str, cron: str, zone: str, message: str) -> None:
     with pytest.raises(ScheduleError) as info:
         parse_timing(at, cron, zone, datetime(2026, 6, 1, tzinfo=ZoneInfo("UTC")).timestamp())
     assert str(info.value) == message
+
+
+def test_a_cron_with_both_days_runs_on_either_like_cron() -> None:
+    """Day of month and day of week both given: cron's OR rule (the 13th, and every Friday)."""
+    timing = parse_timing("", "0 9 13 * fri", "Europe/Berlin", berlin(2026, 11, 1))
+    assert shown(timing.after(berlin(2026, 11, 1), 5)) == [
+        "2026-11-06T09:00:00+01:00",
+        "2026-11-13T09:00:00+01:00",
+        "2026-11-20T09:00:00+01:00",
+        "2026-11-27T09:00:00+01:00",
+        "2026-12-04T09:00:00+01:00",
+    ]
+    monday_13th = parse_timing("", "0 9 13 * 1", "Europe/Berlin", berlin(2026, 4, 1))
+    assert shown(monday_13th.after(berlin(2026, 4, 1), 3)) == [
+        "2026-04-06T09:00:00+02:00",
+        "2026-04-13T09:00:00+02:00",
+        "2026-04-20T09:00:00+02:00",
+    ]
+
+
+def test_an_at_with_an_offset_is_that_instant_and_one_without_is_local_in_the_zone() -> None:
+    now = berlin(2026, 11, 1)
+    with_offset = parse_timing("2026-12-03T09:00+00:00", "", "Europe/Berlin", now)
+    assert with_offset.at == datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()
+    assert shown([with_offset.at or 0.0]) == ["2026-12-03T10:00:00+01:00"]
+    local = parse_timing("2026-12-03T09:00", "", "Europe/Berlin", now)
+    assert shown([local.at or 0.0]) == ["2026-12-03T09:00:00+01:00"]
 
 
 # --- the calls -----------------------------------------------------------------------------------

@@ -74,3 +74,12 @@ async def test_a_claim_has_exactly_one_winner_and_expires(data: SharedData) -> N
     await asyncio.sleep(0.1)  # the claim's expiry is the behaviour under test
     assert await data.claim("schedule:acme/x@2.0", "node-1", 60)  # expired: takeable again
     assert not await data.claim("schedule:acme/x@1.0", "node-2", 60)  # the first is still held
+
+
+async def test_a_claim_is_released_only_by_its_holder(data: SharedData) -> None:
+    assert await data.claim("schedule:acme/x@3.0", "node-0", 60)
+    await data.release("schedule:acme/x@3.0", "node-1")  # not its holder: still held
+    assert not await data.claim("schedule:acme/x@3.0", "node-1", 60)
+    await data.release("schedule:acme/x@3.0", "node-0")
+    assert await data.claim("schedule:acme/x@3.0", "node-1", 60)  # given back: takeable again
+    await data.release("schedule:acme/x@9.0", "node-0")  # nothing held: nothing happens

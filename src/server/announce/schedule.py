@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -51,6 +52,11 @@ MAX_GAP_MINUTES = 48 * 60  # a clock change never skips more (Samoa skipped one 
 SCAN_STEPS = 10_000  # cron times looked at per question, at most
 CRON_FIELDS = "minute hour day-of-month month day-of-week"
 _ID = re.compile(r"^[0-9a-f]{12}$")
+_FIELD = re.compile(r"^[0-9*,/-]+$")  # standard cron: numbers, *, lists, ranges, steps
+_NAMES = (  # and names in the month and day-of-week fields
+    re.compile(r"JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"),
+    re.compile(r"SUN|MON|TUE|WED|THU|FRI|SAT"),
+)
 
 RAN, MISSED, FAILED = "ran", "missed", "failed"
 
@@ -151,6 +157,14 @@ def check_cron(expression: str, zone: ZoneInfo, now: float) -> str:
         raise ScheduleError(
             f"a cron expression has five fields ({CRON_FIELDS}); {expression!r} has {len(fields)}"
         )
+    for index, text in enumerate(fields):  # croniter's extensions (R: random, H: hashed, L, #, ?) refused
+        plain = _NAMES[index - 3].sub("0", text.upper()) if index >= 3 else text
+        if not _FIELD.fullmatch(plain):
+            name = CRON_FIELDS.split(" ")[index]
+            raise ScheduleError(
+                f"the {name} field {text!r} is not standard cron (numbers, *, lists a,b, ranges a-b, "
+                "steps /n; names in month and day-of-week)"
+            )
     try:
         if not croniter.is_valid(expression):
             raise ScheduleError(f"{expression!r} is not a valid cron expression ({CRON_FIELDS})")
@@ -246,6 +260,18 @@ def runs_log(schedule: Schedule) -> str:
     return f"schedule-runs:{schedule.key}"
 
 
+def _claim_key(schedule: Schedule, occurrence: float) -> str:
+    return f"schedule:{schedule.key}@{occurrence!r}"
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def valid_id(text: str) -> bool:
     return bool(_ID.fullmatch(text))
 
@@ -293,11 +319,17 @@ class ScheduleStore:
         return changed
 
     async def cursors(self) -> dict[str, float]:
-        return {key: float(value) for key, value in (await self._data.entries(CURSORS)).items()}
+        """Every schedule's cursor; one that is not a number (written by hand, say) is as good as
+        absent (the schedule's own start counts) and stops no other."""
+        return {
+            key: number
+            for key, value in (await self._data.entries(CURSORS)).items()
+            if (number := _number(value)) is not None
+        }
 
     async def cursor(self, schedule: Schedule) -> float:
         raw = await self._data.get_entry(CURSORS, schedule.key)
-        return float(raw) if raw is not None else 0.0
+        return (_number(raw) or 0.0) if raw is not None else 0.0
 
     async def advance(self, schedule: Schedule, occurrence: float) -> None:
         """Occurrences up to ``occurrence`` are handled (by this node or another): never moved back."""
@@ -306,7 +338,11 @@ class ScheduleStore:
 
     async def claim(self, schedule: Schedule, occurrence: float, node: str, ttl_s: float) -> bool:
         """The one right to run (or record the miss of) this occurrence, across every node."""
-        return await self._data.claim(f"schedule:{schedule.key}@{occurrence!r}", node, ttl_s)
+        return await self._data.claim(_claim_key(schedule, occurrence), node, ttl_s)
+
+    async def release(self, schedule: Schedule, occurrence: float, node: str) -> None:
+        """Give the occurrence back (its run did not start): another node may take it."""
+        await self._data.release(_claim_key(schedule, occurrence), node)
 
     async def record(self, schedule: Schedule, run: Run) -> None:
         await self._data.append(runs_log(schedule), run.encode(), RECENT_RUNS, RUNS_MAX_AGE_S)

@@ -60,6 +60,9 @@ class SharedData(Protocol):
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         """Take ``key`` for ``ttl_s`` if nobody holds it, atomically: True for the one caller that did."""
 
+    async def release(self, key: str, holder: str) -> None:
+        """Give ``key`` back if ``holder`` still holds it (a claim whose work did not start), atomically."""
+
 
 class MemoryData:
     """For tests and the memory backend: nothing survives the process."""
@@ -69,7 +72,7 @@ class MemoryData:
         self._tables: dict[str, dict[str, str]] = {}
         self._logs: dict[str, deque[tuple[int, float, str]]] = {}
         self._ids = itertools.count(1)
-        self._claims: dict[str, float] = {}  # key: until (unix time)
+        self._claims: dict[str, tuple[str, float]] = {}  # key: (holder, until unix time)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         self._blobs[key] = data
@@ -109,12 +112,16 @@ class MemoryData:
 
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         now = time.time()
-        for old in [k for k, until in self._claims.items() if until <= now]:
+        for old in [k for k, (_, until) in self._claims.items() if until <= now]:
             del self._claims[old]
         if key in self._claims:
             return False
-        self._claims[key] = now + ttl_s
+        self._claims[key] = (holder, now + ttl_s)
         return True
+
+    async def release(self, key: str, holder: str) -> None:
+        if self._claims.get(key, ("", 0.0))[0] == holder:
+            del self._claims[key]
 
 
 _SQLITE_SCHEMA = (
@@ -231,12 +238,26 @@ class SqliteData:
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         return await self._store.run(self._claim, key, holder, ttl_s)
 
+    def _release(self, key: str, holder: str) -> None:
+        db = self._db
+        with write_transaction(db):
+            db.execute("DELETE FROM claims WHERE key = ? AND holder = ?", (key, holder))
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._store.run(self._release, key, holder)
+
 
 # KEYS[1] = table hash, ARGV[1] = key: the value, deleted in the same step (nil when absent).
 _TAKE = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return value
+"""
+
+# KEYS[1] = claim key, ARGV[1] = holder: deleted only while that holder has it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -248,6 +269,7 @@ class RedisData:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._take = client.register_script(_TAKE)
+        self._release = client.register_script(_RELEASE)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         await self._redis.set(f"{KEY_PREFIX}blob:{key}", base64.b64encode(data).decode())
@@ -294,6 +316,9 @@ class RedisData:
             f"{KEY_PREFIX}claim:{key}", holder, nx=True, px=max(1, int(ttl_s * 1000))
         )
         return bool(taken)
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._release(keys=[f"{KEY_PREFIX}claim:{key}"], args=[holder])
 
 
 class GuardedData:
@@ -354,3 +379,7 @@ class GuardedData:
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         async with self._mapped("claim"):
             return await self._backend.claim(key, holder, ttl_s)
+
+    async def release(self, key: str, holder: str) -> None:
+        async with self._mapped("release"):
+            await self._backend.release(key, holder)
