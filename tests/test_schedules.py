@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -27,8 +29,25 @@ from pydantic import ValidationError
 from auth.operators import Role
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
-from server.announce.schedule import ScheduleError, Timing, parse_timing
+from server.announce import schedule as schedule_module
+from server.announce.plan import Announcement, Outcome
+from server.announce.schedule import (
+    MISSED,
+    RAN,
+    Run,
+    Schedule,
+    ScheduleError,
+    ScheduleStore,
+    Timing,
+    new_schedule,
+    parse_timing,
+)
+from server.announce.scheduler import Scheduler
 from server.app import AudioServer
+from server.audio.tenant_sounds import SoundChoice
+from server.errors import StoreUnavailable
+from server.operator.console.schedules import present_schedule
+from server.state.shared_data import GuardedData, MemoryData, SharedData
 from tests.conftest import Admin, Connect, ServerFactory, make_settings
 from tests.helpers import EphemeralPki, wait_for
 from tests.redis_server import RedisServer
@@ -529,3 +548,250 @@ def test_a_grace_shorter_than_two_ticks_is_refused_at_start(pki: EphemeralPki, t
     with pytest.raises(ValidationError) as info:
         make_settings(pki, tmp_path, schedule_tick_s=10.0, schedule_grace_s=5.0)
     assert "schedule_grace_s must be at least twice schedule_tick_s" in str(info.value)
+
+
+# --- the runner alone, its faults (a store that fails on demand, fakes around it) -----------------
+
+
+class FlakyData(MemoryData):
+    """A memory store whose chosen operations fail like a Redis outage (``down``: op names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+
+    def _check(self, op: str) -> None:
+        if op in self.down or "all" in self.down:
+            raise OSError("connection refused")
+
+    async def entries(self, table: str) -> dict[str, str]:
+        self._check("entries")
+        return await super().entries(table)
+
+    async def get_entry(self, table: str, key: str) -> str | None:
+        self._check(f"get_entry:{table}")
+        return await super().get_entry(table, key)
+
+    async def set_entry(self, table: str, key: str, value: str | None) -> None:
+        self._check("set_entry")
+        await super().set_entry(table, key, value)
+
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        self._check("claim")
+        return await super().claim(key, holder, ttl_s)
+
+
+class FakeAnnouncer:
+    lead_s = 0.05
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def announce(self, tenant: str, devices: list[str], sound: SoundChoice, priority: int, resume: bool
+                       ) -> tuple[Announcement, Outcome]:  # fmt: skip
+        self.started.append(tenant)
+        return Announcement(f"a{len(self.started)}", tenant, sound, time.time()), Outcome(started=devices)
+
+
+class FakeSounds:
+    def __init__(self) -> None:
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.asked = asyncio.Event()
+
+    async def choose(self, tenant: str, mode: int | None, name: str) -> SoundChoice:
+        self.asked.set()
+        await self.hold.wait()
+        return SoundChoice(tenant, mode or 0, label="mode 0 (built-in)")
+
+
+class FakeFleet:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    async def devices(self, tenant: str, keep: Any) -> list[Any]:
+        return []
+
+
+class FakeLabels:
+    async def of_tenant(self, tenant: str) -> dict[str, Any]:
+        return {}
+
+
+def runner(
+    data: SharedData,
+    node: str = "node-a",
+    announcer: FakeAnnouncer | None = None,
+    sounds: FakeSounds | None = None,
+    grace_s: float = 5.0,
+) -> tuple[Scheduler, list[Run]]:
+    reported: list[Run] = []
+
+    async def report(schedule: Schedule, run: Run) -> None:
+        reported.append(run)
+
+    scheduler = Scheduler(
+        ScheduleStore(GuardedData(data)),
+        cast(Any, FakeFleet(node)),
+        cast(Any, FakeLabels()),
+        cast(Any, sounds or FakeSounds()),
+        cast(Any, announcer or FakeAnnouncer()),
+        report,
+        0.02,
+        grace_s,
+    )
+    return scheduler, reported
+
+
+async def one_shot(data: SharedData, in_s: float, tenant: str = "acme") -> Schedule:
+    at = time.time() + in_s
+    schedule = new_schedule(
+        tenant, selector="all", mode=0, sound_name="", sound_label="mode 0", timing=Timing("UTC", at=at)
+    )
+    schedule = replace(schedule, since=min(schedule.since, at - 1))  # created a moment before it
+    await ScheduleStore(GuardedData(data)).put(schedule)
+    return schedule
+
+
+async def test_the_loop_logs_a_store_outage_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    data = FlakyData()
+    scheduler, _ = runner(data)
+    data.down.add("all")
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        await wait_for(lambda: any(r.message == "schedule.store_unavailable" and r.levelno == logging.WARNING
+                                   for r in caplog.records))  # fmt: skip
+        assert scheduler.ticks == 0 and not loop.done()
+        data.down.clear()
+        await wait_for(lambda: scheduler.ticks >= 2)  # the same loop, going on once the store is back
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await scheduler.close()
+
+
+async def test_a_run_whose_store_fails_before_its_start_is_tried_again_within_the_grace() -> None:
+    data, announcer = FlakyData(), FakeAnnouncer()
+    scheduler, reported = runner(data, announcer=announcer)
+    await one_shot(data, 0.0)
+    data.down.add("get_entry:schedules")  # the scan reads whole tables; the run's own read fails
+    with pytest.raises(StoreUnavailable):  # (moving the cursor too: run() logs it and goes on)
+        await scheduler.tick()  # claimed: this node's to run
+    await asyncio.sleep(0.1)  # a few of the run's tries fail (what the test is about)
+    assert not announcer.started and not reported
+    data.down.clear()
+    await wait_for(lambda: reported)
+    assert [r.result for r in reported] == [RAN] and announcer.started == ["acme"]
+    await scheduler.tick()
+    await scheduler.close()
+    assert len(announcer.started) == 1
+
+
+async def test_a_run_the_store_keeps_from_starting_past_the_grace_is_missed_not_played() -> None:
+    data, announcer = FlakyData(), FakeAnnouncer()
+    scheduler, reported = runner(data, announcer=announcer, grace_s=0.2)
+    await one_shot(data, 0.0)
+    data.down.add("get_entry:schedules")
+    with pytest.raises(StoreUnavailable):
+        await scheduler.tick()
+    await wait_for(lambda: reported)
+    data.down.clear()
+    assert [(r.result, r.missed) for r in reported] == [(MISSED, 1)] and not announcer.started
+    await scheduler.close()
+
+
+async def test_a_run_stopped_before_its_start_gives_its_claim_to_another_node() -> None:
+    data = FlakyData()
+    held = FakeSounds()
+    held.hold.clear()  # node a's run waits in its preparation
+    a, a_reported = runner(data, "node-a", sounds=held)
+    b_announcer = FakeAnnouncer()
+    b, b_reported = runner(data, "node-b", announcer=b_announcer)
+    await one_shot(data, 0.0)
+    await a.tick()
+    await asyncio.wait_for(held.asked.wait(), 5)
+    await b.tick()  # a holds the claim: b moves on
+    assert not b_announcer.started
+    await a.close()  # a stops before the start: the claim goes back
+    await b.tick()
+    await wait_for(lambda: b_reported)
+    assert [r.result for r in b_reported] == [RAN] and b_announcer.started == ["acme"] and not a_reported
+    await b.close()
+
+
+async def test_a_corrupt_cursor_stops_no_schedule() -> None:
+    data, announcer = FlakyData(), FakeAnnouncer()
+    scheduler, reported = runner(data, announcer=announcer)
+    schedule = await one_shot(data, 0.0)
+    await data.set_entry("schedule-cursor", schedule.key, "not a number")
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    assert [r.result for r in reported] == [RAN]
+    await scheduler.close()
+
+
+async def test_a_scan_computes_only_the_schedules_that_changed_or_fell_due(monkeypatch: pytest.MonkeyPatch
+                                                                          ) -> None:  # fmt: skip
+    data = FlakyData()
+    scheduler, _ = runner(data)
+    store = ScheduleStore(GuardedData(data))
+    for tenant in range(10):
+        for _ in range(10):
+            timing = parse_timing("", "0 9 * * 1-5", "Europe/Berlin", time.time())
+            await store.put(new_schedule(f"t{tenant}", selector="all", mode=0, sound_name="",
+                                         sound_label="mode 0", timing=timing))  # fmt: skip
+    calls = 0
+    real = schedule_module.cron_after
+
+    def counted(*args: Any) -> list[float]:
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    monkeypatch.setattr(schedule_module, "cron_after", counted)
+    await scheduler.tick()
+    first = calls
+    assert first >= 100
+    await scheduler.tick()
+    await scheduler.tick()
+    assert calls == first  # nothing changed, nothing due: no cron computed again
+    changed = (await store.of_tenant("t0"))[0]
+    await store.set_paused(await store.set_paused(changed, True), False)  # resumed: its start moved
+    await scheduler.tick()
+    assert 0 < calls - first <= 2
+    await scheduler.close()
+
+
+async def test_missed_occurrences_claimed_before_the_store_failed_are_still_recorded() -> None:
+    data = FlakyData()
+    scheduler, reported = runner(data, grace_s=0.1)
+    store = ScheduleStore(GuardedData(data))
+    timing = Timing("UTC", cron="* * * * *")
+    schedule = new_schedule(
+        "acme", selector="all", mode=0, sound_name="", sound_label="mode 0", timing=timing
+    )
+    schedule = replace(schedule, since=time.time() - 600)  # ten minutes of occurrences missed
+    await store.put(schedule)
+    taken = 0
+    real = data.claim
+
+    async def claim(key: str, holder: str, ttl_s: float) -> bool:
+        nonlocal taken
+        taken += 1
+        if taken > 3:
+            raise OSError("connection refused")
+        return await real(key, holder, ttl_s)
+
+    data.claim = claim  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await scheduler.tick()
+    assert [(r.result, r.missed) for r in reported] == [(MISSED, 3)]
+    await scheduler.close()
+
+
+def test_the_page_shows_a_schedule_whose_zone_this_node_lacks_in_utc() -> None:
+    gone = apb.Schedule(id="0123456789ab", time_zone="Gone/Nowhere", cron="0 9 * * *",
+                        next_runs_unix=[datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()],
+                        recent_runs=[apb.ScheduleRun(occurrence_unix=0.0, result="ran")])  # fmt: skip
+    shown = present_schedule(gone)
+    assert shown["next"] == ["2026-12-03 09:00 UTC"] and shown["runs"][0]["due"] == "1970-01-01 00:00 UTC"

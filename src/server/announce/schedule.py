@@ -341,8 +341,13 @@ class ScheduleStore:
         return await self._data.claim(_claim_key(schedule, occurrence), node, ttl_s)
 
     async def release(self, schedule: Schedule, occurrence: float, node: str) -> None:
-        """Give the occurrence back (its run did not start): another node may take it."""
+        """Give the occurrence back (its run did not start): the claim freed and the cursor moved
+        back to just before it, so another node takes it at its next scan. The occurrences between
+        are looked at again; they are claimed (by whoever had them), so none runs twice."""
         await self._data.release(_claim_key(schedule, occurrence), node)
+        before = math.nextafter(occurrence, -math.inf)
+        if await self.cursor(schedule) > before and await self.get(schedule.tenant, schedule.id):
+            await self._data.set_entry(CURSORS, schedule.key, repr(before))
 
     async def record(self, schedule: Schedule, run: Run) -> None:
         await self._data.append(runs_log(schedule), run.encode(), RECENT_RUNS, RUNS_MAX_AGE_S)

@@ -17,23 +17,44 @@ that claims it records it as missed (one record for the occurrences one scan
 found missed). A run's result (targeted/started/offline/refused) and each miss
 go into the schedule's recent runs and, through ``report``, the audit log.
 
-A claim outlives its occurrence by far (``grace_s`` plus a day), so no node
-that still sees the occurrence as due can take it again. A node that dies
-between winning a claim and starting the announcement loses that occurrence
-(it is claimed, so nobody else runs it): at most once, never twice.
+Faults, between the claim and the start:
+
+* the store fails while the run is being prepared (reading the schedule, the
+  sound, the devices): the node holding the claim tries again every tick until
+  the grace is over (no other node can run it meanwhile: it is claimed), then
+  records it missed. Nothing is played later than the grace;
+* the node stops (or the run is cancelled) before the announcement started: it
+  gives the claim back (best effort, one second), so another node takes the
+  occurrence at its next tick if it is still within the grace;
+* the node dies without a word between the claim and the start: the claim
+  stays and that occurrence is lost (at most once, never twice). Once the
+  announcement was handed to the announcer the claim is never given back, so an
+  announcement that started is never started again.
+
+A claim outlives its occurrence's grace by an hour (``CLAIM_EXTRA_S``), so no
+node can win it again while the occurrence could still be played; by then the
+cursor is past it. Claims thus number about (grace + an hour) / period per
+schedule, at most.
+
+Work per scan is bounded: a schedule whose next occurrence is known and not due
+costs a comparison (``_next``, rebuilt from the stored schedules on each scan);
+a long outage's occurrences are worked off ``MAX_SCAN`` per schedule and scan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from comms.log_sampling import SampledLog
 from server.announce.announcer import Announcer
 from server.announce.schedule import FAILED, MISSED, RAN, Run, Schedule, ScheduleStore
-from server.audio.tenant_sounds import SoundRejected, TenantSounds
+from server.audio.tenant_sounds import SoundChoice, SoundRejected, TenantSounds
 from server.errors import StoreUnavailable, describe
 from server.fleet.labels import BadLabel, DeviceLabels, parse_selector
 from server.fleet.node import Fleet
@@ -41,9 +62,21 @@ from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 _scan_failures = SampledLog()  # a broken schedule fails every tick: a few lines, not one a second
+_outages = SampledLog()  # the store down: every tick fails alike
 
-CLAIM_EXTRA_S = 86_400.0  # a claim is held this long past the grace
+CLAIM_EXTRA_S = 3600.0  # a claim is held this long past the grace (more than the lead plus a tick)
 MAX_SCAN = 1000  # occurrences one scan of a schedule looks at (a long outage is worked off over ticks)
+RELEASE_TIMEOUT_S = 1.0  # giving a claim back on the way out: no longer
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A run ready to start: the schedule as it is now, its sound and its targets."""
+
+    schedule: Schedule
+    choice: SoundChoice
+    devices: list[str]
+
 
 Report = Callable[[Schedule, Run], Awaitable[None]]
 
@@ -69,7 +102,9 @@ class Scheduler:
         self.tick_s = tick_s
         self.grace_s = grace_s
         self._runs = TaskOwner("schedule-runs")
+        self._next: dict[str, tuple[Schedule, float, float]] = {}  # key: (schedule, since, next occurrence)
         self.ticks = 0  # scans done (tests wait on it)
+        self.computed = 0  # schedules whose occurrences a scan computed (tests: the rest were known)
 
     @property
     def node(self) -> str:
@@ -83,14 +118,17 @@ class Scheduler:
         while True:
             try:
                 await self.tick()
-            except StoreUnavailable:  # the store probe reports the outage; due runs wait for the grace
-                log.debug("schedule.store_unavailable")
+            except StoreUnavailable:  # due runs wait for the store, up to the grace; then they are missed
+                held_back = _outages.admit("tick")
+                if held_back is not None:
+                    log.warning("schedule.store_unavailable", extra={"suppressed": held_back})
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
         now = time.time()
         schedules = await self.store.all()
         cursors = await self.store.cursors()
+        self._next = {s.key: self._next[s.key] for s in schedules if s.key in self._next}
         for schedule in schedules:
             if schedule.paused:
                 continue
@@ -108,37 +146,89 @@ class Scheduler:
         self.ticks += 1
 
     async def _handle(self, schedule: Schedule, since: float, now: float) -> None:
-        due = schedule.timing.after(since, MAX_SCAN, until=now + self._announcer.lead_s)
+        horizon = now + self._announcer.lead_s
+        known = self._next.get(schedule.key)
+        if known is not None and known[0] == schedule and known[1] == since and known[2] > horizon:
+            return  # nothing due yet, as the last scan found: no cron to compute
+        self.computed += 1
+        due = schedule.timing.after(since, MAX_SCAN, until=horizon)
         if not due:
+            following = schedule.timing.after(since, 1)
+            self._next[schedule.key] = (schedule, since, following[0] if following else math.inf)
             return
+        self._next.pop(schedule.key, None)
         ttl = self.grace_s + CLAIM_EXTRA_S
         missed = [t for t in due if now - t > self.grace_s]
-        won = [t for t in missed if await self.store.claim(schedule, t, self.node, ttl)]
-        if won:
-            run = Run(won[-1], MISSED, self.node, missed=len(won), message=self._missed_text(won))
-            log.warning(
-                "schedule.missed",
-                extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": len(won)},
-            )
-            await self._finish(schedule, run)
+        won: list[float] = []
+        try:
+            for occurrence in missed:
+                if await self.store.claim(schedule, occurrence, self.node, ttl):
+                    won.append(occurrence)
+        finally:  # the store failing midway: what was won is still recorded (its claims are taken)
+            if won:
+                await self._missed(schedule, won)
         for occurrence in due[len(missed) :]:
             if await self.store.claim(schedule, occurrence, self.node, ttl):
                 self._runs.spawn(self._perform(schedule, occurrence), f"run:{schedule.id}")
         await self.store.advance(schedule, due[-1])
+
+    async def _missed(self, schedule: Schedule, won: list[float]) -> None:
+        run = Run(won[-1], MISSED, self.node, missed=len(won), message=self._missed_text(won))
+        log.warning(
+            "schedule.missed",
+            extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": len(won)},
+        )
+        await self._finish(schedule, run)
 
     def _missed_text(self, won: list[float]) -> str:
         many = f"{len(won)} occurrences" if len(won) > 1 else "the occurrence"
         return f"{many} could not start within the grace of {self.grace_s:g} s"
 
     async def _perform(self, schedule: Schedule, occurrence: float) -> None:
+        handed = False  # the announcer has it: from here on the claim is never given back
         try:
-            run = await self._announce(schedule, occurrence)
+            prepared = await self._prepare_within_grace(schedule, occurrence)
+            if isinstance(prepared, Run):
+                run = prepared
+            else:
+                handed = True
+                run = await self._start(prepared, occurrence)
+        except asyncio.CancelledError:
+            if not handed:  # stopping before the start: another node may still run it in time
+                await self._give_back(schedule, occurrence)
+            raise
         except Exception as exc:
             log.exception("schedule.run_failed", extra={"schedule": schedule.id, "tenant": schedule.tenant})
             run = Run(occurrence, FAILED, self.node, message=f"the run failed: {describe(exc)}"[:200])
         await self._finish(schedule, run)
 
-    async def _announce(self, schedule: Schedule, occurrence: float) -> Run:
+    async def _give_back(self, schedule: Schedule, occurrence: float) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                await self.store.release(schedule, occurrence, self.node)
+                log.info("schedule.claim_released", extra={"schedule": schedule.id, "occurrence": occurrence})
+
+    async def _prepare_within_grace(self, schedule: Schedule, occurrence: float) -> _Prepared | Run:
+        """The run ready to start, or its result without a start: the store failing is tried again
+        each tick while the grace lasts (this node holds the claim), then the occurrence is missed."""
+        while True:
+            try:
+                prepared = await self._prepare(schedule, occurrence)
+            except StoreUnavailable:
+                prepared = None
+            if isinstance(prepared, Run):
+                return prepared
+            if time.time() - occurrence > self.grace_s:  # never played late
+                log.warning(
+                    "schedule.missed",
+                    extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": 1},
+                )
+                return Run(occurrence, MISSED, self.node, missed=1, message=self._missed_text([occurrence]))
+            if prepared is not None:
+                return prepared
+            await asyncio.sleep(self.tick_s)
+
+    async def _prepare(self, schedule: Schedule, occurrence: float) -> _Prepared | Run:
         current = await self.store.get(schedule.tenant, schedule.id)
         if current is None or current.paused:  # deleted or paused since the scan: nothing to do
             return Run(occurrence, FAILED, self.node, message="paused or deleted before the run")
@@ -153,15 +243,19 @@ class Scheduler:
         devices = [
             v.identity.device_id for v in views if selector.matches(known.get(v.identity.device_id, {}))
         ]
+        return _Prepared(current, choice, devices)
+
+    async def _start(self, prepared: _Prepared, occurrence: float) -> Run:
+        current = prepared.schedule
         announcement, outcome = await self._announcer.announce(
-            tenant, devices, choice, current.priority, current.resume
+            current.tenant, prepared.devices, prepared.choice, current.priority, current.resume
         )
         return Run(
             occurrence,
             RAN,
             self.node,
             announcement=announcement.id,
-            targeted=len(devices),
+            targeted=len(prepared.devices),
             started=len(outcome.started),
             offline=len(outcome.offline),
             refused=len(outcome.refused),
