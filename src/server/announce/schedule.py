@@ -102,11 +102,18 @@ class Timing:
 
     def after(self, since: float, count: int, until: float | None = None) -> list[float]:
         """Up to ``count`` occurrences strictly after ``since`` (and at most ``until``), in order."""
+        return self.due(since, count, until)[0]
+
+    def due(self, since: float, count: int, until: float | None) -> tuple[list[float], float | None]:
+        """``after``'s occurrences, and the first one after ``until`` when one was seen on the way
+        (one computation: the scan's question)."""
         if self.at is not None:
             found = [self.at] if self.at > since else []
         else:
             found = cron_after(self.cron, zone_of(self.zone), since, count, until)
-        return [t for t in found if until is None or t <= until][:count]
+        within = [t for t in found if until is None or t <= until][:count]
+        beyond = [t for t in found if until is not None and t > until]
+        return within, beyond[0] if beyond else None
 
 
 def cron_after(expression: str, zone: ZoneInfo, since: float, count: int, until: float | None) -> list[float]:
@@ -281,12 +288,16 @@ class ScheduleStore:
 
     def __init__(self, data: SharedData) -> None:
         self._data = data
+        self._decoded: dict[str, Schedule] = {}  # stored text: its schedule (the last read's, no more)
 
     async def all(self) -> list[Schedule]:
         found = []
+        decoded, self._decoded = self._decoded, {}
         for key, raw in (await self._data.entries(TABLE)).items():
             try:
-                found.append(Schedule.decode(raw))
+                schedule = decoded.get(raw) or Schedule.decode(raw)
+                self._decoded[raw] = schedule
+                found.append(schedule)
             except (ValueError, KeyError, TypeError) as exc:  # written by a newer or broken version
                 held_back = _unreadable.admit(key)
                 if held_back is not None:

@@ -151,10 +151,11 @@ class Scheduler:
         if known is not None and known[0] == schedule and known[1] == since and known[2] > horizon:
             return  # nothing due yet, as the last scan found: no cron to compute
         self.computed += 1
-        due = schedule.timing.after(since, MAX_SCAN, until=horizon)
+        due, following = schedule.timing.due(since, MAX_SCAN, until=horizon)
         if not due:
-            following = schedule.timing.after(since, 1)
-            self._next[schedule.key] = (schedule, since, following[0] if following else math.inf)
+            if following is None:  # none seen past the horizon: ask once more how far the next is
+                following = next(iter(schedule.timing.after(since, 1)), math.inf)
+            self._next[schedule.key] = (schedule, since, following)
             return
         self._next.pop(schedule.key, None)
         ttl = self.grace_s + CLAIM_EXTRA_S
