@@ -795,3 +795,18 @@ def test_the_page_shows_a_schedule_whose_zone_this_node_lacks_in_utc() -> None:
                         recent_runs=[apb.ScheduleRun(occurrence_unix=0.0, result="ran")])  # fmt: skip
     shown = present_schedule(gone)
     assert shown["next"] == ["2026-12-03 09:00 UTC"] and shown["runs"][0]["due"] == "1970-01-01 00:00 UTC"
+
+
+async def test_a_deleted_schedule_leaves_no_runs_behind() -> None:
+    data = FlakyData()
+    scheduler, reported = runner(data)
+    schedule = await one_shot(data, 0.0)
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    log = f"schedule-runs:{schedule.key}"
+    assert len(await data.recent(log, 10, None)) == 1
+    await scheduler.store.delete(schedule)
+    assert await data.recent(log, 10, None) == []
+    await scheduler.store.record(schedule, reported[0])  # a run ending after the delete
+    assert await data.recent(log, 10, None) == []
+    await scheduler.close()

@@ -83,3 +83,12 @@ async def test_a_claim_is_released_only_by_its_holder(data: SharedData) -> None:
     await data.release("schedule:acme/x@3.0", "node-0")
     assert await data.claim("schedule:acme/x@3.0", "node-1", 60)  # given back: takeable again
     await data.release("schedule:acme/x@9.0", "node-0")  # nothing held: nothing happens
+
+
+async def test_a_dropped_log_is_empty_and_others_stay(data: SharedData) -> None:
+    await data.append("schedule-runs:acme/a", "r1", keep=5, max_age_s=3600)
+    await data.append("schedule-runs:acme/b", "r2", keep=5, max_age_s=3600)
+    await data.drop_log("schedule-runs:acme/a")
+    assert await data.recent("schedule-runs:acme/a", 10, None) == []
+    assert [e for _, e in await data.recent("schedule-runs:acme/b", 10, None)] == ["r2"]
+    await data.drop_log("schedule-runs:nobody")  # nothing there: nothing happens

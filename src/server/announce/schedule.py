@@ -323,6 +323,7 @@ class ScheduleStore:
     async def delete(self, schedule: Schedule) -> None:
         await self._data.set_entry(TABLE, schedule.key, None)
         await self._data.set_entry(CURSORS, schedule.key, None)
+        await self._data.drop_log(runs_log(schedule))  # else kept for ever: nothing trims it again
 
     async def set_paused(self, schedule: Schedule, paused: bool) -> Schedule:
         changed = replace(schedule, paused=paused, since=schedule.since if paused else time.time())
@@ -361,7 +362,10 @@ class ScheduleStore:
             await self._data.set_entry(CURSORS, schedule.key, repr(before))
 
     async def record(self, schedule: Schedule, run: Run) -> None:
-        await self._data.append(runs_log(schedule), run.encode(), RECENT_RUNS, RUNS_MAX_AGE_S)
+        """Into the schedule's recent runs, while it exists (a run that ends after the delete
+        leaves nothing behind; its audit event still says what happened)."""
+        if await self.get(schedule.tenant, schedule.id) is not None:
+            await self._data.append(runs_log(schedule), run.encode(), RECENT_RUNS, RUNS_MAX_AGE_S)
 
     async def runs(self, schedule: Schedule, limit: int = RECENT_RUNS) -> list[Run]:
         return [Run.decode(raw) for _, raw in await self._data.recent(runs_log(schedule), limit, None)]

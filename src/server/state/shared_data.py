@@ -57,6 +57,9 @@ class SharedData(Protocol):
     async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
         """Up to ``limit`` (id, entry), newest first, older than the id ``before`` if given."""
 
+    async def drop_log(self, log: str) -> None:
+        """Every entry of ``log`` gone (what it logged was deleted)."""
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         """Take ``key`` for ``ttl_s`` if nobody holds it, atomically: True for the one caller that did."""
 
@@ -110,6 +113,9 @@ class MemoryData:
         rows = [r for r in reversed(self._logs.get(log, ())) if bound is None or r[0] < bound]
         return [(str(entry_id), entry) for entry_id, _, entry in rows[:limit]]
 
+    async def drop_log(self, log: str) -> None:
+        self._logs.pop(log, None)
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         now = time.time()
         for old in [k for k, (_, until) in self._claims.items() if until <= now]:
@@ -132,6 +138,7 @@ _SQLITE_SCHEMA = (
     "at REAL NOT NULL, entry TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS logs_by_log ON logs (log, id)",
     "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS claims_by_until ON claims (until)",  # each claim drops the expired
 )
 
 
@@ -224,6 +231,14 @@ class SqliteData:
         )
         return [(str(i), str(e)) for i, e in rows]
 
+    def _drop_log(self, log: str) -> None:
+        db = self._db
+        with write_transaction(db):
+            db.execute("DELETE FROM logs WHERE log = ?", (log,))
+
+    async def drop_log(self, log: str) -> None:
+        await self._store.run(self._drop_log, log)
+
     def _claim(self, key: str, holder: str, ttl_s: float) -> bool:
         now = time.time()
         db = self._db
@@ -311,6 +326,9 @@ class RedisData:
         rows = await self._redis.xrevrange(f"{KEY_PREFIX}log:{log}", max=top, min="-", count=limit)
         return [(str(entry_id), str((fields or {}).get("e", ""))) for entry_id, fields in rows or []]
 
+    async def drop_log(self, log: str) -> None:
+        await self._redis.delete(f"{KEY_PREFIX}log:{log}")
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         taken = await self._redis.set(
             f"{KEY_PREFIX}claim:{key}", holder, nx=True, px=max(1, int(ttl_s * 1000))
@@ -375,6 +393,10 @@ class GuardedData:
     async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
         async with self._mapped("recent"):
             return await self._backend.recent(log, limit, before)
+
+    async def drop_log(self, log: str) -> None:
+        async with self._mapped("drop_log"):
+            await self._backend.drop_log(log)
 
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         async with self._mapped("claim"):
