@@ -26,6 +26,7 @@ import grpc
 import pytest
 from pydantic import ValidationError
 
+from admin import schedules as admin_schedules
 from auth.operators import Role
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
@@ -810,3 +811,9 @@ async def test_a_deleted_schedule_leaves_no_runs_behind() -> None:
     await scheduler.store.record(schedule, reported[0])  # a run ending after the delete
     assert await data.recent(log, 10, None) == []
     await scheduler.close()
+
+
+def test_the_cli_shows_a_zone_its_machine_lacks_in_utc() -> None:
+    nine = datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()
+    assert admin_schedules.local(nine, "Gone/Nowhere") == "2026-12-03 09:00 UTC"
+    assert admin_schedules.local(nine, "Europe/Berlin", seconds=True) == "2026-12-03 10:00:00 CET"
