@@ -817,3 +817,18 @@ def test_the_cli_shows_a_zone_its_machine_lacks_in_utc() -> None:
     nine = datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()
     assert admin_schedules.local(nine, "Gone/Nowhere") == "2026-12-03 09:00 UTC"
     assert admin_schedules.local(nine, "Europe/Berlin", seconds=True) == "2026-12-03 10:00:00 CET"
+
+
+async def test_a_closed_runner_claims_nothing_and_leaves_the_occurrence_to_another_node() -> None:
+    """The server stops the runner before its loop (the loop may still tick meanwhile)."""
+    data = FlakyData()
+    a, a_reported = runner(data, "node-a")
+    b_announcer = FakeAnnouncer()
+    b, b_reported = runner(data, "node-b", announcer=b_announcer)
+    await one_shot(data, 0.0)
+    await a.close()
+    await a.tick()  # a tick after the close: nothing claimed, the cursor left before it
+    await b.tick()
+    await wait_for(lambda: b_reported)
+    assert [r.result for r in b_reported] == [RAN] and b_announcer.started == ["acme"] and not a_reported
+    await b.close()

@@ -102,6 +102,7 @@ class Scheduler:
         self.tick_s = tick_s
         self.grace_s = grace_s
         self._runs = TaskOwner("schedule-runs")
+        self._closing = False
         self._next: dict[str, tuple[Schedule, float, float]] = {}  # key: (schedule, since, next occurrence)
         self.ticks = 0  # scans done (tests wait on it)
         self.computed = 0  # schedules whose occurrences a scan computed (tests: the rest were known)
@@ -111,6 +112,9 @@ class Scheduler:
         return self._fleet.node_id
 
     async def close(self) -> None:
+        """Stop running: no more claims (the loop itself may tick until the server's loops stop, which
+        is later), and runs in flight that did not start give their claims back."""
+        self._closing = True
         await self._runs.close()
 
     async def run(self) -> None:
@@ -168,10 +172,18 @@ class Scheduler:
         finally:  # the store failing midway: what was won is still recorded (its claims are taken)
             if won:
                 await self._missed(schedule, won)
+        handled = missed[-1] if missed else None
         for occurrence in due[len(missed) :]:
+            if self._closing:  # stopping: leave it (and the cursor before it) to the other nodes
+                break
             if await self.store.claim(schedule, occurrence, self.node, ttl):
+                if self._closing:  # closed while claiming: no run could start here
+                    await self._give_back(schedule, occurrence)
+                    break
                 self._runs.spawn(self._perform(schedule, occurrence), f"run:{schedule.id}")
-        await self.store.advance(schedule, due[-1])
+            handled = occurrence
+        if handled is not None:
+            await self.store.advance(schedule, handled)
 
     async def _missed(self, schedule: Schedule, won: list[float]) -> None:
         run = Run(won[-1], MISSED, self.node, missed=len(won), message=self._missed_text(won))
