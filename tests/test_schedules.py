@@ -832,3 +832,13 @@ async def test_a_closed_runner_claims_nothing_and_leaves_the_occurrence_to_anoth
     await wait_for(lambda: b_reported)
     assert [r.result for r in b_reported] == [RAN] and b_announcer.started == ["acme"] and not a_reported
     await b.close()
+
+
+def test_a_one_shot_resumed_after_its_time_is_done_not_active_for_ever() -> None:
+    at = time.time() - 60
+    schedule = new_schedule("acme", selector="all", mode=0, sound_name="", sound_label="mode 0",
+                            timing=Timing("UTC", at=at))  # fmt: skip
+    paused = replace(schedule, paused=True, since=at - 60)
+    assert paused.state(0.0, time.time()) == "paused"
+    resumed = replace(paused, paused=False, since=time.time())  # as set_paused(False) does
+    assert resumed.state(0.0, time.time()) == "done" and resumed.next_runs(0.0, time.time(), 5) == []

@@ -221,8 +221,8 @@ class Schedule:
         return cls(**data)
 
     def state(self, cursor: float, now: float) -> str:
-        if self.timing.at is not None and cursor >= self.timing.at:
-            return "done"  # a one-shot after its run (or its miss)
+        if self.timing.at is not None and max(cursor, self.since) >= self.timing.at:
+            return "done"  # a one-shot after its run (or its miss), or resumed after its time
         return "paused" if self.paused else "active"
 
     def next_runs(self, cursor: float, now: float, count: int) -> list[float]:
