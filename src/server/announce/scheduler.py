@@ -216,7 +216,7 @@ class Scheduler:
         await self._finish(schedule, run)
 
     async def _give_back(self, schedule: Schedule, occurrence: float) -> None:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
+        with contextlib.suppress(Exception):  # the store down too: the claim stays (at most once)
             async with asyncio.timeout(RELEASE_TIMEOUT_S):
                 await self.store.release(schedule, occurrence, self.node)
                 log.info("schedule.claim_released", extra={"schedule": schedule.id, "occurrence": occurrence})
