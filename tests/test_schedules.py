@@ -842,3 +842,19 @@ def test_a_one_shot_resumed_after_its_time_is_done_not_active_for_ever() -> None
     assert paused.state(0.0, time.time()) == "paused"
     resumed = replace(paused, paused=False, since=time.time())  # as set_paused(False) does
     assert resumed.state(0.0, time.time()) == "done" and resumed.next_runs(0.0, time.time(), 5) == []
+
+
+async def test_a_failed_run_says_so_in_our_words_not_the_library_text() -> None:
+    class Broken(FakeAnnouncer):
+        async def announce(self, *args: Any) -> tuple[Announcement, Outcome]:
+            raise ConnectionError("Error 111 connecting to redis-internal.example:6379")
+
+    data = FlakyData()
+    scheduler, reported = runner(data, announcer=Broken())
+    await one_shot(data, 0.0)
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    (run,) = reported
+    assert run.result == "failed" and "redis-internal" not in run.message and "6379" not in run.message
+    assert run.message == "the run failed on node node-a (ConnectionError; its log has the details)"
+    await scheduler.close()

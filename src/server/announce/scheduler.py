@@ -212,7 +212,10 @@ class Scheduler:
             raise
         except Exception as exc:
             log.exception("schedule.run_failed", extra={"schedule": schedule.id, "tenant": schedule.tenant})
-            run = Run(occurrence, FAILED, self.node, message=f"the run failed: {describe(exc)}"[:200])
+            words = f"the run failed on node {self.node} ({type(exc).__name__}; its log has the details)"
+            run = Run(
+                occurrence, FAILED, self.node, message=words[:200]
+            )  # the library's text stays in the log
         await self._finish(schedule, run)
 
     async def _give_back(self, schedule: Schedule, occurrence: float) -> None:
