@@ -352,6 +352,10 @@ class ScheduleStore:
         """The one right to run (or record the miss of) this occurrence, across every node."""
         return await self._data.claim(_claim_key(schedule, occurrence), node, ttl_s)
 
+    async def extend(self, schedule: Schedule, occurrence: float, node: str, ttl_s: float) -> bool:
+        """The claim held ``ttl_s`` from now if this node still has it (False: its lease ran out)."""
+        return await self._data.extend(_claim_key(schedule, occurrence), node, ttl_s)
+
     async def release(self, schedule: Schedule, occurrence: float, node: str) -> None:
         """Give the occurrence back (its run did not start): the claim freed and the cursor moved
         back to just before it, so another node takes it at its next scan. The occurrences between

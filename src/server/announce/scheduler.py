@@ -6,9 +6,28 @@ its cursor (from the stored schedule alone: a restarted node, or another node
 after one is lost, computes the same ones), and for each occurrence that is
 due take its *claim* in the shared store — an atomic take-if-absent with an
 expiry (Redis ``SET NX PX``; a primary-key insert in SQLite; a dict in memory),
-keyed by schedule and occurrence. Exactly one node (or worker) wins it and
-runs the announcement; the others move on. Whoever handled an occurrence moves
-the schedule's cursor past it.
+keyed by schedule and occurrence. Exactly one node (or worker) wins it; the
+others move on.
+
+The claim is first a *lease* (``lease_s``: five ticks, at least a second, at
+most half the grace). The winner prepares the run (the schedule, the sound, the
+devices), then turns the lease into the long claim (``extend``: atomically,
+only if it still holds it) and only then starts the announcement and moves the
+cursor past the occurrence. So:
+
+* a node that dies (or stalls) between the claim and the start holds the
+  occurrence only for its lease; the cursor is still before it, and another
+  node takes it at a scan after the lease ran out — within the grace it runs
+  there, after it it is recorded missed. The stalled node, waking, finds its
+  lease gone and does nothing: never twice;
+* the store failing while the run is prepared: the winner tries again each
+  tick; when the store is back it runs it if it still holds the lease (else
+  another node, or the next scan, has it), and past the grace it is missed;
+* a node that stops before the start gives the claim back at once (and takes
+  no new claims while stopping);
+* once the announcement was handed to the announcer the claim is never given
+  back: an announcement that started is never started again. A node dying in
+  that one step loses that occurrence (at most once).
 
 An occurrence is due ``lead_s`` before its instant (the announcer then starts
 it at about that instant). One that could not start within ``grace_s`` of its
@@ -17,24 +36,9 @@ that claims it records it as missed (one record for the occurrences one scan
 found missed). A run's result (targeted/started/offline/refused) and each miss
 go into the schedule's recent runs and, through ``report``, the audit log.
 
-Faults, between the claim and the start:
-
-* the store fails while the run is being prepared (reading the schedule, the
-  sound, the devices): the node holding the claim tries again every tick until
-  the grace is over (no other node can run it meanwhile: it is claimed), then
-  records it missed. Nothing is played later than the grace;
-* the node stops (or the run is cancelled) before the announcement started: it
-  gives the claim back (best effort, one second), so another node takes the
-  occurrence at its next tick if it is still within the grace;
-* the node dies without a word between the claim and the start: the claim
-  stays and that occurrence is lost (at most once, never twice). Once the
-  announcement was handed to the announcer the claim is never given back, so an
-  announcement that started is never started again.
-
-A claim outlives its occurrence's grace by an hour (``CLAIM_EXTRA_S``), so no
-node can win it again while the occurrence could still be played; by then the
-cursor is past it. Claims thus number about (grace + an hour) / period per
-schedule, at most.
+A handled occurrence's claim outlives its grace by an hour (``CLAIM_EXTRA_S``),
+so no node can win it again while it could still be played; by then the cursor
+is past it. Claims thus number about (grace + an hour) / period per schedule.
 
 Work per scan is bounded: a schedule whose next occurrence is known and not due
 costs a comparison (``_next``, rebuilt from the stored schedules on each scan);
@@ -67,6 +71,8 @@ _outages = SampledLog()  # the store down: every tick fails alike
 CLAIM_EXTRA_S = 3600.0  # a claim is held this long past the grace (more than the lead plus a tick)
 MAX_SCAN = 1000  # occurrences one scan of a schedule looks at (a long outage is worked off over ticks)
 RELEASE_TIMEOUT_S = 1.0  # giving a claim back on the way out: no longer
+LEASE_MIN_S = 1.0  # a run's claim until its start (the lease): at least this, ...
+LEASE_TICKS = 5  # ... and at least this many ticks, at most half the grace
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class Scheduler:
         self.grace_s = grace_s
         self._runs = TaskOwner("schedule-runs")
         self._closing = False
+        self.claim_s = grace_s + CLAIM_EXTRA_S  # an occurrence handled: nobody takes it again
+        self.lease_s = min(grace_s / 2, max(LEASE_MIN_S, LEASE_TICKS * tick_s))  # until its start
         self._next: dict[str, tuple[Schedule, float, float]] = {}  # key: (schedule, since, next occurrence)
         self.ticks = 0  # scans done (tests wait on it)
         self.computed = 0  # schedules whose occurrences a scan computed (tests: the rest were known)
@@ -162,7 +170,7 @@ class Scheduler:
             self._next[schedule.key] = (schedule, since, following)
             return
         self._next.pop(schedule.key, None)
-        ttl = self.grace_s + CLAIM_EXTRA_S
+        ttl = self.claim_s
         missed = [t for t in due if now - t > self.grace_s]
         won: list[float] = []
         try:
@@ -172,18 +180,16 @@ class Scheduler:
         finally:  # the store failing midway: what was won is still recorded (its claims are taken)
             if won:
                 await self._missed(schedule, won)
-        handled = missed[-1] if missed else None
-        for occurrence in due[len(missed) :]:
-            if self._closing:  # stopping: leave it (and the cursor before it) to the other nodes
+        for occurrence in due[len(missed) :]:  # the cursor passes these once their runner started them
+            if self._closing:  # stopping: leave them to the other nodes
                 break
-            if await self.store.claim(schedule, occurrence, self.node, ttl):
+            if await self.store.claim(schedule, occurrence, self.node, self.lease_s):
                 if self._closing:  # closed while claiming: no run could start here
                     await self._give_back(schedule, occurrence)
                     break
                 self._runs.spawn(self._perform(schedule, occurrence), f"run:{schedule.id}")
-            handled = occurrence
-        if handled is not None:
-            await self.store.advance(schedule, handled)
+        if missed:
+            await self.store.advance(schedule, missed[-1])
 
     async def _missed(self, schedule: Schedule, won: list[float]) -> None:
         run = Run(won[-1], MISSED, self.node, missed=len(won), message=self._missed_text(won))
@@ -201,6 +207,9 @@ class Scheduler:
         handed = False  # the announcer has it: from here on the claim is never given back
         try:
             prepared = await self._prepare_within_grace(schedule, occurrence)
+            if prepared is None:  # the lease ran out before the start: another node's (or the next scan's)
+                log.warning("schedule.lease_lost", extra={"schedule": schedule.id, "occurrence": occurrence})
+                return
             if isinstance(prepared, Run):
                 run = prepared
             else:
@@ -212,10 +221,13 @@ class Scheduler:
             raise
         except Exception as exc:
             log.exception("schedule.run_failed", extra={"schedule": schedule.id, "tenant": schedule.tenant})
+            # the library's text (addresses, say) stays in the log
             words = f"the run failed on node {self.node} ({type(exc).__name__}; its log has the details)"
-            run = Run(
-                occurrence, FAILED, self.node, message=words[:200]
-            )  # the library's text stays in the log
+            run = Run(occurrence, FAILED, self.node, message=words[:200])
+        try:
+            await self.store.advance(schedule, occurrence)
+        except StoreUnavailable:  # its claim is held past the grace: nobody runs it again
+            log.warning("schedule.advance_failed", extra={"schedule": schedule.id, "occurrence": occurrence})
         await self._finish(schedule, run)
 
     async def _give_back(self, schedule: Schedule, occurrence: float) -> None:
@@ -224,25 +236,32 @@ class Scheduler:
                 await self.store.release(schedule, occurrence, self.node)
                 log.info("schedule.claim_released", extra={"schedule": schedule.id, "occurrence": occurrence})
 
-    async def _prepare_within_grace(self, schedule: Schedule, occurrence: float) -> _Prepared | Run:
-        """The run ready to start, or its result without a start: the store failing is tried again
-        each tick while the grace lasts (this node holds the claim), then the occurrence is missed."""
+    async def _prepare_within_grace(self, schedule: Schedule, occurrence: float) -> _Prepared | Run | None:
+        """The run ready to start, or its result without a start; None when the lease was lost.
+
+        The store failing is tried again each tick while the grace lasts, then the occurrence is
+        missed. Before it starts (or is recorded), the lease is made the long claim, atomically and
+        only if this node still holds it: a node slower than its lease (stalled, or the store down
+        that long) finds another has taken over, or the next scan will, and does nothing."""
         while True:
             try:
                 prepared = await self._prepare(schedule, occurrence)
+                if not isinstance(prepared, Run) and time.time() - occurrence > self.grace_s:
+                    prepared = self._missed_run(schedule, occurrence)  # never played late
+                if not await self.store.extend(schedule, occurrence, self.node, self.claim_s):
+                    return None
+                return prepared
             except StoreUnavailable:
-                prepared = None
-            if isinstance(prepared, Run):
-                return prepared
-            if time.time() - occurrence > self.grace_s:  # never played late
-                log.warning(
-                    "schedule.missed",
-                    extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": 1},
-                )
-                return Run(occurrence, MISSED, self.node, missed=1, message=self._missed_text([occurrence]))
-            if prepared is not None:
-                return prepared
+                pass
+            if time.time() - occurrence > self.grace_s:  # the store still down: the log has the miss
+                return self._missed_run(schedule, occurrence)
             await asyncio.sleep(self.tick_s)
+
+    def _missed_run(self, schedule: Schedule, occurrence: float) -> Run:
+        log.warning(
+            "schedule.missed", extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": 1}
+        )
+        return Run(occurrence, MISSED, self.node, missed=1, message=self._missed_text([occurrence]))
 
     async def _prepare(self, schedule: Schedule, occurrence: float) -> _Prepared | Run:
         current = await self.store.get(schedule.tenant, schedule.id)

@@ -63,6 +63,10 @@ class SharedData(Protocol):
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         """Take ``key`` for ``ttl_s`` if nobody holds it, atomically: True for the one caller that did."""
 
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        """Hold ``key`` ``ttl_s`` from now if ``holder`` still has it (unexpired), atomically: False
+        when it expired or another took it since (a lease lost)."""
+
     async def release(self, key: str, holder: str) -> None:
         """Give ``key`` back if ``holder`` still holds it (a claim whose work did not start), atomically."""
 
@@ -121,6 +125,14 @@ class MemoryData:
         for old in [k for k, (_, until) in self._claims.items() if until <= now]:
             del self._claims[old]
         if key in self._claims:
+            return False
+        self._claims[key] = (holder, now + ttl_s)
+        return True
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        held, until = self._claims.get(key, ("", 0.0))
+        if held != holder or until <= now:
             return False
         self._claims[key] = (holder, now + ttl_s)
         return True
@@ -253,6 +265,19 @@ class SqliteData:
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         return await self._store.run(self._claim, key, holder, ttl_s)
 
+    def _extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        db = self._db
+        with write_transaction(db):
+            cursor = db.execute(
+                "UPDATE claims SET until = ? WHERE key = ? AND holder = ? AND until > ?",
+                (now + ttl_s, key, holder, now),
+            )
+        return cursor.rowcount == 1
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        return await self._store.run(self._extend, key, holder, ttl_s)
+
     def _release(self, key: str, holder: str) -> None:
         db = self._db
         with write_transaction(db):
@@ -267,6 +292,12 @@ _TAKE = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return value
+"""
+
+# KEYS[1] = claim key, ARGV[1] = holder, ARGV[2] = ms: held that long from now while that holder has it.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 # KEYS[1] = claim key, ARGV[1] = holder: deleted only while that holder has it.
@@ -285,6 +316,7 @@ class RedisData:
         self._redis = client
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         await self._redis.set(f"{KEY_PREFIX}blob:{key}", base64.b64encode(data).decode())
@@ -334,6 +366,10 @@ class RedisData:
             f"{KEY_PREFIX}claim:{key}", holder, nx=True, px=max(1, int(ttl_s * 1000))
         )
         return bool(taken)
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        ms = max(1, int(ttl_s * 1000))
+        return bool(await self._extend(keys=[f"{KEY_PREFIX}claim:{key}"], args=[holder, ms]))
 
     async def release(self, key: str, holder: str) -> None:
         await self._release(keys=[f"{KEY_PREFIX}claim:{key}"], args=[holder])
@@ -401,6 +437,10 @@ class GuardedData:
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         async with self._mapped("claim"):
             return await self._backend.claim(key, holder, ttl_s)
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        async with self._mapped("extend"):
+            return await self._backend.extend(key, holder, ttl_s)
 
     async def release(self, key: str, holder: str) -> None:
         async with self._mapped("release"):
