@@ -887,3 +887,33 @@ async def test_a_node_stalled_between_its_claim_and_the_start_loses_it_to_anothe
     await b.tick()
     assert not a_announcer.started and not a_reported and len(b_announcer.started) == 1
     await b.close()
+
+
+async def test_a_scan_of_many_schedules_lets_the_rest_of_the_node_run() -> None:
+    """A cold scan computes every cron (seconds for 10k): it must not hold the event loop that long."""
+    data = FlakyData()
+    scheduler, _ = runner(data)
+    store = ScheduleStore(GuardedData(data))
+    timing = parse_timing("", "0 9 * * 1-5", "Europe/Berlin", time.time())
+    for n in range(200):
+        made = new_schedule(
+            f"t{n % 10}", selector="all", mode=0, sound_name="", sound_label="m", timing=timing
+        )
+        await store.put(made)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    await scheduler.tick()
+    during = turns - before
+    other.cancel()
+    await asyncio.gather(other, return_exceptions=True)
+    assert scheduler.computed == 200 and during >= 200 // 20 - 1
+    await scheduler.close()

@@ -69,6 +69,8 @@ _scan_failures = SampledLog()  # a broken schedule fails every tick: a few lines
 _outages = SampledLog()  # the store down: every tick fails alike
 
 CLAIM_EXTRA_S = 3600.0  # a claim is held this long past the grace (more than the lead plus a tick)
+YIELD_COMPUTED = 20  # schedules whose crons a scan computes (~0.2 ms each) before it lets others run
+YIELD_SCHEDULES = 500  # schedules a scan looks at, at most, between two such pauses
 MAX_SCAN = 1000  # occurrences one scan of a schedule looks at (a long outage is worked off over ticks)
 RELEASE_TIMEOUT_S = 1.0  # giving a claim back on the way out: no longer
 LEASE_MIN_S = 1.0  # a run's claim until its start (the lease): at least this, ...
@@ -141,7 +143,11 @@ class Scheduler:
         schedules = await self.store.all()
         cursors = await self.store.cursors()
         self._next = {s.key: self._next[s.key] for s in schedules if s.key in self._next}
-        for schedule in schedules:
+        yielded = self.computed
+        for index, schedule in enumerate(schedules):
+            if self.computed - yielded >= YIELD_COMPUTED or index % YIELD_SCHEDULES == YIELD_SCHEDULES - 1:
+                yielded = self.computed
+                await asyncio.sleep(0)  # the node's sessions go on meanwhile: a cold scan of 10k is seconds
             if schedule.paused:
                 continue
             try:
