@@ -190,9 +190,15 @@ def test_weekday_mornings_in_berlin_keep_their_local_time_across_the_change() ->
         ("", "0 9 ? * *", "UTC", f"the day-of-month field '?' is not standard cron ({STANDARD})"),
         ("", "0 9 * * 5#3", "UTC", f"the day-of-week field '5#3' is not standard cron ({STANDARD})"),
         ("", "0 0 9 * * *", "UTC", f"a cron expression has five fields ({FIELDS}); '0 0 9 * * *' has 6"),
+        ("", "0 9 * * *", "localtime", "'localtime' is each server's own zone; name the zone (like "
+         "Europe/Berlin)"),
+        ("", "0 9 * * *", "right/UTC", "unknown time zone 'right/UTC' (use an IANA name like Europe/Berlin)"),
+        ("", "0 9 * * *", "posixrules", "unknown time zone 'posixrules' (use an IANA name like "
+         "Europe/Berlin)"),
     ],
     ids=["never fires", "bad field", "four fields", "nickname", "past", "not a time", "zone", "both",
-         "neither", "random", "hashed", "last day", "question mark", "nth weekday", "six fields"],
+         "neither", "random", "hashed", "last day", "question mark", "nth weekday", "six fields", "localtime",
+         "leap seconds", "posixrules"],
 )  # fmt: skip
 def test_bad_timings_are_refused_in_our_words(at: str, cron: str, zone: str, message: str) -> None:
     with pytest.raises(ScheduleError) as info:

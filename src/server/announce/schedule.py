@@ -23,12 +23,14 @@ write), and each schedule's recent runs in a log of its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import re
 import time
 import uuid
+import zoneinfo
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +77,24 @@ def zone_of(name: str) -> ZoneInfo:
         raise ScheduleError(
             f"unknown time zone {name[:MAX_ZONE]!r} (use an IANA name like Europe/Berlin)"
         ) from None
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    """The zone names of this node's tzdata (read once: it walks the directory), without the
+    ``posix/`` and ``right/`` copies (``right/`` counts leap seconds: its clocks are 27 s off)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def new_zone(name: str) -> ZoneInfo:
+    """A zone a new schedule may name: one every node reads alike. Refused: a file of the tzdata
+    that is not a zone of its list (``posixrules``, ``right/UTC``) and ``localtime`` (each node's own)."""
+    zone = zone_of(name)
+    if zone.key == "localtime":
+        raise ScheduleError("'localtime' is each server's own zone; name the zone (like Europe/Berlin)")
+    if zone.key not in _iana_names():
+        raise ScheduleError(f"unknown time zone {zone.key!r} (use an IANA name like Europe/Berlin)")
+    return zone
 
 
 def instant(local: datetime, zone: ZoneInfo) -> float:
@@ -135,7 +155,7 @@ def cron_after(expression: str, zone: ZoneInfo, since: float, count: int, until:
 
 def parse_timing(at: str, cron: str, zone_name: str, now: float) -> Timing:
     """The timing an operator asked for, or ``ScheduleError`` saying what is wrong with it."""
-    zone = zone_of(zone_name)
+    zone = new_zone(zone_name)
     if at and cron:
         raise ScheduleError("give the time as one instant (at) or a cron expression, not both")
     if not at and not cron:
