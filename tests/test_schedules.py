@@ -923,3 +923,24 @@ async def test_a_scan_of_many_schedules_lets_the_rest_of_the_node_run() -> None:
     await asyncio.gather(other, return_exceptions=True)
     assert scheduler.computed == 200 and during >= 200 // 20 - 1
     await scheduler.close()
+
+
+async def test_many_runners_on_one_store_run_each_occurrence_exactly_once() -> None:
+    data = FlakyData()
+    announcers = [FakeAnnouncer() for _ in range(5)]
+    runners = [runner(data, f"node-{i}", announcer=a) for i, a in enumerate(announcers)]
+    for n in range(20):
+        await one_shot(data, 0.0, tenant=f"t{n}")
+
+    async def all_ran() -> bool:
+        await asyncio.gather(*(r.tick() for r, _ in runners))
+        return sum(len(reported) for _, reported in runners) >= 20
+
+    await eventually(all_ran)
+    for _ in range(5):  # more scans: nothing runs again
+        await asyncio.gather(*(r.tick() for r, _ in runners))
+    started = sorted(t for a in announcers for t in a.started)
+    assert started == sorted(f"t{n}" for n in range(20))
+    assert all(r.result == RAN for _, reported in runners for r in reported)
+    for r, _ in runners:
+        await r.close()
