@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -24,11 +26,29 @@ import grpc
 import pytest
 from pydantic import ValidationError
 
+from admin import schedules as admin_schedules
 from auth.operators import Role
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
-from server.announce.schedule import ScheduleError, Timing, parse_timing
+from server.announce import schedule as schedule_module
+from server.announce.plan import Announcement, Outcome
+from server.announce.schedule import (
+    MISSED,
+    RAN,
+    Run,
+    Schedule,
+    ScheduleError,
+    ScheduleStore,
+    Timing,
+    new_schedule,
+    parse_timing,
+)
+from server.announce.scheduler import Scheduler
 from server.app import AudioServer
+from server.audio.tenant_sounds import SoundChoice
+from server.errors import StoreUnavailable
+from server.operator.console.schedules import present_schedule
+from server.state.shared_data import GuardedData, MemoryData, SharedData
 from tests.conftest import Admin, Connect, ServerFactory, make_settings
 from tests.helpers import EphemeralPki, wait_for
 from tests.redis_server import RedisServer
@@ -43,6 +63,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 FAST = {"schedule_tick_s": 0.05, "schedule_grace_s": 5.0}
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 FIELDS = "minute hour day-of-month month day-of-week"
+STANDARD = "numbers, *, lists a,b, ranges a-b, steps /n; names in month and day-of-week"
 
 
 def berlin(*fields: int) -> float:
@@ -163,14 +184,53 @@ def test_weekday_mornings_in_berlin_keep_their_local_time_across_the_change() ->
         ("2027-01-01T09:00", "0 9 * * *", "UTC", "give the time as one instant (at) or a cron expression, "
          "not both"),
         ("", "", "UTC", "give the time: one instant (at) or a cron expression"),
+        ("", "R 9 * * *", "UTC", f"the minute field 'R' is not standard cron ({STANDARD})"),
+        ("", "H 9 * * *", "UTC", f"the minute field 'H' is not standard cron ({STANDARD})"),
+        ("", "0 9 L * *", "UTC", f"the day-of-month field 'L' is not standard cron ({STANDARD})"),
+        ("", "0 9 ? * *", "UTC", f"the day-of-month field '?' is not standard cron ({STANDARD})"),
+        ("", "0 9 * * 5#3", "UTC", f"the day-of-week field '5#3' is not standard cron ({STANDARD})"),
+        ("", "0 0 9 * * *", "UTC", f"a cron expression has five fields ({FIELDS}); '0 0 9 * * *' has 6"),
+        ("", "0 9 * * *", "localtime", "'localtime' is each server's own zone; name the zone (like "
+         "Europe/Berlin)"),
+        ("", "0 9 * * *", "right/UTC", "unknown time zone 'right/UTC' (use an IANA name like Europe/Berlin)"),
+        ("", "0 9 * * *", "posixrules", "unknown time zone 'posixrules' (use an IANA name like "
+         "Europe/Berlin)"),
     ],
     ids=["never fires", "bad field", "four fields", "nickname", "past", "not a time", "zone", "both",
-         "neither"],
+         "neither", "random", "hashed", "last day", "question mark", "nth weekday", "six fields", "localtime",
+         "leap seconds", "posixrules"],
 )  # fmt: skip
 def test_bad_timings_are_refused_in_our_words(at: str, cron: str, zone: str, message: str) -> None:
     with pytest.raises(ScheduleError) as info:
         parse_timing(at, cron, zone, datetime(2026, 6, 1, tzinfo=ZoneInfo("UTC")).timestamp())
     assert str(info.value) == message
+
+
+def test_a_cron_with_both_days_runs_on_either_like_cron() -> None:
+    """Day of month and day of week both given: cron's OR rule (the 13th, and every Friday)."""
+    timing = parse_timing("", "0 9 13 * fri", "Europe/Berlin", berlin(2026, 11, 1))
+    assert shown(timing.after(berlin(2026, 11, 1), 5)) == [
+        "2026-11-06T09:00:00+01:00",
+        "2026-11-13T09:00:00+01:00",
+        "2026-11-20T09:00:00+01:00",
+        "2026-11-27T09:00:00+01:00",
+        "2026-12-04T09:00:00+01:00",
+    ]
+    monday_13th = parse_timing("", "0 9 13 * 1", "Europe/Berlin", berlin(2026, 4, 1))
+    assert shown(monday_13th.after(berlin(2026, 4, 1), 3)) == [
+        "2026-04-06T09:00:00+02:00",
+        "2026-04-13T09:00:00+02:00",
+        "2026-04-20T09:00:00+02:00",
+    ]
+
+
+def test_an_at_with_an_offset_is_that_instant_and_one_without_is_local_in_the_zone() -> None:
+    now = berlin(2026, 11, 1)
+    with_offset = parse_timing("2026-12-03T09:00+00:00", "", "Europe/Berlin", now)
+    assert with_offset.at == datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()
+    assert shown([with_offset.at or 0.0]) == ["2026-12-03T10:00:00+01:00"]
+    local = parse_timing("2026-12-03T09:00", "", "Europe/Berlin", now)
+    assert shown([local.at or 0.0]) == ["2026-12-03T09:00:00+01:00"]
 
 
 # --- the calls -----------------------------------------------------------------------------------
@@ -495,3 +555,392 @@ def test_a_grace_shorter_than_two_ticks_is_refused_at_start(pki: EphemeralPki, t
     with pytest.raises(ValidationError) as info:
         make_settings(pki, tmp_path, schedule_tick_s=10.0, schedule_grace_s=5.0)
     assert "schedule_grace_s must be at least twice schedule_tick_s" in str(info.value)
+
+
+# --- the runner alone, its faults (a store that fails on demand, fakes around it) -----------------
+
+
+class FlakyData(MemoryData):
+    """A memory store whose chosen operations fail like a Redis outage (``down``: op names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+
+    def _check(self, op: str) -> None:
+        if op in self.down or "all" in self.down:
+            raise OSError("connection refused")
+
+    async def entries(self, table: str) -> dict[str, str]:
+        self._check("entries")
+        return await super().entries(table)
+
+    async def get_entry(self, table: str, key: str) -> str | None:
+        self._check(f"get_entry:{table}")
+        return await super().get_entry(table, key)
+
+    async def set_entry(self, table: str, key: str, value: str | None) -> None:
+        self._check("set_entry")
+        await super().set_entry(table, key, value)
+
+    async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
+        self._check("claim")
+        return await super().claim(key, holder, ttl_s)
+
+
+class FakeAnnouncer:
+    lead_s = 0.05
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def announce(self, tenant: str, devices: list[str], sound: SoundChoice, priority: int, resume: bool
+                       ) -> tuple[Announcement, Outcome]:  # fmt: skip
+        self.started.append(tenant)
+        return Announcement(f"a{len(self.started)}", tenant, sound, time.time()), Outcome(started=devices)
+
+
+class FakeSounds:
+    def __init__(self) -> None:
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.asked = asyncio.Event()
+
+    async def choose(self, tenant: str, mode: int | None, name: str) -> SoundChoice:
+        self.asked.set()
+        await self.hold.wait()
+        return SoundChoice(tenant, mode or 0, label="mode 0 (built-in)")
+
+
+class FakeFleet:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    async def devices(self, tenant: str, keep: Any) -> list[Any]:
+        return []
+
+
+class FakeLabels:
+    async def of_tenant(self, tenant: str) -> dict[str, Any]:
+        return {}
+
+
+def runner(
+    data: SharedData,
+    node: str = "node-a",
+    announcer: FakeAnnouncer | None = None,
+    sounds: FakeSounds | None = None,
+    grace_s: float = 5.0,
+) -> tuple[Scheduler, list[Run]]:
+    reported: list[Run] = []
+
+    async def report(schedule: Schedule, run: Run) -> None:
+        reported.append(run)
+
+    scheduler = Scheduler(
+        ScheduleStore(GuardedData(data)),
+        cast(Any, FakeFleet(node)),
+        cast(Any, FakeLabels()),
+        cast(Any, sounds or FakeSounds()),
+        cast(Any, announcer or FakeAnnouncer()),
+        report,
+        0.02,
+        grace_s,
+    )
+    return scheduler, reported
+
+
+async def one_shot(data: SharedData, in_s: float, tenant: str = "acme") -> Schedule:
+    at = time.time() + in_s
+    schedule = new_schedule(
+        tenant, selector="all", mode=0, sound_name="", sound_label="mode 0", timing=Timing("UTC", at=at)
+    )
+    schedule = replace(schedule, since=min(schedule.since, at - 1))  # created a moment before it
+    await ScheduleStore(GuardedData(data)).put(schedule)
+    return schedule
+
+
+async def test_the_loop_logs_a_store_outage_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    data = FlakyData()
+    scheduler, _ = runner(data)
+    data.down.add("all")
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        await wait_for(lambda: any(r.message == "schedule.store_unavailable" and r.levelno == logging.WARNING
+                                   for r in caplog.records))  # fmt: skip
+        assert scheduler.ticks == 0 and not loop.done()
+        data.down.clear()
+        await wait_for(lambda: scheduler.ticks >= 2)  # the same loop, going on once the store is back
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await scheduler.close()
+
+
+async def test_a_run_whose_store_fails_before_its_start_is_tried_again_within_the_grace() -> None:
+    data, announcer = FlakyData(), FakeAnnouncer()
+    scheduler, reported = runner(data, announcer=announcer)
+    await one_shot(data, 0.0)
+    data.down.add("get_entry:schedules")  # the scan reads whole tables; the run's own read fails
+    await scheduler.tick()  # claimed: this node's to run
+    await asyncio.sleep(0.1)  # a few of the run's tries fail (what the test is about)
+    assert not announcer.started and not reported
+    data.down.clear()
+    await wait_for(lambda: reported)
+    assert [r.result for r in reported] == [RAN] and announcer.started == ["acme"]
+    await scheduler.tick()
+    await scheduler.close()
+    assert len(announcer.started) == 1
+
+
+async def test_a_run_the_store_keeps_from_starting_past_the_grace_is_missed_not_played() -> None:
+    data, announcer = FlakyData(), FakeAnnouncer()
+    scheduler, reported = runner(data, announcer=announcer, grace_s=0.2)
+    await one_shot(data, 0.0)
+    data.down.add("get_entry:schedules")
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    data.down.clear()
+    assert [(r.result, r.missed) for r in reported] == [(MISSED, 1)] and not announcer.started
+    await scheduler.close()
+
+
+async def test_a_run_stopped_before_its_start_gives_its_claim_to_another_node() -> None:
+    data = FlakyData()
+    held = FakeSounds()
+    held.hold.clear()  # node a's run waits in its preparation
+    a, a_reported = runner(data, "node-a", sounds=held)
+    b_announcer = FakeAnnouncer()
+    b, b_reported = runner(data, "node-b", announcer=b_announcer)
+    await one_shot(data, 0.0)
+    await a.tick()
+    await asyncio.wait_for(held.asked.wait(), 5)
+    await b.tick()  # a holds the claim: b moves on
+    assert not b_announcer.started
+    await a.close()  # a stops before the start: the claim goes back
+    await b.tick()
+    await wait_for(lambda: b_reported)
+    assert [r.result for r in b_reported] == [RAN] and b_announcer.started == ["acme"] and not a_reported
+    await b.close()
+
+
+async def test_a_corrupt_cursor_stops_no_schedule() -> None:
+    data, announcer = FlakyData(), FakeAnnouncer()
+    scheduler, reported = runner(data, announcer=announcer)
+    schedule = await one_shot(data, 0.0)
+    await data.set_entry("schedule-cursor", schedule.key, "not a number")
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    assert [r.result for r in reported] == [RAN]
+    await scheduler.close()
+
+
+async def test_a_scan_computes_only_the_schedules_that_changed_or_fell_due(monkeypatch: pytest.MonkeyPatch
+                                                                          ) -> None:  # fmt: skip
+    data = FlakyData()
+    scheduler, _ = runner(data)
+    store = ScheduleStore(GuardedData(data))
+    for tenant in range(10):
+        for _ in range(10):
+            timing = parse_timing("", "0 9 * * 1-5", "Europe/Berlin", time.time())
+            await store.put(new_schedule(f"t{tenant}", selector="all", mode=0, sound_name="",
+                                         sound_label="mode 0", timing=timing))  # fmt: skip
+    calls = 0
+    real = schedule_module.cron_after
+
+    def counted(*args: Any) -> list[float]:
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    monkeypatch.setattr(schedule_module, "cron_after", counted)
+    await scheduler.tick()
+    first = calls
+    assert first >= 100
+    await scheduler.tick()
+    await scheduler.tick()
+    assert calls == first  # nothing changed, nothing due: no cron computed again
+    changed = (await store.of_tenant("t0"))[0]
+    await store.set_paused(await store.set_paused(changed, True), False)  # resumed: its start moved
+    await scheduler.tick()
+    assert 0 < calls - first <= 2
+    await scheduler.close()
+
+
+async def test_missed_occurrences_claimed_before_the_store_failed_are_still_recorded() -> None:
+    data = FlakyData()
+    scheduler, reported = runner(data, grace_s=0.1)
+    store = ScheduleStore(GuardedData(data))
+    timing = Timing("UTC", cron="* * * * *")
+    schedule = new_schedule(
+        "acme", selector="all", mode=0, sound_name="", sound_label="mode 0", timing=timing
+    )
+    schedule = replace(schedule, since=time.time() - 600)  # ten minutes of occurrences missed
+    await store.put(schedule)
+    taken = 0
+    real = data.claim
+
+    async def claim(key: str, holder: str, ttl_s: float) -> bool:
+        nonlocal taken
+        taken += 1
+        if taken > 3:
+            raise OSError("connection refused")
+        return await real(key, holder, ttl_s)
+
+    data.claim = claim  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await scheduler.tick()
+    assert [(r.result, r.missed) for r in reported] == [(MISSED, 3)]
+    await scheduler.close()
+
+
+def test_the_page_shows_a_schedule_whose_zone_this_node_lacks_in_utc() -> None:
+    gone = apb.Schedule(id="0123456789ab", time_zone="Gone/Nowhere", cron="0 9 * * *",
+                        next_runs_unix=[datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()],
+                        recent_runs=[apb.ScheduleRun(occurrence_unix=0.0, result="ran")])  # fmt: skip
+    shown = present_schedule(gone)
+    assert shown["next"] == ["2026-12-03 09:00 UTC"] and shown["runs"][0]["due"] == "1970-01-01 00:00 UTC"
+
+
+async def test_a_deleted_schedule_leaves_no_runs_behind() -> None:
+    data = FlakyData()
+    scheduler, reported = runner(data)
+    schedule = await one_shot(data, 0.0)
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    log = f"schedule-runs:{schedule.key}"
+    assert len(await data.recent(log, 10, None)) == 1
+    await scheduler.store.delete(schedule)
+    assert await data.recent(log, 10, None) == []
+    await scheduler.store.record(schedule, reported[0])  # a run ending after the delete
+    assert await data.recent(log, 10, None) == []
+    await scheduler.close()
+
+
+def test_the_cli_shows_a_zone_its_machine_lacks_in_utc() -> None:
+    nine = datetime(2026, 12, 3, 9, tzinfo=ZoneInfo("UTC")).timestamp()
+    assert admin_schedules.local(nine, "Gone/Nowhere") == "2026-12-03 09:00 UTC"
+    assert admin_schedules.local(nine, "Europe/Berlin", seconds=True) == "2026-12-03 10:00:00 CET"
+
+
+async def test_a_closed_runner_claims_nothing_and_leaves_the_occurrence_to_another_node() -> None:
+    """The server stops the runner before its loop (the loop may still tick meanwhile)."""
+    data = FlakyData()
+    a, a_reported = runner(data, "node-a")
+    b_announcer = FakeAnnouncer()
+    b, b_reported = runner(data, "node-b", announcer=b_announcer)
+    await one_shot(data, 0.0)
+    await a.close()
+    await a.tick()  # a tick after the close: nothing claimed, the cursor left before it
+    await b.tick()
+    await wait_for(lambda: b_reported)
+    assert [r.result for r in b_reported] == [RAN] and b_announcer.started == ["acme"] and not a_reported
+    await b.close()
+
+
+def test_a_one_shot_resumed_after_its_time_is_done_not_active_for_ever() -> None:
+    at = time.time() - 60
+    schedule = new_schedule("acme", selector="all", mode=0, sound_name="", sound_label="mode 0",
+                            timing=Timing("UTC", at=at))  # fmt: skip
+    paused = replace(schedule, paused=True, since=at - 60)
+    assert paused.state(0.0, time.time()) == "paused"
+    resumed = replace(paused, paused=False, since=time.time())  # as set_paused(False) does
+    assert resumed.state(0.0, time.time()) == "done" and resumed.next_runs(0.0, time.time(), 5) == []
+
+
+async def test_a_failed_run_says_so_in_our_words_not_the_library_text() -> None:
+    class Broken(FakeAnnouncer):
+        async def announce(self, *args: Any) -> tuple[Announcement, Outcome]:
+            raise ConnectionError("Error 111 connecting to redis-internal.example:6379")
+
+    data = FlakyData()
+    scheduler, reported = runner(data, announcer=Broken())
+    await one_shot(data, 0.0)
+    await scheduler.tick()
+    await wait_for(lambda: reported)
+    (run,) = reported
+    assert run.result == "failed" and "redis-internal" not in run.message and "6379" not in run.message
+    assert run.message == "the run failed on node node-a (ConnectionError; its log has the details)"
+    await scheduler.close()
+
+
+async def test_a_node_stalled_between_its_claim_and_the_start_loses_it_to_another_which_runs_it_once() -> (
+    None
+):
+    """A node that took an occurrence and then went silent (dead, or stalled) holds it only for its
+    lease: another node runs it within the grace, and the stalled one, waking, does nothing."""
+    data = FlakyData()
+    stalled = FakeSounds()
+    stalled.hold.clear()
+    a_announcer, b_announcer = FakeAnnouncer(), FakeAnnouncer()
+    a, a_reported = runner(data, "node-a", announcer=a_announcer, sounds=stalled)
+    b, b_reported = runner(data, "node-b", announcer=b_announcer)
+    await one_shot(data, 0.0)
+    await a.tick()
+    await asyncio.wait_for(stalled.asked.wait(), 5)
+    await b.tick()
+    assert not b_reported  # a holds it (its lease)
+
+    async def b_took_over() -> bool:
+        await b.tick()
+        return bool(b_reported)
+
+    await eventually(b_took_over)
+    assert [r.result for r in b_reported] == [RAN] and b_announcer.started == ["acme"]
+    stalled.hold.set()  # a wakes up: its lease is gone
+    await a.close()
+    await a.tick()
+    await b.tick()
+    assert not a_announcer.started and not a_reported and len(b_announcer.started) == 1
+    await b.close()
+
+
+async def test_a_scan_of_many_schedules_lets_the_rest_of_the_node_run() -> None:
+    """A cold scan computes every cron (seconds for 10k): it must not hold the event loop that long."""
+    data = FlakyData()
+    scheduler, _ = runner(data)
+    store = ScheduleStore(GuardedData(data))
+    timing = parse_timing("", "0 9 * * 1-5", "Europe/Berlin", time.time())
+    for n in range(200):
+        made = new_schedule(
+            f"t{n % 10}", selector="all", mode=0, sound_name="", sound_label="m", timing=timing
+        )
+        await store.put(made)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    await scheduler.tick()
+    during = turns - before
+    other.cancel()
+    await asyncio.gather(other, return_exceptions=True)
+    assert scheduler.computed == 200 and during >= 200 // 20 - 1
+    await scheduler.close()
+
+
+async def test_many_runners_on_one_store_run_each_occurrence_exactly_once() -> None:
+    data = FlakyData()
+    announcers = [FakeAnnouncer() for _ in range(5)]
+    runners = [runner(data, f"node-{i}", announcer=a) for i, a in enumerate(announcers)]
+    for n in range(20):
+        await one_shot(data, 0.0, tenant=f"t{n}")
+
+    async def all_ran() -> bool:
+        await asyncio.gather(*(r.tick() for r, _ in runners))
+        return sum(len(reported) for _, reported in runners) >= 20
+
+    await eventually(all_ran)
+    for _ in range(5):  # more scans: nothing runs again
+        await asyncio.gather(*(r.tick() for r, _ in runners))
+    started = sorted(t for a in announcers for t in a.started)
+    assert started == sorted(f"t{n}" for n in range(20))
+    assert all(r.result == RAN for _, reported in runners for r in reported)
+    for r, _ in runners:
+        await r.close()

@@ -75,3 +75,33 @@ async def test_a_claim_has_exactly_one_winner_and_expires(data: SharedData) -> N
     await asyncio.sleep(0.1)  # the claim's expiry is the behaviour under test
     assert await data.claim("schedule:acme/x@2.0", "node-1", 60)  # expired: takeable again
     assert not await data.claim("schedule:acme/x@1.0", "node-2", 60)  # the first is still held
+
+
+async def test_a_claim_is_released_only_by_its_holder(data: SharedData) -> None:
+    assert await data.claim("schedule:acme/x@3.0", "node-0", 60)
+    await data.release("schedule:acme/x@3.0", "node-1")  # not its holder: still held
+    assert not await data.claim("schedule:acme/x@3.0", "node-1", 60)
+    await data.release("schedule:acme/x@3.0", "node-0")
+    assert await data.claim("schedule:acme/x@3.0", "node-1", 60)  # given back: takeable again
+    await data.release("schedule:acme/x@9.0", "node-0")  # nothing held: nothing happens
+
+
+async def test_a_dropped_log_is_empty_and_others_stay(data: SharedData) -> None:
+    await data.append("schedule-runs:acme/a", "r1", keep=5, max_age_s=3600)
+    await data.append("schedule-runs:acme/b", "r2", keep=5, max_age_s=3600)
+    await data.drop_log("schedule-runs:acme/a")
+    assert await data.recent("schedule-runs:acme/a", 10, None) == []
+    assert [e for _, e in await data.recent("schedule-runs:acme/b", 10, None)] == ["r2"]
+    await data.drop_log("schedule-runs:nobody")  # nothing there: nothing happens
+
+
+async def test_a_claim_is_extended_only_by_its_holder_while_held(data: SharedData) -> None:
+    assert await data.claim("schedule:acme/x@4.0", "node-0", 0.05)
+    assert not await data.extend("schedule:acme/x@4.0", "node-1", 60)  # not its holder
+    assert await data.extend("schedule:acme/x@4.0", "node-0", 60)
+    await asyncio.sleep(0.1)  # past the first expiry (the behaviour under test): extended, still held
+    assert not await data.claim("schedule:acme/x@4.0", "node-1", 60)
+    assert await data.claim("schedule:acme/x@5.0", "node-0", 0.05)
+    await asyncio.sleep(0.1)
+    assert not await data.extend("schedule:acme/x@5.0", "node-0", 60)  # expired: the lease is lost
+    assert not await data.extend("schedule:acme/x@6.0", "node-0", 60)  # never held

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from comms.gen import admin_pb2 as apb
 
@@ -49,7 +49,12 @@ def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
 
 
 def local(unix: float, zone: str, seconds: bool = False) -> str:
-    shown = datetime.fromtimestamp(unix, ZoneInfo(zone or "UTC"))
+    """In the schedule's zone; in UTC when this machine's tzdata lacks it (older than the server's)."""
+    try:
+        where = ZoneInfo(zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        where = ZoneInfo("UTC")
+    shown = datetime.fromtimestamp(unix, where)
     return shown.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
 
 

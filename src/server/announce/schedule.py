@@ -23,11 +23,14 @@ write), and each schedule's recent runs in a log of its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
 import time
 import uuid
+import zoneinfo
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +54,11 @@ MAX_GAP_MINUTES = 48 * 60  # a clock change never skips more (Samoa skipped one 
 SCAN_STEPS = 10_000  # cron times looked at per question, at most
 CRON_FIELDS = "minute hour day-of-month month day-of-week"
 _ID = re.compile(r"^[0-9a-f]{12}$")
+_FIELD = re.compile(r"^[0-9*,/-]+$")  # standard cron: numbers, *, lists, ranges, steps
+_NAMES = (  # and names in the month and day-of-week fields
+    re.compile(r"JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"),
+    re.compile(r"SUN|MON|TUE|WED|THU|FRI|SAT"),
+)
 
 RAN, MISSED, FAILED = "ran", "missed", "failed"
 
@@ -69,6 +77,24 @@ def zone_of(name: str) -> ZoneInfo:
         raise ScheduleError(
             f"unknown time zone {name[:MAX_ZONE]!r} (use an IANA name like Europe/Berlin)"
         ) from None
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    """The zone names of this node's tzdata (read once: it walks the directory), without the
+    ``posix/`` and ``right/`` copies (``right/`` counts leap seconds: its clocks are 27 s off)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def new_zone(name: str) -> ZoneInfo:
+    """A zone a new schedule may name: one every node reads alike. Refused: a file of the tzdata
+    that is not a zone of its list (``posixrules``, ``right/UTC``) and ``localtime`` (each node's own)."""
+    zone = zone_of(name)
+    if zone.key == "localtime":
+        raise ScheduleError("'localtime' is each server's own zone; name the zone (like Europe/Berlin)")
+    if zone.key not in _iana_names():
+        raise ScheduleError(f"unknown time zone {zone.key!r} (use an IANA name like Europe/Berlin)")
+    return zone
 
 
 def instant(local: datetime, zone: ZoneInfo) -> float:
@@ -96,11 +122,18 @@ class Timing:
 
     def after(self, since: float, count: int, until: float | None = None) -> list[float]:
         """Up to ``count`` occurrences strictly after ``since`` (and at most ``until``), in order."""
+        return self.due(since, count, until)[0]
+
+    def due(self, since: float, count: int, until: float | None) -> tuple[list[float], float | None]:
+        """``after``'s occurrences, and the first one after ``until`` when one was seen on the way
+        (one computation: the scan's question)."""
         if self.at is not None:
             found = [self.at] if self.at > since else []
         else:
             found = cron_after(self.cron, zone_of(self.zone), since, count, until)
-        return [t for t in found if until is None or t <= until][:count]
+        within = [t for t in found if until is None or t <= until][:count]
+        beyond = [t for t in found if until is not None and t > until]
+        return within, beyond[0] if beyond else None
 
 
 def cron_after(expression: str, zone: ZoneInfo, since: float, count: int, until: float | None) -> list[float]:
@@ -122,7 +155,7 @@ def cron_after(expression: str, zone: ZoneInfo, since: float, count: int, until:
 
 def parse_timing(at: str, cron: str, zone_name: str, now: float) -> Timing:
     """The timing an operator asked for, or ``ScheduleError`` saying what is wrong with it."""
-    zone = zone_of(zone_name)
+    zone = new_zone(zone_name)
     if at and cron:
         raise ScheduleError("give the time as one instant (at) or a cron expression, not both")
     if not at and not cron:
@@ -151,6 +184,14 @@ def check_cron(expression: str, zone: ZoneInfo, now: float) -> str:
         raise ScheduleError(
             f"a cron expression has five fields ({CRON_FIELDS}); {expression!r} has {len(fields)}"
         )
+    for index, text in enumerate(fields):  # croniter's extensions (R: random, H: hashed, L, #, ?) refused
+        plain = _NAMES[index - 3].sub("0", text.upper()) if index >= 3 else text
+        if not _FIELD.fullmatch(plain):
+            name = CRON_FIELDS.split(" ")[index]
+            raise ScheduleError(
+                f"the {name} field {text!r} is not standard cron (numbers, *, lists a,b, ranges a-b, "
+                "steps /n; names in month and day-of-week)"
+            )
     try:
         if not croniter.is_valid(expression):
             raise ScheduleError(f"{expression!r} is not a valid cron expression ({CRON_FIELDS})")
@@ -200,8 +241,8 @@ class Schedule:
         return cls(**data)
 
     def state(self, cursor: float, now: float) -> str:
-        if self.timing.at is not None and cursor >= self.timing.at:
-            return "done"  # a one-shot after its run (or its miss)
+        if self.timing.at is not None and max(cursor, self.since) >= self.timing.at:
+            return "done"  # a one-shot after its run (or its miss), or resumed after its time
         return "paused" if self.paused else "active"
 
     def next_runs(self, cursor: float, now: float, count: int) -> list[float]:
@@ -246,6 +287,18 @@ def runs_log(schedule: Schedule) -> str:
     return f"schedule-runs:{schedule.key}"
 
 
+def _claim_key(schedule: Schedule, occurrence: float) -> str:
+    return f"schedule:{schedule.key}@{occurrence!r}"
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def valid_id(text: str) -> bool:
     return bool(_ID.fullmatch(text))
 
@@ -255,12 +308,16 @@ class ScheduleStore:
 
     def __init__(self, data: SharedData) -> None:
         self._data = data
+        self._decoded: dict[str, Schedule] = {}  # stored text: its schedule (the last read's, no more)
 
     async def all(self) -> list[Schedule]:
         found = []
+        decoded, self._decoded = self._decoded, {}
         for key, raw in (await self._data.entries(TABLE)).items():
             try:
-                found.append(Schedule.decode(raw))
+                schedule = decoded.get(raw) or Schedule.decode(raw)
+                self._decoded[raw] = schedule
+                found.append(schedule)
             except (ValueError, KeyError, TypeError) as exc:  # written by a newer or broken version
                 held_back = _unreadable.admit(key)
                 if held_back is not None:
@@ -286,6 +343,7 @@ class ScheduleStore:
     async def delete(self, schedule: Schedule) -> None:
         await self._data.set_entry(TABLE, schedule.key, None)
         await self._data.set_entry(CURSORS, schedule.key, None)
+        await self._data.drop_log(runs_log(schedule))  # else kept for ever: nothing trims it again
 
     async def set_paused(self, schedule: Schedule, paused: bool) -> Schedule:
         changed = replace(schedule, paused=paused, since=schedule.since if paused else time.time())
@@ -293,11 +351,17 @@ class ScheduleStore:
         return changed
 
     async def cursors(self) -> dict[str, float]:
-        return {key: float(value) for key, value in (await self._data.entries(CURSORS)).items()}
+        """Every schedule's cursor; one that is not a number (written by hand, say) is as good as
+        absent (the schedule's own start counts) and stops no other."""
+        return {
+            key: number
+            for key, value in (await self._data.entries(CURSORS)).items()
+            if (number := _number(value)) is not None
+        }
 
     async def cursor(self, schedule: Schedule) -> float:
         raw = await self._data.get_entry(CURSORS, schedule.key)
-        return float(raw) if raw is not None else 0.0
+        return (_number(raw) or 0.0) if raw is not None else 0.0
 
     async def advance(self, schedule: Schedule, occurrence: float) -> None:
         """Occurrences up to ``occurrence`` are handled (by this node or another): never moved back."""
@@ -306,10 +370,26 @@ class ScheduleStore:
 
     async def claim(self, schedule: Schedule, occurrence: float, node: str, ttl_s: float) -> bool:
         """The one right to run (or record the miss of) this occurrence, across every node."""
-        return await self._data.claim(f"schedule:{schedule.key}@{occurrence!r}", node, ttl_s)
+        return await self._data.claim(_claim_key(schedule, occurrence), node, ttl_s)
+
+    async def extend(self, schedule: Schedule, occurrence: float, node: str, ttl_s: float) -> bool:
+        """The claim held ``ttl_s`` from now if this node still has it (False: its lease ran out)."""
+        return await self._data.extend(_claim_key(schedule, occurrence), node, ttl_s)
+
+    async def release(self, schedule: Schedule, occurrence: float, node: str) -> None:
+        """Give the occurrence back (its run did not start): the claim freed and the cursor moved
+        back to just before it, so another node takes it at its next scan. The occurrences between
+        are looked at again; they are claimed (by whoever had them), so none runs twice."""
+        await self._data.release(_claim_key(schedule, occurrence), node)
+        before = math.nextafter(occurrence, -math.inf)
+        if await self.cursor(schedule) > before and await self.get(schedule.tenant, schedule.id):
+            await self._data.set_entry(CURSORS, schedule.key, repr(before))
 
     async def record(self, schedule: Schedule, run: Run) -> None:
-        await self._data.append(runs_log(schedule), run.encode(), RECENT_RUNS, RUNS_MAX_AGE_S)
+        """Into the schedule's recent runs, while it exists (a run that ends after the delete
+        leaves nothing behind; its audit event still says what happened)."""
+        if await self.get(schedule.tenant, schedule.id) is not None:
+            await self._data.append(runs_log(schedule), run.encode(), RECENT_RUNS, RUNS_MAX_AGE_S)
 
     async def runs(self, schedule: Schedule, limit: int = RECENT_RUNS) -> list[Run]:
         return [Run.decode(raw) for _, raw in await self._data.recent(runs_log(schedule), limit, None)]

@@ -6,9 +6,28 @@ its cursor (from the stored schedule alone: a restarted node, or another node
 after one is lost, computes the same ones), and for each occurrence that is
 due take its *claim* in the shared store — an atomic take-if-absent with an
 expiry (Redis ``SET NX PX``; a primary-key insert in SQLite; a dict in memory),
-keyed by schedule and occurrence. Exactly one node (or worker) wins it and
-runs the announcement; the others move on. Whoever handled an occurrence moves
-the schedule's cursor past it.
+keyed by schedule and occurrence. Exactly one node (or worker) wins it; the
+others move on.
+
+The claim is first a *lease* (``lease_s``: five ticks, at least a second, at
+most half the grace). The winner prepares the run (the schedule, the sound, the
+devices), then turns the lease into the long claim (``extend``: atomically,
+only if it still holds it) and only then starts the announcement and moves the
+cursor past the occurrence. So:
+
+* a node that dies (or stalls) between the claim and the start holds the
+  occurrence only for its lease; the cursor is still before it, and another
+  node takes it at a scan after the lease ran out — within the grace it runs
+  there, after it it is recorded missed. The stalled node, waking, finds its
+  lease gone and does nothing: never twice;
+* the store failing while the run is prepared: the winner tries again each
+  tick; when the store is back it runs it if it still holds the lease (else
+  another node, or the next scan, has it), and past the grace it is missed;
+* a node that stops before the start gives the claim back at once (and takes
+  no new claims while stopping);
+* once the announcement was handed to the announcer the claim is never given
+  back: an announcement that started is never started again. A node dying in
+  that one step loses that occurrence (at most once).
 
 An occurrence is due ``lead_s`` before its instant (the announcer then starts
 it at about that instant). One that could not start within ``grace_s`` of its
@@ -17,23 +36,29 @@ that claims it records it as missed (one record for the occurrences one scan
 found missed). A run's result (targeted/started/offline/refused) and each miss
 go into the schedule's recent runs and, through ``report``, the audit log.
 
-A claim outlives its occurrence by far (``grace_s`` plus a day), so no node
-that still sees the occurrence as due can take it again. A node that dies
-between winning a claim and starting the announcement loses that occurrence
-(it is claimed, so nobody else runs it): at most once, never twice.
+A handled occurrence's claim outlives its grace by an hour (``CLAIM_EXTRA_S``),
+so no node can win it again while it could still be played; by then the cursor
+is past it. Claims thus number about (grace + an hour) / period per schedule.
+
+Work per scan is bounded: a schedule whose next occurrence is known and not due
+costs a comparison (``_next``, rebuilt from the stored schedules on each scan);
+a long outage's occurrences are worked off ``MAX_SCAN`` per schedule and scan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from comms.log_sampling import SampledLog
 from server.announce.announcer import Announcer
 from server.announce.schedule import FAILED, MISSED, RAN, Run, Schedule, ScheduleStore
-from server.audio.tenant_sounds import SoundRejected, TenantSounds
+from server.audio.tenant_sounds import SoundChoice, SoundRejected, TenantSounds
 from server.errors import StoreUnavailable, describe
 from server.fleet.labels import BadLabel, DeviceLabels, parse_selector
 from server.fleet.node import Fleet
@@ -41,9 +66,25 @@ from server.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 _scan_failures = SampledLog()  # a broken schedule fails every tick: a few lines, not one a second
+_outages = SampledLog()  # the store down: every tick fails alike
 
-CLAIM_EXTRA_S = 86_400.0  # a claim is held this long past the grace
+CLAIM_EXTRA_S = 3600.0  # a claim is held this long past the grace (more than the lead plus a tick)
+YIELD_COMPUTED = 20  # schedules whose crons a scan computes (~0.2 ms each) before it lets others run
+YIELD_SCHEDULES = 500  # schedules a scan looks at, at most, between two such pauses
 MAX_SCAN = 1000  # occurrences one scan of a schedule looks at (a long outage is worked off over ticks)
+RELEASE_TIMEOUT_S = 1.0  # giving a claim back on the way out: no longer
+LEASE_MIN_S = 1.0  # a run's claim until its start (the lease): at least this, ...
+LEASE_TICKS = 5  # ... and at least this many ticks, at most half the grace
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A run ready to start: the schedule as it is now, its sound and its targets."""
+
+    schedule: Schedule
+    choice: SoundChoice
+    devices: list[str]
+
 
 Report = Callable[[Schedule, Run], Awaitable[None]]
 
@@ -69,13 +110,21 @@ class Scheduler:
         self.tick_s = tick_s
         self.grace_s = grace_s
         self._runs = TaskOwner("schedule-runs")
+        self._closing = False
+        self.claim_s = grace_s + CLAIM_EXTRA_S  # an occurrence handled: nobody takes it again
+        self.lease_s = min(grace_s / 2, max(LEASE_MIN_S, LEASE_TICKS * tick_s))  # until its start
+        self._next: dict[str, tuple[Schedule, float, float]] = {}  # key: (schedule, since, next occurrence)
         self.ticks = 0  # scans done (tests wait on it)
+        self.computed = 0  # schedules whose occurrences a scan computed (tests: the rest were known)
 
     @property
     def node(self) -> str:
         return self._fleet.node_id
 
     async def close(self) -> None:
+        """Stop running: no more claims (the loop itself may tick until the server's loops stop, which
+        is later), and runs in flight that did not start give their claims back."""
+        self._closing = True
         await self._runs.close()
 
     async def run(self) -> None:
@@ -83,15 +132,22 @@ class Scheduler:
         while True:
             try:
                 await self.tick()
-            except StoreUnavailable:  # the store probe reports the outage; due runs wait for the grace
-                log.debug("schedule.store_unavailable")
+            except StoreUnavailable:  # due runs wait for the store, up to the grace; then they are missed
+                held_back = _outages.admit("tick")
+                if held_back is not None:
+                    log.warning("schedule.store_unavailable", extra={"suppressed": held_back})
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
         now = time.time()
         schedules = await self.store.all()
         cursors = await self.store.cursors()
-        for schedule in schedules:
+        self._next = {s.key: self._next[s.key] for s in schedules if s.key in self._next}
+        yielded = self.computed
+        for index, schedule in enumerate(schedules):
+            if self.computed - yielded >= YIELD_COMPUTED or index % YIELD_SCHEDULES == YIELD_SCHEDULES - 1:
+                yielded = self.computed
+                await asyncio.sleep(0)  # the node's sessions go on meanwhile: a cold scan of 10k is seconds
             if schedule.paused:
                 continue
             try:
@@ -108,37 +164,112 @@ class Scheduler:
         self.ticks += 1
 
     async def _handle(self, schedule: Schedule, since: float, now: float) -> None:
-        due = schedule.timing.after(since, MAX_SCAN, until=now + self._announcer.lead_s)
+        horizon = now + self._announcer.lead_s
+        known = self._next.get(schedule.key)
+        if known is not None and known[0] == schedule and known[1] == since and known[2] > horizon:
+            return  # nothing due yet, as the last scan found: no cron to compute
+        self.computed += 1
+        due, following = schedule.timing.due(since, MAX_SCAN, until=horizon)
         if not due:
+            if following is None:  # none seen past the horizon: ask once more how far the next is
+                following = next(iter(schedule.timing.after(since, 1)), math.inf)
+            self._next[schedule.key] = (schedule, since, following)
             return
-        ttl = self.grace_s + CLAIM_EXTRA_S
+        self._next.pop(schedule.key, None)
+        ttl = self.claim_s
         missed = [t for t in due if now - t > self.grace_s]
-        won = [t for t in missed if await self.store.claim(schedule, t, self.node, ttl)]
-        if won:
-            run = Run(won[-1], MISSED, self.node, missed=len(won), message=self._missed_text(won))
-            log.warning(
-                "schedule.missed",
-                extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": len(won)},
-            )
-            await self._finish(schedule, run)
-        for occurrence in due[len(missed) :]:
-            if await self.store.claim(schedule, occurrence, self.node, ttl):
+        won: list[float] = []
+        try:
+            for occurrence in missed:
+                if await self.store.claim(schedule, occurrence, self.node, ttl):
+                    won.append(occurrence)
+        finally:  # the store failing midway: what was won is still recorded (its claims are taken)
+            if won:
+                await self._missed(schedule, won)
+        for occurrence in due[len(missed) :]:  # the cursor passes these once their runner started them
+            if self._closing:  # stopping: leave them to the other nodes
+                break
+            if await self.store.claim(schedule, occurrence, self.node, self.lease_s):
+                if self._closing:  # closed while claiming: no run could start here
+                    await self._give_back(schedule, occurrence)
+                    break
                 self._runs.spawn(self._perform(schedule, occurrence), f"run:{schedule.id}")
-        await self.store.advance(schedule, due[-1])
+        if missed:
+            await self.store.advance(schedule, missed[-1])
+
+    async def _missed(self, schedule: Schedule, won: list[float]) -> None:
+        run = Run(won[-1], MISSED, self.node, missed=len(won), message=self._missed_text(won))
+        log.warning(
+            "schedule.missed",
+            extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": len(won)},
+        )
+        await self._finish(schedule, run)
 
     def _missed_text(self, won: list[float]) -> str:
         many = f"{len(won)} occurrences" if len(won) > 1 else "the occurrence"
         return f"{many} could not start within the grace of {self.grace_s:g} s"
 
     async def _perform(self, schedule: Schedule, occurrence: float) -> None:
+        handed = False  # the announcer has it: from here on the claim is never given back
         try:
-            run = await self._announce(schedule, occurrence)
+            prepared = await self._prepare_within_grace(schedule, occurrence)
+            if prepared is None:  # the lease ran out before the start: another node's (or the next scan's)
+                log.warning("schedule.lease_lost", extra={"schedule": schedule.id, "occurrence": occurrence})
+                return
+            if isinstance(prepared, Run):
+                run = prepared
+            else:
+                handed = True
+                run = await self._start(prepared, occurrence)
+        except asyncio.CancelledError:
+            if not handed:  # stopping before the start: another node may still run it in time
+                await self._give_back(schedule, occurrence)
+            raise
         except Exception as exc:
             log.exception("schedule.run_failed", extra={"schedule": schedule.id, "tenant": schedule.tenant})
-            run = Run(occurrence, FAILED, self.node, message=f"the run failed: {describe(exc)}"[:200])
+            # the library's text (addresses, say) stays in the log
+            words = f"the run failed on node {self.node} ({type(exc).__name__}; its log has the details)"
+            run = Run(occurrence, FAILED, self.node, message=words[:200])
+        try:
+            await self.store.advance(schedule, occurrence)
+        except StoreUnavailable:  # its claim is held past the grace: nobody runs it again
+            log.warning("schedule.advance_failed", extra={"schedule": schedule.id, "occurrence": occurrence})
         await self._finish(schedule, run)
 
-    async def _announce(self, schedule: Schedule, occurrence: float) -> Run:
+    async def _give_back(self, schedule: Schedule, occurrence: float) -> None:
+        with contextlib.suppress(Exception):  # the store down too: the claim stays (at most once)
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                await self.store.release(schedule, occurrence, self.node)
+                log.info("schedule.claim_released", extra={"schedule": schedule.id, "occurrence": occurrence})
+
+    async def _prepare_within_grace(self, schedule: Schedule, occurrence: float) -> _Prepared | Run | None:
+        """The run ready to start, or its result without a start; None when the lease was lost.
+
+        The store failing is tried again each tick while the grace lasts, then the occurrence is
+        missed. Before it starts (or is recorded), the lease is made the long claim, atomically and
+        only if this node still holds it: a node slower than its lease (stalled, or the store down
+        that long) finds another has taken over, or the next scan will, and does nothing."""
+        while True:
+            try:
+                prepared = await self._prepare(schedule, occurrence)
+                if not isinstance(prepared, Run) and time.time() - occurrence > self.grace_s:
+                    prepared = self._missed_run(schedule, occurrence)  # never played late
+                if not await self.store.extend(schedule, occurrence, self.node, self.claim_s):
+                    return None
+                return prepared
+            except StoreUnavailable:
+                pass
+            if time.time() - occurrence > self.grace_s:  # the store still down: the log has the miss
+                return self._missed_run(schedule, occurrence)
+            await asyncio.sleep(self.tick_s)
+
+    def _missed_run(self, schedule: Schedule, occurrence: float) -> Run:
+        log.warning(
+            "schedule.missed", extra={"schedule": schedule.id, "tenant": schedule.tenant, "occurrences": 1}
+        )
+        return Run(occurrence, MISSED, self.node, missed=1, message=self._missed_text([occurrence]))
+
+    async def _prepare(self, schedule: Schedule, occurrence: float) -> _Prepared | Run:
         current = await self.store.get(schedule.tenant, schedule.id)
         if current is None or current.paused:  # deleted or paused since the scan: nothing to do
             return Run(occurrence, FAILED, self.node, message="paused or deleted before the run")
@@ -153,15 +284,19 @@ class Scheduler:
         devices = [
             v.identity.device_id for v in views if selector.matches(known.get(v.identity.device_id, {}))
         ]
+        return _Prepared(current, choice, devices)
+
+    async def _start(self, prepared: _Prepared, occurrence: float) -> Run:
+        current = prepared.schedule
         announcement, outcome = await self._announcer.announce(
-            tenant, devices, choice, current.priority, current.resume
+            current.tenant, prepared.devices, prepared.choice, current.priority, current.resume
         )
         return Run(
             occurrence,
             RAN,
             self.node,
             announcement=announcement.id,
-            targeted=len(devices),
+            targeted=len(prepared.devices),
             started=len(outcome.started),
             offline=len(outcome.offline),
             refused=len(outcome.refused),

@@ -57,8 +57,18 @@ class SharedData(Protocol):
     async def recent(self, log: str, limit: int, before: str | None) -> list[tuple[str, str]]:
         """Up to ``limit`` (id, entry), newest first, older than the id ``before`` if given."""
 
+    async def drop_log(self, log: str) -> None:
+        """Every entry of ``log`` gone (what it logged was deleted)."""
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         """Take ``key`` for ``ttl_s`` if nobody holds it, atomically: True for the one caller that did."""
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        """Hold ``key`` ``ttl_s`` from now if ``holder`` still has it (unexpired), atomically: False
+        when it expired or another took it since (a lease lost)."""
+
+    async def release(self, key: str, holder: str) -> None:
+        """Give ``key`` back if ``holder`` still holds it (a claim whose work did not start), atomically."""
 
 
 class MemoryData:
@@ -69,7 +79,7 @@ class MemoryData:
         self._tables: dict[str, dict[str, str]] = {}
         self._logs: dict[str, deque[tuple[int, float, str]]] = {}
         self._ids = itertools.count(1)
-        self._claims: dict[str, float] = {}  # key: until (unix time)
+        self._claims: dict[str, tuple[str, float]] = {}  # key: (holder, until unix time)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         self._blobs[key] = data
@@ -107,14 +117,29 @@ class MemoryData:
         rows = [r for r in reversed(self._logs.get(log, ())) if bound is None or r[0] < bound]
         return [(str(entry_id), entry) for entry_id, _, entry in rows[:limit]]
 
+    async def drop_log(self, log: str) -> None:
+        self._logs.pop(log, None)
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         now = time.time()
-        for old in [k for k, until in self._claims.items() if until <= now]:
+        for old in [k for k, (_, until) in self._claims.items() if until <= now]:
             del self._claims[old]
         if key in self._claims:
             return False
-        self._claims[key] = now + ttl_s
+        self._claims[key] = (holder, now + ttl_s)
         return True
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        held, until = self._claims.get(key, ("", 0.0))
+        if held != holder or until <= now:
+            return False
+        self._claims[key] = (holder, now + ttl_s)
+        return True
+
+    async def release(self, key: str, holder: str) -> None:
+        if self._claims.get(key, ("", 0.0))[0] == holder:
+            del self._claims[key]
 
 
 _SQLITE_SCHEMA = (
@@ -125,6 +150,7 @@ _SQLITE_SCHEMA = (
     "at REAL NOT NULL, entry TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS logs_by_log ON logs (log, id)",
     "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS claims_by_until ON claims (until)",  # each claim drops the expired
 )
 
 
@@ -217,6 +243,14 @@ class SqliteData:
         )
         return [(str(i), str(e)) for i, e in rows]
 
+    def _drop_log(self, log: str) -> None:
+        db = self._db
+        with write_transaction(db):
+            db.execute("DELETE FROM logs WHERE log = ?", (log,))
+
+    async def drop_log(self, log: str) -> None:
+        await self._store.run(self._drop_log, log)
+
     def _claim(self, key: str, holder: str, ttl_s: float) -> bool:
         now = time.time()
         db = self._db
@@ -231,12 +265,45 @@ class SqliteData:
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         return await self._store.run(self._claim, key, holder, ttl_s)
 
+    def _extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        db = self._db
+        with write_transaction(db):
+            cursor = db.execute(
+                "UPDATE claims SET until = ? WHERE key = ? AND holder = ? AND until > ?",
+                (now + ttl_s, key, holder, now),
+            )
+        return cursor.rowcount == 1
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        return await self._store.run(self._extend, key, holder, ttl_s)
+
+    def _release(self, key: str, holder: str) -> None:
+        db = self._db
+        with write_transaction(db):
+            db.execute("DELETE FROM claims WHERE key = ? AND holder = ?", (key, holder))
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._store.run(self._release, key, holder)
+
 
 # KEYS[1] = table hash, ARGV[1] = key: the value, deleted in the same step (nil when absent).
 _TAKE = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return value
+"""
+
+# KEYS[1] = claim key, ARGV[1] = holder, ARGV[2] = ms: held that long from now while that holder has it.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS[1] = claim key, ARGV[1] = holder: deleted only while that holder has it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -248,6 +315,8 @@ class RedisData:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._take = client.register_script(_TAKE)
+        self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
 
     async def put_blob(self, key: str, data: bytes) -> None:
         await self._redis.set(f"{KEY_PREFIX}blob:{key}", base64.b64encode(data).decode())
@@ -289,11 +358,21 @@ class RedisData:
         rows = await self._redis.xrevrange(f"{KEY_PREFIX}log:{log}", max=top, min="-", count=limit)
         return [(str(entry_id), str((fields or {}).get("e", ""))) for entry_id, fields in rows or []]
 
+    async def drop_log(self, log: str) -> None:
+        await self._redis.delete(f"{KEY_PREFIX}log:{log}")
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         taken = await self._redis.set(
             f"{KEY_PREFIX}claim:{key}", holder, nx=True, px=max(1, int(ttl_s * 1000))
         )
         return bool(taken)
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        ms = max(1, int(ttl_s * 1000))
+        return bool(await self._extend(keys=[f"{KEY_PREFIX}claim:{key}"], args=[holder, ms]))
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._release(keys=[f"{KEY_PREFIX}claim:{key}"], args=[holder])
 
 
 class GuardedData:
@@ -351,6 +430,18 @@ class GuardedData:
         async with self._mapped("recent"):
             return await self._backend.recent(log, limit, before)
 
+    async def drop_log(self, log: str) -> None:
+        async with self._mapped("drop_log"):
+            await self._backend.drop_log(log)
+
     async def claim(self, key: str, holder: str, ttl_s: float) -> bool:
         async with self._mapped("claim"):
             return await self._backend.claim(key, holder, ttl_s)
+
+    async def extend(self, key: str, holder: str, ttl_s: float) -> bool:
+        async with self._mapped("extend"):
+            return await self._backend.extend(key, holder, ttl_s)
+
+    async def release(self, key: str, holder: str) -> None:
+        async with self._mapped("release"):
+            await self._backend.release(key, holder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
@@ -31,7 +31,12 @@ MAX_PRIORITY = 10  # one more than the API's, so the API says what is wrong with
 
 
 def _local(unix: float, zone: str) -> str:
-    return datetime.fromtimestamp(unix, ZoneInfo(zone or "UTC")).strftime("%Y-%m-%d %H:%M %Z")
+    """In the schedule's zone; in UTC if this node's tzdata lacks it (the page still shows)."""
+    try:
+        where = ZoneInfo(zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        where = ZoneInfo("UTC")
+    return datetime.fromtimestamp(unix, where).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _run(run: apb.ScheduleRun, zone: str) -> dict[str, Any]:
