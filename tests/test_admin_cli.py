@@ -144,6 +144,28 @@ def test_connection_settings_problems_are_one_line(
     assert err.startswith("audio-admin: ") and len(err.splitlines()) == 1 and "nobody.crt" in err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["announce", "--selector", "all", "--mode", "1", "--priority", "-1"],
+        ["announce", "--selector", "all", "--mode", "-3"],
+        ["talk", "--selector", "all", "--priority", "99999999999", "a.wav"],
+        ["schedules", "create", "--selector", "all", "--mode", "x", "--cron", "0 9 * * *"],
+        ["devices", "mode", "dev-1", "-1"],
+        ["enrollments", "create", "--count", "-5", "--prefix", "p-"],
+        ["audit", "list", "--limit", "-1"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_negative_or_huge_number_is_a_usage_line_not_a_traceback(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Numbers go into uint32 fields: protobuf would raise ValueError (a traceback) on these."""
+    assert main(["--tenant", "acme", "--operator", "alice", *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("not a whole number" in err or "is outside 0.." in err), err
+
+
 LEAF_COMMANDS = [
     ["devices", "list"],
     *[["devices", action, "dev-1"] for action in ("show", "events", "play", "stop", "disconnect")],

@@ -39,6 +39,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from admin import enrolments, schedules
+from admin.args import whole
 from admin.client import FleetClient
 from admin.settings import AdminSettings
 from admin.talk_file import TalkFileError, paced, read_pcm
@@ -86,7 +87,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     online = listing.add_mutually_exclusive_group()
     online.add_argument("--online", action="store_true", help="only devices online now")
     online.add_argument("--offline", action="store_true", help="only devices offline now")
-    listing.add_argument("--mode", type=int, help="only devices in this mode")
+    listing.add_argument("--mode", type=whole, help="only devices in this mode")
     listing.add_argument("--search", default="", help="device ids containing this")
     listing.add_argument(
         "--selector", default="", help="only devices whose labels match: key=value[,key=value...] or all"
@@ -105,7 +106,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
         "mode", help="set the mode (stored for its next connection when offline)", parents=shared
     )
     mode.add_argument("device")
-    mode.add_argument("mode", type=int)
+    mode.add_argument("mode", type=whole)
     label = devices.add_parser(
         "label", help="set (key=value) and remove (--remove KEY) the device's labels", parents=shared
     )
@@ -119,10 +120,10 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     upload = sounds.add_parser(
         "upload", help="use FILE (any format libsndfile reads) for a mode", parents=shared
     )
-    upload.add_argument("--mode", type=int, required=True)
+    upload.add_argument("--mode", type=whole, required=True)
     upload.add_argument("file", type=Path)
     reset = sounds.add_parser("reset", help="back to the built-in sound", parents=shared)
-    reset.add_argument("--mode", type=int, required=True)
+    reset.add_argument("--mode", type=whole, required=True)
     console = topics.add_parser("console", help="the web console").add_subparsers(
         dest="action", required=True
     )
@@ -140,13 +141,13 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     targets.add_argument("--selector", help="the devices whose labels match: key=value[,key=value...] or all")
     targets.add_argument("--device", action="append", dest="devices", metavar="ID", help="a device (repeat)")
     sound = announce.add_mutually_exclusive_group(required=True)
-    sound.add_argument("--mode", type=int, help="the sound a Play of this mode plays")
+    sound.add_argument("--mode", type=whole, help="the sound a Play of this mode plays")
     sound.add_argument("--sound", help="an uploaded sound, by its file name (extension optional)")
     sound.add_argument(
         "--file", type=Path, help="a sound file sent with the call (WAV, FLAC, Ogg, MP3; at most 3 MiB)"
     )
     announce.add_argument(
-        "--priority", type=int, default=0, help="0..9: a higher one preempts a lower one (default 0)"
+        "--priority", type=whole, default=0, help="0..9: a higher one preempts a lower one (default 0)"
     )
     announce.add_argument(
         "--no-resume", action="store_true", help="the interrupted sounds do not resume afterwards"
@@ -162,7 +163,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
         "--selector", help="the devices whose labels match: key=value[,key=value...] or all"
     )
     speakers.add_argument("--device", action="append", dest="devices", metavar="ID", help="a device (repeat)")
-    talk.add_argument("--priority", type=int, default=0, help="0..9, as for announce (default 0)")
+    talk.add_argument("--priority", type=whole, default=0, help="0..9, as for announce (default 0)")
     talk.add_argument(
         "--no-resume", action="store_true", help="the interrupted sounds do not resume afterwards"
     )
@@ -173,7 +174,7 @@ def configure(parser: argparse.ArgumentParser, options: argparse.ArgumentParser)
     events.add_argument("--action", dest="audit_action", default="")
     events.add_argument("--by", default="", help="operator name")
     events.add_argument("--refused", action="store_true", help="only refused calls")
-    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--limit", type=whole, default=50)
     enrolments.configure(topics, shared)
     schedules.configure(topics, shared)
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from admin.args import whole
 from comms.gen import admin_pb2 as apb
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -48,7 +49,7 @@ def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
     create = codes.add_parser("create", help="codes for devices (each shown once)", parents=shared)
     which = create.add_mutually_exclusive_group(required=True)
     which.add_argument("--device", help="one code for this device id")
-    which.add_argument("--count", type=int, help="codes for PREFIX1 .. PREFIXN")
+    which.add_argument("--count", type=whole, help="codes for PREFIX1 .. PREFIXN")
     create.add_argument("--prefix", default="", help="device id prefix for --count (e.g. kitchen-)")
     create.add_argument("--ttl", type=duration, default=0.0, help="how long they stay valid (24h by default)")
     create.add_argument("--csv", action="store_true", help="print device,code,expires,id as CSV")

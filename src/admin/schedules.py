@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from admin.args import whole
 from comms.gen import admin_pb2 as apb
 
 HEADER = ("ID", "STATE", "SELECTOR", "SOUND", "WHEN", "NEXT RUN", "LAST RESULT")
@@ -30,13 +31,13 @@ def configure(topics: Any, shared: list[argparse.ArgumentParser]) -> None:
     create = actions.add_parser("create", help="a new schedule (operator)", parents=shared)
     create.add_argument("--selector", required=True, help="the devices at each run: key=value[,...] or all")
     sound = create.add_mutually_exclusive_group(required=True)
-    sound.add_argument("--mode", type=int, help="the sound a Play of this mode plays")
+    sound.add_argument("--mode", type=whole, help="the sound a Play of this mode plays")
     sound.add_argument("--sound", help="an uploaded sound, by its file name (extension optional)")
     when = create.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", help="one run at this local time, e.g. 2026-12-03T09:00")
     when.add_argument("--cron", help='five-field cron, e.g. "0 9 * * 1-5" (weekdays at 9:00)')
     create.add_argument("--tz", default="UTC", help="IANA time zone of --at/--cron (default UTC)")
-    create.add_argument("--priority", type=int, default=0, help="0..9, as for announce (default 0)")
+    create.add_argument("--priority", type=whole, default=0, help="0..9, as for announce (default 0)")
     create.add_argument("--no-resume", action="store_true", help="interrupted sounds do not resume")
     actions.add_parser("list", help="the tenant's schedules with their next run", parents=shared)
     for name, text in (
