@@ -20,7 +20,6 @@ import logging
 import time
 import uuid
 
-from auth.identity import Identity
 from server.announce.plan import Announcement, Outcome
 from server.announce.stage import Stage
 from server.audio.tenant_sounds import SoundChoice
@@ -54,15 +53,8 @@ class Announcer:
         self, tenant: str, devices: list[str], sound: SoundChoice, priority: int, resume: bool
     ) -> tuple[Announcement, Outcome]:
         """Play ``sound`` on ``devices`` (ids of ``tenant``) at one instant; what happened to each."""
-        outcome = Outcome()
-        async with shared_io():
-            holders = await self._fleet.presence.holders([Identity(tenant, d) for d in devices])
-        by_node: dict[str, list[str]] = {}
-        for device, holder in zip(devices, holders, strict=True):
-            if holder is None:
-                outcome.offline.append(device)
-            else:
-                by_node.setdefault(holder, []).append(device)
+        by_node, offline = await self._fleet.by_holder(tenant, devices)
+        outcome = Outcome(offline=offline)
         announcement = Announcement(
             uuid.uuid4().hex, tenant, sound, time.time() + self.lead_s, priority, resume
         )

@@ -180,15 +180,8 @@ class Talks:
     async def open(self, tenant: str, devices: list[str], priority: int, resume: bool) -> Talk:
         """Start a talk on ``devices`` (ids of ``tenant``): what happened to each, and the handle."""
         plan = TalkPlan(uuid.uuid4().hex, tenant, priority, resume)
-        outcome = Outcome()
-        async with shared_io():
-            holders = await self._fleet.presence.holders([Identity(tenant, d) for d in devices])
-        by_node: dict[str, list[str]] = {}
-        for device, holder in zip(devices, holders, strict=True):
-            if holder is None:
-                outcome.offline.append(device)
-            else:
-                by_node.setdefault(holder, []).append(device)
+        by_node, offline = await self._fleet.by_holder(tenant, devices)
+        outcome = Outcome(offline=offline)
         start_unix = time.time()
         loop = asyncio.get_running_loop()
         answers: dict[str, asyncio.Future[Outcome]] = {}

@@ -188,6 +188,20 @@ class Fleet(RegistryListener):
         log_name = history_log(controller.identity)
         self._later(lambda: history.append(log_name, entry, HISTORY_KEEP, HISTORY_MAX_AGE_S))
 
+    async def by_holder(self, tenant: str, devices: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+        """Where ``devices`` (ids of ``tenant``) are live: their ids by the node holding each, and
+        the ids no node holds (offline). One presence read for all of them."""
+        async with shared_io():
+            holders = await self.presence.holders([Identity(tenant, d) for d in devices])
+        by_node: dict[str, list[str]] = {}
+        offline: list[str] = []
+        for device, holder in zip(devices, holders, strict=True):
+            if holder is None:
+                offline.append(device)
+            else:
+                by_node.setdefault(holder, []).append(device)
+        return by_node, offline
+
     def session_claimed(self, identity: Identity, session_id: str) -> None:
         async def tell_the_holder() -> None:
             holder = await self.presence.holder(identity)
