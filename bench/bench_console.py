@@ -38,13 +38,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(root: Path, chromium: str) -> list[float]:
-    from playwright.async_api import async_playwright
-
-    ca = server_pki(root)
-    device = pki.issue_device_cert(ca, Identity("acme", "dev-1"), DEFAULT_TRUST_DOMAIN)
-    operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.VIEWER, "acme"))
-    settings = ServerSettings(
+def console_settings(root: Path) -> ServerSettings:
+    """One server with its console on free ports, memory state, quiet logs (for browser benches)."""
+    return ServerSettings(
         pki_dir=root,
         bind="127.0.0.1:0",
         admin_bind="127.0.0.1:0",
@@ -55,6 +51,15 @@ async def measure(root: Path, chromium: str) -> list[float]:
         cache_dir=None,
         log_level="ERROR",
     )
+
+
+async def measure(root: Path, chromium: str) -> list[float]:
+    from playwright.async_api import async_playwright
+
+    ca = server_pki(root)
+    device = pki.issue_device_cert(ca, Identity("acme", "dev-1"), DEFAULT_TRUST_DOMAIN)
+    operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.VIEWER, "acme"))
+    settings = console_settings(root)
     app = await start_server(settings)
     took: list[float] = []
     try:

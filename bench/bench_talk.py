@@ -31,11 +31,11 @@ from auth.identity import DEFAULT_TRUST_DOMAIN, Identity
 from auth.operators import OperatorIdentity, Role
 from auth.tls import TlsMaterial
 from bench.bench_admin import percentile, server_pki, until
+from bench.bench_console import console_settings
 from comms.gen import admin_pb2 as apb
 from device.audio_sink import RecordingSink
 from device.client import DeviceClient
 from server.app import start_server
-from server.runtime.settings import ServerSettings
 
 RATE = 48_000
 FRAME = 960
@@ -103,17 +103,7 @@ async def measure(root: Path, chromium: str) -> list[float]:
     operator = pki.issue_operator_cert(ca, OperatorIdentity("bench", Role.OPERATOR, "acme"))
     wav = root / "clicks.wav"
     click_file(wav)
-    settings = ServerSettings(
-        pki_dir=root,
-        bind="127.0.0.1:0",
-        admin_bind="127.0.0.1:0",
-        console_bind="127.0.0.1:0",
-        health_bind="",
-        metrics_bind="",
-        state_backend="memory",
-        cache_dir=None,
-        log_level="ERROR",
-    )
+    settings = console_settings(root)
     app = await start_server(settings)
     sink = RecordingSink()
     try:

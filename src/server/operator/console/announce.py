@@ -11,7 +11,7 @@ outcome per device.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
@@ -56,6 +56,19 @@ class AnnouncePage:
         app.router.add_get("/announce", self.page)
         app.router.add_post("/announce", self.send)
 
+    def _show(self, request: web.Request, tenant: str, **values: Any) -> web.StreamResponse:
+        """The form (``devices``, ``sounds``, ``filters``) or the outcome (``result``) for ``tenant``."""
+        page: dict[str, Any] = {"filters": {}, "devices": [], "sounds": [], "result": None, **values}
+        return self._console.render(
+            request,
+            "announce.html",
+            ask_tenant=False,
+            tenant=tenant,
+            max_priority=MAX_PRIORITY,
+            max_clip_mib=MAX_CLIP_BYTES // (1024 * 1024),
+            **page,
+        )
+
     async def page(self, request: web.Request) -> web.StreamResponse:
         console = self._console
         session = console.session_of(request)
@@ -77,20 +90,15 @@ class AnnouncePage:
             sounds = await console.invoke(request, "ListSounds", apb.ListSoundsRequest(tenant=tenant))
         except ApiError as exc:
             return console.error(request, exc)
-        return console.render(
+        return self._show(
             request,
-            "announce.html",
-            ask_tenant=False,
-            tenant=tenant,
+            tenant,
             filters=filters,
             devices=[{"id": d.device_id, "online": d.online, "mode": d.mode} for d in devices],
             sounds=[
                 {"mode": s.mode, "what": s.filename if s.source == "uploaded" else "built-in"}
                 for s in sounds.sounds
             ],
-            max_priority=MAX_PRIORITY,
-            max_clip_mib=MAX_CLIP_BYTES // (1024 * 1024),
-            result=None,
         )
 
     async def send(self, request: web.Request) -> web.StreamResponse:
@@ -120,16 +128,9 @@ class AnnouncePage:
         outcome = [(d, "started") for d in result.started]
         outcome += [(d, "offline") for d in result.offline]
         outcome += [(d, "refused (a higher or equal announcement plays)") for d in result.refused]
-        return console.render(
+        return self._show(
             request,
-            "announce.html",
-            ask_tenant=False,
-            tenant=tenant,
-            filters={},
-            devices=[],
-            sounds=[],
-            max_priority=MAX_PRIORITY,
-            max_clip_mib=MAX_CLIP_BYTES // (1024 * 1024),
+            tenant,
             result={
                 "sound": result.sound,
                 "targeted": result.targeted,
