@@ -1,5 +1,5 @@
 """Where the server's time goes per audio packet: py-spy samples one server process while lean
-devices stream (``python -m bench.profile_server [DEVICES] [SECONDS] [--native]``; with
+devices stream (``python -m bench.profile_server [DEVICES] [SECONDS] [FRAME_MS] [--native]``; with
 ``--native`` gRPC's C core shows too, at the price of pausing the server for each sample).
 
 Prints the functions holding the most samples, by own time and by total time (a function and
@@ -50,7 +50,7 @@ def summarise(raw: Path) -> tuple[collections.Counter[str], collections.Counter[
     return own, total, samples
 
 
-def profile(devices: int, seconds: float, native: bool = False) -> None:
+def profile(devices: int, seconds: float, native: bool = False, frame_ms: int = 20) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     redis_binary = shutil.which("redis-server")
     if not Path(spy).exists() or redis_binary is None:
@@ -88,7 +88,7 @@ def profile(devices: int, seconds: float, native: bool = False) -> None:
         try:
             wait_listening(port, server)
             time.sleep(1.0)
-            run_generators("realtime", pki_dir, f"127.0.0.1:{port}", devices, seconds + 2, "20", "0",
+            run_generators("realtime", pki_dir, f"127.0.0.1:{port}", devices, seconds + 2, str(frame_ms), "0",
                            on_go=start_sampling)  # fmt: skip
             for process in sampler:
                 process.wait(timeout=60)
@@ -98,7 +98,7 @@ def profile(devices: int, seconds: float, native: bool = False) -> None:
             redis.terminate()
             redis.wait(timeout=30)
         own, total, samples = summarise(raw)
-    print(f"\nServer profile, {devices} devices streaming 20 ms packets, {samples} samples (py-spy):")
+    print(f"\nServer profile, {devices} devices streaming {frame_ms} ms packets, {samples} samples (py-spy):")
     print("  own time (the function itself):")
     for name, count in own.most_common(TOP):
         print(f"    {100 * count / samples:5.1f}%  {name}")
@@ -109,4 +109,9 @@ def profile(devices: int, seconds: float, native: bool = False) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--native"]
-    profile(int(args[0]) if args else 400, float(args[1]) if len(args) > 1 else 10.0, "--native" in sys.argv)
+    profile(
+        int(args[0]) if args else 400,
+        float(args[1]) if len(args) > 1 else 10.0,
+        "--native" in sys.argv,
+        int(args[2]) if len(args) > 2 else 20,
+    )

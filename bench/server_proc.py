@@ -16,6 +16,7 @@ from pathlib import Path
 
 from comms.logfmt import configure_logging
 from server import metrics
+from server.__main__ import settle_heap
 from server.app import start_server
 from server.runtime.settings import ServerSettings
 
@@ -44,6 +45,7 @@ async def main(pki_dir: Path, cache_dir: Path) -> None:
     )
     configure_logging(settings.log_level, settings.log_format)  # JSON lines on stderr (a log file)
     app = await start_server(settings)
+    settle_heap(settings.gc_young_threshold)  # as the deployed server does
     print(f"PORT {app.port}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

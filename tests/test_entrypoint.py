@@ -235,6 +235,7 @@ async def test_sigterm_ends_streams_with_unavailable_and_exits_0(
         assert "server.stopped" in {e["event"] for e in events}
         (settled,) = [e for e in events if e["event"] == "server.heap_settled"]
         assert settled["frozen_objects"] > 10_000  # the library and modules: out of the collector's way
+        assert settled["gc_thresholds"][:2] == [5000, 50]  # collected less often than Python's 700, 10
         opened = [e for e in events if e["event"] == "stream.open"]
         assert opened and {"tenant", "device", "session", "stream"} <= set(opened[0])
         text = b"\n".join([*lines, *rest]).decode()

@@ -213,6 +213,14 @@ class ServerSettings(BaseSettings):
         le=3600,
         description="The longest a push-to-talk may last (seconds); then it ends on every device",
     )
+    gc_young_threshold: int = Field(
+        5000,
+        ge=100,
+        le=1_000_000,
+        description="Allocations between two collections of Python's youngest generation (Python's "
+        "default: 700). Higher: fewer collections, and far fewer objects aged into the full "
+        "collections that pause every stream",
+    )
     audio_max_late_ms: int = Field(
         200, ge=20, le=5000, description="Audio later than this at hand-off is skipped (the live edge)"
     )
