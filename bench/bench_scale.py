@@ -281,7 +281,8 @@ SCENARIOS = (  # loads one server core carries and one generator core drives: 10
     Scenario("1 worker,  60 ms", 1, PACED_FLOORS[60], 60),
     Scenario("2 workers, 60 ms", 2, PACED_FLOORS[60], 60),
 )
-LATENCY = (
+LATENCY = (  # 100 devices too: how the tail grows with the server core's load
+    Scenario("1 worker,  100 devices", 1, 100, 20, probes=10),
     Scenario("1 worker,  200 devices", 1, 200, 20, probes=10),
     Scenario("2 workers, 200 devices", 2, 200, 20, probes=10),
 )
@@ -380,8 +381,9 @@ def run(seconds: float = WINDOW_S, floors: Floors | None = None, pki_dir: Path |
                 stops, plays = m.values("stop_ms"), m.values("play_ms")
                 failed = sum(int(r.get("probes_failed", 0)) for r in m.results)
                 bound = "; generator-bound" if m.generator_bound else ""
+                load = " + ".join(f"{c:.0f} %" for c in m.server_pct())
                 print(
-                    f"  {scenario.label} ({m.connected} streaming): Play -> first packet "
+                    f"  {scenario.label} ({m.connected} streaming, server {load} CPU): Play -> first packet "
                     f"{percentile(plays, 0.5):5.1f} / {percentile(plays, 0.99):5.1f} ms, Stop -> is_end "
                     f"{percentile(stops, 0.5):5.1f} / {percentile(stops, 0.99):5.1f} ms (median / p99, "
                     f"{len(plays)} probes, {failed} failed; generators {m.generator_pct.median:.0f} %{bound})"
