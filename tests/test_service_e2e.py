@@ -460,3 +460,60 @@ async def test_button_events_are_logged_by_name(
         ("Mode", "BUTTON_2", "PRESS"),
         ("Play", "BUTTON_4", "PRESS"),
     ]
+
+
+async def test_a_stream_whose_call_breaks_under_grpc_is_no_server_error(
+    server_factory: ServerFactory,
+    pki: object,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In a reconnect storm a device gives up on a stream the server has not answered yet, and
+    gRPC's core fails the server's first send on it (``ExecuteBatchError``, seen in
+    ``bench_outage``). That is the peer leaving, not a bug: no stream.failed, no INTERNAL."""
+    from grpc._cython import cygrpc
+
+    from auth.tls import channel_credentials
+    from comms.gen import comms_pb2_grpc as pb_grpc
+    from server.devices.streams import DeviceService
+
+    class BrokenCall:
+        """The call as gRPC hands it over, except that its core has lost the connection."""
+
+        def __init__(self, context: grpc.aio.ServicerContext) -> None:
+            self._context = context
+
+        async def send_initial_metadata(self, metadata: object) -> None:
+            raise cygrpc.ExecuteBatchError('Failed "execute_batch"')
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._context, name)
+
+    event_stream = DeviceService.EventStream
+    breaking = [True]
+
+    async def through_a_broken_call(
+        self: DeviceService, requests: object, context: grpc.aio.ServicerContext
+    ) -> None:
+        call = BrokenCall(context) if breaking and breaking.pop() else context
+        await event_stream(self, requests, call)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceService, "EventStream", through_a_broken_call)
+    server = await server_factory()
+    tls = pki.device_tls("acme", "impatient")  # type: ignore[attr-defined]
+
+    def ended() -> list[object]:
+        return [getattr(r, "status", None) for r in caplog.records if r.getMessage() == "stream.end"]
+
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:
+        events = pb_grpc.DeviceServiceStub(channel).EventStream(metadata=await open_session(channel))
+        await wait_for(lambda: bool(ended()))
+        events.cancel()  # the device had given up
+    assert ended() == ["CANCELLED"]
+    assert "stream.broken" in [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.getMessage() in ("stream.failed", "request.internal_error")]
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", channel_credentials(tls)) as channel:
+        events = pb_grpc.DeviceServiceStub(channel).EventStream(metadata=await open_session(channel))
+        await events.write(pb.DeviceEvent(button_event=pb.ButtonEvent(button_id=MODE)))
+        assert (await events.read()).ack  # and the device is served when it comes back
+        await events.done_writing()

@@ -39,7 +39,8 @@ ALERTABLE: dict[str, str] = {
     "`audio_background_restarts_total{task}`). Three within a minute turn readiness NOT_SERVING. A bug: "
     "report it with the traceback.",
     "stream.failed": "A device stream ended with INTERNAL because of a bug of ours (with a traceback); "
-    "other streams are unaffected. Report it.",
+    "other streams are unaffected. Report it. (A stream whose device left while gRPC was sending to it "
+    "is `stream.broken`, at info: not a bug.)",
     "request.internal_error": "A device-service call failed with INTERNAL because of a bug of ours (with a "
     "traceback). Report it.",
     "admin.internal_error": "An operator call failed with INTERNAL because of a bug of ours (with a "
