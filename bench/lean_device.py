@@ -53,7 +53,7 @@ class Device:
         self.gone = asyncio.Event()  # a stream ended without us closing it
         self.lost_code = ""
         self._closing = False
-        self._first = 0.0
+        self._schedule = 0.0  # when packet 0 of the playing sound was due here (the earliest seen)
         self._index = 0
         self._waiting: dict[str, asyncio.Future[float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,14 +110,18 @@ class Device:
             async for packet in self.audio:
                 now = time.perf_counter()
                 if packet.is_start:
-                    self._first, self._index = now, 0
+                    self._schedule, self._index = now, 0
                     self._resolve("start", now)
                 else:
                     self._index += 1
                 if packet.is_end:
                     self._resolve("end", now)
                 self.packets += 1
-                if now - (self._first + self._index * self.frame_s) > LATE_S:
+                # The sound's schedule here: as early as any of its packets arrived (the lead's
+                # packets come early); a packet arriving more than LATE_S behind it is late.
+                at = now - self._index * self.frame_s
+                self._schedule = min(self._schedule, at)
+                if at - self._schedule > LATE_S:
                     self.late += 1
         except CALL_ENDED as exc:
             self._lose(exc)
@@ -135,6 +139,12 @@ class Device:
         waiter = self._waiting.pop(kind, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(now)
+
+    def rebase(self) -> None:
+        """Take the sound's schedule afresh from the next packet on: lateness per measured window.
+        The server skips packets that are too late (its live edge) and the device cannot see
+        which: after a skip every packet would stay "behind" the old schedule for good."""
+        self._schedule = float("inf")
 
     def expect(self, kind: str) -> asyncio.Future[float]:
         self._waiting[kind] = asyncio.get_running_loop().create_future()

@@ -149,11 +149,14 @@ async def realtime(pki_dir: Path, target: str, first: int, count: int, frame_ms:
     probing: list[asyncio.Task[tuple[list[float], list[float], int]]] = []
 
     def snapshot() -> dict:
-        return {
+        counts = {
             "packets": sum(d.packets for d in live),
             "late": sum(d.late for d in live),
             "lost": sum(d.lost for d in live),
         }
+        for device in live:  # each window's lateness is its own, not what came before it
+            device.rebase()
+        return counts
 
     def start_probes() -> None:  # from the first mark on, inside the measured windows
         probing.extend(asyncio.create_task(probe_latency(d)) for d in live[:probes])

@@ -84,6 +84,7 @@ class LiveSound:
         self.first = self.position = len(feed.messages)  # the live edge: what is past is not replayed
         self.end_sent = False
         self._ended_at = math.inf
+        self.next_at = -math.inf  # the clock looks at it on every tick until its end is sent
 
     @property
     def ends_at(self) -> float:
@@ -103,6 +104,7 @@ class LiveSound:
             self.position += 1
             if message.is_end:
                 self.end_sent, self._ended_at = True, now + self.frame_s
+                self.next_at = self._ended_at
             self.player.offer(now, message)
             offered += 1
         return offered

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ class Sound:
     """One playing sound: its clip, its schedule and how far it got."""
 
     __slots__ = (
-        "clip", "encoding", "end_sent", "first", "frame_s", "player", "position", "sound_id", "t0"
+        "clip", "encoding", "end_sent", "first", "frame_s", "next_at", "player", "position", "sound_id", "t0"
     )  # fmt: skip
 
     def __init__(
@@ -65,6 +66,7 @@ class Sound:
         self.first = first  # the packet it starts with (> 0: resumed after an announcement)
         self.position = first  # the next packet to offer
         self.end_sent = False
+        self.next_at = -math.inf  # when the clock has something to do for it again (see ``advance``)
 
     @property
     def ends_at(self) -> float:
@@ -90,6 +92,8 @@ class Sound:
                 message = pb.AudioPacket(is_start=True, is_end=message.is_end, data=message.data)
             self.player.offer(due + lead_s, message)
             offered += 1
+        # The clock passes over it until then: its next packet is due, or (all offered) it ends.
+        self.next_at = self.t0 + self.position * frame_s - lead_s if self.position <= last else self.ends_at
         return offered, late
 
     def fade_out(self, index: int) -> bytes:
@@ -123,6 +127,10 @@ class FrameClock:
     async def close(self) -> None:
         await self._tasks.close()
 
+    def __len__(self) -> int:
+        """Sounds on the clock."""
+        return len(self._sounds)
+
     def add(self, sound: Sound | LiveSound) -> None:
         self._sounds.add(sound)
         self._wake.set()
@@ -131,8 +139,12 @@ class FrameClock:
         self._sounds.discard(sound)
 
     def tick(self, now: float) -> None:
+        """Offer what is due. A sound with nothing due (at 20 ms packets half of them on each tick,
+        at 60 ms five in six) costs one comparison, not a call."""
         offered = late = 0
         for sound in list(self._sounds):
+            if sound.next_at > now:
+                continue
             sent, behind = sound.advance(now, self.lead_s)
             offered, late = offered + sent, late + behind
             if sound.end_sent and now >= sound.ends_at:
