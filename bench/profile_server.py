@@ -32,22 +32,44 @@ def frame_name(frame: str) -> str:
     return f"{name} [{Path(path).parent.name}/{Path(path).name}]" if path else name
 
 
-def summarise(raw: Path) -> tuple[collections.Counter[str], collections.Counter[str], int]:
+OUR_CODE = ("server/", "comms/", "auth/")  # packages of src/ (paths as py-spy gives them)
+
+
+def task_of(frames: list[str]) -> str:
+    """The task a sample belongs to: below the event loop's callback (``Handle._run``), the
+    outermost frame in our code (``_stream_audio``, the frame clock, the status stream...);
+    else what ran there (the loop's own work, gRPC's poller thread)."""
+    runs = [i for i, frame in enumerate(frames) if frame.startswith("Handle._run ")]
+    below = frames[runs[-1] + 1 :] if runs else frames
+    for frame in below:
+        path = frame.partition(" (")[2]
+        if "site-packages" not in path and any(part in path for part in OUR_CODE):
+            return frame_name(frame)
+    return f"(not ours) {frame_name(below[0] if below else frames[-1])}" if frames else "?"
+
+
+def summarise(
+    raw: Path,
+) -> tuple[collections.Counter[str], collections.Counter[str], collections.Counter[str], int]:
+    """Samples by own time, by total time and by task (see ``task_of``), and their number."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    tasks: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [frame_name(f) for f in stack.split(";") if f]
+        raw_frames = [f for f in stack.split(";") if f]
+        frames = [frame_name(f) for f in raw_frames]
         samples += count
         if frames:
             own[frames[-1]] += count
         for name in set(frames):
             total[name] += count
-    return own, total, samples
+        tasks[task_of(raw_frames)] += count
+    return own, total, tasks, samples
 
 
 def profile(devices: int, seconds: float, native: bool = False, frame_ms: int = 20) -> None:
@@ -97,13 +119,16 @@ def profile(devices: int, seconds: float, native: bool = False, frame_ms: int = 
             server.wait(timeout=60)
             redis.terminate()
             redis.wait(timeout=30)
-        own, total, samples = summarise(raw)
+        own, total, tasks, samples = summarise(raw)
     print(f"\nServer profile, {devices} devices streaming {frame_ms} ms packets, {samples} samples (py-spy):")
     print("  own time (the function itself):")
     for name, count in own.most_common(TOP):
         print(f"    {100 * count / samples:5.1f}%  {name}")
     print("  total time (with what it calls):")
     for name, count in total.most_common(TOP):
+        print(f"    {100 * count / samples:5.1f}%  {name}")
+    print("  by task (the outermost frame in our code: what the server was doing it for):")
+    for name, count in tasks.most_common(TOP):
         print(f"    {100 * count / samples:5.1f}%  {name}")
 
 
