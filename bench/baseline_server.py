@@ -14,7 +14,6 @@ Prints ``PORT <n>``; ``sample`` on stdin prints one ``STATS {json}`` line; EOF s
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import resource
 import sys
@@ -26,6 +25,8 @@ import grpc
 from auth import pki
 from comms.gen import comms_pb2 as pb
 from comms.gen import comms_pb2_grpc as pb_grpc
+from server.__main__ import settle_heap
+from server.runtime.settings import ServerSettings
 
 OPUS_BYTES_PER_MS = 8  # the service's default 64 kbit/s: 160 bytes per 20 ms packet, 480 per 60 ms
 
@@ -81,9 +82,7 @@ async def main(pki_dir: Path, frame_ms: int) -> None:
     )
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(5000, 50, gc.get_threshold()[2])
+    settle_heap(ServerSettings.model_fields["gc_young_threshold"].default)  # the server's default
     print(f"PORT {port}", flush=True)
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):

@@ -53,7 +53,7 @@ class Device:
         self.gone = asyncio.Event()  # a stream ended without us closing it
         self.lost_code = ""
         self._closing = False
-        self._schedule = 0.0  # when packet 0 of the playing sound was due here (the earliest seen)
+        self._schedule = float("inf")  # when packet 0 of the playing sound was due here (the earliest seen)
         self._index = 0
         self._waiting: dict[str, asyncio.Future[float]] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -111,7 +111,6 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         log.info("stream.open", extra={**session.log_fields, "stream": kind})
         outcome = "CANCELLED"  # the peer went away, unless we learn otherwise below
         ended: StreamEnded | None = None
-        broken = False
         try:
             await context.send_initial_metadata(())  # the device learns at once that the stream is up
             await session.guard(work(controller, session), linger_s)
@@ -128,9 +127,9 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         except grpc.aio.InternalError:
             # gRPC's core failed an operation on this call: its peer or connection is gone (a
             # device that gave up waiting, in a reconnect storm). Not a bug, and nobody is left
-            # to tell: the stream just ends.
-            broken = True
+            # to tell: the stream just ends (after ``finally``).
             log.info("stream.broken", extra={**session.log_fields, "stream": kind})
+            return
         except Exception:
             # A bug, not the device's fault: full story in the log, nothing internal on the wire.
             outcome = "INTERNAL"
@@ -139,8 +138,6 @@ class DeviceService(pb_grpc.DeviceServiceServicer):
         finally:
             log.info("stream.end", extra={**session.log_fields, "stream": kind, "status": outcome})
             await self._registry.close_rpc(controller, session, kind)
-        if broken:
-            return
         if ended is not None and not context.cancelled():  # a peer that left hears nothing more
             await context.abort(ended.code, ended.message)
         if session.closed and session.close_code != grpc.StatusCode.CANCELLED:
